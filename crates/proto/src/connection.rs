@@ -1,0 +1,213 @@
+//! Connections: the handshake, a framed reader, and the batched writer loop.
+//!
+//! A connection is split in two halves. The reading half is a [`FrameReader`]; the writing
+//! half is owned by [`write_loop`], which drains its channel in batches and writes every
+//! frame of a batch with one syscall. Both are generic over `AsyncRead`/`AsyncWrite`.
+
+use crate::codec::{FrameCodec, encode_frame};
+use crate::message::{Hello, HelloReply, MAGIC, Role, Welcome};
+use crate::{PROTOCOL_VERSION, ProtoError, WireError};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+/// How long a peer may take to complete the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most messages [`write_loop`] takes from its channel for one write.
+const WRITE_BATCH: usize = 512;
+
+/// The reading half of a connection: a stream of decoded messages of type `In`.
+pub struct FrameReader<R, In> {
+    inner: FramedRead<R, FrameCodec<In>>,
+}
+
+impl<R: AsyncRead + Unpin, In: DeserializeOwned> FrameReader<R, In> {
+    /// Reads frames of at most `max_frame` bytes from `io`.
+    pub fn new(io: R, max_frame: usize) -> Self {
+        Self { inner: FramedRead::with_capacity(io, FrameCodec::new(max_frame), 16 * 1024) }
+    }
+
+    /// The next message; `Ok(None)` when the peer closed cleanly between frames.
+    pub async fn next(&mut self) -> Result<Option<In>, ProtoError> {
+        self.inner.next().await.transpose()
+    }
+
+    /// The next message, or [`ProtoError::Closed`] if the peer closed.
+    pub async fn expect(&mut self) -> Result<In, ProtoError> {
+        self.next().await?.ok_or(ProtoError::Closed)
+    }
+
+    /// Changes the type of message read from here on, keeping buffered bytes.
+    pub fn retype<In2: DeserializeOwned>(self) -> FrameReader<R, In2> {
+        let parts = self.inner.into_parts();
+        let mut framed = FramedRead::new(parts.io, FrameCodec::new(parts.codec.max_frame()));
+        *framed.read_buffer_mut() = parts.read_buf;
+        FrameReader { inner: framed }
+    }
+}
+
+/// Writes one message as a frame and flushes it (for handshakes and error answers).
+pub async fn write_one<W: AsyncWrite + Unpin, T: Serialize>(
+    io: &mut W,
+    msg: &T,
+    max_frame: usize,
+) -> Result<(), ProtoError> {
+    let mut buf = BytesMut::new();
+    encode_frame(msg, &mut buf, max_frame)?;
+    io.write_all(&buf).await?;
+    io.flush().await?;
+    Ok(())
+}
+
+/// Owns the writing half of a connection: takes messages from `rx` in batches, encodes a
+/// whole batch into one buffer and writes it with one call. Returns when `rx` is closed and
+/// drained, when `cancel` fires, or on a write error.
+pub async fn write_loop<W, Out>(
+    mut io: W,
+    mut rx: mpsc::Receiver<Out>,
+    max_frame: usize,
+    cancel: CancellationToken,
+) -> Result<(), ProtoError>
+where
+    W: AsyncWrite + Unpin,
+    Out: Serialize,
+{
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut batch, WRITE_BATCH) => n,
+            () = cancel.cancelled() => break,
+        };
+        if n == 0 {
+            break;
+        }
+        for msg in batch.drain(..) {
+            encode_frame(&msg, &mut buf, max_frame)?;
+        }
+        io.write_all(&buf).await?;
+        buf.clear();
+        if buf.capacity() > 4 * 1024 * 1024 {
+            buf = BytesMut::with_capacity(64 * 1024);
+        }
+    }
+    io.shutdown().await.ok();
+    Ok(())
+}
+
+/// The connecting side of the handshake: sends [`Hello`], waits for the [`Welcome`].
+pub async fn connect_handshake<R, W>(
+    reader: &mut FrameReader<R, HelloReply>,
+    writer: &mut W,
+    role: Role,
+    name: &str,
+    max_frame: usize,
+) -> Result<Welcome, ProtoError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let exchange = async {
+        write_one(writer, &Hello::new(role, name), max_frame).await?;
+        match reader.expect().await? {
+            Ok(welcome) => Ok(welcome),
+            Err(e) => Err(ProtoError::Refused(e)),
+        }
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange).await.map_err(|_| ProtoError::Timeout)?
+}
+
+/// The accepting side of the handshake: reads the [`Hello`], checks magic and version, and
+/// answers. A refused peer is told why before the error is returned.
+pub async fn accept_handshake<R, W>(
+    reader: &mut FrameReader<R, Hello>,
+    writer: &mut W,
+    node: &str,
+    max_frame: usize,
+) -> Result<Hello, ProtoError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.expect())
+        .await
+        .map_err(|_| ProtoError::Timeout)??;
+    if hello.magic != MAGIC {
+        let err = WireError::BadRequest { reason: "not a dtc connection (bad magic)".into() };
+        write_one(writer, &HelloReply::Err(err), max_frame).await.ok();
+        return Err(ProtoError::Handshake("bad magic".into()));
+    }
+    if hello.version != PROTOCOL_VERSION {
+        let err = WireError::VersionMismatch { got: hello.version, want: PROTOCOL_VERSION };
+        write_one(writer, &HelloReply::Err(err.clone()), max_frame).await.ok();
+        return Err(ProtoError::Handshake(err.to_string()));
+    }
+    let welcome = Welcome { version: PROTOCOL_VERSION, node: node.to_string() };
+    write_one(writer, &HelloReply::Ok(welcome), max_frame).await?;
+    Ok(hello)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TaskId;
+    use crate::message::{Request, RequestBody};
+
+    #[tokio::test]
+    async fn handshake_then_batched_messages() -> Result<(), ProtoError> {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (cr, mut cw) = tokio::io::split(client);
+        let (sr, mut sw) = tokio::io::split(server);
+        let server_side = tokio::spawn(async move {
+            let mut reader = FrameReader::<_, Hello>::new(sr, 1 << 20);
+            let hello = accept_handshake(&mut reader, &mut sw, "test", 1 << 20).await?;
+            let mut reader = reader.retype::<Request>();
+            let mut got = Vec::new();
+            while let Some(req) = reader.next().await? {
+                got.push(req);
+            }
+            Ok::<_, ProtoError>((hello, got))
+        });
+        let mut reader = FrameReader::<_, HelloReply>::new(cr, 1 << 20);
+        let welcome = connect_handshake(&mut reader, &mut cw, Role::Client, "c", 1 << 20).await?;
+        assert_eq!(welcome.node, "test");
+        let (tx, rx) = mpsc::channel(16);
+        for req in 0..10 {
+            let body = RequestBody::Get { id: TaskId(req as u128), wait: false };
+            tx.send(Request { req, body }).await.ok();
+        }
+        drop(tx);
+        write_loop(cw, rx, 1 << 20, CancellationToken::new()).await?;
+        let (hello, got) = server_side.await.map_err(|e| ProtoError::Handshake(e.to_string()))??;
+        assert_eq!(hello.role, Role::Client);
+        assert_eq!(got.len(), 10);
+        assert_eq!(got[9].req, 9);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn wrong_version_is_refused_with_a_reason() -> Result<(), ProtoError> {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (cr, mut cw) = tokio::io::split(client);
+        let (sr, mut sw) = tokio::io::split(server);
+        let server_side = tokio::spawn(async move {
+            let mut reader = FrameReader::<_, Hello>::new(sr, 1 << 20);
+            accept_handshake(&mut reader, &mut sw, "test", 1 << 20).await
+        });
+        let mut hello = Hello::new(Role::Client, "old");
+        hello.version = 99;
+        write_one(&mut cw, &hello, 1 << 20).await?;
+        let mut reader = FrameReader::<_, HelloReply>::new(cr, 1 << 20);
+        let reply = reader.expect().await?;
+        assert!(matches!(reply, Err(WireError::VersionMismatch { got: 99, .. })));
+        assert!(server_side.await.map_err(|e| ProtoError::Handshake(e.to_string()))?.is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,29 @@
+//! `dtc-proto`: the wire protocol every dtc process speaks.
+//!
+//! It owns task ids ([`TaskId`]), the task model ([`TaskSpec`], [`Outcome`], [`TaskView`]),
+//! the typed messages of each role ([`message`]), the length-delimited frame codec
+//! ([`codec::FrameCodec`]), the handshake and the batched writer ([`connection`]), and the
+//! errors that cross the wire ([`WireError`]) or stay local ([`ProtoError`]).
+//!
+//! Everything here is generic over `AsyncRead + AsyncWrite`, so the same code runs on TCP and
+//! inside a network simulator.
+
+pub mod codec;
+pub mod connection;
+mod error;
+mod id;
+pub mod message;
+mod task;
+
+pub use error::{ProtoError, WireError};
+pub use id::{ParseTaskIdError, TaskId};
+pub use task::{Outcome, TaskSpec, TaskState, TaskView};
+
+/// The protocol version this build speaks; the handshake refuses any other.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The default bound on one frame's length (16 MiB).
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// The default bound on requests in flight on one connection.
+pub const DEFAULT_MAX_INFLIGHT: usize = 16 * 1024;

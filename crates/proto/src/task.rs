@@ -1,0 +1,97 @@
+//! The task model shared by clients, coordinators and workers.
+
+use crate::TaskId;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// What a submitter asks to run: a type name (which handler runs it) and a byte payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// The task's id; submitting an id that exists returns the existing task.
+    pub id: TaskId,
+    /// The handler's name, e.g. `sleep` or `wordcount`.
+    pub kind: String,
+    /// Opaque input for the handler.
+    pub payload: Bytes,
+    /// How many times the task may run before it is given up as failed (a failed or lost
+    /// attempt is retried while attempts remain). At least 1.
+    pub max_attempts: u32,
+}
+
+impl TaskSpec {
+    /// The default for [`TaskSpec::max_attempts`].
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+    /// A spec with a fresh id and the default attempt limit.
+    pub fn new(kind: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        Self {
+            id: TaskId::new(),
+            kind: kind.into(),
+            payload: payload.into(),
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    /// The same spec with the given id.
+    pub fn with_id(mut self, id: TaskId) -> Self {
+        self.id = id;
+        self
+    }
+}
+
+/// Where a task is in its lifecycle: `Queued → Running → Succeeded | Failed`, or `Cancelled`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Waiting for a free worker slot.
+    Queued,
+    /// Assigned to a worker.
+    Running,
+    /// Finished; its handler returned a result.
+    Succeeded,
+    /// Finished; its handler failed (or its attempts ran out).
+    Failed,
+    /// Cancelled before it ran.
+    Cancelled,
+}
+
+impl TaskState {
+    /// Whether the task has finished for good.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// How an attempt (or a whole task) ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The handler's output.
+    Succeeded(Bytes),
+    /// Why the handler failed.
+    Failed(String),
+    /// The task was cancelled before it ran.
+    Cancelled,
+}
+
+impl Outcome {
+    /// The task state this outcome leaves a task in.
+    pub fn state(&self) -> TaskState {
+        match self {
+            Self::Succeeded(_) => TaskState::Succeeded,
+            Self::Failed(_) => TaskState::Failed,
+            Self::Cancelled => TaskState::Cancelled,
+        }
+    }
+}
+
+/// What a submitter sees of a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskView {
+    /// The task's id.
+    pub id: TaskId,
+    /// Its lifecycle state.
+    pub state: TaskState,
+    /// How many attempts have started so far.
+    pub attempts: u32,
+    /// The outcome, once finished.
+    pub outcome: Option<Outcome>,
+}
