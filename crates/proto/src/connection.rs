@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +50,18 @@ impl<R: AsyncRead + Unpin, In: DeserializeOwned> FrameReader<R, In> {
         let mut framed = FramedRead::new(parts.io, FrameCodec::new(parts.codec.max_frame()));
         *framed.read_buffer_mut() = parts.read_buf;
         FrameReader { inner: framed }
+    }
+}
+
+/// A message travelling with a semaphore permit: the permit is released once the writer has
+/// taken the message out of its channel, so the permits bound what is queued plus what is
+/// still being worked on. Serializes as the message alone.
+#[derive(Debug)]
+pub struct WithPermit<T>(pub T, pub OwnedSemaphorePermit);
+
+impl<T: Serialize> Serialize for WithPermit<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
     }
 }
 

@@ -1,0 +1,75 @@
+//! One worker's connection to the coordinator: reads its `Register`, then forwards every
+//! message to the actor, and writes the actor's assignments back through a batched writer.
+
+use super::actor::Event;
+use crate::net::Accepted;
+use dtc_proto::connection::{write_loop, write_one};
+use dtc_proto::message::{CoordMsg, WorkerMsg};
+use dtc_proto::WireError;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
+
+/// Serves a worker connection until it closes, misbehaves, or the actor drops it.
+pub(super) async fn serve(
+    a: Accepted,
+    events: mpsc::Sender<Event>,
+    max_frame: usize,
+    cancel: CancellationToken,
+) {
+    let Accepted { hello, peer, reader, mut writer } = a;
+    let mut reader = reader.retype::<WorkerMsg>();
+    let (slots, kinds, running) = match reader.expect().await {
+        Ok(WorkerMsg::Register { slots, kinds, running }) if slots > 0 => (slots, kinds, running),
+        Ok(other) => {
+            let reason = format!("a worker must first send Register with at least one slot, not {other:?}");
+            tracing::info!(%peer, %reason, "refusing a worker");
+            write_one(&mut writer, &CoordMsg::Error(WireError::BadRequest { reason }), max_frame).await.ok();
+            return;
+        }
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "worker closed before registering");
+            return;
+        }
+    };
+    let id = NEXT_WORKER.fetch_add(1, Ordering::Relaxed);
+    let worker_cancel = cancel.child_token();
+    let (tx, rx) = mpsc::channel(slots as usize + 64);
+    let writer_task = tokio::spawn(write_loop(writer, rx, max_frame, worker_cancel.clone()));
+    tracing::info!(%peer, worker = id, name = %hello.name, slots, ?kinds, "worker registered");
+    let up = Event::WorkerUp { worker: id, tx, slots, running, cancel: worker_cancel.clone() };
+    if events.send(up).await.is_err() {
+        return;
+    }
+    loop {
+        let msg = tokio::select! {
+            m = reader.next() => m,
+            () = worker_cancel.cancelled() => break,
+        };
+        match msg {
+            Ok(Some(msg)) => {
+                if events.send(Event::Worker { worker: id, msg }).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::info!(%peer, worker = id, error = %e, "dropping a worker after a bad frame");
+                break;
+            }
+        }
+    }
+    worker_cancel.cancel();
+    events.send(Event::WorkerDown { worker: id }).await.ok();
+    writer_task.await.ok();
+    tracing::info!(%peer, worker = id, "worker disconnected");
+}
+
+/// Answers a connection this coordinator does not serve with an error, then closes it.
+pub(super) async fn refuse(a: Accepted, err: WireError, max_frame: usize) {
+    let Accepted { peer, mut writer, .. } = a;
+    tracing::info!(%peer, error = %err, "refusing a connection");
+    write_one(&mut writer, &CoordMsg::Error(err), max_frame).await.ok();
+}

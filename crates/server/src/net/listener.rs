@@ -1,0 +1,101 @@
+//! Accepting and dialing connections. [`accept_loop`] owns a listening socket: every
+//! connection is handshaken in its own task and handed, typed by the peer's role, to the
+//! caller's handler. [`connect`] dials and handshakes the other way.
+
+use dtc_proto::connection::{FrameReader, accept_handshake, connect_handshake};
+use dtc_proto::message::{Hello, HelloReply, Role, Welcome};
+use dtc_proto::{DEFAULT_MAX_FRAME, DEFAULT_MAX_INFLIGHT, ProtoError};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// Bounds that every connection of a node obeys.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The largest frame read or written, in bytes.
+    pub max_frame: usize,
+    /// The most requests in flight on one connection.
+    pub max_inflight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_frame: DEFAULT_MAX_FRAME, max_inflight: DEFAULT_MAX_INFLIGHT }
+    }
+}
+
+/// A connection that completed the handshake.
+pub struct Accepted {
+    /// What the peer said about itself.
+    pub hello: Hello,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The reading half, positioned after the handshake.
+    pub reader: FrameReader<OwnedReadHalf, Hello>,
+    /// The writing half.
+    pub writer: OwnedWriteHalf,
+}
+
+/// Accepts connections until `cancel` fires. Each connection's handshake and handler run in
+/// their own task; a failed handshake is logged and closes only that connection. The handler
+/// is given the connection and must itself stop when `cancel` fires.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    node: String,
+    limits: Limits,
+    cancel: CancellationToken,
+    handler: F,
+) where
+    F: Fn(Accepted) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = cancel.cancelled() => break,
+        };
+        stream.set_nodelay(true).ok();
+        let node = node.clone();
+        let cancel = cancel.clone();
+        let handler = Arc::clone(&handler);
+        tokio::spawn(async move {
+            let (read, mut writer) = stream.into_split();
+            let mut reader = FrameReader::new(read, limits.max_frame);
+            let handshake = accept_handshake(&mut reader, &mut writer, &node, limits.max_frame);
+            let hello = tokio::select! {
+                h = handshake => h,
+                () = cancel.cancelled() => return,
+            };
+            match hello {
+                Ok(hello) => handler(Accepted { hello, peer, reader, writer }).await,
+                Err(e) => tracing::info!(%peer, error = %e, "refused a connection"),
+            }
+        });
+    }
+}
+
+/// Dials `addr`, handshakes as `role`, and returns the two halves.
+pub async fn connect(
+    addr: SocketAddr,
+    role: Role,
+    name: &str,
+    max_frame: usize,
+) -> Result<(FrameReader<OwnedReadHalf, HelloReply>, OwnedWriteHalf, Welcome), ProtoError> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true).ok();
+    let (read, mut writer) = stream.into_split();
+    let mut reader = FrameReader::new(read, max_frame);
+    let welcome = connect_handshake(&mut reader, &mut writer, role, name, max_frame).await?;
+    Ok((reader, writer, welcome))
+}

@@ -1,0 +1,129 @@
+//! The router: stateless. It accepts clients, picks each request's shard by a stable hash of
+//! the task id ([`shard_map`]), and forwards it over one multiplexed connection per shard
+//! ([`upstream`]), returning every answer to the client that asked.
+
+pub mod shard_map;
+mod upstream;
+
+use crate::net::{Accepted, Limits, RequestSink, Reply, accept_loop, serve_client};
+use dtc_proto::message::{RequestBody, Role};
+use dtc_proto::WireError;
+use shard_map::ShardMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use upstream::Upstream;
+
+/// How a router runs.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// Where to listen for clients.
+    pub listen: SocketAddr,
+    /// For each shard, its coordinators' addresses in order of preference.
+    pub shards: Vec<Vec<SocketAddr>>,
+    /// Frame and in-flight bounds per connection.
+    pub limits: Limits,
+}
+
+/// A bound router, ready to [`run`](Router::run).
+pub struct Router {
+    listener: TcpListener,
+    config: RouterConfig,
+}
+
+/// Why a router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// No shard was given.
+    #[error("a router needs at least one shard (-s ADDR[,ADDR…])")]
+    NoShards,
+    /// A shard was given with no address.
+    #[error("shard {0} has no coordinator address")]
+    EmptyShard(usize),
+    /// Binding the listening socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl Router {
+    /// Checks the shard list and binds the listening socket.
+    pub async fn bind(config: RouterConfig) -> Result<Self, RouterError> {
+        if config.shards.is_empty() {
+            return Err(RouterError::NoShards);
+        }
+        if let Some(i) = config.shards.iter().position(Vec::is_empty) {
+            return Err(RouterError::EmptyShard(i));
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| RouterError::Bind { addr: config.listen, source })?;
+        Ok(Self { listener, config })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `cancel` fires.
+    pub async fn run(self, cancel: CancellationToken) {
+        let addr = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let limits = self.config.limits;
+        let mut senders = Vec::new();
+        let mut tasks = Vec::new();
+        for (index, addrs) in self.config.shards.iter().enumerate() {
+            let (tx, rx) = mpsc::channel(limits.max_inflight);
+            let up = Upstream::new(index, addrs.clone(), limits, format!("router {addr}"));
+            tasks.push(tokio::spawn(up.run(rx, cancel.clone())));
+            senders.push(tx);
+        }
+        let sink = Arc::new(ShardSink { map: ShardMap::new(senders.len()), shards: senders });
+        let conn_cancel = cancel.clone();
+        let handler = move |a: Accepted| {
+            let sink = Arc::clone(&sink);
+            let cancel = conn_cancel.clone();
+            async move {
+                if matches!(a.hello.role, Role::Worker | Role::Peer) {
+                    tracing::info!(peer = %a.peer, role = ?a.hello.role, "refusing a non-client at the router");
+                    return;
+                }
+                serve_client(
+                    a.hello, a.peer, a.reader, a.writer, sink,
+                    limits.max_frame, limits.max_inflight, cancel,
+                )
+                .await;
+            }
+        };
+        tracing::info!(%addr, shards = self.config.shards.len(), "router listening");
+        accept_loop(self.listener, format!("router {addr}"), limits, cancel, handler).await;
+        for t in tasks {
+            t.await.ok();
+        }
+        tracing::info!(%addr, "router stopped");
+    }
+}
+
+struct ShardSink {
+    map: ShardMap,
+    shards: Vec<mpsc::Sender<(RequestBody, Reply)>>,
+}
+
+impl RequestSink for ShardSink {
+    async fn request(&self, body: RequestBody, reply: Reply) {
+        let shard = self.map.shard_of(body.task_id());
+        let Some(tx) = self.shards.get(shard) else {
+            reply.send(Err(WireError::Unavailable { reason: format!("no shard {shard}") }));
+            return;
+        };
+        if let Err(mpsc::error::SendError((_, reply))) = tx.send((body, reply)).await {
+            reply.send(Err(WireError::ShuttingDown));
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Which worker runs which task: connected workers and their slots, the ready queue, the
+//! running attempts, and heartbeat deadlines. Owned by the coordinator's actor loop; rebuilt
+//! from the task table when a coordinator starts leading.
+
+use dtc_proto::TaskId;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// A connected worker's id, unique within one coordinator's lifetime.
+pub type WorkerId = u64;
+
+/// A decision to run one attempt of a task on a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Assign {
+    /// The worker that gets it.
+    pub worker: WorkerId,
+    /// The task.
+    pub id: TaskId,
+    /// The attempt number.
+    pub attempt: u32,
+}
+
+#[derive(Debug)]
+struct Worker {
+    slots: u32,
+    /// The attempts this worker holds a slot for.
+    busy: HashSet<TaskId>,
+    last_seen: Instant,
+    draining: bool,
+}
+
+impl Worker {
+    fn free(&self) -> u32 {
+        if self.draining { 0 } else { self.slots.saturating_sub(self.busy.len() as u32) }
+    }
+}
+
+/// The runtime scheduling state of a shard's leader.
+#[derive(Debug)]
+pub struct Scheduler {
+    workers: HashMap<WorkerId, Worker>,
+    ready: VecDeque<TaskId>,
+    /// Running attempts: task → (worker, attempt).
+    running: HashMap<TaskId, (WorkerId, u32)>,
+    heartbeat_timeout: Duration,
+}
+
+impl Scheduler {
+    /// A scheduler that declares a worker dead after `heartbeat_timeout` without a message.
+    pub fn new(heartbeat_timeout: Duration) -> Self {
+        Self {
+            workers: HashMap::new(),
+            ready: VecDeque::new(),
+            running: HashMap::new(),
+            heartbeat_timeout,
+        }
+    }
+
+    /// A worker registered with `slots` slots. `still_running` are tasks it reports running
+    /// from before a reconnect, with their attempt numbers: they keep their slot and are not
+    /// run again (the caller passes only tasks that are still unfinished and not running).
+    pub fn add_worker(
+        &mut self,
+        id: WorkerId,
+        slots: u32,
+        still_running: impl IntoIterator<Item = (TaskId, u32)>,
+        now: Instant,
+    ) {
+        let mut worker = Worker { slots, busy: HashSet::new(), last_seen: now, draining: false };
+        for (task, attempt) in still_running {
+            if !self.running.contains_key(&task) {
+                self.running.insert(task, (id, attempt));
+                worker.busy.insert(task);
+            }
+        }
+        self.workers.insert(id, worker);
+    }
+
+    /// The worker is gone: returns the attempts it was running, which must be re-queued.
+    pub fn remove_worker(&mut self, id: WorkerId) -> Vec<(TaskId, u32)> {
+        let Some(worker) = self.workers.remove(&id) else { return Vec::new() };
+        worker
+            .busy
+            .into_iter()
+            .filter_map(|task| match self.running.get(&task) {
+                Some(&(w, attempt)) if w == id => {
+                    self.running.remove(&task);
+                    Some((task, attempt))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A message arrived from the worker.
+    pub fn seen(&mut self, id: WorkerId, now: Instant) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.last_seen = now;
+        }
+    }
+
+    /// The worker is shutting down: give it nothing more.
+    pub fn drain(&mut self, id: WorkerId) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.draining = true;
+        }
+    }
+
+    /// Workers silent for longer than the heartbeat timeout.
+    pub fn expired(&self, now: Instant) -> Vec<WorkerId> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| now.saturating_duration_since(w.last_seen) > self.heartbeat_timeout)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The task is ready to run.
+    pub fn enqueue(&mut self, id: TaskId) {
+        self.ready.push_back(id);
+    }
+
+    /// The worker finished an attempt of `id`: frees its slot.
+    pub fn completed(&mut self, worker: WorkerId, id: TaskId) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.busy.remove(&id);
+        }
+        if matches!(self.running.get(&id), Some(&(w, _)) if w == worker) {
+            self.running.remove(&id);
+        }
+    }
+
+    /// The task finished for good (possibly through another attempt): it runs nowhere now.
+    /// A worker still running a stale attempt keeps its slot until it reports completion.
+    pub fn forget(&mut self, id: TaskId) {
+        self.running.remove(&id);
+    }
+
+    /// Where the task runs, if it does.
+    pub fn running_on(&self, id: TaskId) -> Option<(WorkerId, u32)> {
+        self.running.get(&id).copied()
+    }
+
+    /// Ready tasks waiting for a slot (including stale entries not yet skipped).
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Running attempts.
+    pub fn running_len(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Connected workers.
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Hands ready tasks to free slots, least loaded worker first, until either runs out.
+    /// `next_attempt` gives a task's next attempt number, or `None` if it is no longer
+    /// queued (finished or cancelled since it was enqueued); such entries are dropped.
+    pub fn assign(&mut self, mut next_attempt: impl FnMut(TaskId) -> Option<u32>) -> Vec<Assign> {
+        let mut out = Vec::new();
+        while !self.ready.is_empty() {
+            let Some((&worker, _)) = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.free() > 0)
+                .max_by_key(|(id, w)| (w.free(), std::cmp::Reverse(**id)))
+            else {
+                break;
+            };
+            let Some(id) = self.ready.pop_front() else { break };
+            if self.running.contains_key(&id) {
+                continue;
+            }
+            let Some(attempt) = next_attempt(id) else { continue };
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.busy.insert(id);
+            }
+            self.running.insert(id, (worker, attempt));
+            out.push(Assign { worker, id, attempt });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(n: u128) -> TaskId {
+        TaskId(n)
+    }
+
+    #[test]
+    fn fills_the_least_loaded_worker_first() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1));
+        s.add_worker(1, 2, [], now);
+        s.add_worker(2, 4, [], now);
+        for n in 0..5 {
+            s.enqueue(t(n));
+        }
+        let got = s.assign(|_| Some(1));
+        assert_eq!(got.len(), 5);
+        let on_2 = got.iter().filter(|a| a.worker == 2).count();
+        assert_eq!(on_2, 3, "worker 2 has more free slots, so it takes more: {got:?}");
+        s.enqueue(t(8));
+        s.enqueue(t(9));
+        assert_eq!(s.assign(|_| Some(1)).len(), 1, "one slot of six was left");
+        assert_eq!(s.ready_len(), 1);
+    }
+
+    #[test]
+    fn no_slot_no_assignment_and_finished_tasks_are_skipped() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1));
+        s.enqueue(t(1));
+        assert!(s.assign(|_| Some(1)).is_empty(), "no worker yet");
+        s.add_worker(1, 1, [], now);
+        s.enqueue(t(2));
+        let got = s.assign(|id| (id != t(1)).then_some(1));
+        assert_eq!(got, vec![Assign { worker: 1, id: t(2), attempt: 1 }]);
+        assert_eq!(s.ready_len(), 0);
+    }
+
+    #[test]
+    fn a_dead_worker_gives_back_its_tasks() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Duration::from_millis(1000));
+        s.add_worker(1, 2, [], now);
+        s.add_worker(2, 2, [], now);
+        s.enqueue(t(1));
+        s.enqueue(t(2));
+        let got = s.assign(|_| Some(1));
+        assert_eq!(got.len(), 2);
+        s.seen(2, now + Duration::from_millis(900));
+        assert_eq!(s.expired(now + Duration::from_millis(1500)), vec![1]);
+        let lost = s.remove_worker(1);
+        assert_eq!(lost.len(), 1);
+        assert_eq!(s.running_len(), 1);
+    }
+
+    #[test]
+    fn completion_frees_the_slot_and_draining_takes_nothing() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1));
+        s.add_worker(1, 1, [], now);
+        s.enqueue(t(1));
+        s.enqueue(t(2));
+        assert_eq!(s.assign(|_| Some(1)).len(), 1);
+        s.completed(1, t(1));
+        s.drain(1);
+        assert!(s.assign(|_| Some(1)).is_empty());
+        assert_eq!(s.ready_len(), 1);
+    }
+
+    #[test]
+    fn reported_running_tasks_are_not_run_again() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1));
+        s.add_worker(7, 2, [(t(1), 1)], now);
+        s.enqueue(t(1));
+        s.enqueue(t(2));
+        let got = s.assign(|_| Some(1));
+        assert_eq!(got, vec![Assign { worker: 7, id: t(2), attempt: 1 }]);
+        assert_eq!(s.running_on(t(1)), Some((7, 1)));
+    }
+}

@@ -1,0 +1,75 @@
+//! The commands of the shard's task table and what applying one yields.
+//!
+//! Commands carry every input `apply` needs, time included, so that applying the same
+//! commands in the same order gives the same table on every replica.
+
+use dtc_proto::{Outcome, TaskId, TaskSpec, TaskView, WireError};
+use serde::{Deserialize, Serialize};
+
+/// A change to the task table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Add a task unless its id exists.
+    Submit {
+        /// The task.
+        spec: TaskSpec,
+        /// The leader's clock (ms since the Unix epoch) when it proposed this.
+        at_ms: u64,
+    },
+    /// An attempt finished with `outcome`.
+    Complete {
+        /// The task.
+        id: TaskId,
+        /// Which attempt finished.
+        attempt: u32,
+        /// What the handler returned.
+        outcome: Outcome,
+        /// The leader's clock when it proposed this.
+        at_ms: u64,
+    },
+    /// The running attempt was lost (its worker died): run it again while attempts remain.
+    Requeue {
+        /// The task.
+        id: TaskId,
+        /// The attempt that was lost.
+        attempt: u32,
+        /// The leader's clock when it proposed this.
+        at_ms: u64,
+    },
+    /// Cancel a queued task.
+    Cancel {
+        /// The task.
+        id: TaskId,
+        /// The leader's clock when it proposed this.
+        at_ms: u64,
+    },
+    /// Forget finished tasks older than the retention time.
+    Expire {
+        /// The leader's clock when it proposed this.
+        at_ms: u64,
+    },
+}
+
+/// What a submit did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubmitOutcome {
+    /// The task as it now stands.
+    pub view: TaskView,
+    /// True if the task is new (and so must be scheduled); false if the id existed.
+    pub created: bool,
+}
+
+/// The result of applying one command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The answer to a [`Command::Submit`].
+    Submitted(Result<SubmitOutcome, WireError>),
+    /// The task is queued again and must be scheduled.
+    Requeued(TaskId),
+    /// The task finished for good (succeeded, failed, or cancelled).
+    Finished(TaskView),
+    /// The answer to a [`Command::Cancel`] that could not cancel.
+    CancelRefused(TaskId, WireError),
+    /// Nothing changed that anyone waits for (a stale completion, an expiry).
+    Nothing,
+}

@@ -1,0 +1,344 @@
+//! The shard's task table: a deterministic state machine over [`Command`]s.
+//!
+//! It owns every task's spec and lifecycle, and the retention of finished results (bounded
+//! by age and by count). It never reads a clock, does no I/O and draws no random numbers:
+//! time arrives inside the commands. The coordinator (later: every Raft replica) owns one.
+
+use super::{Applied, Command, SubmitOutcome};
+use bytes::Bytes;
+use dtc_proto::{Outcome, TaskId, TaskSpec, TaskState, TaskView, WireError};
+use std::collections::{HashMap, VecDeque};
+
+/// How long and how many finished tasks are kept, and how many may wait in the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Finished tasks are forgotten this many ms after they finished.
+    pub result_ttl_ms: u64,
+    /// At most this many finished tasks are kept; the oldest go first.
+    pub max_results: usize,
+    /// At most this many tasks may be queued; a submit past it is `Overloaded`.
+    pub max_queued: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { result_ttl_ms: 10 * 60 * 1000, max_results: 200_000, max_queued: 100_000 }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Record {
+    kind: String,
+    payload: Bytes,
+    max_attempts: u32,
+    /// Attempts that have ended (failed or lost); the next attempt is `ended + 1`.
+    ended: u32,
+    outcome: Option<Outcome>,
+}
+
+impl Record {
+    fn state(&self) -> TaskState {
+        self.outcome.as_ref().map_or(TaskState::Queued, Outcome::state)
+    }
+}
+
+/// The task table of one shard.
+#[derive(Debug, Default)]
+pub struct TaskTable {
+    tasks: HashMap<TaskId, Record>,
+    /// Finished tasks in the order they finished, with when.
+    finished: VecDeque<(u64, TaskId)>,
+    queued: usize,
+    retention: Retention,
+}
+
+impl TaskTable {
+    /// An empty table with the given retention.
+    pub fn new(retention: Retention) -> Self {
+        Self { retention, ..Self::default() }
+    }
+
+    /// Applies one command. Deterministic: the same commands give the same table.
+    pub fn apply(&mut self, cmd: Command) -> Applied {
+        match cmd {
+            Command::Submit { spec, at_ms } => Applied::Submitted(self.submit(spec, at_ms)),
+            Command::Complete { id, attempt, outcome, at_ms } => {
+                self.complete(id, attempt, outcome, at_ms)
+            }
+            Command::Requeue { id, attempt, at_ms } => self.requeue(id, attempt, at_ms),
+            Command::Cancel { id, at_ms } => self.cancel(id, at_ms),
+            Command::Expire { at_ms } => {
+                self.expire(at_ms);
+                Applied::Nothing
+            }
+        }
+    }
+
+    /// The task as the table holds it (a running task shows as `Queued` here: which tasks
+    /// run is runtime state, kept by the leader).
+    pub fn view(&self, id: TaskId) -> Option<TaskView> {
+        self.tasks.get(&id).map(|r| view_of(id, r))
+    }
+
+    /// The next attempt number and the input of a queued task; `None` if it is not queued.
+    pub fn queued_input(&self, id: TaskId) -> Option<(u32, &str, &Bytes)> {
+        let r = self.tasks.get(&id)?;
+        (r.outcome.is_none()).then(|| (r.ended + 1, r.kind.as_str(), &r.payload))
+    }
+
+    /// Every task not finished, in no particular order (for rebuilding a ready queue).
+    pub fn unfinished(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.tasks.iter().filter(|(_, r)| r.outcome.is_none()).map(|(id, _)| *id)
+    }
+
+    /// How many tasks are queued (not finished).
+    pub fn queued_len(&self) -> usize {
+        self.queued
+    }
+
+    /// How many tasks the table holds, finished ones included.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether the table holds no task.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    fn submit(&mut self, spec: TaskSpec, at_ms: u64) -> Result<SubmitOutcome, WireError> {
+        if let Some(r) = self.tasks.get(&spec.id) {
+            return Ok(SubmitOutcome { view: view_of(spec.id, r), created: false });
+        }
+        if spec.kind.is_empty() {
+            return Err(WireError::BadRequest { reason: "the task type is empty".into() });
+        }
+        if self.queued >= self.retention.max_queued {
+            return Err(WireError::Overloaded);
+        }
+        self.expire(at_ms);
+        let record = Record {
+            kind: spec.kind,
+            payload: spec.payload,
+            max_attempts: spec.max_attempts.max(1),
+            ended: 0,
+            outcome: None,
+        };
+        let view = view_of(spec.id, &record);
+        self.tasks.insert(spec.id, record);
+        self.queued += 1;
+        Ok(SubmitOutcome { view, created: true })
+    }
+
+    fn complete(&mut self, id: TaskId, attempt: u32, outcome: Outcome, at_ms: u64) -> Applied {
+        let Some(r) = self.tasks.get_mut(&id) else { return Applied::Nothing };
+        if r.outcome.is_some() {
+            return Applied::Nothing;
+        }
+        let current = attempt == r.ended + 1;
+        match outcome {
+            Outcome::Failed(_) if !current => Applied::Nothing,
+            Outcome::Failed(_) if r.ended + 1 < r.max_attempts => {
+                r.ended += 1;
+                Applied::Requeued(id)
+            }
+            outcome => {
+                r.ended = r.ended.max(attempt);
+                self.finish(id, outcome, at_ms)
+            }
+        }
+    }
+
+    fn requeue(&mut self, id: TaskId, attempt: u32, at_ms: u64) -> Applied {
+        let Some(r) = self.tasks.get_mut(&id) else { return Applied::Nothing };
+        if r.outcome.is_some() || attempt != r.ended + 1 {
+            return Applied::Nothing;
+        }
+        r.ended += 1;
+        if r.ended < r.max_attempts {
+            return Applied::Requeued(id);
+        }
+        let reason = format!("gave up after {} attempts: the worker running it was lost", r.ended);
+        self.finish(id, Outcome::Failed(reason), at_ms)
+    }
+
+    fn cancel(&mut self, id: TaskId, at_ms: u64) -> Applied {
+        match self.tasks.get(&id) {
+            None => Applied::CancelRefused(id, WireError::NotFound),
+            Some(r) if r.outcome.is_some() => Applied::CancelRefused(
+                id,
+                WireError::BadRequest { reason: "the task has already finished".into() },
+            ),
+            Some(_) => self.finish(id, Outcome::Cancelled, at_ms),
+        }
+    }
+
+    fn finish(&mut self, id: TaskId, outcome: Outcome, at_ms: u64) -> Applied {
+        let Some(r) = self.tasks.get_mut(&id) else { return Applied::Nothing };
+        r.outcome = Some(outcome);
+        r.payload = Bytes::new();
+        let view = view_of(id, r);
+        self.queued -= 1;
+        self.finished.push_back((at_ms, id));
+        while self.finished.len() > self.retention.max_results {
+            if let Some((_, old)) = self.finished.pop_front() {
+                self.tasks.remove(&old);
+            }
+        }
+        Applied::Finished(view)
+    }
+
+    fn expire(&mut self, at_ms: u64) {
+        let cutoff = at_ms.saturating_sub(self.retention.result_ttl_ms);
+        while let Some(&(done_at, id)) = self.finished.front() {
+            if done_at > cutoff {
+                break;
+            }
+            self.finished.pop_front();
+            self.tasks.remove(&id);
+        }
+    }
+}
+
+fn view_of(id: TaskId, r: &Record) -> TaskView {
+    TaskView { id, state: r.state(), attempts: r.ended, outcome: r.outcome.clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(n: u128, max_attempts: u32) -> TaskSpec {
+        TaskSpec { id: TaskId(n), kind: "noop".into(), payload: Bytes::from_static(b"x"), max_attempts }
+    }
+
+    fn submit(t: &mut TaskTable, n: u128, max_attempts: u32) -> Applied {
+        t.apply(Command::Submit { spec: spec(n, max_attempts), at_ms: 0 })
+    }
+
+    fn ok(bytes: &'static [u8]) -> Outcome {
+        Outcome::Succeeded(Bytes::from_static(bytes))
+    }
+
+    #[test]
+    fn submit_is_idempotent_and_returns_the_result() {
+        let mut t = TaskTable::new(Retention::default());
+        assert!(matches!(submit(&mut t, 1, 3), Applied::Submitted(Ok(SubmitOutcome { created: true, .. }))));
+        assert!(matches!(submit(&mut t, 1, 3), Applied::Submitted(Ok(SubmitOutcome { created: false, .. }))));
+        let done = t.apply(Command::Complete { id: TaskId(1), attempt: 1, outcome: ok(b"r"), at_ms: 5 });
+        assert!(matches!(done, Applied::Finished(ref v) if v.state == TaskState::Succeeded));
+        match submit(&mut t, 1, 3) {
+            Applied::Submitted(Ok(s)) => {
+                assert!(!s.created);
+                assert_eq!(s.view.outcome, Some(ok(b"r")));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(t.queued_len(), 0);
+    }
+
+    #[test]
+    fn failures_retry_while_attempts_remain() {
+        let mut t = TaskTable::new(Retention::default());
+        submit(&mut t, 1, 2);
+        let fail = |attempt| Command::Complete {
+            id: TaskId(1),
+            attempt,
+            outcome: Outcome::Failed("boom".into()),
+            at_ms: 1,
+        };
+        assert_eq!(t.apply(fail(1)), Applied::Requeued(TaskId(1)));
+        assert_eq!(t.queued_input(TaskId(1)).map(|q| q.0), Some(2));
+        assert_eq!(t.apply(fail(1)), Applied::Nothing, "a stale failure is ignored");
+        match t.apply(fail(2)) {
+            Applied::Finished(v) => {
+                assert_eq!(v.state, TaskState::Failed);
+                assert_eq!(v.attempts, 2);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lost_attempts_requeue_then_give_up() {
+        let mut t = TaskTable::new(Retention::default());
+        submit(&mut t, 1, 2);
+        assert_eq!(t.apply(Command::Requeue { id: TaskId(1), attempt: 1, at_ms: 1 }), Applied::Requeued(TaskId(1)));
+        assert_eq!(t.apply(Command::Requeue { id: TaskId(1), attempt: 1, at_ms: 1 }), Applied::Nothing);
+        assert!(matches!(
+            t.apply(Command::Requeue { id: TaskId(1), attempt: 2, at_ms: 1 }),
+            Applied::Finished(TaskView { state: TaskState::Failed, .. })
+        ));
+    }
+
+    #[test]
+    fn a_late_success_of_an_old_attempt_still_counts() {
+        let mut t = TaskTable::new(Retention::default());
+        submit(&mut t, 1, 3);
+        t.apply(Command::Requeue { id: TaskId(1), attempt: 1, at_ms: 1 });
+        let late = t.apply(Command::Complete { id: TaskId(1), attempt: 1, outcome: ok(b"a"), at_ms: 2 });
+        assert!(matches!(late, Applied::Finished(ref v) if v.outcome == Some(ok(b"a"))));
+        let second = t.apply(Command::Complete { id: TaskId(1), attempt: 2, outcome: ok(b"b"), at_ms: 3 });
+        assert_eq!(second, Applied::Nothing, "a task finishes once");
+    }
+
+    #[test]
+    fn queue_bound_gives_overloaded() {
+        let mut t = TaskTable::new(Retention { max_queued: 2, ..Retention::default() });
+        submit(&mut t, 1, 1);
+        submit(&mut t, 2, 1);
+        assert_eq!(submit(&mut t, 3, 1), Applied::Submitted(Err(WireError::Overloaded)));
+        t.apply(Command::Cancel { id: TaskId(1), at_ms: 0 });
+        assert!(matches!(submit(&mut t, 3, 1), Applied::Submitted(Ok(_))));
+    }
+
+    #[test]
+    fn cancel_only_unfinished_tasks() {
+        let mut t = TaskTable::new(Retention::default());
+        submit(&mut t, 1, 1);
+        assert!(matches!(t.apply(Command::Cancel { id: TaskId(1), at_ms: 0 }), Applied::Finished(TaskView { state: TaskState::Cancelled, .. })));
+        assert!(matches!(t.apply(Command::Cancel { id: TaskId(1), at_ms: 0 }), Applied::CancelRefused(_, WireError::BadRequest { .. })));
+        assert!(matches!(t.apply(Command::Cancel { id: TaskId(9), at_ms: 0 }), Applied::CancelRefused(_, WireError::NotFound)));
+    }
+
+    #[test]
+    fn results_are_kept_for_a_bounded_time_and_count() {
+        let mut t = TaskTable::new(Retention { result_ttl_ms: 100, max_results: 3, max_queued: 100 });
+        for n in 0..5 {
+            submit(&mut t, n, 1);
+            t.apply(Command::Complete { id: TaskId(n), attempt: 1, outcome: ok(b""), at_ms: 10 });
+        }
+        assert_eq!(t.len(), 3, "the count bound keeps the newest three");
+        assert!(t.view(TaskId(0)).is_none());
+        assert!(t.view(TaskId(4)).is_some());
+        t.apply(Command::Expire { at_ms: 109 });
+        assert_eq!(t.len(), 3);
+        t.apply(Command::Expire { at_ms: 110 });
+        assert!(t.is_empty(), "the age bound forgets them all");
+    }
+
+    #[test]
+    fn apply_is_deterministic() {
+        let cmds: Vec<Command> = (0..50u128)
+            .flat_map(|n| {
+                [
+                    Command::Submit { spec: spec(n % 17, 2), at_ms: n as u64 },
+                    Command::Requeue { id: TaskId(n % 5), attempt: 1, at_ms: n as u64 },
+                    Command::Complete { id: TaskId(n % 7), attempt: 1, outcome: ok(b"v"), at_ms: n as u64 },
+                    Command::Expire { at_ms: n as u64 },
+                ]
+            })
+            .collect();
+        let mut a = TaskTable::new(Retention { result_ttl_ms: 20, max_results: 10, max_queued: 8 });
+        let mut b = TaskTable::new(Retention { result_ttl_ms: 20, max_results: 10, max_queued: 8 });
+        let ra: Vec<Applied> = cmds.iter().cloned().map(|c| a.apply(c)).collect();
+        let rb: Vec<Applied> = cmds.into_iter().map(|c| b.apply(c)).collect();
+        assert_eq!(ra, rb);
+        let mut ids_a: Vec<_> = (0..17).filter_map(|n| a.view(TaskId(n))).collect();
+        let mut ids_b: Vec<_> = (0..17).filter_map(|n| b.view(TaskId(n))).collect();
+        ids_a.sort_by_key(|v| v.id);
+        ids_b.sort_by_key(|v| v.id);
+        assert_eq!(ids_a, ids_b);
+        assert_eq!(a.queued_len(), a.unfinished().count());
+    }
+}
