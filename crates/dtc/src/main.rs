@@ -1,1 +1,225 @@
-fn main() {}
+//! `dtc`: one binary, a subcommand per role. Each role runs until SIGINT or SIGTERM, then
+//! shuts down cleanly (a worker first finishes its running tasks; a second signal stops it
+//! at once).
+
+use anyhow::Context;
+use clap::Parser;
+use dtc::cli::{Cli, Command, CoordinatorArgs, LocalArgs, RouterArgs, WorkerArgs};
+use dtc::local::{LocalCluster, LocalSpec};
+use dtc_sdk::Worker;
+use dtc_server::coordinator::{Coordinator, CoordinatorConfig};
+use dtc_server::net::Limits;
+use dtc_server::router::{Router, RouterConfig};
+use dtc_server::shard::Retention;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(&cli.command, Command::Client(_))
+        || matches!(&cli.command, Command::Local(l) if l.bench);
+    init_logs(if quiet { "warn" } else { "info" });
+    let threads = match &cli.command {
+        Command::Local(l) => l.threads.max(1),
+        _ => 1,
+    };
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    let result = runtime
+        .context("starting the async runtime")
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dtc: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Coordinator(args) => coordinator(args).await,
+        Command::Worker(args) => worker(args).await,
+        Command::Router(args) => router(args).await,
+        Command::Client(args) => {
+            let addr = SocketAddr::new(args.ip, args.port);
+            let report = dtc::bench::run(addr, &args.bench).await?;
+            dtc::bench::print(&report, &args.bench, &addr.to_string())?;
+            anyhow::ensure!(
+                report.tasks_failed == 0,
+                "{} tasks failed",
+                report.tasks_failed
+            );
+            Ok(())
+        }
+        Command::Local(args) => local(args).await,
+    }
+}
+
+/// A token cancelled on the first SIGINT or SIGTERM; a second one exits the process.
+fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_signal().await;
+        tracing::info!("shutting down (send the signal again to stop at once)");
+        t.cancel();
+        wait_signal().await;
+        eprintln!("dtc: second signal, exiting now");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    tokio::signal::ctrl_c().await.ok();
+}
+
+async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
+    if !args.peer.is_empty() {
+        tracing::warn!(peers = ?args.peer, "--peer is accepted but not used yet: replication between coordinators is not built; this coordinator runs its shard alone");
+    }
+    let config = CoordinatorConfig {
+        listen: SocketAddr::new(args.net.bind, args.port),
+        heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms),
+        retention: Retention {
+            result_ttl_ms: args.result_ttl_s.saturating_mul(1000),
+            max_results: args.max_results,
+            max_queued: args.max_queue,
+        },
+        limits: Limits {
+            max_frame: args.net.max_frame,
+            ..Limits::default()
+        },
+        ..CoordinatorConfig::default()
+    };
+    let listen = config.listen;
+    let coordinator = Coordinator::bind(config)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!("coordinator listening on {}", coordinator.local_addr()?);
+    coordinator.run(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let addrs = match args.port {
+        Some(port) => vec![SocketAddr::new(args.ip, port)],
+        None if !args.shard.is_empty() => args.shard,
+        None => {
+            anyhow::bail!("say which coordinator to serve: -p PORT (on --ip) or -s ADDR[,ADDR…]")
+        }
+    };
+    let mut builder = Worker::builder()
+        .builtins()
+        .slots(args.slots)
+        .heartbeat(Duration::from_millis(args.heartbeat_ms.max(1)))
+        .max_frame(args.max_frame);
+    if let Some(name) = args.name {
+        builder = builder.name(name);
+    }
+    let worker = builder.build()?;
+    println!("worker with {} slots serving {:?}", args.slots, addrs);
+    worker.run(addrs, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn router(args: RouterArgs) -> anyhow::Result<()> {
+    let config = RouterConfig {
+        listen: SocketAddr::new(args.net.bind, args.port),
+        shards: args.shards,
+        limits: Limits {
+            max_frame: args.net.max_frame,
+            ..Limits::default()
+        },
+    };
+    let router = Router::bind(config).await?;
+    println!("router listening on {}", router.local_addr()?);
+    router.run(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn local(args: LocalArgs) -> anyhow::Result<()> {
+    let spec = LocalSpec {
+        shards: args.shards,
+        workers: args.workers,
+        slots: args.slots,
+        router_port: args.port.unwrap_or(if args.bench { 0 } else { 6000 }),
+    };
+    let cluster = LocalCluster::start(&spec).await?;
+    let shutdown = shutdown_signal();
+    if !args.bench {
+        println!(
+            "dtc local: {} shards × {} workers × {} slots",
+            spec.shards, spec.workers, spec.slots
+        );
+        println!("router: {}", cluster.router);
+        for (i, c) in cluster.coordinators.iter().enumerate() {
+            println!("shard {i} coordinator: {c}");
+        }
+        println!("press Ctrl-C to stop");
+        shutdown.cancelled().await;
+        cluster.stop().await;
+        return Ok(());
+    }
+    if !args.bench_args.json {
+        eprintln!(
+            "dtc local: {} shards × {} workers × {} slots, router {}; running {:?} with {} clients × {} tasks",
+            spec.shards,
+            spec.workers,
+            spec.slots,
+            cluster.router,
+            args.bench_args.workload,
+            args.bench_args.clients,
+            args.bench_args.tasks
+        );
+    }
+    let target = format!(
+        "dtc local ({} shards × {} workers × {} slots)",
+        spec.shards, spec.workers, spec.slots
+    );
+    let report = tokio::select! {
+        r = dtc::bench::run(cluster.router, &args.bench_args) => r,
+        () = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted")),
+    };
+    cluster.stop().await;
+    let report = report?;
+    dtc::bench::print(&report, &args.bench_args, &target)?;
+    anyhow::ensure!(
+        report.tasks_failed == 0,
+        "{} tasks failed",
+        report.tasks_failed
+    );
+    Ok(())
+}

@@ -22,7 +22,10 @@ pub struct FrameCodec<In> {
 impl<In> FrameCodec<In> {
     /// A codec that refuses frames longer than `max_frame` bytes (either way).
     pub fn new(max_frame: usize) -> Self {
-        Self { max_frame, _in: PhantomData }
+        Self {
+            max_frame,
+            _in: PhantomData,
+        }
     }
 
     /// The frame limit this codec enforces.
@@ -55,9 +58,15 @@ pub fn encode_frame<T: Serialize>(
     let len = dst.len() - start - PREFIX;
     if len > max_frame {
         dst.truncate(start);
-        return Err(ProtoError::FrameTooLarge { len, max: max_frame });
+        return Err(ProtoError::FrameTooLarge {
+            len,
+            max: max_frame,
+        });
     }
-    let len32 = u32::try_from(len).map_err(|_| ProtoError::FrameTooLarge { len, max: max_frame })?;
+    let len32 = u32::try_from(len).map_err(|_| ProtoError::FrameTooLarge {
+        len,
+        max: max_frame,
+    })?;
     dst[start..start + PREFIX].copy_from_slice(&len32.to_be_bytes());
     Ok(())
 }
@@ -75,7 +84,10 @@ impl<In: DeserializeOwned> Decoder for FrameCodec<In> {
         prefix.copy_from_slice(&src[..PREFIX]);
         let len = u32::from_be_bytes(prefix) as usize;
         if len > self.max_frame {
-            return Err(ProtoError::FrameTooLarge { len, max: self.max_frame });
+            return Err(ProtoError::FrameTooLarge {
+                len,
+                max: self.max_frame,
+            });
         }
         if src.len() < PREFIX + len {
             src.reserve(PREFIX + len - src.len());
@@ -124,7 +136,10 @@ mod tests {
     fn request_round_trips() {
         let req = Request {
             req: 7,
-            body: RequestBody::Submit { task: TaskSpec::new("sleep", "100"), wait: true },
+            body: RequestBody::Submit {
+                task: TaskSpec::new("sleep", "100"),
+                wait: true,
+            },
         };
         assert_eq!(round_trip(&req), req);
     }
@@ -136,16 +151,25 @@ mod tests {
         let mut codec = FrameCodec::<WorkerMsg>::new(1024);
         let mut part = BytesMut::from(&full[..full.len() - 1]);
         assert!(matches!(codec.decode(&mut part), Ok(None)));
-        assert!(matches!(codec.decode_eof(&mut part), Err(ProtoError::Truncated)));
+        assert!(matches!(
+            codec.decode_eof(&mut part),
+            Err(ProtoError::Truncated)
+        ));
         part.extend_from_slice(&full[full.len() - 1..]);
-        assert!(matches!(codec.decode(&mut part), Ok(Some(WorkerMsg::Heartbeat))));
+        assert!(matches!(
+            codec.decode(&mut part),
+            Ok(Some(WorkerMsg::Heartbeat))
+        ));
     }
 
     #[test]
     fn huge_length_prefix_is_refused_without_buffering() {
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3][..]);
         let mut codec = FrameCodec::<Request>::new(1024);
-        assert!(matches!(codec.decode(&mut buf), Err(ProtoError::FrameTooLarge { .. })));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(ProtoError::FrameTooLarge { .. })
+        ));
         assert!(buf.capacity() < 1024);
     }
 

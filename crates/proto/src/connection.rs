@@ -31,7 +31,9 @@ pub struct FrameReader<R, In> {
 impl<R: AsyncRead + Unpin, In: DeserializeOwned> FrameReader<R, In> {
     /// Reads frames of at most `max_frame` bytes from `io`.
     pub fn new(io: R, max_frame: usize) -> Self {
-        Self { inner: FramedRead::with_capacity(io, FrameCodec::new(max_frame), 16 * 1024) }
+        Self {
+            inner: FramedRead::with_capacity(io, FrameCodec::new(max_frame), 16 * 1024),
+        }
     }
 
     /// The next message; `Ok(None)` when the peer closed cleanly between frames.
@@ -133,7 +135,9 @@ where
             Err(e) => Err(ProtoError::Refused(e)),
         }
     };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange).await.map_err(|_| ProtoError::Timeout)?
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange)
+        .await
+        .map_err(|_| ProtoError::Timeout)?
 }
 
 /// The accepting side of the handshake: reads the [`Hello`], checks magic and version, and
@@ -152,16 +156,28 @@ where
         .await
         .map_err(|_| ProtoError::Timeout)??;
     if hello.magic != MAGIC {
-        let err = WireError::BadRequest { reason: "not a dtc connection (bad magic)".into() };
-        write_one(writer, &HelloReply::Err(err), max_frame).await.ok();
+        let err = WireError::BadRequest {
+            reason: "not a dtc connection (bad magic)".into(),
+        };
+        write_one(writer, &HelloReply::Err(err), max_frame)
+            .await
+            .ok();
         return Err(ProtoError::Handshake("bad magic".into()));
     }
     if hello.version != PROTOCOL_VERSION {
-        let err = WireError::VersionMismatch { got: hello.version, want: PROTOCOL_VERSION };
-        write_one(writer, &HelloReply::Err(err.clone()), max_frame).await.ok();
+        let err = WireError::VersionMismatch {
+            got: hello.version,
+            want: PROTOCOL_VERSION,
+        };
+        write_one(writer, &HelloReply::Err(err.clone()), max_frame)
+            .await
+            .ok();
         return Err(ProtoError::Handshake(err.to_string()));
     }
-    let welcome = Welcome { version: PROTOCOL_VERSION, node: node.to_string() };
+    let welcome = Welcome {
+        version: PROTOCOL_VERSION,
+        node: node.to_string(),
+    };
     write_one(writer, &HelloReply::Ok(welcome), max_frame).await?;
     Ok(hello)
 }
@@ -192,12 +208,17 @@ mod tests {
         assert_eq!(welcome.node, "test");
         let (tx, rx) = mpsc::channel(16);
         for req in 0..10 {
-            let body = RequestBody::Get { id: TaskId(req as u128), wait: false };
+            let body = RequestBody::Get {
+                id: TaskId(req as u128),
+                wait: false,
+            };
             tx.send(Request { req, body }).await.ok();
         }
         drop(tx);
         write_loop(cw, rx, 1 << 20, CancellationToken::new()).await?;
-        let (hello, got) = server_side.await.map_err(|e| ProtoError::Handshake(e.to_string()))??;
+        let (hello, got) = server_side
+            .await
+            .map_err(|e| ProtoError::Handshake(e.to_string()))??;
         assert_eq!(hello.role, Role::Client);
         assert_eq!(got.len(), 10);
         assert_eq!(got[9].req, 9);
@@ -218,8 +239,16 @@ mod tests {
         write_one(&mut cw, &hello, 1 << 20).await?;
         let mut reader = FrameReader::<_, HelloReply>::new(cr, 1 << 20);
         let reply = reader.expect().await?;
-        assert!(matches!(reply, Err(WireError::VersionMismatch { got: 99, .. })));
-        assert!(server_side.await.map_err(|e| ProtoError::Handshake(e.to_string()))?.is_err());
+        assert!(matches!(
+            reply,
+            Err(WireError::VersionMismatch { got: 99, .. })
+        ));
+        assert!(
+            server_side
+                .await
+                .map_err(|e| ProtoError::Handshake(e.to_string()))?
+                .is_err()
+        );
         Ok(())
     }
 }

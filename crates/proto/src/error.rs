@@ -48,7 +48,10 @@ impl WireError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::NotLeader { .. } | Self::Overloaded | Self::Unavailable { .. } | Self::ShuttingDown
+            Self::NotLeader { .. }
+                | Self::Overloaded
+                | Self::Unavailable { .. }
+                | Self::ShuttingDown
         )
     }
 }

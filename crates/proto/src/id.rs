@@ -79,7 +79,10 @@ mod tests {
         let a = TaskId::new();
         let b = TaskId::new();
         assert_ne!(a, b);
-        assert!(a.0 >> 80 <= b.0 >> 80, "the millisecond prefix must not go backwards");
+        assert!(
+            a.0 >> 80 <= b.0 >> 80,
+            "the millisecond prefix must not go backwards"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod connection;
 mod error;
 mod id;
 pub mod message;
+pub mod mux;
 mod task;
 
 pub use error::{ProtoError, WireError};

@@ -47,7 +47,12 @@ pub struct Hello {
 impl Hello {
     /// A hello of this build's version.
     pub fn new(role: Role, name: impl Into<String>) -> Self {
-        Self { magic: MAGIC, version: crate::PROTOCOL_VERSION, role, name: name.into() }
+        Self {
+            magic: MAGIC,
+            version: crate::PROTOCOL_VERSION,
+            role,
+            name: name.into(),
+        }
     }
 }
 

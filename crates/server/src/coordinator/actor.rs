@@ -100,7 +100,11 @@ impl Actor {
             self.commit();
             self.schedule();
         }
-        for (_, reply) in self.waiters.drain().flat_map(|(id, r)| r.into_iter().map(move |r| (id, r))) {
+        for (_, reply) in self
+            .waiters
+            .drain()
+            .flat_map(|(id, r)| r.into_iter().map(move |r| (id, r)))
+        {
             reply.send(Err(WireError::ShuttingDown));
         }
         for (_, w) in self.workers.drain() {
@@ -111,11 +115,21 @@ impl Actor {
     fn on_event(&mut self, event: Event, now: Instant, at_ms: u64) {
         match event {
             Event::Request { body, reply } => self.on_request(body, reply, at_ms),
-            Event::WorkerUp { worker, tx, slots, running, cancel } => {
+            Event::WorkerUp {
+                worker,
+                tx,
+                slots,
+                running,
+                cancel,
+            } => {
                 let still: Vec<(TaskId, u32)> = running
                     .into_iter()
                     .filter(|id| self.sched.running_on(*id).is_none())
-                    .filter_map(|id| self.table.queued_input(id).map(|(attempt, ..)| (id, attempt)))
+                    .filter_map(|id| {
+                        self.table
+                            .queued_input(id)
+                            .map(|(attempt, ..)| (id, attempt))
+                    })
                     .collect();
                 self.sched.add_worker(worker, slots, still, now);
                 self.workers.insert(worker, WorkerConn { tx, cancel });
@@ -127,7 +141,12 @@ impl Actor {
                     WorkerMsg::Draining => self.sched.drain(worker),
                     WorkerMsg::Completed(c) => {
                         self.sched.completed(worker, c.id);
-                        let cmd = Command::Complete { id: c.id, attempt: c.attempt, outcome: c.outcome, at_ms };
+                        let cmd = Command::Complete {
+                            id: c.id,
+                            attempt: c.attempt,
+                            outcome: c.outcome,
+                            at_ms,
+                        };
                         self.batch.push((cmd, Then::Nothing));
                     }
                 }
@@ -139,11 +158,16 @@ impl Actor {
     fn on_request(&mut self, body: RequestBody, reply: Reply, at_ms: u64) {
         match body {
             RequestBody::Submit { task, wait } => {
-                self.batch.push((Command::Submit { spec: task, at_ms }, Then::Submitted { reply, wait }));
+                self.batch.push((
+                    Command::Submit { spec: task, at_ms },
+                    Then::Submitted { reply, wait },
+                ));
             }
             RequestBody::Get { id, wait } => match self.view(id) {
                 None => reply.send(Err(WireError::NotFound)),
-                Some(v) if wait && !v.state.is_finished() => self.waiters.entry(id).or_default().push(reply),
+                Some(v) if wait && !v.state.is_finished() => {
+                    self.waiters.entry(id).or_default().push(reply)
+                }
                 Some(v) => reply.send(Ok(v)),
             },
             RequestBody::Cancel { id } => {
@@ -151,7 +175,8 @@ impl Actor {
                     let reason = "the task is running; only queued tasks can be cancelled".into();
                     reply.send(Err(WireError::BadRequest { reason }));
                 } else {
-                    self.batch.push((Command::Cancel { id, at_ms }, Then::Cancelled(reply)));
+                    self.batch
+                        .push((Command::Cancel { id, at_ms }, Then::Cancelled(reply)));
                 }
             }
         }
@@ -159,7 +184,10 @@ impl Actor {
 
     fn on_tick(&mut self, now: Instant, at_ms: u64) {
         for worker in self.sched.expired(now) {
-            tracing::warn!(worker, "worker missed its heartbeats; re-queueing its tasks");
+            tracing::warn!(
+                worker,
+                "worker missed its heartbeats; re-queueing its tasks"
+            );
             self.drop_worker(worker, at_ms);
         }
         self.batch.push((Command::Expire { at_ms }, Then::Nothing));
@@ -170,7 +198,8 @@ impl Actor {
             conn.cancel.cancel();
         }
         for (id, attempt) in self.sched.remove_worker(worker) {
-            self.batch.push((Command::Requeue { id, attempt, at_ms }, Then::Nothing));
+            self.batch
+                .push((Command::Requeue { id, attempt, at_ms }, Then::Nothing));
         }
     }
 
@@ -185,7 +214,10 @@ impl Actor {
 
     fn after(&mut self, applied: Applied, then: Then) {
         match (applied, then) {
-            (Applied::Submitted(Ok(SubmitOutcome { view, created })), Then::Submitted { reply, wait }) => {
+            (
+                Applied::Submitted(Ok(SubmitOutcome { view, created })),
+                Then::Submitted { reply, wait },
+            ) => {
                 if created {
                     self.sched.enqueue(view.id);
                 }
@@ -212,21 +244,38 @@ impl Actor {
             (Applied::CancelRefused(_, e), Then::Cancelled(reply)) => reply.send(Err(e)),
             (applied, Then::Submitted { reply, .. } | Then::Cancelled(reply)) => {
                 tracing::error!(?applied, "a command yielded an unexpected result");
-                reply.send(Err(WireError::Unavailable { reason: "internal error".into() }));
+                reply.send(Err(WireError::Unavailable {
+                    reason: "internal error".into(),
+                }));
             }
-            (Applied::Submitted(_) | Applied::CancelRefused(..) | Applied::Nothing, Then::Nothing) => {}
+            (
+                Applied::Submitted(_) | Applied::CancelRefused(..) | Applied::Nothing,
+                Then::Nothing,
+            ) => {}
         }
     }
 
     /// Hands ready tasks to free worker slots.
     fn schedule(&mut self) {
         let table = &self.table;
-        let assigned = self.sched.assign(|id| table.queued_input(id).map(|(attempt, ..)| attempt));
+        let assigned = self
+            .sched
+            .assign(|id| table.queued_input(id).map(|(attempt, ..)| attempt));
         let mut broken = Vec::new();
         for a in assigned {
-            let Some((_, kind, payload)) = self.table.queued_input(a.id) else { continue };
-            let msg = CoordMsg::Assign(Assignment { id: a.id, attempt: a.attempt, kind: kind.to_owned(), payload: payload.clone() });
-            let sent = self.workers.get(&a.worker).is_some_and(|w| w.tx.try_send(msg).is_ok());
+            let Some((_, kind, payload)) = self.table.queued_input(a.id) else {
+                continue;
+            };
+            let msg = CoordMsg::Assign(Assignment {
+                id: a.id,
+                attempt: a.attempt,
+                kind: kind.to_owned(),
+                payload: payload.clone(),
+            });
+            let sent = self
+                .workers
+                .get(&a.worker)
+                .is_some_and(|w| w.tx.try_send(msg).is_ok());
             if !sent {
                 broken.push(a.worker);
             }
@@ -256,5 +305,7 @@ impl Actor {
 }
 
 fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

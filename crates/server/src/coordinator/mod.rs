@@ -5,11 +5,11 @@
 mod actor;
 mod worker_session;
 
-use crate::net::{Accepted, Limits, RequestSink, Reply, accept_loop, serve_client};
+use crate::net::{Accepted, Limits, Reply, RequestSink, accept_loop, serve_client};
 use crate::shard::Retention;
 use actor::{Actor, Event};
-use dtc_proto::message::{Role, RequestBody};
 use dtc_proto::WireError;
+use dtc_proto::message::{RequestBody, Role};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,24 +78,35 @@ impl Coordinator {
             async move {
                 match a.hello.role {
                     Role::Client | Role::Router | Role::Admin => {
-                        serve_client(
-                            a.hello, a.peer, a.reader, a.writer, sink,
-                            limits.max_frame, limits.max_inflight, cancel,
-                        )
-                        .await;
+                        serve_client(a, sink, limits, cancel).await;
                     }
                     Role::Worker => {
                         worker_session::serve(a, events, limits.max_frame, cancel).await;
                     }
                     Role::Peer => {
-                        let reason = "coordinator peers are not served yet (replication is not built)";
-                        worker_session::refuse(a, WireError::BadRequest { reason: reason.into() }, limits.max_frame).await;
+                        let reason =
+                            "coordinator peers are not served yet (replication is not built)";
+                        worker_session::refuse(
+                            a,
+                            WireError::BadRequest {
+                                reason: reason.into(),
+                            },
+                            limits.max_frame,
+                        )
+                        .await;
                     }
                 }
             }
         };
         tracing::info!(%addr, "coordinator listening");
-        accept_loop(self.listener, format!("coordinator {addr}"), limits, cancel.clone(), handler).await;
+        accept_loop(
+            self.listener,
+            format!("coordinator {addr}"),
+            limits,
+            cancel.clone(),
+            handler,
+        )
+        .await;
         actor_task.await.ok();
         tracing::info!(%addr, "coordinator stopped");
     }

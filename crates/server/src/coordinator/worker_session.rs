@@ -3,9 +3,9 @@
 
 use super::actor::Event;
 use crate::net::Accepted;
+use dtc_proto::WireError;
 use dtc_proto::connection::{write_loop, write_one};
 use dtc_proto::message::{CoordMsg, WorkerMsg};
-use dtc_proto::WireError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -19,14 +19,30 @@ pub(super) async fn serve(
     max_frame: usize,
     cancel: CancellationToken,
 ) {
-    let Accepted { hello, peer, reader, mut writer } = a;
+    let Accepted {
+        hello,
+        peer,
+        reader,
+        mut writer,
+    } = a;
     let mut reader = reader.retype::<WorkerMsg>();
     let (slots, kinds, running) = match reader.expect().await {
-        Ok(WorkerMsg::Register { slots, kinds, running }) if slots > 0 => (slots, kinds, running),
+        Ok(WorkerMsg::Register {
+            slots,
+            kinds,
+            running,
+        }) if slots > 0 => (slots, kinds, running),
         Ok(other) => {
-            let reason = format!("a worker must first send Register with at least one slot, not {other:?}");
+            let reason =
+                format!("a worker must first send Register with at least one slot, not {other:?}");
             tracing::info!(%peer, %reason, "refusing a worker");
-            write_one(&mut writer, &CoordMsg::Error(WireError::BadRequest { reason }), max_frame).await.ok();
+            write_one(
+                &mut writer,
+                &CoordMsg::Error(WireError::BadRequest { reason }),
+                max_frame,
+            )
+            .await
+            .ok();
             return;
         }
         Err(e) => {
@@ -39,7 +55,13 @@ pub(super) async fn serve(
     let (tx, rx) = mpsc::channel(slots as usize + 64);
     let writer_task = tokio::spawn(write_loop(writer, rx, max_frame, worker_cancel.clone()));
     tracing::info!(%peer, worker = id, name = %hello.name, slots, ?kinds, "worker registered");
-    let up = Event::WorkerUp { worker: id, tx, slots, running, cancel: worker_cancel.clone() };
+    let up = Event::WorkerUp {
+        worker: id,
+        tx,
+        slots,
+        running,
+        cancel: worker_cancel.clone(),
+    };
     if events.send(up).await.is_err() {
         return;
     }
@@ -50,7 +72,11 @@ pub(super) async fn serve(
         };
         match msg {
             Ok(Some(msg)) => {
-                if events.send(Event::Worker { worker: id, msg }).await.is_err() {
+                if events
+                    .send(Event::Worker { worker: id, msg })
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -69,7 +95,11 @@ pub(super) async fn serve(
 
 /// Answers a connection this coordinator does not serve with an error, then closes it.
 pub(super) async fn refuse(a: Accepted, err: WireError, max_frame: usize) {
-    let Accepted { peer, mut writer, .. } = a;
+    let Accepted {
+        peer, mut writer, ..
+    } = a;
     tracing::info!(%peer, error = %err, "refusing a connection");
-    write_one(&mut writer, &CoordMsg::Error(err), max_frame).await.ok();
+    write_one(&mut writer, &CoordMsg::Error(err), max_frame)
+        .await
+        .ok();
 }

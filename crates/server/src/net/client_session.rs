@@ -3,14 +3,14 @@
 //! that answers it later, in any order. Used by the coordinator (the sink is its actor) and
 //! by the router (the sink picks a shard).
 
+use super::{Accepted, Limits};
 use dtc_proto::ProtoError;
-use dtc_proto::connection::{FrameReader, WithPermit, write_loop};
-use dtc_proto::message::{Hello, Request, RequestBody, Response};
+use dtc_proto::connection::{WithPermit, write_loop};
+use dtc_proto::message::{Request, RequestBody, Response};
+use dtc_proto::mux::Answer;
 use dtc_proto::{TaskView, WireError};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -24,10 +24,22 @@ pub struct Reply {
     permit: tokio::sync::OwnedSemaphorePermit,
 }
 
+impl Answer for Reply {
+    fn answer(self, body: Result<TaskView, WireError>) {
+        self.send(body);
+    }
+}
+
 impl Reply {
     /// Sends the answer. If the client has gone, the answer is dropped.
     pub fn send(self, body: Result<TaskView, WireError>) {
-        let msg = WithPermit(Response { req: self.req, body }, self.permit);
+        let msg = WithPermit(
+            Response {
+                req: self.req,
+                body,
+            },
+            self.permit,
+        );
         if self.tx.try_send(msg).is_err() {
             tracing::debug!(req = self.req, "client gone before its answer");
         }
@@ -50,15 +62,21 @@ pub trait RequestSink: Send + Sync + 'static {
 /// or `cancel` fires. A malformed frame is answered with `BadRequest` where it can be and
 /// closes the connection; the node and its other connections carry on.
 pub async fn serve_client<S: RequestSink>(
-    hello: Hello,
-    peer: SocketAddr,
-    reader: FrameReader<OwnedReadHalf, Hello>,
-    writer: OwnedWriteHalf,
+    conn: Accepted,
     sink: Arc<S>,
-    max_frame: usize,
-    max_inflight: usize,
+    limits: Limits,
     cancel: CancellationToken,
 ) {
+    let Accepted {
+        hello,
+        peer,
+        reader,
+        writer,
+    } = conn;
+    let Limits {
+        max_frame,
+        max_inflight,
+    } = limits;
     let mut reader = reader.retype::<Request>();
     let (tx, rx) = mpsc::channel::<WithPermit<Response>>(max_inflight);
     let permits = Arc::new(Semaphore::new(max_inflight));
@@ -75,12 +93,20 @@ pub async fn serve_client<S: RequestSink>(
             Ok(None) => break,
             Err(e) => {
                 tracing::info!(%peer, error = %e, "closing a client connection after a bad frame");
-                if let (Ok(permit), false) =
-                    (Arc::clone(&permits).try_acquire_owned(), matches!(e, ProtoError::Io(_)))
-                {
+                if let (Ok(permit), false) = (
+                    Arc::clone(&permits).try_acquire_owned(),
+                    matches!(e, ProtoError::Io(_)),
+                ) {
                     let reason = format!("closing the connection: {e}");
                     let body = Err(WireError::BadRequest { reason });
-                    tx.try_send(WithPermit(Response { req: u64::MAX, body }, permit)).ok();
+                    tx.try_send(WithPermit(
+                        Response {
+                            req: u64::MAX,
+                            body,
+                        },
+                        permit,
+                    ))
+                    .ok();
                 }
                 break;
             }
@@ -92,7 +118,11 @@ pub async fn serve_client<S: RequestSink>(
             },
             () = conn_cancel.cancelled() => break,
         };
-        let reply = Reply { tx: tx.clone(), req: request.req, permit };
+        let reply = Reply {
+            tx: tx.clone(),
+            req: request.req,
+            permit,
+        };
         sink.request(request.body, reply).await;
     }
     drop(tx);

@@ -1,15 +1,14 @@
-//! Accepting and dialing connections. [`accept_loop`] owns a listening socket: every
-//! connection is handshaken in its own task and handed, typed by the peer's role, to the
-//! caller's handler. [`connect`] dials and handshakes the other way.
+//! Accepting connections: [`accept_loop`] owns a listening socket; every connection is
+//! handshaken in its own task and handed, with the peer's role, to the caller's handler.
 
-use dtc_proto::connection::{FrameReader, accept_handshake, connect_handshake};
-use dtc_proto::message::{Hello, HelloReply, Role, Welcome};
-use dtc_proto::{DEFAULT_MAX_FRAME, DEFAULT_MAX_INFLIGHT, ProtoError};
+use dtc_proto::connection::{FrameReader, accept_handshake};
+use dtc_proto::message::Hello;
+use dtc_proto::{DEFAULT_MAX_FRAME, DEFAULT_MAX_INFLIGHT};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::net::TcpListener;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// Bounds that every connection of a node obeys.
@@ -23,7 +22,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_frame: DEFAULT_MAX_FRAME, max_inflight: DEFAULT_MAX_INFLIGHT }
+        Self {
+            max_frame: DEFAULT_MAX_FRAME,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
+        }
     }
 }
 
@@ -78,24 +80,17 @@ pub async fn accept_loop<F, Fut>(
                 () = cancel.cancelled() => return,
             };
             match hello {
-                Ok(hello) => handler(Accepted { hello, peer, reader, writer }).await,
+                Ok(hello) => {
+                    handler(Accepted {
+                        hello,
+                        peer,
+                        reader,
+                        writer,
+                    })
+                    .await
+                }
                 Err(e) => tracing::info!(%peer, error = %e, "refused a connection"),
             }
         });
     }
-}
-
-/// Dials `addr`, handshakes as `role`, and returns the two halves.
-pub async fn connect(
-    addr: SocketAddr,
-    role: Role,
-    name: &str,
-    max_frame: usize,
-) -> Result<(FrameReader<OwnedReadHalf, HelloReply>, OwnedWriteHalf, Welcome), ProtoError> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true).ok();
-    let (read, mut writer) = stream.into_split();
-    let mut reader = FrameReader::new(read, max_frame);
-    let welcome = connect_handshake(&mut reader, &mut writer, role, name, max_frame).await?;
-    Ok((reader, writer, welcome))
 }

@@ -5,4 +5,4 @@ mod client_session;
 mod listener;
 
 pub use client_session::{Reply, RequestSink, serve_client};
-pub use listener::{Accepted, Limits, accept_loop, connect};
+pub use listener::{Accepted, Limits, accept_loop};

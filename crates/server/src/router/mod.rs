@@ -1,20 +1,19 @@
 //! The router: stateless. It accepts clients, picks each request's shard by a stable hash of
 //! the task id ([`shard_map`]), and forwards it over one multiplexed connection per shard
-//! ([`upstream`]), returning every answer to the client that asked.
+//! (a [`Mux`]), returning every answer to the client that asked.
 
 pub mod shard_map;
-mod upstream;
 
-use crate::net::{Accepted, Limits, RequestSink, Reply, accept_loop, serve_client};
-use dtc_proto::message::{RequestBody, Role};
+use crate::net::{Accepted, Limits, Reply, RequestSink, accept_loop, serve_client};
 use dtc_proto::WireError;
+use dtc_proto::message::{RequestBody, Role};
+use dtc_proto::mux::Mux;
 use shard_map::ShardMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use upstream::Upstream;
 
 /// How a router runs.
 #[derive(Clone, Debug)]
@@ -61,9 +60,13 @@ impl Router {
         if let Some(i) = config.shards.iter().position(Vec::is_empty) {
             return Err(RouterError::EmptyShard(i));
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| RouterError::Bind { addr: config.listen, source })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| RouterError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         Ok(Self { listener, config })
     }
 
@@ -80,11 +83,21 @@ impl Router {
         let mut tasks = Vec::new();
         for (index, addrs) in self.config.shards.iter().enumerate() {
             let (tx, rx) = mpsc::channel(limits.max_inflight);
-            let up = Upstream::new(index, addrs.clone(), limits, format!("router {addr}"));
-            tasks.push(tokio::spawn(up.run(rx, cancel.clone())));
+            let mux = Mux {
+                label: format!("shard {index}"),
+                addrs: addrs.clone(),
+                role: Role::Router,
+                name: format!("router {addr}"),
+                max_frame: limits.max_frame,
+                max_inflight: limits.max_inflight,
+            };
+            tasks.push(tokio::spawn(mux.run::<Reply>(rx, cancel.clone())));
             senders.push(tx);
         }
-        let sink = Arc::new(ShardSink { map: ShardMap::new(senders.len()), shards: senders });
+        let sink = Arc::new(ShardSink {
+            map: ShardMap::new(senders.len()),
+            shards: senders,
+        });
         let conn_cancel = cancel.clone();
         let handler = move |a: Accepted| {
             let sink = Arc::clone(&sink);
@@ -94,15 +107,18 @@ impl Router {
                     tracing::info!(peer = %a.peer, role = ?a.hello.role, "refusing a non-client at the router");
                     return;
                 }
-                serve_client(
-                    a.hello, a.peer, a.reader, a.writer, sink,
-                    limits.max_frame, limits.max_inflight, cancel,
-                )
-                .await;
+                serve_client(a, sink, limits, cancel).await;
             }
         };
         tracing::info!(%addr, shards = self.config.shards.len(), "router listening");
-        accept_loop(self.listener, format!("router {addr}"), limits, cancel, handler).await;
+        accept_loop(
+            self.listener,
+            format!("router {addr}"),
+            limits,
+            cancel,
+            handler,
+        )
+        .await;
         for t in tasks {
             t.await.ok();
         }
@@ -119,7 +135,9 @@ impl RequestSink for ShardSink {
     async fn request(&self, body: RequestBody, reply: Reply) {
         let shard = self.map.shard_of(body.task_id());
         let Some(tx) = self.shards.get(shard) else {
-            reply.send(Err(WireError::Unavailable { reason: format!("no shard {shard}") }));
+            reply.send(Err(WireError::Unavailable {
+                reason: format!("no shard {shard}"),
+            }));
             return;
         };
         if let Err(mpsc::error::SendError((_, reply))) = tx.send((body, reply)).await {

@@ -12,7 +12,9 @@ pub struct ShardMap {
 impl ShardMap {
     /// A map over `shards` shards (at least one).
     pub fn new(shards: usize) -> Self {
-        Self { shards: shards.max(1) }
+        Self {
+            shards: shards.max(1),
+        }
     }
 
     /// The shard that owns `id`. The same id always maps to the same shard.
@@ -54,7 +56,9 @@ mod tests {
     #[test]
     fn growing_moves_few_ids() {
         let (a, b) = (ShardMap::new(4), ShardMap::new(5));
-        let moved = (0..10_000u128).filter(|n| a.shard_of(TaskId(*n)) != b.shard_of(TaskId(*n))).count();
+        let moved = (0..10_000u128)
+            .filter(|n| a.shard_of(TaskId(*n)) != b.shard_of(TaskId(*n)))
+            .count();
         assert!(moved < 2_600, "moved {moved} of 10000");
     }
 }

@@ -31,7 +31,11 @@ struct Worker {
 
 impl Worker {
     fn free(&self) -> u32 {
-        if self.draining { 0 } else { self.slots.saturating_sub(self.busy.len() as u32) }
+        if self.draining {
+            0
+        } else {
+            self.slots.saturating_sub(self.busy.len() as u32)
+        }
     }
 }
 
@@ -66,10 +70,15 @@ impl Scheduler {
         still_running: impl IntoIterator<Item = (TaskId, u32)>,
         now: Instant,
     ) {
-        let mut worker = Worker { slots, busy: HashSet::new(), last_seen: now, draining: false };
+        let mut worker = Worker {
+            slots,
+            busy: HashSet::new(),
+            last_seen: now,
+            draining: false,
+        };
         for (task, attempt) in still_running {
-            if !self.running.contains_key(&task) {
-                self.running.insert(task, (id, attempt));
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.running.entry(task) {
+                slot.insert((id, attempt));
                 worker.busy.insert(task);
             }
         }
@@ -78,7 +87,9 @@ impl Scheduler {
 
     /// The worker is gone: returns the attempts it was running, which must be re-queued.
     pub fn remove_worker(&mut self, id: WorkerId) -> Vec<(TaskId, u32)> {
-        let Some(worker) = self.workers.remove(&id) else { return Vec::new() };
+        let Some(worker) = self.workers.remove(&id) else {
+            return Vec::new();
+        };
         worker
             .busy
             .into_iter()
@@ -170,16 +181,24 @@ impl Scheduler {
             else {
                 break;
             };
-            let Some(id) = self.ready.pop_front() else { break };
+            let Some(id) = self.ready.pop_front() else {
+                break;
+            };
             if self.running.contains_key(&id) {
                 continue;
             }
-            let Some(attempt) = next_attempt(id) else { continue };
+            let Some(attempt) = next_attempt(id) else {
+                continue;
+            };
             if let Some(w) = self.workers.get_mut(&worker) {
                 w.busy.insert(id);
             }
             self.running.insert(id, (worker, attempt));
-            out.push(Assign { worker, id, attempt });
+            out.push(Assign {
+                worker,
+                id,
+                attempt,
+            });
         }
         out
     }
@@ -205,7 +224,10 @@ mod tests {
         let got = s.assign(|_| Some(1));
         assert_eq!(got.len(), 5);
         let on_2 = got.iter().filter(|a| a.worker == 2).count();
-        assert_eq!(on_2, 3, "worker 2 has more free slots, so it takes more: {got:?}");
+        assert_eq!(
+            on_2, 3,
+            "worker 2 has more free slots, so it takes more: {got:?}"
+        );
         s.enqueue(t(8));
         s.enqueue(t(9));
         assert_eq!(s.assign(|_| Some(1)).len(), 1, "one slot of six was left");
@@ -221,7 +243,14 @@ mod tests {
         s.add_worker(1, 1, [], now);
         s.enqueue(t(2));
         let got = s.assign(|id| (id != t(1)).then_some(1));
-        assert_eq!(got, vec![Assign { worker: 1, id: t(2), attempt: 1 }]);
+        assert_eq!(
+            got,
+            vec![Assign {
+                worker: 1,
+                id: t(2),
+                attempt: 1
+            }]
+        );
         assert_eq!(s.ready_len(), 0);
     }
 
@@ -264,7 +293,14 @@ mod tests {
         s.enqueue(t(1));
         s.enqueue(t(2));
         let got = s.assign(|_| Some(1));
-        assert_eq!(got, vec![Assign { worker: 7, id: t(2), attempt: 1 }]);
+        assert_eq!(
+            got,
+            vec![Assign {
+                worker: 7,
+                id: t(2),
+                attempt: 1
+            }]
+        );
         assert_eq!(s.running_on(t(1)), Some((7, 1)));
     }
 }

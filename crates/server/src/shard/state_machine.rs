@@ -22,7 +22,11 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { result_ttl_ms: 10 * 60 * 1000, max_results: 200_000, max_queued: 100_000 }
+        Self {
+            result_ttl_ms: 10 * 60 * 1000,
+            max_results: 200_000,
+            max_queued: 100_000,
+        }
     }
 }
 
@@ -38,7 +42,9 @@ struct Record {
 
 impl Record {
     fn state(&self) -> TaskState {
-        self.outcome.as_ref().map_or(TaskState::Queued, Outcome::state)
+        self.outcome
+            .as_ref()
+            .map_or(TaskState::Queued, Outcome::state)
     }
 }
 
@@ -55,16 +61,22 @@ pub struct TaskTable {
 impl TaskTable {
     /// An empty table with the given retention.
     pub fn new(retention: Retention) -> Self {
-        Self { retention, ..Self::default() }
+        Self {
+            retention,
+            ..Self::default()
+        }
     }
 
     /// Applies one command. Deterministic: the same commands give the same table.
     pub fn apply(&mut self, cmd: Command) -> Applied {
         match cmd {
             Command::Submit { spec, at_ms } => Applied::Submitted(self.submit(spec, at_ms)),
-            Command::Complete { id, attempt, outcome, at_ms } => {
-                self.complete(id, attempt, outcome, at_ms)
-            }
+            Command::Complete {
+                id,
+                attempt,
+                outcome,
+                at_ms,
+            } => self.complete(id, attempt, outcome, at_ms),
             Command::Requeue { id, attempt, at_ms } => self.requeue(id, attempt, at_ms),
             Command::Cancel { id, at_ms } => self.cancel(id, at_ms),
             Command::Expire { at_ms } => {
@@ -88,7 +100,10 @@ impl TaskTable {
 
     /// Every task not finished, in no particular order (for rebuilding a ready queue).
     pub fn unfinished(&self) -> impl Iterator<Item = TaskId> + '_ {
-        self.tasks.iter().filter(|(_, r)| r.outcome.is_none()).map(|(id, _)| *id)
+        self.tasks
+            .iter()
+            .filter(|(_, r)| r.outcome.is_none())
+            .map(|(id, _)| *id)
     }
 
     /// How many tasks are queued (not finished).
@@ -108,10 +123,15 @@ impl TaskTable {
 
     fn submit(&mut self, spec: TaskSpec, at_ms: u64) -> Result<SubmitOutcome, WireError> {
         if let Some(r) = self.tasks.get(&spec.id) {
-            return Ok(SubmitOutcome { view: view_of(spec.id, r), created: false });
+            return Ok(SubmitOutcome {
+                view: view_of(spec.id, r),
+                created: false,
+            });
         }
         if spec.kind.is_empty() {
-            return Err(WireError::BadRequest { reason: "the task type is empty".into() });
+            return Err(WireError::BadRequest {
+                reason: "the task type is empty".into(),
+            });
         }
         if self.queued >= self.retention.max_queued {
             return Err(WireError::Overloaded);
@@ -127,11 +147,16 @@ impl TaskTable {
         let view = view_of(spec.id, &record);
         self.tasks.insert(spec.id, record);
         self.queued += 1;
-        Ok(SubmitOutcome { view, created: true })
+        Ok(SubmitOutcome {
+            view,
+            created: true,
+        })
     }
 
     fn complete(&mut self, id: TaskId, attempt: u32, outcome: Outcome, at_ms: u64) -> Applied {
-        let Some(r) = self.tasks.get_mut(&id) else { return Applied::Nothing };
+        let Some(r) = self.tasks.get_mut(&id) else {
+            return Applied::Nothing;
+        };
         if r.outcome.is_some() {
             return Applied::Nothing;
         }
@@ -150,7 +175,9 @@ impl TaskTable {
     }
 
     fn requeue(&mut self, id: TaskId, attempt: u32, at_ms: u64) -> Applied {
-        let Some(r) = self.tasks.get_mut(&id) else { return Applied::Nothing };
+        let Some(r) = self.tasks.get_mut(&id) else {
+            return Applied::Nothing;
+        };
         if r.outcome.is_some() || attempt != r.ended + 1 {
             return Applied::Nothing;
         }
@@ -158,7 +185,10 @@ impl TaskTable {
         if r.ended < r.max_attempts {
             return Applied::Requeued(id);
         }
-        let reason = format!("gave up after {} attempts: the worker running it was lost", r.ended);
+        let reason = format!(
+            "gave up after {} attempts: the worker running it was lost",
+            r.ended
+        );
         self.finish(id, Outcome::Failed(reason), at_ms)
     }
 
@@ -167,14 +197,18 @@ impl TaskTable {
             None => Applied::CancelRefused(id, WireError::NotFound),
             Some(r) if r.outcome.is_some() => Applied::CancelRefused(
                 id,
-                WireError::BadRequest { reason: "the task has already finished".into() },
+                WireError::BadRequest {
+                    reason: "the task has already finished".into(),
+                },
             ),
             Some(_) => self.finish(id, Outcome::Cancelled, at_ms),
         }
     }
 
     fn finish(&mut self, id: TaskId, outcome: Outcome, at_ms: u64) -> Applied {
-        let Some(r) = self.tasks.get_mut(&id) else { return Applied::Nothing };
+        let Some(r) = self.tasks.get_mut(&id) else {
+            return Applied::Nothing;
+        };
         r.outcome = Some(outcome);
         r.payload = Bytes::new();
         let view = view_of(id, r);
@@ -201,7 +235,12 @@ impl TaskTable {
 }
 
 fn view_of(id: TaskId, r: &Record) -> TaskView {
-    TaskView { id, state: r.state(), attempts: r.ended, outcome: r.outcome.clone() }
+    TaskView {
+        id,
+        state: r.state(),
+        attempts: r.ended,
+        outcome: r.outcome.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -209,11 +248,19 @@ mod tests {
     use super::*;
 
     fn spec(n: u128, max_attempts: u32) -> TaskSpec {
-        TaskSpec { id: TaskId(n), kind: "noop".into(), payload: Bytes::from_static(b"x"), max_attempts }
+        TaskSpec {
+            id: TaskId(n),
+            kind: "noop".into(),
+            payload: Bytes::from_static(b"x"),
+            max_attempts,
+        }
     }
 
     fn submit(t: &mut TaskTable, n: u128, max_attempts: u32) -> Applied {
-        t.apply(Command::Submit { spec: spec(n, max_attempts), at_ms: 0 })
+        t.apply(Command::Submit {
+            spec: spec(n, max_attempts),
+            at_ms: 0,
+        })
     }
 
     fn ok(bytes: &'static [u8]) -> Outcome {
@@ -223,9 +270,20 @@ mod tests {
     #[test]
     fn submit_is_idempotent_and_returns_the_result() {
         let mut t = TaskTable::new(Retention::default());
-        assert!(matches!(submit(&mut t, 1, 3), Applied::Submitted(Ok(SubmitOutcome { created: true, .. }))));
-        assert!(matches!(submit(&mut t, 1, 3), Applied::Submitted(Ok(SubmitOutcome { created: false, .. }))));
-        let done = t.apply(Command::Complete { id: TaskId(1), attempt: 1, outcome: ok(b"r"), at_ms: 5 });
+        assert!(matches!(
+            submit(&mut t, 1, 3),
+            Applied::Submitted(Ok(SubmitOutcome { created: true, .. }))
+        ));
+        assert!(matches!(
+            submit(&mut t, 1, 3),
+            Applied::Submitted(Ok(SubmitOutcome { created: false, .. }))
+        ));
+        let done = t.apply(Command::Complete {
+            id: TaskId(1),
+            attempt: 1,
+            outcome: ok(b"r"),
+            at_ms: 5,
+        });
         assert!(matches!(done, Applied::Finished(ref v) if v.state == TaskState::Succeeded));
         match submit(&mut t, 1, 3) {
             Applied::Submitted(Ok(s)) => {
@@ -249,7 +307,11 @@ mod tests {
         };
         assert_eq!(t.apply(fail(1)), Applied::Requeued(TaskId(1)));
         assert_eq!(t.queued_input(TaskId(1)).map(|q| q.0), Some(2));
-        assert_eq!(t.apply(fail(1)), Applied::Nothing, "a stale failure is ignored");
+        assert_eq!(
+            t.apply(fail(1)),
+            Applied::Nothing,
+            "a stale failure is ignored"
+        );
         match t.apply(fail(2)) {
             Applied::Finished(v) => {
                 assert_eq!(v.state, TaskState::Failed);
@@ -263,11 +325,32 @@ mod tests {
     fn lost_attempts_requeue_then_give_up() {
         let mut t = TaskTable::new(Retention::default());
         submit(&mut t, 1, 2);
-        assert_eq!(t.apply(Command::Requeue { id: TaskId(1), attempt: 1, at_ms: 1 }), Applied::Requeued(TaskId(1)));
-        assert_eq!(t.apply(Command::Requeue { id: TaskId(1), attempt: 1, at_ms: 1 }), Applied::Nothing);
+        assert_eq!(
+            t.apply(Command::Requeue {
+                id: TaskId(1),
+                attempt: 1,
+                at_ms: 1
+            }),
+            Applied::Requeued(TaskId(1))
+        );
+        assert_eq!(
+            t.apply(Command::Requeue {
+                id: TaskId(1),
+                attempt: 1,
+                at_ms: 1
+            }),
+            Applied::Nothing
+        );
         assert!(matches!(
-            t.apply(Command::Requeue { id: TaskId(1), attempt: 2, at_ms: 1 }),
-            Applied::Finished(TaskView { state: TaskState::Failed, .. })
+            t.apply(Command::Requeue {
+                id: TaskId(1),
+                attempt: 2,
+                at_ms: 1
+            }),
+            Applied::Finished(TaskView {
+                state: TaskState::Failed,
+                ..
+            })
         ));
     }
 
@@ -275,20 +358,43 @@ mod tests {
     fn a_late_success_of_an_old_attempt_still_counts() {
         let mut t = TaskTable::new(Retention::default());
         submit(&mut t, 1, 3);
-        t.apply(Command::Requeue { id: TaskId(1), attempt: 1, at_ms: 1 });
-        let late = t.apply(Command::Complete { id: TaskId(1), attempt: 1, outcome: ok(b"a"), at_ms: 2 });
+        t.apply(Command::Requeue {
+            id: TaskId(1),
+            attempt: 1,
+            at_ms: 1,
+        });
+        let late = t.apply(Command::Complete {
+            id: TaskId(1),
+            attempt: 1,
+            outcome: ok(b"a"),
+            at_ms: 2,
+        });
         assert!(matches!(late, Applied::Finished(ref v) if v.outcome == Some(ok(b"a"))));
-        let second = t.apply(Command::Complete { id: TaskId(1), attempt: 2, outcome: ok(b"b"), at_ms: 3 });
+        let second = t.apply(Command::Complete {
+            id: TaskId(1),
+            attempt: 2,
+            outcome: ok(b"b"),
+            at_ms: 3,
+        });
         assert_eq!(second, Applied::Nothing, "a task finishes once");
     }
 
     #[test]
     fn queue_bound_gives_overloaded() {
-        let mut t = TaskTable::new(Retention { max_queued: 2, ..Retention::default() });
+        let mut t = TaskTable::new(Retention {
+            max_queued: 2,
+            ..Retention::default()
+        });
         submit(&mut t, 1, 1);
         submit(&mut t, 2, 1);
-        assert_eq!(submit(&mut t, 3, 1), Applied::Submitted(Err(WireError::Overloaded)));
-        t.apply(Command::Cancel { id: TaskId(1), at_ms: 0 });
+        assert_eq!(
+            submit(&mut t, 3, 1),
+            Applied::Submitted(Err(WireError::Overloaded))
+        );
+        t.apply(Command::Cancel {
+            id: TaskId(1),
+            at_ms: 0,
+        });
         assert!(matches!(submit(&mut t, 3, 1), Applied::Submitted(Ok(_))));
     }
 
@@ -296,17 +402,47 @@ mod tests {
     fn cancel_only_unfinished_tasks() {
         let mut t = TaskTable::new(Retention::default());
         submit(&mut t, 1, 1);
-        assert!(matches!(t.apply(Command::Cancel { id: TaskId(1), at_ms: 0 }), Applied::Finished(TaskView { state: TaskState::Cancelled, .. })));
-        assert!(matches!(t.apply(Command::Cancel { id: TaskId(1), at_ms: 0 }), Applied::CancelRefused(_, WireError::BadRequest { .. })));
-        assert!(matches!(t.apply(Command::Cancel { id: TaskId(9), at_ms: 0 }), Applied::CancelRefused(_, WireError::NotFound)));
+        assert!(matches!(
+            t.apply(Command::Cancel {
+                id: TaskId(1),
+                at_ms: 0
+            }),
+            Applied::Finished(TaskView {
+                state: TaskState::Cancelled,
+                ..
+            })
+        ));
+        assert!(matches!(
+            t.apply(Command::Cancel {
+                id: TaskId(1),
+                at_ms: 0
+            }),
+            Applied::CancelRefused(_, WireError::BadRequest { .. })
+        ));
+        assert!(matches!(
+            t.apply(Command::Cancel {
+                id: TaskId(9),
+                at_ms: 0
+            }),
+            Applied::CancelRefused(_, WireError::NotFound)
+        ));
     }
 
     #[test]
     fn results_are_kept_for_a_bounded_time_and_count() {
-        let mut t = TaskTable::new(Retention { result_ttl_ms: 100, max_results: 3, max_queued: 100 });
+        let mut t = TaskTable::new(Retention {
+            result_ttl_ms: 100,
+            max_results: 3,
+            max_queued: 100,
+        });
         for n in 0..5 {
             submit(&mut t, n, 1);
-            t.apply(Command::Complete { id: TaskId(n), attempt: 1, outcome: ok(b""), at_ms: 10 });
+            t.apply(Command::Complete {
+                id: TaskId(n),
+                attempt: 1,
+                outcome: ok(b""),
+                at_ms: 10,
+            });
         }
         assert_eq!(t.len(), 3, "the count bound keeps the newest three");
         assert!(t.view(TaskId(0)).is_none());
@@ -322,15 +458,35 @@ mod tests {
         let cmds: Vec<Command> = (0..50u128)
             .flat_map(|n| {
                 [
-                    Command::Submit { spec: spec(n % 17, 2), at_ms: n as u64 },
-                    Command::Requeue { id: TaskId(n % 5), attempt: 1, at_ms: n as u64 },
-                    Command::Complete { id: TaskId(n % 7), attempt: 1, outcome: ok(b"v"), at_ms: n as u64 },
+                    Command::Submit {
+                        spec: spec(n % 17, 2),
+                        at_ms: n as u64,
+                    },
+                    Command::Requeue {
+                        id: TaskId(n % 5),
+                        attempt: 1,
+                        at_ms: n as u64,
+                    },
+                    Command::Complete {
+                        id: TaskId(n % 7),
+                        attempt: 1,
+                        outcome: ok(b"v"),
+                        at_ms: n as u64,
+                    },
                     Command::Expire { at_ms: n as u64 },
                 ]
             })
             .collect();
-        let mut a = TaskTable::new(Retention { result_ttl_ms: 20, max_results: 10, max_queued: 8 });
-        let mut b = TaskTable::new(Retention { result_ttl_ms: 20, max_results: 10, max_queued: 8 });
+        let mut a = TaskTable::new(Retention {
+            result_ttl_ms: 20,
+            max_results: 10,
+            max_queued: 8,
+        });
+        let mut b = TaskTable::new(Retention {
+            result_ttl_ms: 20,
+            max_results: 10,
+            max_queued: 8,
+        });
         let ra: Vec<Applied> = cmds.iter().cloned().map(|c| a.apply(c)).collect();
         let rb: Vec<Applied> = cmds.into_iter().map(|c| b.apply(c)).collect();
         assert_eq!(ra, rb);

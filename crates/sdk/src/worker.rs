@@ -1,0 +1,379 @@
+//! The worker runtime: registers slots with a coordinator, runs the handler of each assigned
+//! task in its own tokio task, sends completions back (batched by the connection's writer),
+//! heartbeats, reconnects with backoff when the coordinator goes away (reporting the tasks
+//! still running so they are not run twice), and drains on shutdown: it stops taking tasks,
+//! finishes the running ones, reports them, then returns.
+//!
+//! Handlers are plain async functions of a [`Task`](crate::Task):
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), dtc_sdk::WorkerError> {
+//! use dtc_sdk::{Task, Worker};
+//! let worker = Worker::builder()
+//!     .slots(4)
+//!     .handler("upper", |task: Task| async move {
+//!         let text = String::from_utf8(task.payload.to_vec()).map_err(|e| e.to_string())?;
+//!         Ok::<_, String>(text.to_uppercase())
+//!     })
+//!     .build()?;
+//! let addr = "127.0.0.1:5000".parse().map_err(|_| dtc_sdk::WorkerError::NoAddress)?;
+//! worker.run(vec![addr], tokio_util::sync::CancellationToken::new()).await
+//! # }
+//! ```
+
+use crate::handlers;
+use crate::timer::PreciseTimer;
+use bytes::Bytes;
+use dtc_proto::connection::write_loop;
+use dtc_proto::message::{Assignment, Completion, CoordMsg, Role, WorkerMsg};
+use dtc_proto::mux::dial;
+use dtc_proto::{DEFAULT_MAX_FRAME, Outcome, TaskId};
+use futures_util::FutureExt;
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>>;
+type Handler = Arc<dyn Fn(Assignment) -> BoxFuture + Send + Sync>;
+
+const MIN_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Why a worker could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The worker has no slot.
+    #[error("a worker needs at least one slot")]
+    NoSlots,
+    /// No coordinator address was given.
+    #[error("a worker needs at least one coordinator address")]
+    NoAddress,
+    /// The worker has no handler.
+    #[error("a worker needs at least one handler")]
+    NoHandlers,
+    /// The precise timer thread could not start.
+    #[error("cannot start the timer thread: {0}")]
+    Timer(std::io::Error),
+}
+
+/// Builds a [`Worker`].
+pub struct WorkerBuilder {
+    handlers: HashMap<String, Handler>,
+    slots: u32,
+    name: String,
+    heartbeat: Duration,
+    max_frame: usize,
+    builtins: bool,
+}
+
+impl WorkerBuilder {
+    /// Registers `f` as the handler of tasks of type `kind`. It gets the task and returns its
+    /// result bytes, or an error whose text becomes the task's failure.
+    pub fn handler<F, Fut, O, E>(mut self, kind: &str, f: F) -> Self
+    where
+        F: Fn(Assignment) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, E>> + Send + 'static,
+        O: Into<Bytes>,
+        E: Display,
+    {
+        let f = Arc::new(f);
+        let handler: Handler = Arc::new(move |task| {
+            let fut = f(task);
+            Box::pin(async move { fut.await.map(Into::into).map_err(|e| e.to_string()) })
+        });
+        self.handlers.insert(kind.to_string(), handler);
+        self
+    }
+
+    /// Adds the built-in `noop`, `sleep` and `wordcount` handlers (see [`handlers`]).
+    pub fn builtins(mut self) -> Self {
+        self.builtins = true;
+        self
+    }
+
+    /// How many tasks run at once (default 4).
+    pub fn slots(mut self, slots: u32) -> Self {
+        self.slots = slots;
+        self
+    }
+
+    /// The worker's name in the coordinator's logs.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// How often a heartbeat is sent (default 200 ms).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// The largest frame sent or accepted.
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Checks the settings and builds the worker.
+    pub fn build(mut self) -> Result<Worker, WorkerError> {
+        if self.slots == 0 {
+            return Err(WorkerError::NoSlots);
+        }
+        if self.builtins {
+            let timer = PreciseTimer::start().map_err(WorkerError::Timer)?;
+            self = self
+                .handler("noop", |_task| async { Ok::<_, String>(Bytes::new()) })
+                .handler("sleep", move |task| {
+                    let timer = timer.clone();
+                    async move { handlers::sleep(&timer, &task.payload).await }
+                })
+                .handler("wordcount", |task| handlers::wordcount(task.payload));
+        }
+        if self.handlers.is_empty() {
+            return Err(WorkerError::NoHandlers);
+        }
+        Ok(Worker {
+            handlers: Arc::new(self.handlers),
+            slots: self.slots,
+            name: self.name,
+            heartbeat: self.heartbeat,
+            max_frame: self.max_frame,
+        })
+    }
+}
+
+/// A worker: slots and handlers, ready to [`run`](Worker::run) against a coordinator.
+pub struct Worker {
+    handlers: Arc<HashMap<String, Handler>>,
+    slots: u32,
+    name: String,
+    heartbeat: Duration,
+    max_frame: usize,
+}
+
+/// What the run loop tracks across connections.
+struct State {
+    /// Tasks whose handler is running: id → attempt.
+    running: HashMap<TaskId, u32>,
+    /// Completions not yet handed to a connection.
+    outbox: Vec<Completion>,
+    draining: bool,
+}
+
+impl Worker {
+    /// A builder with 4 slots, a 200 ms heartbeat and no handler.
+    pub fn builder() -> WorkerBuilder {
+        WorkerBuilder {
+            handlers: HashMap::new(),
+            slots: 4,
+            name: format!("worker-{}", std::process::id()),
+            heartbeat: Duration::from_millis(200),
+            max_frame: DEFAULT_MAX_FRAME,
+            builtins: false,
+        }
+    }
+
+    /// Runs against the coordinator at the first reachable of `addrs` until `shutdown` fires
+    /// and the running tasks have finished and been reported (or, if no coordinator can be
+    /// reached, until they have finished).
+    pub async fn run(
+        self,
+        addrs: Vec<SocketAddr>,
+        shutdown: CancellationToken,
+    ) -> Result<(), WorkerError> {
+        if addrs.is_empty() {
+            return Err(WorkerError::NoAddress);
+        }
+        let (done_tx, mut done_rx) = mpsc::channel::<Completion>(self.slots as usize * 2 + 16);
+        let mut st = State {
+            running: HashMap::new(),
+            outbox: Vec::new(),
+            draining: false,
+        };
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            if st.draining && st.running.is_empty() && st.outbox.is_empty() {
+                return Ok(());
+            }
+            let mut connected = None;
+            for &addr in &addrs {
+                match dial(addr, Role::Worker, &self.name, self.max_frame).await {
+                    Ok((reader, writer, _)) => {
+                        connected = Some((reader, writer, addr));
+                        break;
+                    }
+                    Err(e) => tracing::debug!(%addr, error = %e, "cannot reach coordinator"),
+                }
+            }
+            if let Some((reader, writer, addr)) = connected {
+                tracing::info!(%addr, slots = self.slots, "worker connected");
+                backoff = MIN_BACKOFF;
+                self.session(
+                    reader.retype(),
+                    writer,
+                    &mut st,
+                    &done_tx,
+                    &mut done_rx,
+                    &shutdown,
+                )
+                .await;
+                if st.draining && st.running.is_empty() && st.outbox.is_empty() {
+                    return Ok(());
+                }
+                tracing::warn!(%addr, running = st.running.len(), "lost the coordinator; reconnecting");
+            }
+            // Wait before retrying, still collecting completions and watching for shutdown.
+            let pause = tokio::time::sleep(backoff);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    () = &mut pause => break,
+                    Some(c) = done_rx.recv() => {
+                        st.running.remove(&c.id);
+                        st.outbox.push(c);
+                    }
+                    () = shutdown.cancelled(), if !st.draining => st.draining = true,
+                }
+                if st.draining && st.running.is_empty() {
+                    // The coordinator re-queues what it does not hear about; nothing is lost.
+                    if !st.outbox.is_empty() {
+                        tracing::warn!(
+                            undelivered = st.outbox.len(),
+                            "stopping without a coordinator to report to"
+                        );
+                    }
+                    return Ok(());
+                }
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Serves one connection until it fails or the worker has drained.
+    async fn session(
+        &self,
+        mut reader: dtc_proto::connection::FrameReader<tokio::net::tcp::OwnedReadHalf, CoordMsg>,
+        writer: tokio::net::tcp::OwnedWriteHalf,
+        st: &mut State,
+        done_tx: &mpsc::Sender<Completion>,
+        done_rx: &mut mpsc::Receiver<Completion>,
+        shutdown: &CancellationToken,
+    ) {
+        let (tx, rx) = mpsc::channel::<WorkerMsg>(self.slots as usize * 2 + 64);
+        let conn_cancel = CancellationToken::new();
+        let writer_task = tokio::spawn(write_loop(writer, rx, self.max_frame, conn_cancel.clone()));
+        let mut kinds: Vec<String> = self.handlers.keys().cloned().collect();
+        kinds.sort();
+        let register = WorkerMsg::Register {
+            slots: self.slots,
+            kinds,
+            running: st.running.keys().copied().collect(),
+        };
+        let mut ok = tx.try_send(register).is_ok()
+            && (!st.draining || tx.try_send(WorkerMsg::Draining).is_ok());
+        let mut heartbeat = tokio::time::interval(self.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut done = Vec::with_capacity(self.slots as usize);
+        while ok {
+            let mut owed = std::mem::take(&mut st.outbox).into_iter();
+            while let Some(c) = owed.next() {
+                if let Err(e) = tx.try_send(WorkerMsg::Completed(c)) {
+                    if let WorkerMsg::Completed(c) = e.into_inner() {
+                        st.outbox.push(c);
+                    }
+                    st.outbox.extend(owed);
+                    break;
+                }
+            }
+            if st.draining && st.running.is_empty() && st.outbox.is_empty() {
+                break;
+            }
+            tokio::select! {
+                msg = reader.next() => match msg {
+                    Ok(Some(CoordMsg::Assign(task))) => self.start(task, st, done_tx),
+                    Ok(Some(CoordMsg::Error(e))) => {
+                        tracing::warn!(error = %e, "the coordinator refused this worker");
+                        ok = false;
+                    }
+                    Ok(None) => ok = false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "bad frame from the coordinator");
+                        ok = false;
+                    }
+                },
+                n = done_rx.recv_many(&mut done, self.slots as usize) => {
+                    for c in done.drain(..n) {
+                        st.running.remove(&c.id);
+                        st.outbox.push(c);
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    // A full queue already carries news of life; only a closed one ends the session.
+                    ok = !matches!(tx.try_send(WorkerMsg::Heartbeat), Err(mpsc::error::TrySendError::Closed(_)));
+                }
+                () = shutdown.cancelled(), if !st.draining => {
+                    tracing::info!(running = st.running.len(), "draining: finishing running tasks");
+                    st.draining = true;
+                    ok = tx.send(WorkerMsg::Draining).await.is_ok();
+                }
+            }
+        }
+        drop(tx);
+        if writer_task.await.is_err() {
+            tracing::warn!("the worker's writer stopped abnormally");
+        }
+        conn_cancel.cancel();
+    }
+
+    /// Starts a task's handler in its own tokio task; its completion comes back on `done`.
+    fn start(&self, task: Assignment, st: &mut State, done: &mpsc::Sender<Completion>) {
+        let (id, attempt) = (task.id, task.attempt);
+        st.running.insert(id, attempt);
+        let run: BoxFuture = match self.handlers.get(&task.kind) {
+            Some(handler) => handler(task),
+            None => {
+                let mut kinds: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
+                kinds.sort_unstable();
+                let reason = format!(
+                    "this worker has no handler for task type {:?} (it has: {})",
+                    task.kind,
+                    kinds.join(", ")
+                );
+                Box::pin(async move { Err(reason) })
+            }
+        };
+        let done = done.clone();
+        tokio::spawn(async move {
+            let result = AssertUnwindSafe(run)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(format!("the handler panicked: {what}"))
+                });
+            let outcome = match result {
+                Ok(bytes) => Outcome::Succeeded(bytes),
+                Err(reason) => Outcome::Failed(reason),
+            };
+            done.send(Completion {
+                id,
+                attempt,
+                outcome,
+            })
+            .await
+            .ok();
+        });
+    }
+}
