@@ -11,6 +11,8 @@ use std::marker::PhantomData;
 use tokio_util::codec::{Decoder, Encoder};
 
 const PREFIX: usize = 4;
+/// The most buffer space reserved ahead of the bytes of a frame still to come.
+const RESERVE_STEP: usize = 64 * 1024;
 
 /// Encodes messages of any serializable type and decodes messages of type `In`.
 #[derive(Debug)]
@@ -31,6 +33,11 @@ impl<In> FrameCodec<In> {
     /// The frame limit this codec enforces.
     pub fn max_frame(&self) -> usize {
         self.max_frame
+    }
+
+    /// Changes the frame limit.
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
     }
 }
 
@@ -90,7 +97,9 @@ impl<In: DeserializeOwned> Decoder for FrameCodec<In> {
             });
         }
         if src.len() < PREFIX + len {
-            src.reserve(PREFIX + len - src.len());
+            // Grow with what actually arrives, not with what the prefix announces: a peer
+            // that announces a large frame and sends little costs little.
+            src.reserve((PREFIX + len - src.len()).min(RESERVE_STEP));
             return Ok(None);
         }
         src.advance(PREFIX);
@@ -171,6 +180,16 @@ mod tests {
             Err(ProtoError::FrameTooLarge { .. })
         ));
         assert!(buf.capacity() < 1024);
+    }
+
+    #[test]
+    fn an_announced_frame_does_not_reserve_its_whole_length() {
+        let mut buf = BytesMut::new();
+        buf.put_u32(1 << 20);
+        buf.extend_from_slice(b"abc");
+        let mut codec = FrameCodec::<Request>::new(1 << 24);
+        assert!(matches!(codec.decode(&mut buf), Ok(None)));
+        assert!(buf.capacity() <= 2 * RESERVE_STEP, "reserved {}", buf.capacity());
     }
 
     #[test]

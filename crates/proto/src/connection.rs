@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 /// How long a peer may take to complete the handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest [`Hello`] frame accepted: a peer that announces more is not speaking dtc.
+pub const HELLO_MAX_FRAME: usize = 1024;
+
 /// The most messages [`write_loop`] takes from its channel for one write.
 const WRITE_BATCH: usize = 512;
 
@@ -46,12 +49,16 @@ impl<R: AsyncRead + Unpin, In: DeserializeOwned> FrameReader<R, In> {
         self.next().await?.ok_or(ProtoError::Closed)
     }
 
+    /// Changes the largest frame accepted from here on.
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.inner.decoder_mut().set_max_frame(max_frame);
+    }
+
     /// Changes the type of message read from here on, keeping buffered bytes.
     pub fn retype<In2: DeserializeOwned>(self) -> FrameReader<R, In2> {
-        let parts = self.inner.into_parts();
-        let mut framed = FramedRead::new(parts.io, FrameCodec::new(parts.codec.max_frame()));
-        *framed.read_buffer_mut() = parts.read_buf;
-        FrameReader { inner: framed }
+        // map_decoder keeps the buffer and the read state, so bytes that arrived with the
+        // handshake are decoded without waiting for more to arrive.
+        FrameReader { inner: self.inner.map_decoder(|c| FrameCodec::new(c.max_frame())) }
     }
 }
 
@@ -222,6 +229,25 @@ mod tests {
         assert_eq!(hello.role, Role::Client);
         assert_eq!(got.len(), 10);
         assert_eq!(got[9].req, 9);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn bytes_sent_with_the_hello_are_read_at_once() -> Result<(), ProtoError> {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (_cr, mut cw) = tokio::io::split(client);
+        let (sr, mut sw) = tokio::io::split(server);
+        let mut both = BytesMut::new();
+        encode_frame(&Hello::new(Role::Client, "eager"), &mut both, 1 << 20)?;
+        let req = Request { req: 1, body: RequestBody::Get { id: TaskId(5), wait: false } };
+        encode_frame(&req, &mut both, 1 << 20)?;
+        cw.write_all(&both).await?;
+        let mut reader = FrameReader::<_, Hello>::new(sr, 1 << 20);
+        accept_handshake(&mut reader, &mut sw, "test", 1 << 20).await?;
+        let mut reader = reader.retype::<Request>();
+        // The client keeps its side open: the request must come from the buffer alone.
+        let got = tokio::time::timeout(Duration::from_secs(5), reader.expect()).await;
+        assert_eq!(got.map_err(|_| ProtoError::Timeout)??, req);
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! Accepting connections: [`accept_loop`] owns a listening socket; every connection is
 //! handshaken in its own task and handed, with the peer's role, to the caller's handler.
 
-use dtc_proto::connection::{FrameReader, accept_handshake};
+use dtc_proto::connection::{FrameReader, HELLO_MAX_FRAME, accept_handshake};
 use dtc_proto::message::Hello;
 use dtc_proto::{DEFAULT_MAX_FRAME, DEFAULT_MAX_INFLIGHT};
 use std::future::Future;
@@ -73,7 +73,7 @@ pub async fn accept_loop<F, Fut>(
         let handler = Arc::clone(&handler);
         tokio::spawn(async move {
             let (read, mut writer) = stream.into_split();
-            let mut reader = FrameReader::new(read, limits.max_frame);
+            let mut reader = FrameReader::new(read, HELLO_MAX_FRAME);
             let handshake = accept_handshake(&mut reader, &mut writer, &node, limits.max_frame);
             let hello = tokio::select! {
                 h = handshake => h,
