@@ -31,12 +31,19 @@ fn bench(workload: Workload, clients: usize, tasks: u64) -> BenchArgs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shards_64_clients_5000_mixed_tasks_all_right() -> anyhow::Result<()> {
-    let spec = LocalSpec { shards: 2, workers: 2, slots: 4, router_port: 0 };
+    let spec = LocalSpec {
+        shards: 2,
+        workers: 2,
+        slots: 4,
+        router_port: 0,
+    };
     let cluster = LocalCluster::start(&spec).await?;
     // 64 clients × 79 tasks = 5056 tasks; every word count is checked against its text.
     let args = bench(Workload::Mixed, 64, 79);
     let run = dtc::bench::run(cluster.router, &args);
-    let report = tokio::time::timeout(common::TEST_LIMIT, run).await.context("timed out")??;
+    let report = tokio::time::timeout(common::TEST_LIMIT, run)
+        .await
+        .context("timed out")??;
     cluster.stop().await;
     assert_eq!(report.tasks_failed, 0);
     assert_eq!(report.tasks_ok, 64 * 79);
@@ -83,24 +90,44 @@ async fn the_same_id_runs_once_and_returns_the_same_result() -> anyhow::Result<(
 
 #[tokio::test]
 async fn queued_tasks_can_be_cancelled_and_a_full_queue_says_overloaded() -> anyhow::Result<()> {
-    let retention = Retention { max_queued: 2, ..Retention::default() };
+    let retention = Retention {
+        max_queued: 2,
+        ..Retention::default()
+    };
     let (addr, cancel) = coordinator(retention).await?;
     let client = Client::connect(addr).await?;
     let a = TaskSpec::new("noop", "");
     let b = TaskSpec::new("noop", "");
     assert_eq!(client.submit(a.clone()).await?.state, TaskState::Queued);
     assert_eq!(client.submit(b.clone()).await?.state, TaskState::Queued);
-    let third = client.call(RequestBody::Submit { task: TaskSpec::new("noop", ""), wait: false }).await;
-    assert!(matches!(third, Err(ClientError::Wire(WireError::Overloaded))), "{third:?}");
+    let third = client
+        .call(RequestBody::Submit {
+            task: TaskSpec::new("noop", ""),
+            wait: false,
+        })
+        .await;
+    assert!(
+        matches!(third, Err(ClientError::Wire(WireError::Overloaded))),
+        "{third:?}"
+    );
     let cancelled = client.cancel(a.id).await?;
     assert_eq!(cancelled.state, TaskState::Cancelled);
     assert_eq!(client.get(a.id).await?.outcome, Some(Outcome::Cancelled));
     let again = client.cancel(a.id).await;
-    assert!(matches!(again, Err(ClientError::Wire(WireError::BadRequest { .. }))), "{again:?}");
+    assert!(
+        matches!(again, Err(ClientError::Wire(WireError::BadRequest { .. }))),
+        "{again:?}"
+    );
     let unknown = client.get(dtc_sdk::TaskId::new()).await;
-    assert!(matches!(unknown, Err(ClientError::Wire(WireError::NotFound))), "{unknown:?}");
+    assert!(
+        matches!(unknown, Err(ClientError::Wire(WireError::NotFound))),
+        "{unknown:?}"
+    );
     // The cancelled task freed a place in the queue.
-    assert_eq!(client.submit(TaskSpec::new("noop", "")).await?.state, TaskState::Queued);
+    assert_eq!(
+        client.submit(TaskSpec::new("noop", "")).await?.state,
+        TaskState::Queued
+    );
     cancel.cancel();
     Ok(())
 }
@@ -110,7 +137,9 @@ async fn handler_failures_retry_then_fail_with_the_reason() -> anyhow::Result<()
     let (addr, cancel) = coordinator(Retention::default()).await?;
     let worker = Worker::builder()
         .builtins()
-        .handler("boom", |_task: dtc_sdk::Task| async { Err::<Bytes, _>("it broke") })
+        .handler("boom", |_task: dtc_sdk::Task| async {
+            Err::<Bytes, _>("it broke")
+        })
         .build()?;
     tokio::spawn(worker.run(vec![addr], cancel.clone()));
     let client = Client::connect(addr).await?;
@@ -120,7 +149,10 @@ async fn handler_failures_retry_then_fail_with_the_reason() -> anyhow::Result<()
     assert_eq!(failed.outcome, Some(Outcome::Failed("it broke".into())));
     let unknown = client.run(TaskSpec::new("nope", "")).await?;
     match unknown.outcome {
-        Some(Outcome::Failed(reason)) => assert!(reason.contains("no handler for task type \"nope\""), "{reason}"),
+        Some(Outcome::Failed(reason)) => assert!(
+            reason.contains("no handler for task type \"nope\""),
+            "{reason}"
+        ),
         other => panic!("expected a failure, got {other:?}"),
     }
     let bad_sleep = client.run(TaskSpec::new("sleep", "soon")).await?;

@@ -56,13 +56,18 @@ async fn a_killed_workers_tasks_run_elsewhere() -> anyhow::Result<()> {
     doomed.kill9()?;
     let mut rerun = 0;
     for w in waits {
-        let view = tokio::time::timeout(TEST_LIMIT, w).await.context("timed out")???;
+        let view = tokio::time::timeout(TEST_LIMIT, w)
+            .await
+            .context("timed out")???;
         assert_eq!(view.state, TaskState::Succeeded, "{view:?}");
         if view.attempts >= 2 {
             rerun += 1;
         }
     }
-    assert!(rerun >= 1, "the killed worker's running tasks must have run again elsewhere");
+    assert!(
+        rerun >= 1,
+        "the killed worker's running tasks must have run again elsewhere"
+    );
     Ok(())
 }
 
@@ -85,7 +90,9 @@ async fn a_restarted_coordinator_is_rejoined_and_the_run_completes() -> anyhow::
         loops.push(tokio::spawn(async move {
             let mut outcomes = Vec::new();
             for _ in 0..60 {
-                let view = client.run(TaskSpec::new("wordcount", "one two three")).await;
+                let view = client
+                    .run(TaskSpec::new("wordcount", "one two three"))
+                    .await;
                 done.fetch_add(1, Ordering::Relaxed);
                 outcomes.push(view.map(|v| v.outcome));
             }
@@ -99,19 +106,29 @@ async fn a_restarted_coordinator_is_rejoined_and_the_run_completes() -> anyhow::
     let _coord = Proc::start(&["coordinator", "-p", &port])?;
     let mut ok = 0;
     for l in loops {
-        for outcome in tokio::time::timeout(TEST_LIMIT, l).await.context("timed out")?? {
+        for outcome in tokio::time::timeout(TEST_LIMIT, l)
+            .await
+            .context("timed out")??
+        {
             assert_eq!(outcome?, Some(Outcome::Succeeded(bytes::Bytes::from("3"))));
             ok += 1;
         }
     }
     assert_eq!(ok, 16 * 60);
-    assert!(before_restart < 16 * 60, "the coordinator went away mid-run");
+    assert!(
+        before_restart < 16 * 60,
+        "the coordinator went away mid-run"
+    );
     Ok(())
 }
 
 /// Sends `bytes` on a fresh connection, then reads until the server closes it; returns what
 /// the server sent. Fails if the server keeps the connection open.
-async fn send_and_expect_close(addr: SocketAddr, bytes: &[u8], half_close: bool) -> anyhow::Result<Vec<u8>> {
+async fn send_and_expect_close(
+    addr: SocketAddr,
+    bytes: &[u8],
+    half_close: bool,
+) -> anyhow::Result<Vec<u8>> {
     let mut s = TcpStream::connect(addr).await?;
     s.write_all(bytes).await?;
     if half_close {
@@ -123,7 +140,10 @@ async fn send_and_expect_close(addr: SocketAddr, bytes: &[u8], half_close: bool)
         Ok(Ok(_)) => Ok(got),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(got),
         Ok(Err(e)) => Err(e.into()),
-        Err(_) => anyhow::bail!("{addr} kept a bad connection open after {} bytes", bytes.len()),
+        Err(_) => anyhow::bail!(
+            "{addr} kept a bad connection open after {} bytes",
+            bytes.len()
+        ),
     }
 }
 
@@ -147,7 +167,9 @@ async fn bad_input_is_refused_and_everyone_else_is_served() -> anyhow::Result<()
     let hello = frame(&Hello::new(Role::Client, "fuzz"))?;
     for addr in [raddr, caddr] {
         // Random bytes.
-        let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         send_and_expect_close(addr, &noise, false).await?;
         // A huge length prefix.
         send_and_expect_close(addr, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3], false).await?;
@@ -155,8 +177,15 @@ async fn bad_input_is_refused_and_everyone_else_is_served() -> anyhow::Result<()
         let mut old = Hello::new(Role::Client, "old");
         old.version = 99;
         let answer = send_and_expect_close(addr, &frame(&old)?, false).await?;
-        let reply: dtc_proto::message::HelloReply = postcard::from_bytes(answer.get(4..).unwrap_or_default())?;
-        assert!(matches!(reply, Err(dtc_proto::WireError::VersionMismatch { got: 99, .. })), "{reply:?}");
+        let reply: dtc_proto::message::HelloReply =
+            postcard::from_bytes(answer.get(4..).unwrap_or_default())?;
+        assert!(
+            matches!(
+                reply,
+                Err(dtc_proto::WireError::VersionMismatch { got: 99, .. })
+            ),
+            "{reply:?}"
+        );
         // A truncated frame after a good handshake.
         let mut truncated = hello.clone();
         truncated.put_u32(100);
@@ -167,7 +196,10 @@ async fn bad_input_is_refused_and_everyone_else_is_served() -> anyhow::Result<()
         unknown.put_u32(3);
         unknown.extend_from_slice(&[1, 0xee, 0xff]);
         let answer = send_and_expect_close(addr, &unknown, false).await?;
-        assert!(answer.len() > 4, "the unknown message gets an error answer before the close");
+        assert!(
+            answer.len() > 4,
+            "the unknown message gets an error answer before the close"
+        );
     }
 
     // Many connections each announcing a maximal frame and sending part of it: memory grows
@@ -184,16 +216,30 @@ async fn bad_input_is_refused_and_everyone_else_is_served() -> anyhow::Result<()
             held.push(s);
         }
         // Each connection's bytes have been read once a fresh request is answered after them.
-        assert_eq!(client.run(TaskSpec::new("noop", "")).await?.state, TaskState::Succeeded);
+        assert_eq!(
+            client.run(TaskSpec::new("noop", "")).await?.state,
+            TaskState::Succeeded
+        );
         let grown_kib = proc.rss_kib()?.saturating_sub(rss_before);
-        assert!(grown_kib < 64 * 1024, "64 connections announcing 16 MiB frames grew RSS by {grown_kib} KiB");
+        assert!(
+            grown_kib < 64 * 1024,
+            "64 connections announcing 16 MiB frames grew RSS by {grown_kib} KiB"
+        );
         drop(held);
     }
 
     // Every process is still up and serving.
-    let view = client.run(TaskSpec::new("wordcount", "still serving")).await?;
-    assert_eq!(view.outcome, Some(Outcome::Succeeded(bytes::Bytes::from("2"))));
+    let view = client
+        .run(TaskSpec::new("wordcount", "still serving"))
+        .await?;
+    assert_eq!(
+        view.outcome,
+        Some(Outcome::Succeeded(bytes::Bytes::from("2")))
+    );
     let direct = Client::connect(caddr).await?;
-    assert_eq!(direct.run(TaskSpec::new("noop", "")).await?.state, TaskState::Succeeded);
+    assert_eq!(
+        direct.run(TaskSpec::new("noop", "")).await?.state,
+        TaskState::Succeeded
+    );
     Ok(())
 }

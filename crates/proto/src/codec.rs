@@ -189,7 +189,11 @@ mod tests {
         buf.extend_from_slice(b"abc");
         let mut codec = FrameCodec::<Request>::new(1 << 24);
         assert!(matches!(codec.decode(&mut buf), Ok(None)));
-        assert!(buf.capacity() <= 2 * RESERVE_STEP, "reserved {}", buf.capacity());
+        assert!(
+            buf.capacity() <= 2 * RESERVE_STEP,
+            "reserved {}",
+            buf.capacity()
+        );
     }
 
     #[test]

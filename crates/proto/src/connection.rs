@@ -58,7 +58,9 @@ impl<R: AsyncRead + Unpin, In: DeserializeOwned> FrameReader<R, In> {
     pub fn retype<In2: DeserializeOwned>(self) -> FrameReader<R, In2> {
         // map_decoder keeps the buffer and the read state, so bytes that arrived with the
         // handshake are decoded without waiting for more to arrive.
-        FrameReader { inner: self.inner.map_decoder(|c| FrameCodec::new(c.max_frame())) }
+        FrameReader {
+            inner: self.inner.map_decoder(|c| FrameCodec::new(c.max_frame())),
+        }
     }
 }
 
@@ -239,7 +241,13 @@ mod tests {
         let (sr, mut sw) = tokio::io::split(server);
         let mut both = BytesMut::new();
         encode_frame(&Hello::new(Role::Client, "eager"), &mut both, 1 << 20)?;
-        let req = Request { req: 1, body: RequestBody::Get { id: TaskId(5), wait: false } };
+        let req = Request {
+            req: 1,
+            body: RequestBody::Get {
+                id: TaskId(5),
+                wait: false,
+            },
+        };
         encode_frame(&req, &mut both, 1 << 20)?;
         cw.write_all(&both).await?;
         let mut reader = FrameReader::<_, Hello>::new(sr, 1 << 20);

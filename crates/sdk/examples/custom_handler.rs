@@ -22,17 +22,31 @@ async fn reverse(task: Task) -> Result<String, String> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let addr: SocketAddr = std::env::args().nth(1).as_deref().unwrap_or("127.0.0.1:5000").parse()?;
+    let addr: SocketAddr = std::env::args()
+        .nth(1)
+        .as_deref()
+        .unwrap_or("127.0.0.1:5000")
+        .parse()?;
 
     let stop = CancellationToken::new();
-    let worker = Worker::builder().slots(2).builtins().handler("reverse", reverse).build()?;
+    let worker = Worker::builder()
+        .slots(2)
+        .builtins()
+        .handler("reverse", reverse)
+        .build()?;
     let worker = tokio::spawn(worker.run(vec![addr], stop.clone()));
 
     let client = Client::connect(addr).await?;
-    for (kind, payload) in [("reverse", "hello, dtc"), ("wordcount", "one two three"), ("sleep", "1500")] {
+    for (kind, payload) in [
+        ("reverse", "hello, dtc"),
+        ("wordcount", "one two three"),
+        ("sleep", "1500"),
+    ] {
         let view = client.run(TaskSpec::new(kind, payload)).await?;
         match view.outcome {
-            Some(Outcome::Succeeded(out)) => println!("{kind}({payload:?}) = {:?}", String::from_utf8_lossy(&out)),
+            Some(Outcome::Succeeded(out)) => {
+                println!("{kind}({payload:?}) = {:?}", String::from_utf8_lossy(&out))
+            }
             other => println!("{kind}({payload:?}) ended as {other:?}"),
         }
     }
