@@ -31,6 +31,7 @@ fn bench(workload: Workload, clients: usize, tasks: u64) -> BenchArgs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shards_64_clients_5000_mixed_tasks_all_right() -> anyhow::Result<()> {
+    common::logs();
     let spec = LocalSpec {
         shards: 2,
         workers: 2,
@@ -123,6 +124,12 @@ async fn queued_tasks_can_be_cancelled_and_a_full_queue_says_overloaded() -> any
         matches!(unknown, Err(ClientError::Wire(WireError::NotFound))),
         "{unknown:?}"
     );
+    // A task too large for one frame is refused before it is sent.
+    let huge = TaskSpec::new("noop", vec![0u8; dtc_proto::DEFAULT_MAX_FRAME]);
+    assert!(matches!(
+        client.submit(huge).await,
+        Err(ClientError::TooLarge { .. })
+    ));
     // The cancelled task freed a place in the queue.
     assert_eq!(
         client.submit(TaskSpec::new("noop", "")).await?.state,

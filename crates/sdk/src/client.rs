@@ -58,6 +58,14 @@ pub enum ClientError {
     /// The client was shut down.
     #[error("the client has shut down")]
     Closed,
+    /// The task does not fit in one frame.
+    #[error("the task is {size} bytes, more than the frame limit of {max} bytes")]
+    TooLarge {
+        /// The task's payload and type name, in bytes.
+        size: usize,
+        /// The frame limit.
+        max: usize,
+    },
 }
 
 type Call = (RequestBody, oneshot::Sender<Result<TaskView, WireError>>);
@@ -67,8 +75,12 @@ type Call = (RequestBody, oneshot::Sender<Result<TaskView, WireError>>);
 pub struct Client {
     tx: mpsc::Sender<Call>,
     retry_for: Duration,
+    max_frame: usize,
     _stop: Arc<DropGuard>,
 }
+
+/// Room in a frame for everything but the payload and the type name.
+const FRAME_OVERHEAD: usize = 128;
 
 impl Client {
     /// Connects with default settings to `addr` (a router or a coordinator).
@@ -121,12 +133,22 @@ impl Client {
         Ok(Self {
             tx,
             retry_for: config.retry_for,
+            max_frame: config.max_frame,
             _stop: Arc::new(cancel.drop_guard()),
         })
     }
 
     /// One request, one answer, no retry.
     pub async fn call(&self, body: RequestBody) -> Result<TaskView, ClientError> {
+        if let RequestBody::Submit { task, .. } = &body {
+            let size = task.payload.len() + task.kind.len();
+            if size + FRAME_OVERHEAD > self.max_frame {
+                return Err(ClientError::TooLarge {
+                    size,
+                    max: self.max_frame,
+                });
+            }
+        }
         let (tx, rx) = oneshot::channel();
         self.tx
             .send((body, tx))

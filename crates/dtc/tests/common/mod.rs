@@ -81,3 +81,14 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Bounds a whole test.
 pub const TEST_LIMIT: Duration = Duration::from_secs(90);
+
+/// Sends this test's logs to the test output when RUST_LOG is set.
+pub fn logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init()
+        .ok();
+}

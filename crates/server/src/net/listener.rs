@@ -81,6 +81,7 @@ pub async fn accept_loop<F, Fut>(
             };
             match hello {
                 Ok(hello) => {
+                    reader.set_max_frame(limits.max_frame);
                     handler(Accepted {
                         hello,
                         peer,
