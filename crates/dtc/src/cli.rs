@@ -107,6 +107,10 @@ pub struct WorkerArgs {
     /// How many tasks run at once.
     #[arg(short = 'w', long, env = "DTC_SLOTS", default_value_t = 4)]
     pub slots: u32,
+    /// Tasks taken ahead beyond the slots, so a freed slot starts the next task at once
+    /// (default: as many as the slots; 0 disables).
+    #[arg(long, env = "DTC_PREFETCH")]
+    pub prefetch: Option<u32>,
     /// Milliseconds between heartbeats.
     #[arg(long, env = "DTC_HEARTBEAT_MS", default_value_t = 200)]
     pub heartbeat_ms: u64,

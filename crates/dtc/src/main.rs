@@ -146,6 +146,9 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         .slots(args.slots)
         .heartbeat(Duration::from_millis(args.heartbeat_ms.max(1)))
         .max_frame(args.max_frame);
+    if let Some(prefetch) = args.prefetch {
+        builder = builder.prefetch(prefetch);
+    }
     if let Some(name) = args.name {
         builder = builder.name(name);
     }

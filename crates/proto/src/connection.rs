@@ -8,7 +8,7 @@ use crate::codec::{FrameCodec, encode_frame};
 use crate::message::{Hello, HelloReply, MAGIC, Role, Welcome};
 use crate::{PROTOCOL_VERSION, ProtoError, WireError};
 use bytes::BytesMut;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -114,6 +114,19 @@ where
         }
         for msg in batch.drain(..) {
             encode_frame(&msg, &mut buf, max_frame)?;
+        }
+        // Let the tasks that are ready to run add to this write before it is made: one
+        // yield turns bursts of single-message writes into one syscall.
+        tokio::task::yield_now().await;
+        while rx
+            .recv_many(&mut batch, WRITE_BATCH)
+            .now_or_never()
+            .unwrap_or(0)
+            > 0
+        {
+            for msg in batch.drain(..) {
+                encode_frame(&msg, &mut buf, max_frame)?;
+            }
         }
         io.write_all(&buf).await?;
         buf.clear();

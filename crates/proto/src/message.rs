@@ -130,6 +130,8 @@ pub enum WorkerMsg {
     Register {
         /// How many tasks it runs at once.
         slots: u32,
+        /// How many more it takes ahead, to start as soon as a slot frees.
+        prefetch: u32,
         /// The task types it has handlers for.
         kinds: Vec<String>,
         /// Tasks still running on it from before a reconnect.

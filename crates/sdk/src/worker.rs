@@ -29,13 +29,14 @@ use dtc_proto::message::{Assignment, Completion, CoordMsg, Role, WorkerMsg};
 use dtc_proto::mux::dial;
 use dtc_proto::{DEFAULT_MAX_FRAME, Outcome, TaskId};
 use futures_util::FutureExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -58,15 +59,13 @@ pub enum WorkerError {
     /// The worker has no handler.
     #[error("a worker needs at least one handler")]
     NoHandlers,
-    /// The precise timer thread could not start.
-    #[error("cannot start the timer thread: {0}")]
-    Timer(std::io::Error),
 }
 
 /// Builds a [`Worker`].
 pub struct WorkerBuilder {
     handlers: HashMap<String, Handler>,
     slots: u32,
+    prefetch: Option<u32>,
     name: String,
     heartbeat: Duration,
     max_frame: usize,
@@ -104,6 +103,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// How many tasks beyond its slots the worker takes ahead (default: as many as its
+    /// slots), so that a freed slot starts the next task without a round trip to the
+    /// coordinator. 0 takes only what the slots run.
+    pub fn prefetch(mut self, tasks: u32) -> Self {
+        self.prefetch = Some(tasks);
+        self
+    }
+
     /// The worker's name in the coordinator's logs.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -128,7 +135,7 @@ impl WorkerBuilder {
             return Err(WorkerError::NoSlots);
         }
         if self.builtins {
-            let timer = PreciseTimer::start().map_err(WorkerError::Timer)?;
+            let timer = PreciseTimer::new();
             self = self
                 .handler("noop", |_task| async { Ok::<_, String>(Bytes::new()) })
                 .handler("sleep", move |task| {
@@ -143,6 +150,7 @@ impl WorkerBuilder {
         Ok(Worker {
             handlers: Arc::new(self.handlers),
             slots: self.slots,
+            prefetch: self.prefetch.unwrap_or(self.slots),
             name: self.name,
             heartbeat: self.heartbeat,
             max_frame: self.max_frame,
@@ -154,6 +162,7 @@ impl WorkerBuilder {
 pub struct Worker {
     handlers: Arc<HashMap<String, Handler>>,
     slots: u32,
+    prefetch: u32,
     name: String,
     heartbeat: Duration,
     max_frame: usize,
@@ -161,8 +170,12 @@ pub struct Worker {
 
 /// What the run loop tracks across connections.
 struct State {
-    /// Tasks whose handler is running: id → attempt.
+    /// Tasks assigned and not yet completed (running or waiting): id → attempt.
     running: HashMap<TaskId, u32>,
+    /// Prefetched tasks waiting for a slot, in the order they were assigned.
+    waiting: VecDeque<Assignment>,
+    /// Handlers running now (at most `slots`).
+    active: u32,
     /// Completions not yet handed to a connection.
     outbox: Vec<Completion>,
     draining: bool,
@@ -174,6 +187,7 @@ impl Worker {
         WorkerBuilder {
             handlers: HashMap::new(),
             slots: 4,
+            prefetch: None,
             name: format!("worker-{}", std::process::id()),
             heartbeat: Duration::from_millis(200),
             max_frame: DEFAULT_MAX_FRAME,
@@ -195,6 +209,8 @@ impl Worker {
         let (done_tx, mut done_rx) = mpsc::channel::<Completion>(self.slots as usize * 2 + 16);
         let mut st = State {
             running: HashMap::new(),
+            waiting: VecDeque::new(),
+            active: 0,
             outbox: Vec::new(),
             draining: false,
         };
@@ -236,10 +252,7 @@ impl Worker {
             loop {
                 tokio::select! {
                     () = &mut pause => break,
-                    Some(c) = done_rx.recv() => {
-                        st.running.remove(&c.id);
-                        st.outbox.push(c);
-                    }
+                    Some(c) = done_rx.recv() => self.finished(c, &mut st, &done_tx),
                     () = shutdown.cancelled(), if !st.draining => st.draining = true,
                 }
                 if st.draining && st.running.is_empty() {
@@ -267,13 +280,14 @@ impl Worker {
         done_rx: &mut mpsc::Receiver<Completion>,
         shutdown: &CancellationToken,
     ) {
-        let (tx, rx) = mpsc::channel::<WorkerMsg>(self.slots as usize * 2 + 64);
+        let (tx, rx) = mpsc::channel::<WorkerMsg>((self.slots + self.prefetch) as usize * 2 + 64);
         let conn_cancel = CancellationToken::new();
         let writer_task = tokio::spawn(write_loop(writer, rx, self.max_frame, conn_cancel.clone()));
         let mut kinds: Vec<String> = self.handlers.keys().cloned().collect();
         kinds.sort();
         let register = WorkerMsg::Register {
             slots: self.slots,
+            prefetch: self.prefetch,
             kinds,
             running: st.running.keys().copied().collect(),
         };
@@ -298,7 +312,14 @@ impl Worker {
             }
             tokio::select! {
                 msg = reader.next() => match msg {
-                    Ok(Some(CoordMsg::Assign(task))) => self.start(task, st, done_tx),
+                    Ok(Some(CoordMsg::Assign(task))) => {
+                        st.running.insert(task.id, task.attempt);
+                        if st.active < self.slots {
+                            self.start(task, st, done_tx);
+                        } else {
+                            st.waiting.push_back(task);
+                        }
+                    }
                     Ok(Some(CoordMsg::Error(e))) => {
                         tracing::warn!(error = %e, "the coordinator refused this worker");
                         ok = false;
@@ -311,8 +332,7 @@ impl Worker {
                 },
                 n = done_rx.recv_many(&mut done, self.slots as usize) => {
                     for c in done.drain(..n) {
-                        st.running.remove(&c.id);
-                        st.outbox.push(c);
+                        self.finished(c, st, done_tx);
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -333,10 +353,25 @@ impl Worker {
         conn_cancel.cancel();
     }
 
-    /// Starts a task's handler in its own tokio task; its completion comes back on `done`.
+    /// An attempt ended: queue its completion and give its slot to a waiting task.
+    fn finished(&self, c: Completion, st: &mut State, done: &mpsc::Sender<Completion>) {
+        st.running.remove(&c.id);
+        st.outbox.push(c);
+        st.active = st.active.saturating_sub(1);
+        while st.active < self.slots {
+            let Some(next) = st.waiting.pop_front() else {
+                break;
+            };
+            self.start(next, st, done);
+        }
+    }
+
+    /// Starts a task's handler in a slot. The handler is polled once in place, so one that
+    /// finishes at once (`noop`, a short word count) costs no task spawn; one that has to
+    /// wait continues in its own tokio task. Either way its completion reaches `finished`.
     fn start(&self, task: Assignment, st: &mut State, done: &mpsc::Sender<Completion>) {
         let (id, attempt) = (task.id, task.attempt);
-        st.running.insert(id, attempt);
+        st.active += 1;
         let run: BoxFuture = match self.handlers.get(&task.kind) {
             Some(handler) => handler(task),
             None => {
@@ -350,30 +385,41 @@ impl Worker {
                 Box::pin(async move { Err(reason) })
             }
         };
+        let mut run = Box::pin(AssertUnwindSafe(run).catch_unwind());
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Poll::Ready(result) = run.as_mut().poll(&mut cx) {
+            self.finished(completion(id, attempt, result), st, done);
+            return;
+        }
         let done = done.clone();
         tokio::spawn(async move {
-            let result = AssertUnwindSafe(run)
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    Err(format!("the handler panicked: {what}"))
-                });
-            let outcome = match result {
-                Ok(bytes) => Outcome::Succeeded(bytes),
-                Err(reason) => Outcome::Failed(reason),
-            };
-            done.send(Completion {
-                id,
-                attempt,
-                outcome,
-            })
-            .await
-            .ok();
+            let result = run.await;
+            done.send(completion(id, attempt, result)).await.ok();
         });
+    }
+}
+
+/// The completion of an attempt from what its handler returned (or how it panicked).
+fn completion(
+    id: TaskId,
+    attempt: u32,
+    result: std::thread::Result<Result<Bytes, String>>,
+) -> Completion {
+    let outcome = match result {
+        Ok(Ok(bytes)) => Outcome::Succeeded(bytes),
+        Ok(Err(reason)) => Outcome::Failed(reason),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Outcome::Failed(format!("the handler panicked: {what}"))
+        }
+    };
+    Completion {
+        id,
+        attempt,
+        outcome,
     }
 }

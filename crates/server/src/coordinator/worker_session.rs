@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// The most tasks one worker may hold at once, whatever it registers.
+const MAX_CAPACITY: u32 = 1 << 16;
+
 static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
 
 /// Serves a worker connection until it closes, misbehaves, or the actor drops it.
@@ -26,12 +29,18 @@ pub(super) async fn serve(
         mut writer,
     } = a;
     let mut reader = reader.retype::<WorkerMsg>();
-    let (slots, kinds, running) = match reader.expect().await {
+    // A worker takes up to `slots + prefetch` tasks at once (bounded, whatever it claims).
+    let (capacity, kinds, running) = match reader.expect().await {
         Ok(WorkerMsg::Register {
             slots,
+            prefetch,
             kinds,
             running,
-        }) if slots > 0 => (slots, kinds, running),
+        }) if slots > 0 => (
+            slots.saturating_add(prefetch).min(MAX_CAPACITY),
+            kinds,
+            running,
+        ),
         Ok(other) => {
             let reason =
                 format!("a worker must first send Register with at least one slot, not {other:?}");
@@ -52,13 +61,13 @@ pub(super) async fn serve(
     };
     let id = NEXT_WORKER.fetch_add(1, Ordering::Relaxed);
     let worker_cancel = cancel.child_token();
-    let (tx, rx) = mpsc::channel(slots as usize + 64);
+    let (tx, rx) = mpsc::channel(capacity as usize + 64);
     let writer_task = tokio::spawn(write_loop(writer, rx, max_frame, worker_cancel.clone()));
-    tracing::info!(%peer, worker = id, name = %hello.name, slots, ?kinds, "worker registered");
+    tracing::info!(%peer, worker = id, name = %hello.name, capacity, ?kinds, "worker registered");
     let up = Event::WorkerUp {
         worker: id,
         tx,
-        slots,
+        slots: capacity,
         running,
         cancel: worker_cancel.clone(),
     };
