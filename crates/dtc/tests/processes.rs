@@ -29,97 +29,103 @@ async fn until(mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_tasks_run_elsewhere() -> anyhow::Result<()> {
-    let coord = Proc::start(&["coordinator", "-p", "0"])?;
-    let port = coord.addr()?.port().to_string();
-    let mut doomed = Proc::start(&["worker", "-p", &port, "-w", "4", "--name", "doomed"])?;
-    let _survivor = Proc::start(&["worker", "-p", &port, "-w", "4", "--name", "survivor"])?;
-    let client = Client::connect(coord.addr()?).await?;
-    let mut ids = Vec::new();
-    for _ in 0..300 {
-        let spec = TaskSpec::new("sleep", "10000");
-        ids.push(spec.id);
-        client.submit(spec).await?;
-    }
-    // Let the run get going (both workers busy), then kill one mid-run.
-    let done = Arc::new(AtomicU64::new(0));
-    let mut waits = Vec::new();
-    for &id in &ids {
-        let client = client.clone();
-        let done = Arc::clone(&done);
-        waits.push(tokio::spawn(async move {
-            let view = client.wait(id).await;
-            done.fetch_add(1, Ordering::Relaxed);
-            view
-        }));
-    }
-    until(|| done.load(Ordering::Relaxed) >= 40).await?;
-    doomed.kill9()?;
-    let mut rerun = 0;
-    for w in waits {
-        let view = tokio::time::timeout(TEST_LIMIT, w)
-            .await
-            .context("timed out")???;
-        assert_eq!(view.state, TaskState::Succeeded, "{view:?}");
-        if view.attempts >= 2 {
-            rerun += 1;
+    common::bounded(async {
+        let coord = Proc::start(&["coordinator", "-p", "0"])?;
+        let port = coord.addr()?.port().to_string();
+        let mut doomed = Proc::start(&["worker", "-p", &port, "-w", "4", "--name", "doomed"])?;
+        let _survivor = Proc::start(&["worker", "-p", &port, "-w", "4", "--name", "survivor"])?;
+        let client = Client::connect(coord.addr()?).await?;
+        let mut ids = Vec::new();
+        for _ in 0..300 {
+            let spec = TaskSpec::new("sleep", "10000");
+            ids.push(spec.id);
+            client.submit(spec).await?;
         }
-    }
-    assert!(
-        rerun >= 1,
-        "the killed worker's running tasks must have run again elsewhere"
-    );
-    Ok(())
+        // Let the run get going (both workers busy), then kill one mid-run.
+        let done = Arc::new(AtomicU64::new(0));
+        let mut waits = Vec::new();
+        for &id in &ids {
+            let client = client.clone();
+            let done = Arc::clone(&done);
+            waits.push(tokio::spawn(async move {
+                let view = client.wait(id).await;
+                done.fetch_add(1, Ordering::Relaxed);
+                view
+            }));
+        }
+        until(|| done.load(Ordering::Relaxed) >= 40).await?;
+        doomed.kill9()?;
+        let mut rerun = 0;
+        for w in waits {
+            let view = tokio::time::timeout(TEST_LIMIT, w)
+                .await
+                .context("timed out")???;
+            assert_eq!(view.state, TaskState::Succeeded, "{view:?}");
+            if view.attempts >= 2 {
+                rerun += 1;
+            }
+        }
+        assert!(
+            rerun >= 1,
+            "the killed worker's running tasks must have run again elsewhere"
+        );
+        Ok(())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_coordinator_is_rejoined_and_the_run_completes() -> anyhow::Result<()> {
-    let port = free_port()?.to_string();
-    let mut coord = Proc::start(&["coordinator", "-p", &port])?;
-    let shard = format!("127.0.0.1:{port}");
-    let _w1 = Proc::start(&["worker", "-p", &port, "-w", "4"])?;
-    let _w2 = Proc::start(&["worker", "-p", &port, "-w", "4"])?;
-    let router = Proc::start(&["router", "-p", "0", "-s", &shard])?;
-    let mut config = ClientConfig::new(vec![router.addr()?]);
-    config.retry_for = Duration::from_secs(60);
-    let client = Client::with_config(config).await?;
-    let done = Arc::new(AtomicU64::new(0));
-    let mut loops = Vec::new();
-    for _ in 0..16 {
-        let client = client.clone();
-        let done = Arc::clone(&done);
-        loops.push(tokio::spawn(async move {
-            let mut outcomes = Vec::new();
-            for _ in 0..60 {
-                let view = client
-                    .run(TaskSpec::new("wordcount", "one two three"))
-                    .await;
-                done.fetch_add(1, Ordering::Relaxed);
-                outcomes.push(view.map(|v| v.outcome));
-            }
-            outcomes
-        }));
-    }
-    until(|| done.load(Ordering::Relaxed) >= 200).await?;
-    coord.kill9()?;
-    let before_restart = done.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let _coord = Proc::start(&["coordinator", "-p", &port])?;
-    let mut ok = 0;
-    for l in loops {
-        for outcome in tokio::time::timeout(TEST_LIMIT, l)
-            .await
-            .context("timed out")??
-        {
-            assert_eq!(outcome?, Some(Outcome::Succeeded(bytes::Bytes::from("3"))));
-            ok += 1;
+    common::bounded(async {
+        let port = free_port()?.to_string();
+        let mut coord = Proc::start(&["coordinator", "-p", &port])?;
+        let shard = format!("127.0.0.1:{port}");
+        let _w1 = Proc::start(&["worker", "-p", &port, "-w", "4"])?;
+        let _w2 = Proc::start(&["worker", "-p", &port, "-w", "4"])?;
+        let router = Proc::start(&["router", "-p", "0", "-s", &shard])?;
+        let mut config = ClientConfig::new(vec![router.addr()?]);
+        config.retry_for = Duration::from_secs(60);
+        let client = Client::with_config(config).await?;
+        let done = Arc::new(AtomicU64::new(0));
+        let mut loops = Vec::new();
+        for _ in 0..16 {
+            let client = client.clone();
+            let done = Arc::clone(&done);
+            loops.push(tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for _ in 0..60 {
+                    let view = client
+                        .run(TaskSpec::new("wordcount", "one two three"))
+                        .await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                    outcomes.push(view.map(|v| v.outcome));
+                }
+                outcomes
+            }));
         }
-    }
-    assert_eq!(ok, 16 * 60);
-    assert!(
-        before_restart < 16 * 60,
-        "the coordinator went away mid-run"
-    );
-    Ok(())
+        until(|| done.load(Ordering::Relaxed) >= 200).await?;
+        coord.kill9()?;
+        let before_restart = done.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _coord = Proc::start(&["coordinator", "-p", &port])?;
+        let mut ok = 0;
+        for l in loops {
+            for outcome in tokio::time::timeout(TEST_LIMIT, l)
+                .await
+                .context("timed out")??
+            {
+                assert_eq!(outcome?, Some(Outcome::Succeeded(bytes::Bytes::from("3"))));
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 16 * 60);
+        assert!(
+            before_restart < 16 * 60,
+            "the coordinator went away mid-run"
+        );
+        Ok(())
+    })
+    .await
 }
 
 /// Sends `bytes` on a fresh connection, then reads until the server closes it; returns what
@@ -155,91 +161,94 @@ fn frame<T: serde::Serialize>(msg: &T) -> anyhow::Result<BytesMut> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_everyone_else_is_served() -> anyhow::Result<()> {
-    let coord = Proc::start(&["coordinator", "-p", "0"])?;
-    let caddr = coord.addr()?;
-    let port = caddr.port().to_string();
-    let _worker = Proc::start(&["worker", "-p", &port, "-w", "4"])?;
-    let router = Proc::start(&["router", "-p", "0", "-s", &caddr.to_string()])?;
-    let raddr = router.addr()?;
-    let client = Client::connect(raddr).await?;
-    assert!(client.run(TaskSpec::new("noop", "")).await?.state == TaskState::Succeeded);
+    common::bounded(async {
+        let coord = Proc::start(&["coordinator", "-p", "0"])?;
+        let caddr = coord.addr()?;
+        let port = caddr.port().to_string();
+        let _worker = Proc::start(&["worker", "-p", &port, "-w", "4"])?;
+        let router = Proc::start(&["router", "-p", "0", "-s", &caddr.to_string()])?;
+        let raddr = router.addr()?;
+        let client = Client::connect(raddr).await?;
+        assert!(client.run(TaskSpec::new("noop", "")).await?.state == TaskState::Succeeded);
 
-    let hello = frame(&Hello::new(Role::Client, "fuzz"))?;
-    for addr in [raddr, caddr] {
-        // Random bytes.
-        let noise: Vec<u8> = (0..4096u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        send_and_expect_close(addr, &noise, false).await?;
-        // A huge length prefix.
-        send_and_expect_close(addr, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3], false).await?;
-        // A wrong protocol version: answered with the reason, then closed.
-        let mut old = Hello::new(Role::Client, "old");
-        old.version = 99;
-        let answer = send_and_expect_close(addr, &frame(&old)?, false).await?;
-        let reply: dtc_proto::message::HelloReply =
-            postcard::from_bytes(answer.get(4..).unwrap_or_default())?;
-        assert!(
-            matches!(
-                reply,
-                Err(dtc_proto::WireError::VersionMismatch { got: 99, .. })
-            ),
-            "{reply:?}"
-        );
-        // A truncated frame after a good handshake.
-        let mut truncated = hello.clone();
-        truncated.put_u32(100);
-        truncated.extend_from_slice(&[0, 0, 1]);
-        send_and_expect_close(addr, &truncated, true).await?;
-        // An unknown message: a frame whose body is no valid request.
-        let mut unknown = hello.clone();
-        unknown.put_u32(3);
-        unknown.extend_from_slice(&[1, 0xee, 0xff]);
-        let answer = send_and_expect_close(addr, &unknown, false).await?;
-        assert!(
-            answer.len() > 4,
-            "the unknown message gets an error answer before the close"
-        );
-    }
-
-    // Many connections each announcing a maximal frame and sending part of it: memory grows
-    // with the bytes sent, not with the lengths announced.
-    for (addr, proc) in [(raddr, &router), (caddr, &coord)] {
-        let rss_before = proc.rss_kib()?;
-        let mut held = Vec::new();
-        for _ in 0..64 {
-            let mut s = TcpStream::connect(addr).await?;
-            let mut bytes = hello.to_vec();
-            bytes.extend_from_slice(&(16u32 * 1024 * 1024).to_be_bytes());
-            bytes.extend_from_slice(&[0u8; 16 * 1024]);
-            s.write_all(&bytes).await?;
-            held.push(s);
+        let hello = frame(&Hello::new(Role::Client, "fuzz"))?;
+        for addr in [raddr, caddr] {
+            // Random bytes.
+            let noise: Vec<u8> = (0..4096u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect();
+            send_and_expect_close(addr, &noise, false).await?;
+            // A huge length prefix.
+            send_and_expect_close(addr, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3], false).await?;
+            // A wrong protocol version: answered with the reason, then closed.
+            let mut old = Hello::new(Role::Client, "old");
+            old.version = 99;
+            let answer = send_and_expect_close(addr, &frame(&old)?, false).await?;
+            let reply: dtc_proto::message::HelloReply =
+                postcard::from_bytes(answer.get(4..).unwrap_or_default())?;
+            assert!(
+                matches!(
+                    reply,
+                    Err(dtc_proto::WireError::VersionMismatch { got: 99, .. })
+                ),
+                "{reply:?}"
+            );
+            // A truncated frame after a good handshake.
+            let mut truncated = hello.clone();
+            truncated.put_u32(100);
+            truncated.extend_from_slice(&[0, 0, 1]);
+            send_and_expect_close(addr, &truncated, true).await?;
+            // An unknown message: a frame whose body is no valid request.
+            let mut unknown = hello.clone();
+            unknown.put_u32(3);
+            unknown.extend_from_slice(&[1, 0xee, 0xff]);
+            let answer = send_and_expect_close(addr, &unknown, false).await?;
+            assert!(
+                answer.len() > 4,
+                "the unknown message gets an error answer before the close"
+            );
         }
-        // Each connection's bytes have been read once a fresh request is answered after them.
+
+        // Many connections each announcing a maximal frame and sending part of it: memory grows
+        // with the bytes sent, not with the lengths announced.
+        for (addr, proc) in [(raddr, &router), (caddr, &coord)] {
+            let rss_before = proc.rss_kib()?;
+            let mut held = Vec::new();
+            for _ in 0..64 {
+                let mut s = TcpStream::connect(addr).await?;
+                let mut bytes = hello.to_vec();
+                bytes.extend_from_slice(&(16u32 * 1024 * 1024).to_be_bytes());
+                bytes.extend_from_slice(&[0u8; 16 * 1024]);
+                s.write_all(&bytes).await?;
+                held.push(s);
+            }
+            // Each connection's bytes have been read once a fresh request is answered after them.
+            assert_eq!(
+                client.run(TaskSpec::new("noop", "")).await?.state,
+                TaskState::Succeeded
+            );
+            let grown_kib = proc.rss_kib()?.saturating_sub(rss_before);
+            assert!(
+                grown_kib < 64 * 1024,
+                "64 connections announcing 16 MiB frames grew RSS by {grown_kib} KiB"
+            );
+            drop(held);
+        }
+
+        // Every process is still up and serving.
+        let view = client
+            .run(TaskSpec::new("wordcount", "still serving"))
+            .await?;
         assert_eq!(
-            client.run(TaskSpec::new("noop", "")).await?.state,
+            view.outcome,
+            Some(Outcome::Succeeded(bytes::Bytes::from("2")))
+        );
+        let direct = Client::connect(caddr).await?;
+        assert_eq!(
+            direct.run(TaskSpec::new("noop", "")).await?.state,
             TaskState::Succeeded
         );
-        let grown_kib = proc.rss_kib()?.saturating_sub(rss_before);
-        assert!(
-            grown_kib < 64 * 1024,
-            "64 connections announcing 16 MiB frames grew RSS by {grown_kib} KiB"
-        );
-        drop(held);
-    }
-
-    // Every process is still up and serving.
-    let view = client
-        .run(TaskSpec::new("wordcount", "still serving"))
-        .await?;
-    assert_eq!(
-        view.outcome,
-        Some(Outcome::Succeeded(bytes::Bytes::from("2")))
-    );
-    let direct = Client::connect(caddr).await?;
-    assert_eq!(
-        direct.run(TaskSpec::new("noop", "")).await?.state,
-        TaskState::Succeeded
-    );
-    Ok(())
+        Ok(())
+    })
+    .await
 }

@@ -92,3 +92,12 @@ pub fn logs() {
         .try_init()
         .ok();
 }
+
+/// Runs a whole test body within `TEST_LIMIT`, so that a hang fails instead of blocking CI.
+pub async fn bounded<T>(
+    body: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(TEST_LIMIT, body)
+        .await
+        .context("the test ran past its time limit")?
+}

@@ -29,6 +29,7 @@ pub(super) enum Event {
         worker: WorkerId,
         tx: mpsc::Sender<CoordMsg>,
         slots: u32,
+        kinds: Vec<String>,
         running: Vec<TaskId>,
         cancel: CancellationToken,
     },
@@ -119,6 +120,7 @@ impl Actor {
                 worker,
                 tx,
                 slots,
+                kinds,
                 running,
                 cancel,
             } => {
@@ -131,7 +133,7 @@ impl Actor {
                             .map(|(attempt, ..)| (id, attempt))
                     })
                     .collect();
-                self.sched.add_worker(worker, slots, still, now);
+                self.sched.add_worker(worker, slots, kinds, still, now);
                 self.workers.insert(worker, WorkerConn { tx, cancel });
             }
             Event::Worker { worker, msg } => {
@@ -219,7 +221,7 @@ impl Actor {
                 Then::Submitted { reply, wait },
             ) => {
                 if created {
-                    self.sched.enqueue(view.id);
+                    self.enqueue(view.id);
                 }
                 let view = self.overlay(view);
                 if wait && !view.state.is_finished() {
@@ -229,7 +231,7 @@ impl Actor {
                 }
             }
             (Applied::Submitted(Err(e)), Then::Submitted { reply, .. }) => reply.send(Err(e)),
-            (Applied::Requeued(id), _) => self.sched.enqueue(id),
+            (Applied::Requeued(id), _) => self.enqueue(id),
             (Applied::Finished(view), then) => {
                 self.sched.forget(view.id);
                 if let Some(waiting) = self.waiters.remove(&view.id) {
@@ -252,6 +254,13 @@ impl Actor {
                 Applied::Submitted(_) | Applied::CancelRefused(..) | Applied::Nothing,
                 Then::Nothing,
             ) => {}
+        }
+    }
+
+    /// Puts a queued task in the scheduler's ready queue for its type.
+    fn enqueue(&mut self, id: TaskId) {
+        if let Some((_, kind, _)) = self.table.queued_input(id) {
+            self.sched.enqueue(id, kind);
         }
     }
 

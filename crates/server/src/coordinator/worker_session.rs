@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 /// The most tasks one worker may hold at once, whatever it registers.
 const MAX_CAPACITY: u32 = 1 << 16;
 
+/// The most task types one worker may register.
+const MAX_KINDS: usize = 1024;
+
 static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
 
 /// Serves a worker connection until it closes, misbehaves, or the actor drops it.
@@ -64,10 +67,12 @@ pub(super) async fn serve(
     let (tx, rx) = mpsc::channel(capacity as usize + 64);
     let writer_task = tokio::spawn(write_loop(writer, rx, max_frame, worker_cancel.clone()));
     tracing::info!(%peer, worker = id, name = %hello.name, capacity, ?kinds, "worker registered");
+    let kinds = kinds.into_iter().take(MAX_KINDS).collect();
     let up = Event::WorkerUp {
         worker: id,
         tx,
         slots: capacity,
+        kinds,
         running,
         cancel: worker_cancel.clone(),
     };

@@ -23,6 +23,8 @@ pub struct Assign {
 #[derive(Debug)]
 struct Worker {
     slots: u32,
+    /// The task types it has handlers for.
+    kinds: HashSet<String>,
     /// The attempts this worker holds a slot for.
     busy: HashSet<TaskId>,
     last_seen: Instant,
@@ -40,10 +42,17 @@ impl Worker {
 }
 
 /// The runtime scheduling state of a shard's leader.
+///
+/// Ready tasks wait in one FIFO queue per task type; a task goes only to a worker that has a
+/// handler for its type (it waits while none is connected). Among the types some free worker
+/// can run, the oldest ready task goes first, to the least loaded such worker.
 #[derive(Debug)]
 pub struct Scheduler {
     workers: HashMap<WorkerId, Worker>,
-    ready: VecDeque<TaskId>,
+    /// Ready tasks by type, each with its arrival number.
+    ready: HashMap<String, VecDeque<(u64, TaskId)>>,
+    arrivals: u64,
+    ready_len: usize,
     /// Running attempts: task → (worker, attempt).
     running: HashMap<TaskId, (WorkerId, u32)>,
     heartbeat_timeout: Duration,
@@ -54,24 +63,29 @@ impl Scheduler {
     pub fn new(heartbeat_timeout: Duration) -> Self {
         Self {
             workers: HashMap::new(),
-            ready: VecDeque::new(),
+            ready: HashMap::new(),
+            arrivals: 0,
+            ready_len: 0,
             running: HashMap::new(),
             heartbeat_timeout,
         }
     }
 
-    /// A worker registered with `slots` slots. `still_running` are tasks it reports running
-    /// from before a reconnect, with their attempt numbers: they keep their slot and are not
-    /// run again (the caller passes only tasks that are still unfinished and not running).
+    /// A worker registered with `slots` slots and handlers for `kinds`. `still_running` are
+    /// tasks it reports running from before a reconnect, with their attempt numbers: they
+    /// keep their slot and are not run again (the caller passes only tasks that are still
+    /// unfinished).
     pub fn add_worker(
         &mut self,
         id: WorkerId,
         slots: u32,
+        kinds: impl IntoIterator<Item = String>,
         still_running: impl IntoIterator<Item = (TaskId, u32)>,
         now: Instant,
     ) {
         let mut worker = Worker {
             slots,
+            kinds: kinds.into_iter().collect(),
             busy: HashSet::new(),
             last_seen: now,
             draining: false,
@@ -126,9 +140,17 @@ impl Scheduler {
             .collect()
     }
 
-    /// The task is ready to run.
-    pub fn enqueue(&mut self, id: TaskId) {
-        self.ready.push_back(id);
+    /// The task, of type `kind`, is ready to run.
+    pub fn enqueue(&mut self, id: TaskId, kind: &str) {
+        self.arrivals += 1;
+        self.ready_len += 1;
+        match self.ready.get_mut(kind) {
+            Some(queue) => queue.push_back((self.arrivals, id)),
+            None => {
+                self.ready
+                    .insert(kind.to_owned(), VecDeque::from([(self.arrivals, id)]));
+            }
+        }
     }
 
     /// The worker finished an attempt of `id`: frees its slot.
@@ -154,7 +176,7 @@ impl Scheduler {
 
     /// Ready tasks waiting for a slot (including stale entries not yet skipped).
     pub fn ready_len(&self) -> usize {
-        self.ready.len()
+        self.ready_len
     }
 
     /// Running attempts.
@@ -167,23 +189,37 @@ impl Scheduler {
         self.workers.len()
     }
 
-    /// Hands ready tasks to free slots, least loaded worker first, until either runs out.
-    /// `next_attempt` gives a task's next attempt number, or `None` if it is no longer
+    /// The least loaded worker with a free slot and a handler for `kind`.
+    fn best_worker(&self, kind: &str) -> Option<WorkerId> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.free() > 0 && w.kinds.contains(kind))
+            .max_by_key(|(id, w)| (w.free(), std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
+    }
+
+    /// Hands ready tasks to free slots until no ready task has a free worker that can run
+    /// it. `next_attempt` gives a task's next attempt number, or `None` if it is no longer
     /// queued (finished or cancelled since it was enqueued); such entries are dropped.
     pub fn assign(&mut self, mut next_attempt: impl FnMut(TaskId) -> Option<u32>) -> Vec<Assign> {
         let mut out = Vec::new();
-        while !self.ready.is_empty() {
-            let Some((&worker, _)) = self
-                .workers
+        while self.ready_len > 0 {
+            // The oldest head among the types some free worker can run.
+            let pick = self
+                .ready
                 .iter()
-                .filter(|(_, w)| w.free() > 0)
-                .max_by_key(|(id, w)| (w.free(), std::cmp::Reverse(**id)))
-            else {
+                .filter_map(|(kind, q)| q.front().map(|&(arrival, _)| (arrival, kind)))
+                .filter_map(|(arrival, kind)| self.best_worker(kind).map(|w| (arrival, kind, w)))
+                .min_by_key(|&(arrival, ..)| arrival)
+                .map(|(_, kind, w)| (kind.clone(), w));
+            let Some((kind, worker)) = pick else { break };
+            let Some((_, id)) = self.ready.get_mut(&kind).and_then(VecDeque::pop_front) else {
                 break;
             };
-            let Some(id) = self.ready.pop_front() else {
-                break;
-            };
+            self.ready_len -= 1;
+            if self.ready.get(&kind).is_some_and(VecDeque::is_empty) {
+                self.ready.remove(&kind);
+            }
             if self.running.contains_key(&id) {
                 continue;
             }
@@ -212,14 +248,53 @@ mod tests {
         TaskId(n)
     }
 
+    fn kinds() -> Vec<String> {
+        vec!["noop".to_string(), "sleep".to_string()]
+    }
+
+    #[test]
+    fn tasks_go_only_to_workers_with_their_handler_oldest_first() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1));
+        s.add_worker(1, 4, ["sleep".to_string()], [], now);
+        s.enqueue(t(1), "render");
+        s.enqueue(t(2), "sleep");
+        s.enqueue(t(3), "sleep");
+        let got: Vec<TaskId> = s.assign(|_| Some(1)).into_iter().map(|a| a.id).collect();
+        assert_eq!(
+            got,
+            vec![t(2), t(3)],
+            "nobody renders yet; the sleeps go in order"
+        );
+        assert_eq!(s.ready_len(), 1);
+        s.add_worker(2, 1, ["render".to_string()], [], now);
+        s.enqueue(t(4), "sleep");
+        let got = s.assign(|_| Some(1));
+        assert_eq!(
+            got,
+            vec![
+                Assign {
+                    worker: 2,
+                    id: t(1),
+                    attempt: 1
+                },
+                Assign {
+                    worker: 1,
+                    id: t(4),
+                    attempt: 1
+                }
+            ]
+        );
+    }
+
     #[test]
     fn fills_the_least_loaded_worker_first() {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
-        s.add_worker(1, 2, [], now);
-        s.add_worker(2, 4, [], now);
+        s.add_worker(1, 2, kinds(), [], now);
+        s.add_worker(2, 4, kinds(), [], now);
         for n in 0..5 {
-            s.enqueue(t(n));
+            s.enqueue(t(n), "noop");
         }
         let got = s.assign(|_| Some(1));
         assert_eq!(got.len(), 5);
@@ -228,8 +303,8 @@ mod tests {
             on_2, 3,
             "worker 2 has more free slots, so it takes more: {got:?}"
         );
-        s.enqueue(t(8));
-        s.enqueue(t(9));
+        s.enqueue(t(8), "noop");
+        s.enqueue(t(9), "noop");
         assert_eq!(s.assign(|_| Some(1)).len(), 1, "one slot of six was left");
         assert_eq!(s.ready_len(), 1);
     }
@@ -238,10 +313,10 @@ mod tests {
     fn no_slot_no_assignment_and_finished_tasks_are_skipped() {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
-        s.enqueue(t(1));
+        s.enqueue(t(1), "noop");
         assert!(s.assign(|_| Some(1)).is_empty(), "no worker yet");
-        s.add_worker(1, 1, [], now);
-        s.enqueue(t(2));
+        s.add_worker(1, 1, kinds(), [], now);
+        s.enqueue(t(2), "noop");
         let got = s.assign(|id| (id != t(1)).then_some(1));
         assert_eq!(
             got,
@@ -258,10 +333,10 @@ mod tests {
     fn a_dead_worker_gives_back_its_tasks() {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_millis(1000));
-        s.add_worker(1, 2, [], now);
-        s.add_worker(2, 2, [], now);
-        s.enqueue(t(1));
-        s.enqueue(t(2));
+        s.add_worker(1, 2, kinds(), [], now);
+        s.add_worker(2, 2, kinds(), [], now);
+        s.enqueue(t(1), "noop");
+        s.enqueue(t(2), "noop");
         let got = s.assign(|_| Some(1));
         assert_eq!(got.len(), 2);
         s.seen(2, now + Duration::from_millis(900));
@@ -275,9 +350,9 @@ mod tests {
     fn completion_frees_the_slot_and_draining_takes_nothing() {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
-        s.add_worker(1, 1, [], now);
-        s.enqueue(t(1));
-        s.enqueue(t(2));
+        s.add_worker(1, 1, kinds(), [], now);
+        s.enqueue(t(1), "noop");
+        s.enqueue(t(2), "noop");
         assert_eq!(s.assign(|_| Some(1)).len(), 1);
         s.completed(1, t(1));
         s.drain(1);
@@ -289,9 +364,9 @@ mod tests {
     fn reported_running_tasks_are_not_run_again() {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
-        s.add_worker(7, 2, [(t(1), 1)], now);
-        s.enqueue(t(1));
-        s.enqueue(t(2));
+        s.add_worker(7, 2, kinds(), [(t(1), 1)], now);
+        s.enqueue(t(1), "noop");
+        s.enqueue(t(2), "noop");
         let got = s.assign(|_| Some(1));
         assert_eq!(
             got,
