@@ -104,10 +104,12 @@ where
 {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let stop = cancel.cancelled();
+    tokio::pin!(stop);
     loop {
         let n = tokio::select! {
             n = rx.recv_many(&mut batch, WRITE_BATCH) => n,
-            () = cancel.cancelled() => break,
+            () = &mut stop => break,
         };
         if n == 0 {
             break;

@@ -10,7 +10,7 @@
 use crate::connection::{FrameReader, connect_handshake, write_loop};
 use crate::message::{Request, RequestBody, Response, Role, Welcome};
 use crate::{ProtoError, TaskView, WireError};
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -151,10 +151,12 @@ impl Mux {
         let conn_cancel = cancel.child_token();
         let writer_task =
             tokio::spawn(write_loop(writer, wrx, self.max_frame, conn_cancel.clone()));
-        let mut pending: HashMap<u64, A> = HashMap::new();
+        let mut pending: HashMap<u64, A> = HashMap::default();
         let mut stopping = false;
         let mut next_req: u64 = 0;
         let mut incoming = Vec::with_capacity(BATCH);
+        let stop = cancel.cancelled();
+        tokio::pin!(stop);
         let reason = loop {
             tokio::select! {
                 n = rx.recv_many(&mut incoming, BATCH), if pending.len() < max => {
@@ -180,7 +182,7 @@ impl Mux {
                     Ok(None) => break format!("{addr} closed the connection"),
                     Err(e) => break format!("the connection to {addr} failed: {e}"),
                 },
-                () = cancel.cancelled() => {
+                () = &mut stop => {
                     stopping = true;
                     break "stopping".to_string();
                 }

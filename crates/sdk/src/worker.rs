@@ -28,8 +28,9 @@ use dtc_proto::connection::write_loop;
 use dtc_proto::message::{Assignment, Completion, CoordMsg, Role, WorkerMsg};
 use dtc_proto::mux::dial;
 use dtc_proto::{DEFAULT_MAX_FRAME, Outcome, TaskId};
+use foldhash::HashMap;
 use futures_util::FutureExt;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -185,7 +186,7 @@ impl Worker {
     /// A builder with 4 slots, a 200 ms heartbeat and no handler.
     pub fn builder() -> WorkerBuilder {
         WorkerBuilder {
-            handlers: HashMap::new(),
+            handlers: HashMap::default(),
             slots: 4,
             prefetch: None,
             name: format!("worker-{}", std::process::id()),
@@ -208,7 +209,7 @@ impl Worker {
         }
         let (done_tx, mut done_rx) = mpsc::channel::<Completion>(self.slots as usize * 2 + 16);
         let mut st = State {
-            running: HashMap::new(),
+            running: HashMap::default(),
             waiting: VecDeque::new(),
             active: 0,
             outbox: Vec::new(),
@@ -296,6 +297,8 @@ impl Worker {
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut done = Vec::with_capacity(self.slots as usize);
+        let stop = shutdown.cancelled();
+        tokio::pin!(stop);
         while ok {
             let mut owed = std::mem::take(&mut st.outbox).into_iter();
             while let Some(c) = owed.next() {
@@ -339,7 +342,7 @@ impl Worker {
                     // A full queue already carries news of life; only a closed one ends the session.
                     ok = !matches!(tx.try_send(WorkerMsg::Heartbeat), Err(mpsc::error::TrySendError::Closed(_)));
                 }
-                () = shutdown.cancelled(), if !st.draining => {
+                () = &mut stop, if !st.draining => {
                     tracing::info!(running = st.running.len(), "draining: finishing running tasks");
                     st.draining = true;
                     ok = tx.send(WorkerMsg::Draining).await.is_ok();

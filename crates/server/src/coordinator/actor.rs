@@ -12,7 +12,7 @@ use crate::sched::{Scheduler, WorkerId};
 use crate::shard::{Applied, Command, SubmitOutcome, TaskTable};
 use dtc_proto::message::{Assignment, CoordMsg, RequestBody, WorkerMsg};
 use dtc_proto::{TaskId, TaskState, TaskView, WireError};
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -71,8 +71,8 @@ impl Actor {
         Self {
             table: TaskTable::new(config.retention),
             sched: Scheduler::new(config.heartbeat_timeout),
-            workers: HashMap::new(),
-            waiters: HashMap::new(),
+            workers: HashMap::default(),
+            waiters: HashMap::default(),
             events,
             tick: config.tick,
             batch: Vec::new(),
@@ -83,6 +83,8 @@ impl Actor {
         let mut events = Vec::with_capacity(EVENT_BATCH);
         let mut tick = tokio::time::interval(self.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stop = cancel.cancelled();
+        tokio::pin!(stop);
         loop {
             tokio::select! {
                 n = self.events.recv_many(&mut events, EVENT_BATCH) => {
@@ -96,7 +98,7 @@ impl Actor {
                     }
                 }
                 _ = tick.tick() => self.on_tick(Instant::now(), wall_ms()),
-                () = cancel.cancelled() => break,
+                () = &mut stop => break,
             }
             self.commit();
             self.schedule();

@@ -79,10 +79,12 @@ pub(super) async fn serve(
     if events.send(up).await.is_err() {
         return;
     }
+    let stop = worker_cancel.cancelled();
+    tokio::pin!(stop);
     loop {
         let msg = tokio::select! {
             m = reader.next() => m,
-            () = worker_cancel.cancelled() => break,
+            () = &mut stop => break,
         };
         match msg {
             Ok(Some(msg)) => {

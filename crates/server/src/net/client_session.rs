@@ -83,10 +83,12 @@ pub async fn serve_client<S: RequestSink>(
     let conn_cancel = cancel.child_token();
     let writer_task = tokio::spawn(write_loop(writer, rx, max_frame, conn_cancel.clone()));
     tracing::debug!(%peer, name = %hello.name, role = ?hello.role, "client connected");
+    let stop = conn_cancel.cancelled();
+    tokio::pin!(stop);
     loop {
         let next = tokio::select! {
             n = reader.next() => n,
-            () = conn_cancel.cancelled() => break,
+            () = &mut stop => break,
         };
         let request = match next {
             Ok(Some(r)) => r,
@@ -116,7 +118,7 @@ pub async fn serve_client<S: RequestSink>(
                 Ok(p) => p,
                 Err(_) => break,
             },
-            () = conn_cancel.cancelled() => break,
+            () = &mut stop => break,
         };
         let reply = Reply {
             tx: tx.clone(),

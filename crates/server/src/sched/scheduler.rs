@@ -3,7 +3,8 @@
 //! from the task table when a coordinator starts leading.
 
 use dtc_proto::TaskId;
-use std::collections::{HashMap, HashSet, VecDeque};
+use foldhash::{HashMap, HashSet};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// A connected worker's id, unique within one coordinator's lifetime.
@@ -49,8 +50,9 @@ impl Worker {
 #[derive(Debug)]
 pub struct Scheduler {
     workers: HashMap<WorkerId, Worker>,
-    /// Ready tasks by type, each with its arrival number.
-    ready: HashMap<String, VecDeque<(u64, TaskId)>>,
+    /// Ready tasks by type, each with its arrival number; only non-empty queues are kept
+    /// (there are few types, so a short list beats a map).
+    ready: Vec<(String, VecDeque<(u64, TaskId)>)>,
     arrivals: u64,
     ready_len: usize,
     /// Running attempts: task → (worker, attempt).
@@ -62,11 +64,11 @@ impl Scheduler {
     /// A scheduler that declares a worker dead after `heartbeat_timeout` without a message.
     pub fn new(heartbeat_timeout: Duration) -> Self {
         Self {
-            workers: HashMap::new(),
-            ready: HashMap::new(),
+            workers: HashMap::default(),
+            ready: Vec::new(),
             arrivals: 0,
             ready_len: 0,
-            running: HashMap::new(),
+            running: HashMap::default(),
             heartbeat_timeout,
         }
     }
@@ -86,7 +88,7 @@ impl Scheduler {
         let mut worker = Worker {
             slots,
             kinds: kinds.into_iter().collect(),
-            busy: HashSet::new(),
+            busy: HashSet::default(),
             last_seen: now,
             draining: false,
         };
@@ -144,12 +146,11 @@ impl Scheduler {
     pub fn enqueue(&mut self, id: TaskId, kind: &str) {
         self.arrivals += 1;
         self.ready_len += 1;
-        match self.ready.get_mut(kind) {
-            Some(queue) => queue.push_back((self.arrivals, id)),
-            None => {
-                self.ready
-                    .insert(kind.to_owned(), VecDeque::from([(self.arrivals, id)]));
-            }
+        match self.ready.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, queue)) => queue.push_back((self.arrivals, id)),
+            None => self
+                .ready
+                .push((kind.to_owned(), VecDeque::from([(self.arrivals, id)]))),
         }
     }
 
@@ -208,18 +209,23 @@ impl Scheduler {
             let pick = self
                 .ready
                 .iter()
-                .filter_map(|(kind, q)| q.front().map(|&(arrival, _)| (arrival, kind)))
-                .filter_map(|(arrival, kind)| self.best_worker(kind).map(|w| (arrival, kind, w)))
-                .min_by_key(|&(arrival, ..)| arrival)
-                .map(|(_, kind, w)| (kind.clone(), w));
-            let Some((kind, worker)) = pick else { break };
-            let Some((_, id)) = self.ready.get_mut(&kind).and_then(VecDeque::pop_front) else {
+                .enumerate()
+                .filter_map(|(i, (kind, q))| q.front().map(|&(arrival, _)| (arrival, i, kind)))
+                .filter_map(|(arrival, i, kind)| self.best_worker(kind).map(|w| (arrival, i, w)))
+                .min_by_key(|&(arrival, ..)| arrival);
+            let Some((_, index, worker)) = pick else {
                 break;
             };
-            self.ready_len -= 1;
-            if self.ready.get(&kind).is_some_and(VecDeque::is_empty) {
-                self.ready.remove(&kind);
+            let Some((_, queue)) = self.ready.get_mut(index) else {
+                break;
+            };
+            let Some((_, id)) = queue.pop_front() else {
+                break;
+            };
+            if queue.is_empty() {
+                self.ready.swap_remove(index);
             }
+            self.ready_len -= 1;
             if self.running.contains_key(&id) {
                 continue;
             }

@@ -7,7 +7,8 @@
 use super::{Applied, Command, SubmitOutcome};
 use bytes::Bytes;
 use dtc_proto::{Outcome, TaskId, TaskSpec, TaskState, TaskView, WireError};
-use std::collections::{HashMap, VecDeque};
+use foldhash::HashMap;
+use std::collections::VecDeque;
 
 /// How long and how many finished tasks are kept, and how many may wait in the queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
