@@ -122,10 +122,7 @@ impl Inputs {
 /// Runs the benchmark against the router (or coordinator) at `addr`.
 pub async fn run(addr: SocketAddr, args: &BenchArgs) -> anyhow::Result<Report> {
     anyhow::ensure!(args.clients > 0, "-c must be at least 1");
-    let conns = args
-        .conns
-        .unwrap_or(args.clients.div_ceil(16))
-        .clamp(1, args.clients);
+    let conns = args.conns.unwrap_or(1).clamp(1, args.clients);
     let mut clients = Vec::with_capacity(conns);
     for i in 0..conns {
         let mut config = ClientConfig::new(vec![addr]);

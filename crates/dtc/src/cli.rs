@@ -164,7 +164,8 @@ pub struct BenchArgs {
     /// / 1000 words, 70/20/10), mixed (synthetic or word, 50/50), noop.
     #[arg(short = 't', long = "type", value_enum, default_value_t = Workload::Mixed)]
     pub workload: Workload,
-    /// Connections the clients share (default: one per 16 clients).
+    /// Connections the clients share, like threads sharing one SDK client (default 1;
+    /// `--conns` equal to `-c` gives every client its own connection, as in the C++ seed).
     #[arg(long)]
     pub conns: Option<usize>,
     /// Print one JSON object with the results instead of the report.

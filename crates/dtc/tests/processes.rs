@@ -128,6 +128,100 @@ async fn a_restarted_coordinator_is_rejoined_and_the_run_completes() -> anyhow::
     .await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_told_to_stop_finishes_its_tasks_first() -> anyhow::Result<()> {
+    common::bounded(async {
+        let coord = Proc::start(&["coordinator", "-p", "0"])?;
+        let port = coord.addr()?.port().to_string();
+        let mut worker = Proc::start(&["worker", "-p", &port, "-w", "2", "--prefetch", "0"])?;
+        let client = Client::connect(coord.addr()?).await?;
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let spec = TaskSpec::new("sleep", "400000");
+            ids.push(spec.id);
+            client.submit(spec).await?;
+        }
+        until_async(|| async {
+            let mut running = 0;
+            for id in &ids {
+                if client
+                    .get(*id)
+                    .await
+                    .map(|v| v.state == TaskState::Running)
+                    .unwrap_or(false)
+                {
+                    running += 1;
+                }
+            }
+            running == ids.len()
+        })
+        .await?;
+        worker.signal("TERM")?;
+        // The worker drains: both tasks finish on their first attempt, then it exits cleanly.
+        for id in &ids {
+            let view = client.wait(*id).await?;
+            assert_eq!(view.state, TaskState::Succeeded);
+            assert_eq!(
+                view.attempts, 1,
+                "a draining worker's tasks are not run again"
+            );
+        }
+        assert!(
+            worker.wait_success()?,
+            "the worker exits with success after draining"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_worker_is_declared_dead_by_heartbeat() -> anyhow::Result<()> {
+    common::bounded(async {
+        let coord = Proc::start(&["coordinator", "-p", "0", "--heartbeat-timeout-ms", "500"])?;
+        let port = coord.addr()?.port().to_string();
+        let frozen = Proc::start(&["worker", "-p", &port, "-w", "1", "--prefetch", "0"])?;
+        let client = Client::connect(coord.addr()?).await?;
+        let spec = TaskSpec::new("sleep", "300000");
+        client.submit(spec.clone()).await?;
+        until_async(|| async {
+            client
+                .get(spec.id)
+                .await
+                .map(|v| v.state == TaskState::Running)
+                .unwrap_or(false)
+        })
+        .await?;
+        // Freeze the worker: its connection stays open, but it no longer heartbeats.
+        frozen.signal("STOP")?;
+        let _rescuer = Proc::start(&["worker", "-p", &port, "-w", "1"])?;
+        let view = client.wait(spec.id).await?;
+        assert_eq!(view.state, TaskState::Succeeded);
+        assert_eq!(
+            view.attempts, 2,
+            "the frozen worker's attempt was given up and run again"
+        );
+        frozen.signal("CONT")?;
+        Ok(())
+    })
+    .await
+}
+
+/// Waits until the async condition holds, checking every few milliseconds.
+async fn until_async<F, Fut>(mut cond: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    tokio::time::timeout(TEST_LIMIT, async {
+        while !cond().await {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .context("condition not met in time")
+}
+
 /// Sends `bytes` on a fresh connection, then reads until the server closes it; returns what
 /// the server sent. Fails if the server keeps the connection open.
 async fn send_and_expect_close(

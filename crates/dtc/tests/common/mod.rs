@@ -27,8 +27,11 @@ impl Proc {
             .spawn()
             .context("starting dtc")?;
         let stdout = child.stdout.take().context("no stdout")?;
+        let mut stdout = BufReader::new(stdout);
         let mut first = String::new();
-        BufReader::new(stdout).read_line(&mut first)?;
+        stdout.read_line(&mut first)?;
+        // Keep reading, so that nothing the process prints later meets a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let addr = first.trim().rsplit(' ').next().and_then(|a| a.parse().ok());
         Ok(Self { child, addr })
     }
@@ -48,6 +51,21 @@ impl Proc {
         self.child.kill()?;
         self.child.wait()?;
         Ok(())
+    }
+
+    /// Sends a signal by name (`TERM`, `STOP`, `CONT`, …) with the `kill` command.
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{name} failed");
+        Ok(())
+    }
+
+    /// Waits for the process to exit and returns whether it exited successfully.
+    pub fn wait_success(&mut self) -> anyhow::Result<bool> {
+        Ok(self.child.wait()?.success())
     }
 
     /// Whether the process is still running.
