@@ -45,7 +45,10 @@ enum Then {
     Submitted { reply: Reply, wait: bool },
     /// Answer a cancel.
     Cancelled(Reply),
-    /// Nobody to answer (completions, requeues, expiry).
+    /// An attempt of this task ended (a completion or a lost worker): if the attempt was
+    /// stale and the task is still queued but runs nowhere, it must be made ready again.
+    Ended(TaskId),
+    /// Nobody to answer (expiry).
     Nothing,
 }
 
@@ -151,7 +154,7 @@ impl Actor {
                             outcome: c.outcome,
                             at_ms,
                         };
-                        self.batch.push((cmd, Then::Nothing));
+                        self.batch.push((cmd, Then::Ended(c.id)));
                     }
                 }
             }
@@ -203,7 +206,7 @@ impl Actor {
         }
         for (id, attempt) in self.sched.remove_worker(worker) {
             self.batch
-                .push((Command::Requeue { id, attempt, at_ms }, Then::Nothing));
+                .push((Command::Requeue { id, attempt, at_ms }, Then::Ended(id)));
         }
     }
 
@@ -252,9 +255,16 @@ impl Actor {
                     reason: "internal error".into(),
                 }));
             }
+            (Applied::Nothing, Then::Ended(id)) => {
+                // A stale attempt ended; the current one may have been lost with an earlier
+                // connection of the same worker. Make sure the task can still run.
+                if self.sched.running_on(id).is_none() {
+                    self.enqueue(id);
+                }
+            }
             (
                 Applied::Submitted(_) | Applied::CancelRefused(..) | Applied::Nothing,
-                Then::Nothing,
+                Then::Nothing | Then::Ended(_),
             ) => {}
         }
     }
