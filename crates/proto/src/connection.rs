@@ -23,6 +23,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest [`Hello`] frame accepted: a peer that announces more is not speaking dtc.
 pub const HELLO_MAX_FRAME: usize = 1024;
 
+/// How many times [`write_loop`] yields, at most, to gather more messages into one write.
+const COALESCE_ROUNDS: usize = 3;
+
 /// The most messages [`write_loop`] takes from its channel for one write.
 const WRITE_BATCH: usize = 512;
 
@@ -117,17 +120,23 @@ where
         for msg in batch.drain(..) {
             encode_frame(&msg, &mut buf, max_frame)?;
         }
-        // Let the tasks that are ready to run add to this write before it is made: one
-        // yield turns bursts of single-message writes into one syscall.
-        tokio::task::yield_now().await;
-        while rx
-            .recv_many(&mut batch, WRITE_BATCH)
-            .now_or_never()
-            .unwrap_or(0)
-            > 0
-        {
-            for msg in batch.drain(..) {
-                encode_frame(&msg, &mut buf, max_frame)?;
+        // Let the tasks that are ready to run add to this write before it is made: yielding
+        // turns a burst of single-message writes into one syscall. Keep yielding while
+        // each round brings more (a busy node), a few rounds at most.
+        for _ in 0..COALESCE_ROUNDS {
+            tokio::task::yield_now().await;
+            let mut more = 0;
+            while let Some(n) = rx.recv_many(&mut batch, WRITE_BATCH).now_or_never() {
+                if n == 0 {
+                    break;
+                }
+                more += n;
+                for msg in batch.drain(..) {
+                    encode_frame(&msg, &mut buf, max_frame)?;
+                }
+            }
+            if more == 0 {
+                break;
             }
         }
         io.write_all(&buf).await?;

@@ -1,5 +1,6 @@
-//! The worker runtime: registers slots with a coordinator, runs the handler of each assigned
-//! task in its own tokio task, sends completions back (batched by the connection's writer),
+//! The worker runtime: registers slots with a coordinator, runs assigned tasks in `slots`
+//! long-lived slot tasks that share one inbox (a slot that finishes starts the next
+//! prefetched task at once), sends completions back (batched by the connection's writer),
 //! heartbeats, reconnects with backoff when the coordinator goes away (reporting the tasks
 //! still running so they are not run twice), and drains on shutdown: it stops taking tasks,
 //! finishes the running ones, reports them, then returns.
@@ -37,7 +38,6 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -173,13 +173,37 @@ pub struct Worker {
 struct State {
     /// Tasks assigned and not yet completed (running or waiting): id → attempt.
     running: HashMap<TaskId, u32>,
-    /// Prefetched tasks waiting for a slot, in the order they were assigned.
-    waiting: VecDeque<Assignment>,
-    /// Handlers running now (at most `slots`).
-    active: u32,
+    /// The slots' shared queue of tasks to run.
+    inbox: mpsc::Sender<Assignment>,
+    /// Tasks that did not fit in the inbox (only after a reconnect), in arrival order.
+    overflow: VecDeque<Assignment>,
     /// Completions not yet handed to a connection.
     outbox: Vec<Completion>,
     draining: bool,
+}
+
+impl State {
+    /// Hands a task to the slots (or keeps it until the inbox has room).
+    fn give(&mut self, task: Assignment) {
+        self.running.insert(task.id, task.attempt);
+        if !self.overflow.is_empty() {
+            self.overflow.push_back(task);
+        } else if let Err(e) = self.inbox.try_send(task) {
+            self.overflow.push_back(e.into_inner());
+        }
+    }
+
+    /// An attempt ended: queue its completion and refill the inbox.
+    fn finished(&mut self, c: Completion) {
+        self.running.remove(&c.id);
+        self.outbox.push(c);
+        while let Some(task) = self.overflow.pop_front() {
+            if let Err(e) = self.inbox.try_send(task) {
+                self.overflow.push_front(e.into_inner());
+                break;
+            }
+        }
+    }
 }
 
 impl Worker {
@@ -208,10 +232,21 @@ impl Worker {
             return Err(WorkerError::NoAddress);
         }
         let (done_tx, mut done_rx) = mpsc::channel::<Completion>(self.slots as usize * 2 + 16);
+        let (inbox, inbox_rx) =
+            mpsc::channel::<Assignment>((self.slots + self.prefetch) as usize + 1);
+        let inbox_rx = Arc::new(tokio::sync::Mutex::new(inbox_rx));
+        for _ in 0..self.slots {
+            tokio::spawn(slot(
+                Arc::clone(&self.handlers),
+                Arc::clone(&inbox_rx),
+                done_tx.clone(),
+            ));
+        }
+        drop(done_tx);
         let mut st = State {
             running: HashMap::default(),
-            waiting: VecDeque::new(),
-            active: 0,
+            inbox,
+            overflow: VecDeque::new(),
             outbox: Vec::new(),
             draining: false,
         };
@@ -233,15 +268,8 @@ impl Worker {
             if let Some((reader, writer, addr)) = connected {
                 tracing::info!(%addr, slots = self.slots, "worker connected");
                 backoff = MIN_BACKOFF;
-                self.session(
-                    reader.retype(),
-                    writer,
-                    &mut st,
-                    &done_tx,
-                    &mut done_rx,
-                    &shutdown,
-                )
-                .await;
+                self.session(reader.retype(), writer, &mut st, &mut done_rx, &shutdown)
+                    .await;
                 if st.draining && st.running.is_empty() && st.outbox.is_empty() {
                     return Ok(());
                 }
@@ -253,7 +281,7 @@ impl Worker {
             loop {
                 tokio::select! {
                     () = &mut pause => break,
-                    Some(c) = done_rx.recv() => self.finished(c, &mut st, &done_tx),
+                    Some(c) = done_rx.recv() => st.finished(c),
                     () = shutdown.cancelled(), if !st.draining => st.draining = true,
                 }
                 if st.draining && st.running.is_empty() {
@@ -277,7 +305,6 @@ impl Worker {
         mut reader: dtc_proto::connection::FrameReader<tokio::net::tcp::OwnedReadHalf, CoordMsg>,
         writer: tokio::net::tcp::OwnedWriteHalf,
         st: &mut State,
-        done_tx: &mpsc::Sender<Completion>,
         done_rx: &mut mpsc::Receiver<Completion>,
         shutdown: &CancellationToken,
     ) {
@@ -315,14 +342,7 @@ impl Worker {
             }
             tokio::select! {
                 msg = reader.next() => match msg {
-                    Ok(Some(CoordMsg::Assign(task))) => {
-                        st.running.insert(task.id, task.attempt);
-                        if st.active < self.slots {
-                            self.start(task, st, done_tx);
-                        } else {
-                            st.waiting.push_back(task);
-                        }
-                    }
+                    Ok(Some(CoordMsg::Assign(task))) => st.give(task),
                     Ok(Some(CoordMsg::Error(e))) => {
                         tracing::warn!(error = %e, "the coordinator refused this worker");
                         ok = false;
@@ -335,7 +355,7 @@ impl Worker {
                 },
                 n = done_rx.recv_many(&mut done, self.slots as usize) => {
                     for c in done.drain(..n) {
-                        self.finished(c, st, done_tx);
+                        st.finished(c);
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -355,30 +375,24 @@ impl Worker {
         }
         conn_cancel.cancel();
     }
+}
 
-    /// An attempt ended: queue its completion and give its slot to a waiting task.
-    fn finished(&self, c: Completion, st: &mut State, done: &mpsc::Sender<Completion>) {
-        st.running.remove(&c.id);
-        st.outbox.push(c);
-        st.active = st.active.saturating_sub(1);
-        while st.active < self.slots {
-            let Some(next) = st.waiting.pop_front() else {
-                break;
-            };
-            self.start(next, st, done);
-        }
-    }
-
-    /// Starts a task's handler in a slot. The handler is polled once in place, so one that
-    /// finishes at once (`noop`, a short word count) costs no task spawn; one that has to
-    /// wait continues in its own tokio task. Either way its completion reaches `finished`.
-    fn start(&self, task: Assignment, st: &mut State, done: &mpsc::Sender<Completion>) {
+/// One slot: takes the next task from the shared inbox, runs its handler, reports the
+/// completion, and repeats; it ends when the inbox closes. A slot that finishes a task starts
+/// the next one at once, without a round trip through the connection's task.
+async fn slot(
+    handlers: Arc<HashMap<String, Handler>>,
+    inbox: Arc<tokio::sync::Mutex<mpsc::Receiver<Assignment>>>,
+    done: mpsc::Sender<Completion>,
+) {
+    loop {
+        let next = inbox.lock().await.recv().await;
+        let Some(task) = next else { return };
         let (id, attempt) = (task.id, task.attempt);
-        st.active += 1;
-        let run: BoxFuture = match self.handlers.get(&task.kind) {
+        let run: BoxFuture = match handlers.get(&task.kind) {
             Some(handler) => handler(task),
             None => {
-                let mut kinds: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
+                let mut kinds: Vec<&str> = handlers.keys().map(String::as_str).collect();
                 kinds.sort_unstable();
                 let reason = format!(
                     "this worker has no handler for task type {:?} (it has: {})",
@@ -388,17 +402,10 @@ impl Worker {
                 Box::pin(async move { Err(reason) })
             }
         };
-        let mut run = Box::pin(AssertUnwindSafe(run).catch_unwind());
-        let mut cx = Context::from_waker(Waker::noop());
-        if let Poll::Ready(result) = run.as_mut().poll(&mut cx) {
-            self.finished(completion(id, attempt, result), st, done);
+        let result = AssertUnwindSafe(run).catch_unwind().await;
+        if done.send(completion(id, attempt, result)).await.is_err() {
             return;
         }
-        let done = done.clone();
-        tokio::spawn(async move {
-            let result = run.await;
-            done.send(completion(id, attempt, result)).await.ok();
-        });
     }
 }
 
