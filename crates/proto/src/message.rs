@@ -113,6 +113,10 @@ impl RequestBody {
     }
 }
 
+/// The `req` of a [`Response`] that is about the connection itself (a malformed frame), not
+/// about one request; the connection closes after it.
+pub const CONNECTION_ERROR: u64 = u64::MAX;
+
 /// The answer to the [`Request`] with the same `req`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {

@@ -67,6 +67,8 @@ pub(super) struct Actor {
     tick: std::time::Duration,
     /// Commands of this turn, with what to do after each is applied.
     batch: Vec<(Command, Then)>,
+    /// Lookups of this turn (task, wait for the end, who asked), answered after the commands.
+    reads: Vec<(TaskId, bool, Reply)>,
 }
 
 impl Actor {
@@ -79,6 +81,7 @@ impl Actor {
             events,
             tick: config.tick,
             batch: Vec::new(),
+            reads: Vec::new(),
         }
     }
 
@@ -170,13 +173,9 @@ impl Actor {
                     Then::Submitted { reply, wait },
                 ));
             }
-            RequestBody::Get { id, wait } => match self.view(id) {
-                None => reply.send(Err(WireError::NotFound)),
-                Some(v) if wait && !v.state.is_finished() => {
-                    self.waiters.entry(id).or_default().push(reply)
-                }
-                Some(v) => reply.send(Ok(v)),
-            },
+            // Answered after this turn's commands are applied, so that a lookup sees the
+            // submits that came before it.
+            RequestBody::Get { id, wait } => self.reads.push((id, wait, reply)),
             RequestBody::Cancel { id } => {
                 if self.sched.running_on(id).is_some() {
                     let reason = "the task is running; only queued tasks can be cancelled".into();
@@ -216,6 +215,15 @@ impl Actor {
         for (cmd, then) in batch {
             let applied = self.table.apply(cmd);
             self.after(applied, then);
+        }
+        for (id, wait, reply) in std::mem::take(&mut self.reads) {
+            match self.view(id) {
+                None => reply.send(Err(WireError::NotFound)),
+                Some(v) if wait && !v.state.is_finished() => {
+                    self.waiters.entry(id).or_default().push(reply)
+                }
+                Some(v) => reply.send(Ok(v)),
+            }
         }
     }
 

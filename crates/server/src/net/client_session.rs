@@ -6,7 +6,7 @@
 use super::{Accepted, Limits};
 use dtc_proto::ProtoError;
 use dtc_proto::connection::{WithPermit, write_loop};
-use dtc_proto::message::{Request, RequestBody, Response};
+use dtc_proto::message::{CONNECTION_ERROR, Request, RequestBody, Response};
 use dtc_proto::mux::Answer;
 use dtc_proto::{TaskView, WireError};
 use std::future::Future;
@@ -43,11 +43,6 @@ impl Reply {
         if self.tx.try_send(msg).is_err() {
             tracing::debug!(req = self.req, "client gone before its answer");
         }
-    }
-
-    /// Whether the client's connection has closed.
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
     }
 }
 
@@ -103,7 +98,7 @@ pub async fn serve_client<S: RequestSink>(
                     let body = Err(WireError::BadRequest { reason });
                     tx.try_send(WithPermit(
                         Response {
-                            req: u64::MAX,
+                            req: CONNECTION_ERROR,
                             body,
                         },
                         permit,

@@ -185,11 +185,6 @@ impl Scheduler {
         self.running.len()
     }
 
-    /// Connected workers.
-    pub fn worker_count(&self) -> usize {
-        self.workers.len()
-    }
-
     /// The least loaded worker with a free slot and a handler for `kind`.
     fn best_worker(&self, kind: &str) -> Option<WorkerId> {
         self.workers
