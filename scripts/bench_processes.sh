@@ -6,6 +6,7 @@
 #
 #   scripts/bench_processes.sh -c 64 -n 10000 -t mixed
 #   SHARDS=2 WORKERS=4 SLOTS=4 scripts/bench_processes.sh -t noop --json
+#   DTC=path/to/dtc scripts/bench_processes.sh …   (a given binary instead of building one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,8 +16,10 @@ SLOTS=${SLOTS:-4}
 BASE_PORT=${BASE_PORT:-15000}
 ROUTER_PORT=${ROUTER_PORT:-16000}
 
-cargo build --release -q -p dtc
-DTC=target/release/dtc
+if [ -z "${DTC:-}" ]; then
+  cargo build --release -q -p dtc
+  DTC=target/release/dtc
+fi
 export RUST_LOG=${RUST_LOG:-warn}
 
 pids=()

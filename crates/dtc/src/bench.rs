@@ -275,7 +275,7 @@ pub fn print(report: &Report, args: &BenchArgs, target: &str) -> anyhow::Result<
         println!("==== dtc benchmark ====");
         println!("Target: {target}");
         println!(
-            "Workload: {:?}, clients: {}, tasks per client: {}",
+            "Workload: {}, clients: {}, tasks per client: {}",
             args.workload, args.clients, args.tasks
         );
         println!(
@@ -308,7 +308,7 @@ pub fn print(report: &Report, args: &BenchArgs, target: &str) -> anyhow::Result<
         let l = &report.latency_us;
         writeln!(
             f,
-            "{:?},{},{},{},{},{:.3},{:.1},{:.1},{},{},{},{},{},{}",
+            "{},{},{},{},{},{:.3},{:.1},{:.1},{},{},{},{},{},{}",
             args.workload,
             args.clients,
             args.tasks,

@@ -151,6 +151,16 @@ pub enum Workload {
     Noop,
 }
 
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self
+            .to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default();
+        f.write_str(&name)
+    }
+}
+
 /// The benchmark's flags (shared by `dtc client` and `dtc local --bench`).
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {

@@ -1,6 +1,6 @@
 //! `dtc local`: a whole cluster on 127.0.0.1 inside one process — one coordinator per shard,
 //! workers attached to each, and a router in front — all on real loopback sockets, all
-//! stopped by one cancellation token.
+//! stopped in order (router, workers, coordinators) by cancellation tokens.
 
 use anyhow::Context;
 use dtc_sdk::Worker;
@@ -30,6 +30,13 @@ pub struct LocalCluster {
     pub router: SocketAddr,
     /// Each shard's coordinator.
     pub coordinators: Vec<SocketAddr>,
+    /// The components in the order they stop: router, workers, coordinators.
+    tiers: [Tier; 3],
+}
+
+/// Components that stop together.
+#[derive(Default)]
+struct Tier {
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -39,9 +46,8 @@ impl LocalCluster {
     pub async fn start(spec: &LocalSpec) -> anyhow::Result<Self> {
         anyhow::ensure!(spec.shards > 0, "--shards must be at least 1");
         anyhow::ensure!(spec.slots > 0, "--slots must be at least 1");
-        let cancel = CancellationToken::new();
-        let mut tasks = Vec::new();
-        let mut coordinators = Vec::new();
+        let [mut routers, mut workers, mut coordinators] = <[Tier; 3]>::default();
+        let mut addrs = Vec::new();
         for _ in 0..spec.shards {
             let config = CoordinatorConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -50,18 +56,20 @@ impl LocalCluster {
             let coordinator = Coordinator::bind(config)
                 .await
                 .context("starting a coordinator")?;
-            coordinators.push(coordinator.local_addr()?);
-            tasks.push(tokio::spawn(coordinator.run(cancel.clone())));
+            addrs.push(coordinator.local_addr()?);
+            coordinators
+                .tasks
+                .push(tokio::spawn(coordinator.run(coordinators.cancel.clone())));
         }
-        for (shard, &addr) in coordinators.iter().enumerate() {
+        for (shard, &addr) in addrs.iter().enumerate() {
             for w in 0..spec.workers {
                 let worker = Worker::builder()
                     .builtins()
                     .slots(spec.slots)
                     .name(format!("local-shard{shard}-worker{w}"))
                     .build()?;
-                let cancel = cancel.clone();
-                tasks.push(tokio::spawn(async move {
+                let cancel = workers.cancel.clone();
+                workers.tasks.push(tokio::spawn(async move {
                     if let Err(e) = worker.run(vec![addr], cancel).await {
                         tracing::error!(error = %e, "worker stopped");
                     }
@@ -70,25 +78,29 @@ impl LocalCluster {
         }
         let router = Router::bind(RouterConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], spec.router_port)),
-            shards: coordinators.iter().map(|a| vec![*a]).collect(),
+            shards: addrs.iter().map(|a| vec![*a]).collect(),
             limits: Limits::default(),
         })
         .await?;
         let router_addr = router.local_addr()?;
-        tasks.push(tokio::spawn(router.run(cancel.clone())));
+        routers
+            .tasks
+            .push(tokio::spawn(router.run(routers.cancel.clone())));
         Ok(Self {
             router: router_addr,
-            coordinators,
-            cancel,
-            tasks,
+            coordinators: addrs,
+            tiers: [routers, workers, coordinators],
         })
     }
 
-    /// Stops every component and waits for them (workers finish their running tasks).
+    /// Stops the router, then the workers (they finish the tasks they hold), then the
+    /// coordinators, and waits for each.
     pub async fn stop(self) {
-        self.cancel.cancel();
-        for t in self.tasks {
-            t.await.ok();
+        for tier in self.tiers {
+            tier.cancel.cancel();
+            for t in tier.tasks {
+                t.await.ok();
+            }
         }
     }
 }

@@ -53,6 +53,7 @@ fn init_logs(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -198,7 +199,7 @@ async fn local(args: LocalArgs) -> anyhow::Result<()> {
     }
     if !args.bench_args.json {
         eprintln!(
-            "dtc local: {} shards × {} workers × {} slots, router {}; running {:?} with {} clients × {} tasks",
+            "dtc local: {} shards × {} workers × {} slots, router {}; running {} with {} clients × {} tasks",
             spec.shards,
             spec.workers,
             spec.slots,
