@@ -7,8 +7,9 @@ use anyhow::Context;
 use bytes::{BufMut, BytesMut};
 use common::{Proc, TEST_LIMIT, free_port};
 use dtc_proto::codec::encode_frame;
+use dtc_proto::message::RequestBody;
 use dtc_proto::message::{Hello, Role};
-use dtc_sdk::{Client, ClientConfig, Outcome, TaskSpec, TaskState};
+use dtc_sdk::{Client, ClientConfig, ClientError, Outcome, TaskSpec, TaskState, WireError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +34,6 @@ async fn a_killed_workers_tasks_run_elsewhere() -> anyhow::Result<()> {
         let coord = Proc::start(&["coordinator", "-p", "0"])?;
         let port = coord.addr()?.port().to_string();
         let mut doomed = Proc::start(&["worker", "-p", &port, "-w", "4", "--name", "doomed"])?;
-        let _survivor = Proc::start(&["worker", "-p", &port, "-w", "4", "--name", "survivor"])?;
         let client = Client::connect(coord.addr()?).await?;
         let mut ids = Vec::new();
         for _ in 0..300 {
@@ -41,7 +41,18 @@ async fn a_killed_workers_tasks_run_elsewhere() -> anyhow::Result<()> {
             ids.push(spec.id);
             client.submit(spec).await?;
         }
-        // Let the run get going (both workers busy), then kill one mid-run.
+        // The doomed worker is alone at first, so it surely holds tasks; then a second one
+        // joins, and once the run is well under way the first is killed.
+        let first = ids[0];
+        until_async(|| async {
+            client
+                .get(first)
+                .await
+                .map(|v| v.state != TaskState::Queued)
+                .unwrap_or(false)
+        })
+        .await?;
+        let _survivor = Proc::start(&["worker", "-p", &port, "-w", "4", "--name", "survivor"])?;
         let done = Arc::new(AtomicU64::new(0));
         let mut waits = Vec::new();
         for &id in &ids {
@@ -106,6 +117,20 @@ async fn a_restarted_coordinator_is_rejoined_and_the_run_completes() -> anyhow::
         until(|| done.load(Ordering::Relaxed) >= 200).await?;
         coord.kill9()?;
         let before_restart = done.load(Ordering::Relaxed);
+        // While the shard is down, a request without retries gets a clear error at once.
+        let probe = RequestBody::Submit {
+            task: TaskSpec::new("noop", ""),
+            wait: true,
+        };
+        match client.call(probe).await {
+            Err(ClientError::Wire(WireError::Unavailable { reason })) => {
+                assert!(
+                    reason.contains("shard 0"),
+                    "the error names the shard: {reason}"
+                )
+            }
+            other => panic!("expected Unavailable while the coordinator is down, got {other:?}"),
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let _coord = Proc::start(&["coordinator", "-p", &port])?;
         let mut ok = 0;
