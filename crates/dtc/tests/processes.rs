@@ -222,9 +222,9 @@ async fn a_silent_worker_is_declared_dead_by_heartbeat() -> anyhow::Result<()> {
         let _rescuer = Proc::start(&["worker", "-p", &port, "-w", "1"])?;
         let view = client.wait(spec.id).await?;
         assert_eq!(view.state, TaskState::Succeeded);
-        assert_eq!(
-            view.attempts, 2,
-            "the frozen worker's attempt was given up and run again"
+        assert!(
+            view.attempts >= 2,
+            "the frozen worker's attempt was given up and run again: {view:?}"
         );
         frozen.signal("CONT")?;
         Ok(())
