@@ -128,9 +128,7 @@ pub async fn run(addr: SocketAddr, args: &BenchArgs) -> anyhow::Result<Report> {
         let mut config = ClientConfig::new(vec![addr]);
         config.name = format!("dtc client {i}");
         config.retry_for = Duration::from_secs(args.retry_for_s);
-        let client = Client::with_config(config)
-            .await
-            .with_context(|| format!("is a router (or coordinator) listening on {addr}?"))?;
+        let client = Client::with_config(config).await?;
         clients.push(client);
     }
     let inputs = Arc::new(Inputs::new(args.workload, args.seed));

@@ -46,6 +46,12 @@ pub enum Command {
     /// Run a whole cluster on 127.0.0.1 in this process (router, shards, workers);
     /// with --bench, run the benchmark against it and exit.
     Local(LocalArgs),
+    /// Submit one task and print its result (or, with --no-wait, its id and state).
+    Submit(SubmitArgs),
+    /// Look a task up by id and print it (with --wait, once it has finished).
+    Get(GetArgs),
+    /// Cancel a queued task.
+    Cancel(CancelArgs),
 }
 
 /// Flags shared by every server.
@@ -230,6 +236,65 @@ pub struct LocalArgs {
     /// The benchmark, with --bench.
     #[command(flatten)]
     pub bench_args: BenchArgs,
+}
+
+/// Where a one-off command connects.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// The router's (or a coordinator's) port on --ip.
+    #[arg(short = 'p', long, env = "DTC_PORT", default_value_t = 6000)]
+    pub port: u16,
+    /// The router's host.
+    #[arg(long, env = "DTC_IP", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub ip: IpAddr,
+    /// Print the task as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `dtc submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The task type (a handler's name: noop, sleep, wordcount, or your own).
+    pub kind: String,
+    /// The payload, as text (e.g. microseconds for sleep, a text for wordcount).
+    #[arg(default_value = "")]
+    pub payload: String,
+    /// The task id (a UUID); submitting an id twice returns the first task's result.
+    #[arg(long)]
+    pub id: Option<dtc_proto::TaskId>,
+    /// How many times the task may run before it fails for good.
+    #[arg(long, default_value_t = dtc_proto::TaskSpec::DEFAULT_MAX_ATTEMPTS)]
+    pub max_attempts: u32,
+    /// Return once the task is accepted instead of waiting for its result.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Where to connect.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `dtc get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The task id.
+    pub id: dtc_proto::TaskId,
+    /// Wait until the task has finished.
+    #[arg(long)]
+    pub wait: bool,
+    /// Where to connect.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `dtc cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The task id.
+    pub id: dtc_proto::TaskId,
+    /// Where to connect.
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 fn parse_shard(s: &str) -> Result<Vec<SocketAddr>, String> {

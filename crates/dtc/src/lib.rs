@@ -1,7 +1,8 @@
 //! The `dtc` binary's parts, as a library so that integration tests drive the same code:
-//! the command line ([`cli`]), the benchmark client ([`bench`]) and the in-process local
-//! cluster ([`local`]).
+//! the command line ([`cli`]), the benchmark client ([`bench`]), the in-process local
+//! cluster ([`local`]) and the one-request commands ([`task_cmd`]).
 
 pub mod bench;
 pub mod cli;
 pub mod local;
+pub mod task_cmd;

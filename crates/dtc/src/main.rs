@@ -18,8 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(&cli.command, Command::Client(_))
-        || matches!(&cli.command, Command::Local(l) if l.bench);
+    let quiet = matches!(
+        &cli.command,
+        Command::Client(_) | Command::Submit(_) | Command::Get(_) | Command::Cancel(_)
+    ) || matches!(&cli.command, Command::Local(l) if l.bench);
     init_logs(if quiet { "warn" } else { "info" });
     let threads = match &cli.command {
         Command::Local(l) => l.threads.max(1),
@@ -74,6 +76,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Local(args) => local(args).await,
+        Command::Submit(args) => {
+            let view = dtc::task_cmd::submit(args).await?;
+            anyhow::ensure!(view.state != dtc_sdk::TaskState::Failed, "the task failed");
+            Ok(())
+        }
+        Command::Get(args) => dtc::task_cmd::get(args).await.map(drop),
+        Command::Cancel(args) => dtc::task_cmd::cancel(args).await.map(drop),
     }
 }
 

@@ -371,3 +371,66 @@ async fn bad_input_is_refused_and_everyone_else_is_served() -> anyhow::Result<()
     })
     .await
 }
+
+/// Runs `dtc ARGS…` to completion and returns its exit status and standard output.
+fn dtc(args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dtc"))
+        .args(args)
+        .output()?;
+    Ok((out.status.success(), String::from_utf8(out.stdout)?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_off_commands_submit_get_and_cancel() -> anyhow::Result<()> {
+    common::bounded(async {
+        let coord = Proc::start(&["coordinator", "-p", "0"])?;
+        let port = coord.addr()?.port().to_string();
+        let _worker = Proc::start(&["worker", "-p", &port, "-w", "1"])?;
+        let (ok, out) = tokio::task::spawn_blocking({
+            let port = port.clone();
+            move || {
+                dtc(&[
+                    "submit",
+                    "-p",
+                    &port,
+                    "--json",
+                    "wordcount",
+                    "one two three",
+                ])
+            }
+        })
+        .await??;
+        assert!(ok, "{out}");
+        let task: serde_json::Value = serde_json::from_str(out.trim())?;
+        assert_eq!(task["state"], "succeeded");
+        assert_eq!(task["result"], "3");
+        // A task of a type nobody handles stays queued; it can be looked up and cancelled.
+        let port2 = port.clone();
+        let (ok, out) = tokio::task::spawn_blocking(move || {
+            dtc(&["submit", "-p", &port2, "--json", "--no-wait", "render"])
+        })
+        .await??;
+        assert!(ok, "{out}");
+        let queued: serde_json::Value = serde_json::from_str(out.trim())?;
+        let id = queued["id"].as_str().context("no id")?.to_string();
+        assert_eq!(queued["state"], "queued");
+        let (port3, id3) = (port.clone(), id.clone());
+        let (ok, out) =
+            tokio::task::spawn_blocking(move || dtc(&["cancel", "-p", &port3, &id3])).await??;
+        assert!(ok && out.contains("state: cancelled"), "{out}");
+        let (ok, out) =
+            tokio::task::spawn_blocking(move || dtc(&["get", "-p", &port, "--json", &id]))
+                .await??;
+        assert!(ok, "{out}");
+        let cancelled: serde_json::Value = serde_json::from_str(out.trim())?;
+        assert_eq!(cancelled["state"], "cancelled");
+        // Unknown ids and unreachable ports fail with a message, not a panic.
+        let (ok, _) = tokio::task::spawn_blocking(|| {
+            dtc(&["get", "-p", "1", "00000000-0000-0000-0000-000000000000"])
+        })
+        .await??;
+        assert!(!ok);
+        Ok(())
+    })
+    .await
+}

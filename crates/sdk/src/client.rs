@@ -48,7 +48,7 @@ pub enum ClientError {
     #[error(transparent)]
     Wire(#[from] WireError),
     /// No address could be reached at start.
-    #[error("cannot connect to {addrs}: {reason}")]
+    #[error("cannot connect to {addrs} ({reason}); is a dtc router or coordinator running there?")]
     Connect {
         /// The addresses tried.
         addrs: String,
@@ -99,7 +99,7 @@ impl Client {
                     reachable = true;
                     break;
                 }
-                Err(e) => last = format!("{addr}: {e}"),
+                Err(e) => last = e.to_string(),
             }
         }
         if !reachable {
