@@ -434,3 +434,26 @@ async fn one_off_commands_submit_get_and_cancel() -> anyhow::Result<()> {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_uses_the_next_address_of_a_shard_when_the_first_is_down() -> anyhow::Result<()> {
+    common::bounded(async {
+        // The seed's form: one shard listed as two coordinators; the first is not running.
+        let down = format!("127.0.0.1:{}", free_port()?);
+        let coord = Proc::start(&["coordinator", "-p", "0"])?;
+        let port = coord.addr()?.port().to_string();
+        let _worker = Proc::start(&["worker", "-p", &port, "-w", "2"])?;
+        let shard = format!("{down},{}", coord.addr()?);
+        let router = Proc::start(&["router", "-p", "0", "-s", &shard])?;
+        let client = Client::connect(router.addr()?).await?;
+        let view = client
+            .run(TaskSpec::new("wordcount", "served by the second"))
+            .await?;
+        assert_eq!(
+            view.outcome,
+            Some(Outcome::Succeeded(bytes::Bytes::from("4")))
+        );
+        Ok(())
+    })
+    .await
+}
