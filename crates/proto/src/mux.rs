@@ -30,6 +30,9 @@ impl Answer for oneshot::Sender<Result<TaskView, WireError>> {
     }
 }
 
+/// How long a TCP connect may take before the address counts as unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Dials `addr`, handshakes as `role` and returns the connection's halves.
 pub async fn dial(
     addr: SocketAddr,
@@ -44,7 +47,9 @@ pub async fn dial(
     ),
     ProtoError,
 > {
-    let stream = TcpStream::connect(addr).await?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ProtoError::Timeout)??;
     stream.set_nodelay(true).ok();
     let (read, mut writer) = stream.into_split();
     let mut reader = FrameReader::new(read, max_frame);
