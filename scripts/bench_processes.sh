@@ -7,6 +7,7 @@
 #   scripts/bench_processes.sh -c 64 -n 10000 -t mixed
 #   SHARDS=2 WORKERS=4 SLOTS=4 scripts/bench_processes.sh -t noop --json
 #   DTC=path/to/dtc scripts/bench_processes.sh …   (a given binary instead of building one)
+#   WORKER_FLAGS="--prefetch 0" scripts/bench_processes.sh …   (extra flags for every worker)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +42,7 @@ for s in $(seq 0 $((SHARDS - 1))); do
   "$DTC" coordinator -p "$port" >/dev/null & pids+=($!)
   wait_port "$port"
   for _ in $(seq 1 "$WORKERS"); do
-    "$DTC" worker -p "$port" -w "$SLOTS" >/dev/null & pids+=($!)
+    "$DTC" worker -p "$port" -w "$SLOTS" ${WORKER_FLAGS:-} >/dev/null & pids+=($!)
   done
   shard_flags+=(-s "127.0.0.1:$port")
 done
