@@ -1,5 +1,5 @@
 //! The `dtc` binary's parts, as a library so that integration tests drive the same code:
-//! the command line ([`cli`]), the benchmark client ([`bench`]), the in-process local
+//! the command line ([`cli`]), the benchmark client ([`mod@bench`]), the in-process local
 //! cluster ([`local`]) and the one-request commands ([`task_cmd`]).
 
 pub mod bench;

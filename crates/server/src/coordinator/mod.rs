@@ -1,6 +1,6 @@
 //! The coordinator: serves one shard. It accepts clients, routers and workers on one port,
 //! and owns the shard's task table and scheduler through a single actor loop
-//! ([`actor`]); connection tasks talk to the actor through one bounded channel.
+//! (`actor.rs`); connection tasks talk to the actor through one bounded channel.
 
 mod actor;
 mod worker_session;
