@@ -5,8 +5,8 @@
 //! ([`codec::FrameCodec`]), the handshake and the batched writer ([`connection`]), and the
 //! errors that cross the wire ([`WireError`]) or stay local ([`ProtoError`]).
 //!
-//! Everything here is generic over `AsyncRead + AsyncWrite`, so the same code runs on TCP and
-//! inside a network simulator.
+//! Everything here is generic over `AsyncRead + AsyncWrite`, and connections are made through
+//! the [`transport`] seam, so the same code runs on TCP and inside a network simulator.
 
 pub mod codec;
 pub mod connection;
@@ -15,6 +15,7 @@ mod id;
 pub mod message;
 pub mod mux;
 mod task;
+pub mod transport;
 
 pub use error::{ProtoError, WireError};
 pub use id::{ParseTaskIdError, TaskId};

@@ -8,13 +8,12 @@
 //! The router uses one per shard; the SDK's `Client` uses one per client.
 
 use crate::connection::{FrameReader, connect_handshake, write_loop};
-use crate::message::{Request, RequestBody, Response, Role, Welcome};
+use crate::message::{HelloReply, Request, RequestBody, Response, Role, Welcome};
+use crate::transport::{Tcp, Transport};
 use crate::{ProtoError, TaskView, WireError};
 use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -30,28 +29,15 @@ impl Answer for oneshot::Sender<Result<TaskView, WireError>> {
     }
 }
 
-/// How long a TCP connect may take before the address counts as unreachable.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Dials `addr`, handshakes as `role` and returns the connection's halves.
-pub async fn dial(
+/// Dials `addr` over `transport`, handshakes as `role` and returns the connection's halves.
+pub async fn dial<T: Transport>(
+    transport: &T,
     addr: SocketAddr,
     role: Role,
     name: &str,
     max_frame: usize,
-) -> Result<
-    (
-        FrameReader<OwnedReadHalf, crate::message::HelloReply>,
-        OwnedWriteHalf,
-        Welcome,
-    ),
-    ProtoError,
-> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| ProtoError::Timeout)??;
-    stream.set_nodelay(true).ok();
-    let (read, mut writer) = stream.into_split();
+) -> Result<(FrameReader<T::Read, HelloReply>, T::Write, Welcome), ProtoError> {
+    let (read, mut writer) = transport.connect(addr).await?;
     let mut reader = FrameReader::new(read, max_frame);
     let welcome = connect_handshake(&mut reader, &mut writer, role, name, max_frame).await?;
     Ok((reader, writer, welcome))
@@ -63,7 +49,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A multiplexed connection to one of `addrs`, as a task fed by a channel of requests.
 #[derive(Clone, Debug)]
-pub struct Mux {
+pub struct Mux<T = Tcp> {
+    /// How to reach the addresses.
+    pub transport: T,
     /// What the connection serves, for errors and logs (e.g. `shard 1`).
     pub label: String,
     /// The addresses to try, in order.
@@ -78,7 +66,7 @@ pub struct Mux {
     pub max_inflight: usize,
 }
 
-impl Mux {
+impl<T: Transport> Mux<T> {
     /// Runs until `cancel` fires or every sender of `rx` is gone.
     pub async fn run<A: Answer>(
         self,
@@ -119,17 +107,10 @@ impl Mux {
 
     async fn connect_any(
         &self,
-    ) -> Result<
-        (
-            FrameReader<OwnedReadHalf, Response>,
-            OwnedWriteHalf,
-            SocketAddr,
-        ),
-        String,
-    > {
+    ) -> Result<(FrameReader<T::Read, Response>, T::Write, SocketAddr), String> {
         let mut errors = Vec::new();
         for &addr in &self.addrs {
-            match dial(addr, self.role, &self.name, self.max_frame).await {
+            match dial(&self.transport, addr, self.role, &self.name, self.max_frame).await {
                 Ok((reader, writer, _)) => return Ok((reader.retype(), writer, addr)),
                 Err(e) => errors.push(format!("{addr}: {e}")),
             }
@@ -145,8 +126,8 @@ impl Mux {
     /// or the mux is told to stop (returns false).
     async fn serve<A: Answer>(
         &self,
-        mut reader: FrameReader<OwnedReadHalf, Response>,
-        writer: OwnedWriteHalf,
+        mut reader: FrameReader<T::Read, Response>,
+        writer: T::Write,
         addr: SocketAddr,
         rx: &mut mpsc::Receiver<(RequestBody, A)>,
         cancel: &CancellationToken,

@@ -6,6 +6,7 @@
 
 use dtc_proto::message::{RequestBody, Role};
 use dtc_proto::mux::{Mux, dial};
+use dtc_proto::transport::{Tcp, Transport};
 use dtc_proto::{DEFAULT_MAX_FRAME, TaskId, TaskSpec, TaskView, WireError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,13 +89,29 @@ impl Client {
         Self::with_config(ClientConfig::new(vec![addr])).await
     }
 
-    /// Connects as `config` says. Fails at once if no address answers; after that, a lost
-    /// connection is re-established by itself.
+    /// Connects over TCP as `config` says. Fails at once if no address answers; after that,
+    /// a lost connection is re-established by itself.
     pub async fn with_config(config: ClientConfig) -> Result<Self, ClientError> {
+        Self::with_transport(config, Tcp).await
+    }
+
+    /// Connects as `config` says, over `transport` (TCP, or a simulated network).
+    pub async fn with_transport<T: Transport>(
+        config: ClientConfig,
+        transport: T,
+    ) -> Result<Self, ClientError> {
         let mut last = String::from("no address given");
         let mut reachable = false;
         for &addr in &config.addrs {
-            match dial(addr, Role::Client, &config.name, config.max_frame).await {
+            match dial(
+                &transport,
+                addr,
+                Role::Client,
+                &config.name,
+                config.max_frame,
+            )
+            .await
+            {
                 Ok(_) => {
                     reachable = true;
                     break;
@@ -117,6 +134,7 @@ impl Client {
         let (tx, rx) = mpsc::channel(config.max_inflight);
         let cancel = CancellationToken::new();
         let mux = Mux {
+            transport,
             label: config
                 .addrs
                 .iter()

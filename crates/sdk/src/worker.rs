@@ -25,9 +25,10 @@
 use crate::handlers;
 use crate::timer::PreciseTimer;
 use bytes::Bytes;
-use dtc_proto::connection::write_loop;
+use dtc_proto::connection::{FrameReader, write_loop};
 use dtc_proto::message::{Assignment, Completion, CoordMsg, Role, WorkerMsg};
 use dtc_proto::mux::dial;
+use dtc_proto::transport::{Tcp, Transport};
 use dtc_proto::{DEFAULT_MAX_FRAME, Outcome, TaskId};
 use foldhash::HashMap;
 use futures_util::FutureExt;
@@ -39,6 +40,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -220,11 +222,21 @@ impl Worker {
         }
     }
 
-    /// Runs against the coordinator at the first reachable of `addrs` until `shutdown` fires
-    /// and the running tasks have finished and been reported (or, if no coordinator can be
-    /// reached, until they have finished).
+    /// Runs against the coordinator at the first reachable of `addrs`, over TCP, until
+    /// `shutdown` fires and the running tasks have finished and been reported (or, if no
+    /// coordinator can be reached, until they have finished).
     pub async fn run(
         self,
+        addrs: Vec<SocketAddr>,
+        shutdown: CancellationToken,
+    ) -> Result<(), WorkerError> {
+        self.run_on(Tcp, addrs, shutdown).await
+    }
+
+    /// [`run`](Self::run) over `transport` (TCP, or a simulated network).
+    pub async fn run_on<T: Transport>(
+        self,
+        transport: T,
         addrs: Vec<SocketAddr>,
         shutdown: CancellationToken,
     ) -> Result<(), WorkerError> {
@@ -257,7 +269,7 @@ impl Worker {
             }
             let mut connected = None;
             for &addr in &addrs {
-                match dial(addr, Role::Worker, &self.name, self.max_frame).await {
+                match dial(&transport, addr, Role::Worker, &self.name, self.max_frame).await {
                     Ok((reader, writer, _)) => {
                         connected = Some((reader, writer, addr));
                         break;
@@ -300,14 +312,17 @@ impl Worker {
     }
 
     /// Serves one connection until it fails or the worker has drained.
-    async fn session(
+    async fn session<R, W>(
         &self,
-        mut reader: dtc_proto::connection::FrameReader<tokio::net::tcp::OwnedReadHalf, CoordMsg>,
-        writer: tokio::net::tcp::OwnedWriteHalf,
+        mut reader: FrameReader<R, CoordMsg>,
+        writer: W,
         st: &mut State,
         done_rx: &mut mpsc::Receiver<Completion>,
         shutdown: &CancellationToken,
-    ) {
+    ) where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel::<WorkerMsg>((self.slots + self.prefetch) as usize * 2 + 64);
         let conn_cancel = CancellationToken::new();
         let writer_task = tokio::spawn(write_loop(writer, rx, self.max_frame, conn_cancel.clone()));

@@ -10,6 +10,7 @@ use crate::shard::Retention;
 use actor::{Actor, Event};
 use dtc_proto::WireError;
 use dtc_proto::message::{RequestBody, Role};
+use dtc_proto::transport::Listener;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,16 +46,24 @@ impl Default for CoordinatorConfig {
 }
 
 /// A bound coordinator, ready to [`run`](Coordinator::run).
-pub struct Coordinator {
-    listener: TcpListener,
+pub struct Coordinator<L = TcpListener> {
+    listener: L,
     config: CoordinatorConfig,
 }
 
 impl Coordinator {
-    /// Binds the listening socket (port 0 picks a free port).
+    /// Binds a TCP listening socket at `config.listen` (port 0 picks a free port).
     pub async fn bind(config: CoordinatorConfig) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self { listener, config })
+    }
+}
+
+impl<L: Listener> Coordinator<L> {
+    /// A coordinator that serves the connections of `listener` (TCP, or a simulated network;
+    /// `config.listen` is then unused).
+    pub fn with_listener(listener: L, config: CoordinatorConfig) -> Self {
+        Self { listener, config }
     }
 
     /// The address it listens on.
@@ -71,7 +80,7 @@ impl Coordinator {
         let limits = self.config.limits;
         let sink = Arc::new(ActorSink(events_tx.clone()));
         let conn_cancel = cancel.clone();
-        let handler = move |a: Accepted| {
+        let handler = move |a: Accepted<L::Read, L::Write>| {
             let sink = Arc::clone(&sink);
             let events = events_tx.clone();
             let cancel = conn_cancel.clone();

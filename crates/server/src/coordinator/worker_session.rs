@@ -7,6 +7,7 @@ use dtc_proto::WireError;
 use dtc_proto::connection::{write_loop, write_one};
 use dtc_proto::message::{CoordMsg, WorkerMsg};
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -19,12 +20,15 @@ const MAX_KINDS: usize = 1024;
 static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
 
 /// Serves a worker connection until it closes, misbehaves, or the actor drops it.
-pub(super) async fn serve(
-    a: Accepted,
+pub(super) async fn serve<R, W>(
+    a: Accepted<R, W>,
     events: mpsc::Sender<Event>,
     max_frame: usize,
     cancel: CancellationToken,
-) {
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let Accepted {
         hello,
         peer,
@@ -110,7 +114,10 @@ pub(super) async fn serve(
 }
 
 /// Answers a connection this coordinator does not serve with an error, then closes it.
-pub(super) async fn refuse(a: Accepted, err: WireError, max_frame: usize) {
+pub(super) async fn refuse<R, W>(a: Accepted<R, W>, err: WireError, max_frame: usize)
+where
+    W: AsyncWrite + Unpin,
+{
     let Accepted {
         peer, mut writer, ..
     } = a;

@@ -11,6 +11,7 @@ use dtc_proto::mux::Answer;
 use dtc_proto::{TaskView, WireError};
 use std::future::Future;
 use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -56,12 +57,16 @@ pub trait RequestSink: Send + Sync + 'static {
 /// Serves one client (or router) connection until it closes, it sends something malformed,
 /// or `cancel` fires. A malformed frame is answered with `BadRequest` where it can be and
 /// closes the connection; the node and its other connections carry on.
-pub async fn serve_client<S: RequestSink>(
-    conn: Accepted,
+pub async fn serve_client<R, W, S>(
+    conn: Accepted<R, W>,
     sink: Arc<S>,
     limits: Limits,
     cancel: CancellationToken,
-) {
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+    S: RequestSink,
+{
     let Accepted {
         hello,
         peer,

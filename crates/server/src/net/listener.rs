@@ -1,14 +1,13 @@
-//! Accepting connections: [`accept_loop`] owns a listening socket; every connection is
+//! Accepting connections: [`accept_loop`] owns a [`Listener`]; every connection is
 //! handshaken in its own task and handed, with the peer's role, to the caller's handler.
 
 use dtc_proto::connection::{FrameReader, HELLO_MAX_FRAME, accept_handshake};
 use dtc_proto::message::Hello;
+use dtc_proto::transport::Listener;
 use dtc_proto::{DEFAULT_MAX_FRAME, DEFAULT_MAX_INFLIGHT};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::sync::CancellationToken;
 
 /// Bounds that every connection of a node obeys.
@@ -29,36 +28,37 @@ impl Default for Limits {
     }
 }
 
-/// A connection that completed the handshake.
-pub struct Accepted {
+/// A connection that completed the handshake, as its two halves.
+pub struct Accepted<R, W> {
     /// What the peer said about itself.
     pub hello: Hello,
     /// The peer's address.
     pub peer: SocketAddr,
     /// The reading half, positioned after the handshake.
-    pub reader: FrameReader<OwnedReadHalf, Hello>,
+    pub reader: FrameReader<R, Hello>,
     /// The writing half.
-    pub writer: OwnedWriteHalf,
+    pub writer: W,
 }
 
-/// Accepts connections until `cancel` fires. Each connection's handshake and handler run in
-/// their own task; a failed handshake is logged and closes only that connection. The handler
-/// is given the connection and must itself stop when `cancel` fires.
-pub async fn accept_loop<F, Fut>(
-    listener: TcpListener,
+/// Accepts connections from `listener` until `cancel` fires. Each connection's handshake and
+/// handler run in their own task; a failed handshake is logged and closes only that
+/// connection. The handler is given the connection and must itself stop when `cancel` fires.
+pub async fn accept_loop<L, F, Fut>(
+    mut listener: L,
     node: String,
     limits: Limits,
     cancel: CancellationToken,
     handler: F,
 ) where
-    F: Fn(Accepted) -> Fut + Send + Sync + 'static,
+    L: Listener,
+    F: Fn(Accepted<L::Read, L::Write>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let handler = Arc::new(handler);
     loop {
-        let (stream, peer) = tokio::select! {
+        let (read, mut writer, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok(conn) => conn,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -67,12 +67,10 @@ pub async fn accept_loop<F, Fut>(
             },
             () = cancel.cancelled() => break,
         };
-        stream.set_nodelay(true).ok();
         let node = node.clone();
         let cancel = cancel.clone();
         let handler = Arc::clone(&handler);
         tokio::spawn(async move {
-            let (read, mut writer) = stream.into_split();
             let mut reader = FrameReader::new(read, HELLO_MAX_FRAME);
             let handshake = accept_handshake(&mut reader, &mut writer, &node, limits.max_frame);
             let hello = tokio::select! {
@@ -88,7 +86,7 @@ pub async fn accept_loop<F, Fut>(
                         reader,
                         writer,
                     })
-                    .await
+                    .await;
                 }
                 Err(e) => tracing::info!(%peer, error = %e, "refused a connection"),
             }

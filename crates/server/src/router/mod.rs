@@ -8,6 +8,7 @@ use crate::net::{Accepted, Limits, Reply, RequestSink, accept_loop, serve_client
 use dtc_proto::WireError;
 use dtc_proto::message::{RequestBody, Role};
 use dtc_proto::mux::Mux;
+use dtc_proto::transport::{Listener, Tcp, Transport};
 use shard_map::ShardMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,8 +28,9 @@ pub struct RouterConfig {
 }
 
 /// A bound router, ready to [`run`](Router::run).
-pub struct Router {
-    listener: TcpListener,
+pub struct Router<L = TcpListener, T = Tcp> {
+    listener: L,
+    transport: T,
     config: RouterConfig,
 }
 
@@ -52,14 +54,9 @@ pub enum RouterError {
 }
 
 impl Router {
-    /// Checks the shard list and binds the listening socket.
+    /// Checks the shard list and binds a TCP listening socket at `config.listen`.
     pub async fn bind(config: RouterConfig) -> Result<Self, RouterError> {
-        if config.shards.is_empty() {
-            return Err(RouterError::NoShards);
-        }
-        if let Some(i) = config.shards.iter().position(Vec::is_empty) {
-            return Err(RouterError::EmptyShard(i));
-        }
+        check(&config)?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -67,7 +64,38 @@ impl Router {
                     addr: config.listen,
                     source,
                 })?;
-        Ok(Self { listener, config })
+        Ok(Self {
+            listener,
+            transport: Tcp,
+            config,
+        })
+    }
+}
+
+fn check(config: &RouterConfig) -> Result<(), RouterError> {
+    if config.shards.is_empty() {
+        return Err(RouterError::NoShards);
+    }
+    if let Some(i) = config.shards.iter().position(Vec::is_empty) {
+        return Err(RouterError::EmptyShard(i));
+    }
+    Ok(())
+}
+
+impl<L: Listener, T: Transport> Router<L, T> {
+    /// A router that serves the connections of `listener` and reaches coordinators over
+    /// `transport` (TCP, or a simulated network; `config.listen` is then unused).
+    pub fn with_transport(
+        listener: L,
+        transport: T,
+        config: RouterConfig,
+    ) -> Result<Self, RouterError> {
+        check(&config)?;
+        Ok(Self {
+            listener,
+            transport,
+            config,
+        })
     }
 
     /// The address it listens on.
@@ -84,6 +112,7 @@ impl Router {
         for (index, addrs) in self.config.shards.iter().enumerate() {
             let (tx, rx) = mpsc::channel(limits.max_inflight);
             let mux = Mux {
+                transport: self.transport.clone(),
                 label: format!("shard {index}"),
                 addrs: addrs.clone(),
                 role: Role::Router,
@@ -99,7 +128,7 @@ impl Router {
             shards: senders,
         });
         let conn_cancel = cancel.clone();
-        let handler = move |a: Accepted| {
+        let handler = move |a: Accepted<L::Read, L::Write>| {
             let sink = Arc::clone(&sink);
             let cancel = conn_cancel.clone();
             async move {
