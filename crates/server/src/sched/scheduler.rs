@@ -379,4 +379,115 @@ mod tests {
         );
         assert_eq!(s.running_on(t(1)), Some((7, 1)));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            Join {
+                worker: u64,
+                slots: u32,
+                sleeps: bool,
+            },
+            Leave {
+                worker: u64,
+            },
+            Drain {
+                worker: u64,
+            },
+            Enqueue {
+                task: u128,
+            },
+            Complete {
+                pick: usize,
+            },
+            Forget {
+                task: u128,
+            },
+            Assign,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0..4u64, 1..4u32, any::<bool>()).prop_map(|(worker, slots, sleeps)| Op::Join {
+                    worker,
+                    slots,
+                    sleeps
+                }),
+                (0..4u64).prop_map(|worker| Op::Leave { worker }),
+                (0..4u64).prop_map(|worker| Op::Drain { worker }),
+                (0..24u128).prop_map(|task| Op::Enqueue { task }),
+                (0..64usize).prop_map(|pick| Op::Complete { pick }),
+                (0..24u128).prop_map(|task| Op::Forget { task }),
+                Just(Op::Assign),
+            ]
+        }
+
+        proptest! {
+            /// Whatever happens, no worker holds more tasks than its slots, a running task is
+            /// never assigned again, every assignment goes to a worker with the task's
+            /// handler, and the running map agrees with the workers' slots. (A task forgotten
+            /// as finished may be held by a worker's stale attempt and run anew if its id is
+            /// submitted again after its result expired; that is at-least-once, by design.)
+            #[test]
+            fn assignments_respect_slots_types_and_uniqueness(ops in proptest::collection::vec(op(), 1..200)) {
+                let now = Instant::now();
+                let mut s = Scheduler::new(Duration::from_secs(1));
+                let mut kind_of: HashMap<TaskId, &str> = HashMap::default();
+                let mut handles: HashMap<WorkerId, bool> = HashMap::default();
+                for op in ops {
+                    match op {
+                        Op::Join { worker, slots, sleeps } => {
+                            if handles.contains_key(&worker) {
+                                continue;
+                            }
+                            let kinds = if sleeps { vec!["noop".to_string(), "sleep".to_string()] } else { vec!["noop".to_string()] };
+                            s.add_worker(worker, slots, kinds, [], now);
+                            handles.insert(worker, sleeps);
+                        }
+                        Op::Leave { worker } => {
+                            handles.remove(&worker);
+                            for (task, _) in s.remove_worker(worker) {
+                                let kind = kind_of.get(&task).copied().unwrap_or("noop");
+                                s.enqueue(task, kind);
+                            }
+                        }
+                        Op::Drain { worker } => s.drain(worker),
+                        Op::Enqueue { task } => {
+                            // A task's type never changes: even ids sleep.
+                            let kind = if task % 2 == 0 { "sleep" } else { "noop" };
+                            kind_of.insert(TaskId(task), kind);
+                            s.enqueue(TaskId(task), kind);
+                        }
+                        Op::Complete { pick } => {
+                            let mut running: Vec<(TaskId, WorkerId)> = s.running.iter().map(|(t, (w, _))| (*t, *w)).collect();
+                            running.sort();
+                            if let Some(&(task, worker)) = running.get(pick % running.len().max(1)) {
+                                s.completed(worker, task);
+                            }
+                        }
+                        Op::Forget { task } => s.forget(TaskId(task)),
+                        Op::Assign => {
+                            let before: HashSet<TaskId> = s.running.keys().copied().collect();
+                            for a in s.assign(|_| Some(1)) {
+                                prop_assert!(!before.contains(&a.id), "{} assigned while running", a.id);
+                                let kind = kind_of.get(&a.id).copied().unwrap_or("noop");
+                                let can_sleep = handles.get(&a.worker).copied().unwrap_or(false);
+                                prop_assert!(kind == "noop" || can_sleep, "{kind} went to a worker without its handler");
+                            }
+                        }
+                    }
+                    for (id, w) in &s.workers {
+                        prop_assert!(w.busy.len() as u32 <= w.slots, "worker {id} over its slots");
+                    }
+                    for (task, (worker, _)) in &s.running {
+                        let held = s.workers.get(worker).is_some_and(|w| w.busy.contains(task));
+                        prop_assert!(held, "running {task} is not in worker {worker}'s slots");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -494,4 +494,73 @@ mod tests {
             .count();
         assert_eq!(a.queued_len(), unfinished);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn command() -> impl Strategy<Value = Command> {
+            let id = (0..16u128).prop_map(TaskId);
+            prop_oneof![
+                (id.clone(), 1..4u32, 0..1000u64).prop_map(|(id, max_attempts, at_ms)| {
+                    Command::Submit {
+                        spec: TaskSpec {
+                            id,
+                            kind: "noop".into(),
+                            payload: Bytes::from_static(b"p"),
+                            max_attempts,
+                        },
+                        at_ms,
+                    }
+                }),
+                (id.clone(), 1..4u32, any::<bool>(), 0..1000u64).prop_map(
+                    |(id, attempt, ok, at_ms)| Command::Complete {
+                        id,
+                        attempt,
+                        outcome: if ok {
+                            Outcome::Succeeded(Bytes::from_static(b"r"))
+                        } else {
+                            Outcome::Failed("no".into())
+                        },
+                        at_ms,
+                    }
+                ),
+                (id.clone(), 1..4u32, 0..1000u64)
+                    .prop_map(|(id, attempt, at_ms)| Command::Requeue { id, attempt, at_ms }),
+                (id, 0..1000u64).prop_map(|(id, at_ms)| Command::Cancel { id, at_ms }),
+                (0..2000u64).prop_map(|at_ms| Command::Expire { at_ms }),
+            ]
+        }
+
+        proptest! {
+            /// The queued count matches the unfinished tasks, the result bound holds, and a
+            /// finished task's outcome never changes while it is kept.
+            #[test]
+            fn table_invariants_hold(cmds in proptest::collection::vec(command(), 1..300)) {
+                let retention = Retention { result_ttl_ms: 500, max_results: 6, max_queued: 8 };
+                let mut t = TaskTable::new(retention);
+                let mut finished: HashMap<TaskId, Outcome> = HashMap::default();
+                for cmd in cmds {
+                    t.apply(cmd);
+                    let views: Vec<TaskView> = (0..16).filter_map(|n| t.view(TaskId(n))).collect();
+                    let unfinished = views.iter().filter(|v| !v.state.is_finished()).count();
+                    prop_assert_eq!(t.queued_len(), unfinished);
+                    prop_assert!(unfinished <= retention.max_queued);
+                    prop_assert!(views.len() - unfinished <= retention.max_results);
+                    for v in &views {
+                        if let Some(outcome) = &v.outcome {
+                            if let Some(before) = finished.get(&v.id) {
+                                prop_assert_eq!(before, outcome, "a kept result changed");
+                            }
+                            finished.insert(v.id, outcome.clone());
+                        } else {
+                            // Forgotten (expired) and submitted anew: a new task.
+                            finished.remove(&v.id);
+                        }
+                    }
+                    finished.retain(|id, _| t.view(*id).is_some());
+                }
+            }
+        }
+    }
 }
