@@ -23,8 +23,18 @@ use std::path::PathBuf;
 ///   dtc router -p 6000 -s 127.0.0.1:5000 -s 127.0.0.1:5001 &
 ///   dtc client -p 6000 -c 64 -n 10000 -t mixed
 #[derive(Debug, Parser)]
-#[command(name = "dtc", version, verbatim_doc_comment, propagate_version = true)]
+#[command(
+    name = "dtc",
+    version,
+    verbatim_doc_comment,
+    propagate_version = true,
+    args_override_self = true
+)]
 pub struct Cli {
+    /// Settings from a TOML file: one [table] per subcommand, keys are its long flags
+    /// (e.g. [worker] slots = 8). Typed flags override the file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,

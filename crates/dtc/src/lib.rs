@@ -4,5 +4,6 @@
 
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod local;
 pub mod task_cmd;

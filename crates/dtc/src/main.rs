@@ -17,7 +17,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match dtc::config::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("dtc: error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     let quiet = matches!(
         &cli.command,
         Command::Client(_) | Command::Submit(_) | Command::Get(_) | Command::Cancel(_)
