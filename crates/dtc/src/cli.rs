@@ -31,8 +31,8 @@ use std::path::PathBuf;
     args_override_self = true
 )]
 pub struct Cli {
-    /// Settings from a TOML file: one [table] per subcommand, keys are its long flags
-    /// (e.g. [worker] slots = 8). Typed flags override the file.
+    /// Settings from a TOML file: one table per subcommand, whose keys are its long flags
+    /// (e.g. a worker table with slots = 8). Typed flags override the file.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// What to run.
