@@ -219,9 +219,7 @@ impl Actor {
         for (id, wait, reply) in std::mem::take(&mut self.reads) {
             match self.view(id) {
                 None => reply.send(Err(WireError::NotFound)),
-                Some(v) if wait && !v.state.is_finished() => {
-                    self.waiters.entry(id).or_default().push(reply)
-                }
+                Some(v) if wait && !v.state.is_finished() => self.wait_for(id, reply),
                 Some(v) => reply.send(Ok(v)),
             }
         }
@@ -238,7 +236,7 @@ impl Actor {
                 }
                 let view = self.overlay(view);
                 if wait && !view.state.is_finished() {
-                    self.waiters.entry(view.id).or_default().push(reply);
+                    self.wait_for(view.id, reply);
                 } else {
                     reply.send(Ok(view));
                 }
@@ -275,6 +273,14 @@ impl Actor {
                 Then::Nothing | Then::Ended(_),
             ) => {}
         }
+    }
+
+    /// Answers `reply` when the task finishes. Waiters whose client has gone are dropped
+    /// here, so clients that wait and disconnect over and over cannot grow the list.
+    fn wait_for(&mut self, id: TaskId, reply: Reply) {
+        let waiting = self.waiters.entry(id).or_default();
+        waiting.retain(|r| !r.is_closed());
+        waiting.push(reply);
     }
 
     /// Puts a queued task in the scheduler's ready queue for its type.

@@ -15,6 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+/// How long a connection whose client has stopped sending still delivers owed answers.
+const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The way back to the client that sent one request. Dropping it unanswered is allowed (the
 /// client then times out); answering never blocks: the connection's in-flight permit this
 /// reply carries guarantees room in the writer's queue.
@@ -32,6 +35,10 @@ impl Answer for Reply {
 }
 
 impl Reply {
+    /// Whether the client's connection has gone (its answer would be dropped).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
     /// Sends the answer. If the client has gone, the answer is dropped.
     pub fn send(self, body: Result<TaskView, WireError>) {
         let msg = WithPermit(
@@ -128,8 +135,16 @@ pub async fn serve_client<R, W, S>(
         sink.request(request.body, reply).await;
     }
     drop(tx);
-    // Answers still owed arrive through the replies' senders; the writer ends when the last
-    // of them is dropped or the node stops.
-    writer_task.await.ok();
+    // The client has stopped sending. Answers already queued, and those that come within
+    // a short grace, still go out; then the writer stops, so that answers owed to a client
+    // that has left (say, waits on tasks that never end) are dropped instead of kept.
+    let mut writer_task = writer_task;
+    if tokio::time::timeout(FLUSH_GRACE, &mut writer_task)
+        .await
+        .is_err()
+    {
+        conn_cancel.cancel();
+        writer_task.await.ok();
+    }
     tracing::debug!(%peer, "client disconnected");
 }
