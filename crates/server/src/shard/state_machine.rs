@@ -203,7 +203,9 @@ impl TaskTable {
             return Applied::Nothing;
         };
         r.outcome = Some(outcome);
+        // A finished task keeps only what its view shows: drop the input.
         r.payload = Bytes::new();
+        r.kind = String::new();
         let view = view_of(id, r);
         self.queued -= 1;
         self.finished.push_back((at_ms, id));
