@@ -135,23 +135,23 @@ pub async fn run(addr: SocketAddr, args: &BenchArgs) -> anyhow::Result<Report> {
     let done = Arc::new(AtomicU64::new(0));
     let total = args.clients as u64 * args.tasks;
     let start = Instant::now();
-    let progress = tokio::spawn(progress(Arc::clone(&done), total, start));
-    let mut loops = Vec::with_capacity(args.clients);
+    // Both sets abort their tasks if this future is dropped (e.g. on Ctrl-C).
+    let mut progress = tokio::task::JoinSet::new();
+    progress.spawn(progress_line(Arc::clone(&done), total, start));
+    let mut loops = tokio::task::JoinSet::new();
     for i in 0..args.clients {
         let client = clients[i % conns].clone();
         let inputs = Arc::clone(&inputs);
         let done = Arc::clone(&done);
         let (tasks, seed) = (args.tasks, args.seed.wrapping_add(i as u64));
         let hist = new_histogram()?;
-        loops.push(tokio::spawn(async move {
-            closed_loop(client, &inputs, tasks, seed, hist, &done).await
-        }));
+        loops.spawn(async move { closed_loop(client, &inputs, tasks, seed, hist, &done).await });
     }
     let mut hist = new_histogram()?;
     let (mut ok, mut failed) = (0, 0);
     let mut first_errors = Vec::new();
-    for l in loops {
-        let part = l.await.context("a client loop stopped")?;
+    while let Some(part) = loops.join_next().await {
+        let part = part.context("a client loop stopped")?;
         hist.add(&part.hist).context("merging latency histograms")?;
         ok += part.ok;
         failed += part.failed;
@@ -160,7 +160,7 @@ pub async fn run(addr: SocketAddr, args: &BenchArgs) -> anyhow::Result<Report> {
         }
     }
     let wall = start.elapsed();
-    progress.abort();
+    progress.abort_all();
     for e in first_errors.iter().take(5) {
         eprintln!("failed task: {e}");
     }
@@ -246,7 +246,7 @@ async fn closed_loop(
     r
 }
 
-async fn progress(done: Arc<AtomicU64>, total: u64, start: Instant) {
+async fn progress_line(done: Arc<AtomicU64>, total: u64, start: Instant) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let mut last = 0;

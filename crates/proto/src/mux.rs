@@ -176,6 +176,7 @@ impl<T: Transport> Mux<T> {
         };
         conn_cancel.cancel();
         writer_task.await.ok();
+        stopping |= cancel.is_cancelled();
         if !stopping {
             tracing::warn!(label = %self.label, %reason, "connection lost; reconnecting");
         }

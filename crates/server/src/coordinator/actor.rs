@@ -307,18 +307,27 @@ impl Actor {
                 kind: kind.to_owned(),
                 payload: payload.clone(),
             });
-            let sent = self
-                .workers
-                .get(&a.worker)
-                .is_some_and(|w| w.tx.try_send(msg).is_ok());
-            if !sent {
+            let Some(w) = self.workers.get(&a.worker) else {
                 broken.push(a.worker);
+                continue;
+            };
+            let sent = w.tx.try_send(msg);
+            match sent {
+                Ok(()) => {}
+                // Its connection has just closed; the task goes back with the worker's others.
+                Err(mpsc::error::TrySendError::Closed(_)) => broken.push(a.worker),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(
+                        worker = a.worker,
+                        "worker is not reading its assignments; dropping it"
+                    );
+                    broken.push(a.worker);
+                }
             }
         }
         if !broken.is_empty() {
             let at_ms = wall_ms();
             for worker in broken {
-                tracing::warn!(worker, "worker queue unavailable; dropping the worker");
                 self.drop_worker(worker, at_ms);
             }
             self.commit();
