@@ -5,7 +5,10 @@
 //! still running so they are not run twice), and drains on shutdown: it stops taking tasks,
 //! finishes the running ones, reports them, then returns.
 //!
-//! Handlers are plain async functions of a [`Task`](crate::Task):
+//! Handlers are plain async functions of a [`Task`](crate::Task). They share the runtime
+//! with the heartbeats, so a handler must not block it: run long CPU work or blocking calls
+//! with `tokio::task::spawn_blocking` (a worker whose heartbeats stop for the coordinator's
+//! timeout is declared dead, and its tasks run elsewhere).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dtc_sdk::WorkerError> {
