@@ -1,0 +1,49 @@
+//! The coordinator's per-task work without sockets: a task submitted, assigned and completed
+//! through the task table and the scheduler, with 200,000 results kept (the default bound).
+//! `cargo bench -p dtc-server`.
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use dtc_proto::{Outcome, TaskId, TaskSpec};
+use dtc_server::sched::Scheduler;
+use dtc_server::shard::{Applied, Command, Retention, TaskTable};
+use std::time::{Duration, Instant};
+
+fn lifecycle(c: &mut Criterion) {
+    let mut table = TaskTable::new(Retention::default());
+    let mut sched = Scheduler::new(Duration::from_secs(1));
+    sched.add_worker(1, 64, ["noop".to_string()], [], Instant::now());
+    let mut n: u128 = 0;
+    c.bench_function(
+        "task lifecycle: submit, assign, complete (200k results kept)",
+        |b| {
+            b.iter(|| {
+                n += 1;
+                let id = TaskId(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let spec = TaskSpec {
+                    id,
+                    kind: "noop".into(),
+                    payload: Bytes::new(),
+                    max_attempts: 3,
+                };
+                if let Applied::Submitted(Ok(_)) = table.apply(Command::Submit { spec, at_ms: 0 }) {
+                    sched.enqueue(id, "noop");
+                }
+                for a in sched.assign(|id| table.queued_input(id).map(|(attempt, ..)| attempt)) {
+                    sched.completed(a.worker, a.id);
+                    let outcome = Outcome::Succeeded(Bytes::new());
+                    table.apply(Command::Complete {
+                        id: a.id,
+                        attempt: a.attempt,
+                        outcome,
+                        at_ms: 0,
+                    });
+                    sched.forget(a.id);
+                }
+            })
+        },
+    );
+}
+
+criterion_group!(benches, lifecycle);
+criterion_main!(benches);
