@@ -81,10 +81,36 @@ pub struct CoordinatorArgs {
     /// The port to listen on for clients, routers and workers.
     #[arg(short = 'p', long, env = "DTC_PORT", default_value_t = 5000)]
     pub port: u16,
-    /// Another replica of this shard (repeatable). Accepted for the seed's command line;
-    /// replication between coordinators is not built yet, so it is logged and unused.
-    #[arg(long, value_name = "ADDR")]
-    pub peer: Vec<SocketAddr>,
+    /// Another replica of this shard (repeatable): `ADDR`, or `ID=ADDR` with --id. Every
+    /// replica is started with the others as peers; a fresh set forms one Raft group by
+    /// itself. Without ids, replicas are numbered 1, 2, … in the order of their addresses.
+    /// Use 3 (or 5) replicas: 2 replicate but cannot lose either one and keep serving.
+    #[arg(long, value_name = "[ID=]ADDR")]
+    pub peer: Vec<crate::membership::PeerArg>,
+    /// This replica's id in its shard (needs every --peer as ID=ADDR).
+    #[arg(long, env = "DTC_ID")]
+    pub id: Option<u64>,
+    /// The address the other replicas, routers and workers reach this one at (default:
+    /// --bind and -p).
+    #[arg(long, env = "DTC_ADVERTISE", value_name = "ADDR")]
+    pub advertise: Option<SocketAddr>,
+    /// Where this replica keeps its Raft log and snapshots (default: ./data/<id>). A
+    /// restarted replica rejoins its shard from it.
+    #[arg(long, env = "DTC_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Keep the log in memory instead: nothing survives a restart of this replica.
+    #[arg(long, conflicts_with = "data_dir")]
+    pub in_memory: bool,
+    /// Milliseconds between the leader's heartbeats to its followers.
+    #[arg(long, env = "DTC_RAFT_HEARTBEAT_MS", default_value_t = 50)]
+    pub raft_heartbeat_ms: u64,
+    /// A follower that hears no leader for this many ms (randomised up to twice as long)
+    /// starts an election.
+    #[arg(long, env = "DTC_ELECTION_TIMEOUT_MS", default_value_t = 250)]
+    pub election_timeout_ms: u64,
+    /// Take a snapshot, and purge the log before it, every this many log entries.
+    #[arg(long, env = "DTC_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    pub snapshot_every: u64,
     /// Milliseconds without a message after which a worker is declared dead and its tasks
     /// run elsewhere.
     #[arg(long, env = "DTC_HEARTBEAT_TIMEOUT_MS", default_value_t = 1000)]

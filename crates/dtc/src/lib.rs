@@ -6,4 +6,5 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod local;
+pub mod membership;
 pub mod task_cmd;

@@ -7,7 +7,7 @@ use clap::Parser;
 use dtc::cli::{Cli, Command, CoordinatorArgs, LocalArgs, RouterArgs, WorkerArgs};
 use dtc::local::{LocalCluster, LocalSpec};
 use dtc_sdk::Worker;
-use dtc_server::coordinator::{Coordinator, CoordinatorConfig};
+use dtc_server::coordinator::{Coordinator, CoordinatorConfig, RaftTiming};
 use dtc_server::net::Limits;
 use dtc_server::router::{Router, RouterConfig};
 use dtc_server::shard::Retention;
@@ -124,11 +124,35 @@ async fn wait_signal() {
 }
 
 async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
-    if !args.peer.is_empty() {
-        tracing::warn!(peers = ?args.peer, "--peer is accepted but not used yet: replication between coordinators is not built; this coordinator runs its shard alone");
+    let listen = SocketAddr::new(args.net.bind, args.port);
+    let (id, mut replicas) =
+        dtc::membership::resolve(args.advertise.unwrap_or(listen), args.id, &args.peer)
+            .map_err(|e| anyhow::anyhow!("the shard's replicas: {e}"))?;
+    if args.peer.is_empty() && args.advertise.is_none() {
+        // A shard of one: its address is the one it binds (port 0 picks one).
+        replicas.clear();
     }
+    let data_dir = if args.in_memory {
+        None
+    } else {
+        Some(
+            args.data_dir
+                .unwrap_or_else(|| std::path::Path::new("data").join(id.to_string())),
+        )
+    };
     let config = CoordinatorConfig {
-        listen: SocketAddr::new(args.net.bind, args.port),
+        listen,
+        id,
+        replicas,
+        data_dir,
+        raft: RaftTiming {
+            heartbeat: Duration::from_millis(args.raft_heartbeat_ms),
+            election_timeout: (
+                Duration::from_millis(args.election_timeout_ms),
+                Duration::from_millis(args.election_timeout_ms.saturating_mul(2)),
+            ),
+            snapshot_every: args.snapshot_every,
+        },
         heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms),
         retention: Retention {
             result_ttl_ms: args.result_ttl_s.saturating_mul(1000),
@@ -141,10 +165,7 @@ async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         },
         ..CoordinatorConfig::default()
     };
-    let listen = config.listen;
-    let coordinator = Coordinator::bind(config)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let coordinator = Coordinator::bind(config).await?;
     println!("coordinator listening on {}", coordinator.local_addr()?);
     coordinator.run(shutdown_signal()).await;
     Ok(())

@@ -5,7 +5,7 @@ mod common;
 
 use anyhow::Context;
 use bytes::{BufMut, BytesMut};
-use common::{Proc, TEST_LIMIT, free_port};
+use common::{Proc, TEST_LIMIT, TempDir, free_port};
 use dtc_proto::codec::encode_frame;
 use dtc_proto::message::RequestBody;
 use dtc_proto::message::{Hello, Role};
@@ -31,15 +31,20 @@ async fn until(mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_tasks_run_elsewhere() -> anyhow::Result<()> {
     common::bounded(async {
-        let coord = Proc::start(&["coordinator", "-p", "0"])?;
+        let coord = Proc::coordinator(&["-p", "0"])?;
         let port = coord.addr()?.port().to_string();
         let mut doomed = Proc::start(&["worker", "-p", &port, "-w", "4", "--name", "doomed"])?;
         let client = Client::connect(coord.addr()?).await?;
-        let mut ids = Vec::new();
-        for _ in 0..300 {
-            let spec = TaskSpec::new("sleep", "10000");
-            ids.push(spec.id);
-            client.submit(spec).await?;
+        let specs: Vec<TaskSpec> = (0..300).map(|_| TaskSpec::new("sleep", "10000")).collect();
+        let ids: Vec<_> = specs.iter().map(|s| s.id).collect();
+        // Submitted all at once: each submit is a replicated, fsynced log entry.
+        let mut submits = tokio::task::JoinSet::new();
+        for spec in specs {
+            let client = client.clone();
+            submits.spawn(async move { client.submit(spec).await });
+        }
+        while let Some(r) = submits.join_next().await {
+            r??;
         }
         // The doomed worker is alone at first, so it surely holds tasks; then a second one
         // joins, and once the run is well under way the first is killed.
@@ -89,7 +94,8 @@ async fn a_killed_workers_tasks_run_elsewhere() -> anyhow::Result<()> {
 async fn a_restarted_coordinator_is_rejoined_and_the_run_completes() -> anyhow::Result<()> {
     common::bounded(async {
         let port = free_port()?.to_string();
-        let mut coord = Proc::start(&["coordinator", "-p", &port])?;
+        let data = TempDir::new("restarted")?;
+        let mut coord = Proc::start(&["coordinator", "-p", &port, "--data-dir", &data.arg()])?;
         let shard = format!("127.0.0.1:{port}");
         let _w1 = Proc::start(&["worker", "-p", &port, "-w", "4"])?;
         let _w2 = Proc::start(&["worker", "-p", &port, "-w", "4"])?;
@@ -132,7 +138,7 @@ async fn a_restarted_coordinator_is_rejoined_and_the_run_completes() -> anyhow::
             other => panic!("expected Unavailable while the coordinator is down, got {other:?}"),
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let _coord = Proc::start(&["coordinator", "-p", &port])?;
+        let _coord = Proc::start(&["coordinator", "-p", &port, "--data-dir", &data.arg()])?;
         let mut ok = 0;
         for l in loops {
             for outcome in tokio::time::timeout(TEST_LIMIT, l)
@@ -156,7 +162,7 @@ async fn a_restarted_coordinator_is_rejoined_and_the_run_completes() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_told_to_stop_finishes_its_tasks_first() -> anyhow::Result<()> {
     common::bounded(async {
-        let coord = Proc::start(&["coordinator", "-p", "0"])?;
+        let coord = Proc::coordinator(&["-p", "0"])?;
         let port = coord.addr()?.port().to_string();
         let mut worker = Proc::start(&["worker", "-p", &port, "-w", "2", "--prefetch", "0"])?;
         let client = Client::connect(coord.addr()?).await?;
@@ -203,7 +209,7 @@ async fn a_worker_told_to_stop_finishes_its_tasks_first() -> anyhow::Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_worker_is_declared_dead_by_heartbeat() -> anyhow::Result<()> {
     common::bounded(async {
-        let coord = Proc::start(&["coordinator", "-p", "0", "--heartbeat-timeout-ms", "500"])?;
+        let coord = Proc::coordinator(&["-p", "0", "--heartbeat-timeout-ms", "500"])?;
         let port = coord.addr()?.port().to_string();
         let frozen = Proc::start(&["worker", "-p", &port, "-w", "1", "--prefetch", "0"])?;
         let client = Client::connect(coord.addr()?).await?;
@@ -281,7 +287,7 @@ fn frame<T: serde::Serialize>(msg: &T) -> anyhow::Result<BytesMut> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_everyone_else_is_served() -> anyhow::Result<()> {
     common::bounded(async {
-        let coord = Proc::start(&["coordinator", "-p", "0"])?;
+        let coord = Proc::coordinator(&["-p", "0"])?;
         let caddr = coord.addr()?;
         let port = caddr.port().to_string();
         let _worker = Proc::start(&["worker", "-p", &port, "-w", "4"])?;
@@ -383,7 +389,7 @@ fn dtc(args: &[&str]) -> anyhow::Result<(bool, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_off_commands_submit_get_and_cancel() -> anyhow::Result<()> {
     common::bounded(async {
-        let coord = Proc::start(&["coordinator", "-p", "0"])?;
+        let coord = Proc::coordinator(&["-p", "0"])?;
         let port = coord.addr()?.port().to_string();
         let _worker = Proc::start(&["worker", "-p", &port, "-w", "1"])?;
         let (ok, out) = tokio::task::spawn_blocking({
@@ -440,7 +446,7 @@ async fn a_router_uses_the_next_address_of_a_shard_when_the_first_is_down() -> a
     common::bounded(async {
         // The seed's form: one shard listed as two coordinators; the first is not running.
         let down = format!("127.0.0.1:{}", free_port()?);
-        let coord = Proc::start(&["coordinator", "-p", "0"])?;
+        let coord = Proc::coordinator(&["-p", "0"])?;
         let port = coord.addr()?.port().to_string();
         let _worker = Proc::start(&["worker", "-p", &port, "-w", "2"])?;
         let shard = format!("{down},{}", coord.addr()?);

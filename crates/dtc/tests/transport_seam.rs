@@ -94,8 +94,12 @@ async fn the_pipeline_runs_over_an_in_memory_network() -> anyhow::Result<()> {
         let cancel = CancellationToken::new();
         let coord_addr = SocketAddr::from(([127, 0, 0, 1], 5000));
         let router_addr = SocketAddr::from(([127, 0, 0, 1], 6000));
-        let coordinator =
-            Coordinator::with_listener(net.listen(coord_addr), CoordinatorConfig::default());
+        let coordinator = Coordinator::start(
+            net.listen(coord_addr),
+            net.clone(),
+            CoordinatorConfig::default(),
+        )
+        .await?;
         tokio::spawn(coordinator.run(cancel.clone()));
         let config = RouterConfig {
             listen: router_addr,

@@ -17,9 +17,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Dials addresses.
 pub trait Transport: Clone + Send + Sync + 'static {
     /// The reading half of a connection.
-    type Read: AsyncRead + Unpin + Send + 'static;
+    type Read: AsyncRead + Unpin + Send + Sync + 'static;
     /// The writing half of a connection.
-    type Write: AsyncWrite + Unpin + Send + 'static;
+    type Write: AsyncWrite + Unpin + Send + Sync + 'static;
 
     /// Opens a connection to `addr`.
     fn connect(

@@ -6,14 +6,54 @@
 use anyhow::{Context, bail};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// A directory of its own under the system's temporary directory, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory whose name starts with `label`.
+    pub fn new(label: &str) -> anyhow::Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "dtc-test-{label}-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The directory as a command-line argument.
+    pub fn arg(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
 
 /// A running `dtc` process, killed (SIGKILL) when dropped.
 pub struct Proc {
     child: Child,
     /// The address it printed (servers) or `None`.
     pub addr: Option<SocketAddr>,
+    /// A data directory that lives as long as the process.
+    _dir: Option<TempDir>,
 }
 
 impl Proc {
@@ -21,7 +61,10 @@ impl Proc {
     pub fn start(args: &[&str]) -> anyhow::Result<Self> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dtc"))
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("DTC_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -33,7 +76,22 @@ impl Proc {
         // Keep reading, so that nothing the process prints later meets a closed pipe.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let addr = first.trim().rsplit(' ').next().and_then(|a| a.parse().ok());
-        Ok(Self { child, addr })
+        Ok(Self {
+            child,
+            addr,
+            _dir: None,
+        })
+    }
+
+    /// Starts `dtc coordinator ARGS…` with a data directory of its own.
+    pub fn coordinator(args: &[&str]) -> anyhow::Result<Self> {
+        let dir = TempDir::new("coordinator")?;
+        let data = dir.arg();
+        let mut all = vec!["coordinator", "--data-dir", &data];
+        all.extend_from_slice(args);
+        let mut p = Self::start(&all)?;
+        p._dir = Some(dir);
+        Ok(p)
     }
 
     /// The address a server printed.

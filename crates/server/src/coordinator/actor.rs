@@ -1,23 +1,49 @@
-//! The coordinator's actor loop: the single owner of the shard's task table, its scheduler,
-//! the waiting clients and the connected workers' queues. Connection tasks send it
-//! [`Event`]s; it answers through [`Reply`] handles and worker queues, never blocking on them.
+//! The coordinator's actor loop: the single owner of the leader's runtime state — the
+//! scheduler, the waiting clients, the connected workers' queues — and the proposer of the
+//! shard's commands. Connection tasks send it [`Event`]s; it answers through [`Reply`]
+//! handles and worker queues, never blocking on them.
 //!
-//! Each turn drains a batch of events, turns them into table commands, applies the batch
-//! (with consensus this becomes one log entry per batch), and then hands ready tasks to free
-//! slots.
+//! Each turn drains a batch of events and turns them into table commands; at the end of the
+//! turn the commands become one Raft entry (a [`Batch`], split only past a size bound),
+//! proposed without waiting. Results come back in log order, and each command's follow-up
+//! (answer the submitter, enqueue a new task, wake the waiters of a finished one) runs then,
+//! once the entry is committed by a majority and applied. Lookups are answered after the
+//! proposals that came before them.
+//!
+//! Only the leader schedules. On election it proposes an empty barrier entry; once that is
+//! applied, everything before it is in the table, and the ready queue is rebuilt from the
+//! table's unfinished tasks — after a short grace, so that workers reconnecting from the old
+//! leader can first report what they still run. On losing leadership it fails its waiters
+//! and drops its workers with `NotLeader`, and they follow the new leader.
 
 use super::CoordinatorConfig;
 use crate::net::Reply;
 use crate::sched::{Scheduler, WorkerId};
-use crate::shard::{Applied, Command, SubmitOutcome, TaskTable};
+use crate::shard::{
+    Applied, Batch, BatchApplied, Command, NodeId, ShardRaft, SharedTable, SubmitOutcome,
+};
 use dtc_proto::message::{Assignment, CoordMsg, RequestBody, WorkerMsg};
 use dtc_proto::{TaskId, TaskState, TaskView, WireError};
 use foldhash::HashMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
+use openraft::ServerState;
+use openraft::error::ClientWriteError;
+use openraft::metrics::RaftMetrics;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 const EVENT_BATCH: usize = 1024;
+
+/// A proposal is sealed once its commands carry this many payload bytes.
+const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
+
+/// How often the leader proposes the expiry of old results.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
 /// What connection tasks tell the actor.
 #[derive(Debug)]
@@ -57,31 +83,101 @@ struct WorkerConn {
     cancel: CancellationToken,
 }
 
+/// A lookup: the task, whether to wait for its end, who asked.
+type Read = (TaskId, bool, Reply);
+
+/// A proposal in flight: what to do with each command's result, and the lookups that came
+/// after it.
+struct Pending {
+    thens: Vec<Then>,
+    reads: Vec<Read>,
+    /// The election barrier: once applied, the ready queue is rebuilt.
+    barrier: bool,
+}
+
+type WriteResult = Result<
+    openraft::raft::ClientWriteResponse<crate::shard::TypeConfig>,
+    ClientWriteError<NodeId, crate::shard::Node>,
+>;
+type InFlight = Pin<Box<dyn Future<Output = Option<WriteResult>> + Send>>;
+
+/// This replica's part in its shard, as the actor sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Part {
+    /// Follower, candidate or learner; the leader's address when known.
+    Follower { leader: Option<String> },
+    /// Leader; `ready` once the election barrier is applied and the queue rebuilt.
+    Leader { ready: bool },
+}
+
 pub(super) struct Actor {
-    table: TaskTable,
+    raft: ShardRaft,
+    me: NodeId,
+    table: SharedTable,
+    metrics: watch::Receiver<RaftMetrics<NodeId, crate::shard::Node>>,
+    part: Part,
     sched: Scheduler,
+    heartbeat_timeout: Duration,
+    reclaim_grace: Duration,
     workers: HashMap<WorkerId, WorkerConn>,
     /// Clients waiting for a task to finish.
     waiters: HashMap<TaskId, Vec<Reply>>,
     events: mpsc::Receiver<Event>,
-    tick: std::time::Duration,
+    tick: Duration,
     /// Commands of this turn, with what to do after each is applied.
     batch: Vec<(Command, Then)>,
-    /// Lookups of this turn (task, wait for the end, who asked), answered after the commands.
-    reads: Vec<(TaskId, bool, Reply)>,
+    batch_bytes: usize,
+    /// Full proposals of this turn, sealed when `batch` grew past its size bound.
+    sealed: Vec<Vec<(Command, Then)>>,
+    /// Lookups of this turn, answered after this turn's proposals.
+    reads: Vec<Read>,
+    /// Proposals in flight, oldest first, and their results in the same order.
+    pending: VecDeque<Pending>,
+    inflight: FuturesOrdered<InFlight>,
+    /// Unfinished tasks found at election, enqueued once the grace has passed.
+    reclaim: Vec<TaskId>,
+    reclaim_at: Option<Instant>,
+    /// Entries up to this index were in the table when the queue was rebuilt: their new or
+    /// re-queued tasks are already in it.
+    rebuilt_upto: u64,
+    last_expire: Instant,
+    /// Just elected: the barrier entry is to be proposed.
+    barrier_due: bool,
 }
 
 impl Actor {
-    pub(super) fn new(config: &CoordinatorConfig, events: mpsc::Receiver<Event>) -> Self {
+    pub(super) fn new(
+        config: &CoordinatorConfig,
+        raft: ShardRaft,
+        me: NodeId,
+        table: SharedTable,
+        events: mpsc::Receiver<Event>,
+    ) -> Self {
+        let metrics = raft.metrics();
         Self {
-            table: TaskTable::new(config.retention),
+            raft,
+            me,
+            table,
+            metrics,
+            part: Part::Follower { leader: None },
             sched: Scheduler::new(config.heartbeat_timeout),
+            heartbeat_timeout: config.heartbeat_timeout,
+            reclaim_grace: config.reclaim_grace,
             workers: HashMap::default(),
             waiters: HashMap::default(),
             events,
             tick: config.tick,
             batch: Vec::new(),
+            batch_bytes: 0,
+            sealed: Vec::new(),
             reads: Vec::new(),
+            pending: VecDeque::new(),
+            inflight: FuturesOrdered::new(),
+            reclaim: Vec::new(),
+            reclaim_at: None,
+            rebuilt_upto: 0,
+            last_expire: Instant::now(),
+            barrier_due: false,
         }
     }
 
@@ -91,6 +187,7 @@ impl Actor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = cancel.cancelled();
         tokio::pin!(stop);
+        self.on_metrics();
         loop {
             tokio::select! {
                 n = self.events.recv_many(&mut events, EVENT_BATCH) => {
@@ -103,25 +200,46 @@ impl Actor {
                         self.on_event(event, now, at_ms);
                     }
                 }
+                Some(result) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    self.on_result(result);
+                    // Take every result that is already in, in order, before scheduling.
+                    while let Some(Some(result)) = self.inflight.next().now_or_never() {
+                        self.on_result(result);
+                    }
+                }
+                changed = self.metrics.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    self.on_metrics();
+                }
                 _ = tick.tick() => self.on_tick(Instant::now(), wall_ms()),
                 () = &mut stop => break,
             }
-            self.commit();
-            self.schedule();
+            if self.part == (Part::Leader { ready: true }) {
+                self.schedule();
+            }
+            self.propose().await;
         }
-        for (_, reply) in self
-            .waiters
-            .drain()
-            .flat_map(|(id, r)| r.into_iter().map(move |r| (id, r)))
-        {
-            reply.send(Err(WireError::ShuttingDown));
-        }
-        for (_, w) in self.workers.drain() {
-            w.cancel.cancel();
-        }
+        self.step_down(Some(WireError::ShuttingDown));
     }
 
     fn on_event(&mut self, event: Event, now: Instant, at_ms: u64) {
+        if let Part::Follower { leader } = &self.part {
+            let err = WireError::NotLeader {
+                leader: leader.clone(),
+            };
+            match event {
+                Event::Request { reply, .. } => reply.send(Err(err)),
+                Event::WorkerUp { tx, .. } => {
+                    // The worker reads this, closes, and goes to the leader; dropping `tx`
+                    // lets the connection's writer send it and finish.
+                    tx.try_send(CoordMsg::Error(err)).ok();
+                }
+                Event::Worker { .. } | Event::WorkerDown { .. } => {}
+            }
+            return;
+        }
         match event {
             Event::Request { body, reply } => self.on_request(body, reply, at_ms),
             Event::WorkerUp {
@@ -132,15 +250,16 @@ impl Actor {
                 running,
                 cancel,
             } => {
-                let still: Vec<(TaskId, u32)> = running
-                    .into_iter()
-                    .filter(|id| self.sched.running_on(*id).is_none())
-                    .filter_map(|id| {
-                        self.table
-                            .queued_input(id)
-                            .map(|(attempt, ..)| (id, attempt))
-                    })
-                    .collect();
+                let still: Vec<(TaskId, u32)> = {
+                    let t = self.table.lock();
+                    running
+                        .into_iter()
+                        .filter(|id| self.sched.running_on(*id).is_none())
+                        .filter_map(|id| {
+                            t.table.queued_input(id).map(|(attempt, ..)| (id, attempt))
+                        })
+                        .collect()
+                };
                 self.sched.add_worker(worker, slots, kinds, still, now);
                 self.workers.insert(worker, WorkerConn { tx, cancel });
             }
@@ -157,7 +276,7 @@ impl Actor {
                             outcome: c.outcome,
                             at_ms,
                         };
-                        self.batch.push((cmd, Then::Ended(c.id)));
+                        self.push(cmd, Then::Ended(c.id));
                     }
                 }
             }
@@ -168,12 +287,12 @@ impl Actor {
     fn on_request(&mut self, body: RequestBody, reply: Reply, at_ms: u64) {
         match body {
             RequestBody::Submit { task, wait } => {
-                self.batch.push((
+                self.push(
                     Command::Submit { spec: task, at_ms },
                     Then::Submitted { reply, wait },
-                ));
+                );
             }
-            // Answered after this turn's commands are applied, so that a lookup sees the
+            // Answered once the proposals before it are applied, so that a lookup sees the
             // submits that came before it.
             RequestBody::Get { id, wait } => self.reads.push((id, wait, reply)),
             RequestBody::Cancel { id } => {
@@ -181,14 +300,26 @@ impl Actor {
                     let reason = "the task is running; only queued tasks can be cancelled".into();
                     reply.send(Err(WireError::BadRequest { reason }));
                 } else {
-                    self.batch
-                        .push((Command::Cancel { id, at_ms }, Then::Cancelled(reply)));
+                    self.push(Command::Cancel { id, at_ms }, Then::Cancelled(reply));
                 }
             }
         }
     }
 
+    /// Adds a command to this turn's proposal, sealing the proposal when it grows too big.
+    fn push(&mut self, cmd: Command, then: Then) {
+        self.batch_bytes += cmd.payload_len();
+        self.batch.push((cmd, then));
+        if self.batch_bytes >= MAX_ENTRY_BYTES {
+            self.sealed.push(std::mem::take(&mut self.batch));
+            self.batch_bytes = 0;
+        }
+    }
+
     fn on_tick(&mut self, now: Instant, at_ms: u64) {
+        if !matches!(self.part, Part::Leader { .. }) {
+            return;
+        }
         for worker in self.sched.expired(now) {
             tracing::warn!(
                 worker,
@@ -196,7 +327,19 @@ impl Actor {
             );
             self.drop_worker(worker, at_ms);
         }
-        self.batch.push((Command::Expire { at_ms }, Then::Nothing));
+        if self.reclaim_at.is_some_and(|at| now >= at) {
+            self.reclaim_at = None;
+            let reclaim = std::mem::take(&mut self.reclaim);
+            for id in reclaim {
+                if self.sched.running_on(id).is_none() {
+                    self.enqueue(id);
+                }
+            }
+        }
+        if now.saturating_duration_since(self.last_expire) >= EXPIRE_EVERY {
+            self.last_expire = now;
+            self.push(Command::Expire { at_ms }, Then::Nothing);
+        }
     }
 
     fn drop_worker(&mut self, worker: WorkerId, at_ms: u64) {
@@ -204,19 +347,116 @@ impl Actor {
             conn.cancel.cancel();
         }
         for (id, attempt) in self.sched.remove_worker(worker) {
-            self.batch
-                .push((Command::Requeue { id, attempt, at_ms }, Then::Ended(id)));
+            self.push(Command::Requeue { id, attempt, at_ms }, Then::Ended(id));
         }
     }
 
-    /// Applies this turn's commands in order and performs what each yields.
-    fn commit(&mut self) {
-        let batch = std::mem::take(&mut self.batch);
-        for (cmd, then) in batch {
-            let applied = self.table.apply(cmd);
-            self.after(applied, then);
+    /// Proposes this turn's commands (one entry per sealed proposal) and attaches this
+    /// turn's lookups to the last proposal in flight, or answers them now if none is.
+    async fn propose(&mut self) {
+        if std::mem::take(&mut self.barrier_due) {
+            // Once the barrier is applied, the table holds every earlier entry.
+            self.submit_entry(Batch(Vec::new()), Vec::new(), true).await;
         }
-        for (id, wait, reply) in std::mem::take(&mut self.reads) {
+        if !self.batch.is_empty() {
+            self.sealed.push(std::mem::take(&mut self.batch));
+            self.batch_bytes = 0;
+        }
+        for batch in std::mem::take(&mut self.sealed) {
+            let (cmds, thens): (Vec<Command>, Vec<Then>) = batch.into_iter().unzip();
+            self.submit_entry(Batch(cmds), thens, false).await;
+        }
+        let reads = std::mem::take(&mut self.reads);
+        if reads.is_empty() {
+            return;
+        }
+        match self.pending.back_mut() {
+            Some(last) => last.reads.extend(reads),
+            None => self.answer_reads(reads),
+        }
+    }
+
+    async fn submit_entry(&mut self, batch: Batch, thens: Vec<Then>, barrier: bool) {
+        if let Part::Follower { leader } = &self.part {
+            let err = WireError::NotLeader {
+                leader: leader.clone(),
+            };
+            for then in thens {
+                fail(then, &err);
+            }
+            return;
+        }
+        match self.raft.client_write_ff(batch).await {
+            Ok(rx) => {
+                self.pending.push_back(Pending {
+                    thens,
+                    reads: Vec::new(),
+                    barrier,
+                });
+                self.inflight
+                    .push_back(Box::pin(async move { rx.await.ok() }));
+            }
+            Err(fatal) => {
+                tracing::error!(error = %fatal, "raft has stopped; cannot propose");
+                let err = WireError::Unavailable {
+                    reason: format!("this replica's raft has stopped: {fatal}"),
+                };
+                for then in thens {
+                    fail(then, &err);
+                }
+            }
+        }
+    }
+
+    /// A proposal's result, in proposal order.
+    fn on_result(&mut self, result: Option<WriteResult>) {
+        let Some(pending) = self.pending.pop_front() else {
+            return;
+        };
+        match result {
+            Some(Ok(resp)) => {
+                let index = resp.log_id.index;
+                if pending.barrier {
+                    self.rebuild(index);
+                }
+                let BatchApplied(applied) = resp.data;
+                let mut thens = pending.thens.into_iter();
+                for applied in applied {
+                    let Some(then) = thens.next() else { break };
+                    self.after(applied, then, index);
+                }
+                for then in thens {
+                    fail(
+                        then,
+                        &WireError::Unavailable {
+                            reason: "internal error: a command had no result".into(),
+                        },
+                    );
+                }
+                self.answer_reads(pending.reads);
+            }
+            other => {
+                let err = match other {
+                    Some(Err(ClientWriteError::ForwardToLeader(f))) => WireError::NotLeader {
+                        leader: f.leader_node.map(|n| n.addr),
+                    },
+                    Some(Err(e)) => WireError::Unavailable {
+                        reason: e.to_string(),
+                    },
+                    _ => WireError::NotLeader { leader: None },
+                };
+                for then in pending.thens {
+                    fail(then, &err);
+                }
+                for (_, _, reply) in pending.reads {
+                    reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    fn answer_reads(&mut self, reads: Vec<Read>) {
+        for (id, wait, reply) in reads {
             match self.view(id) {
                 None => reply.send(Err(WireError::NotFound)),
                 Some(v) if wait && !v.state.is_finished() => self.wait_for(id, reply),
@@ -225,13 +465,14 @@ impl Actor {
         }
     }
 
-    fn after(&mut self, applied: Applied, then: Then) {
+    fn after(&mut self, applied: Applied, then: Then, index: u64) {
+        let fresh = index > self.rebuilt_upto;
         match (applied, then) {
             (
                 Applied::Submitted(Ok(SubmitOutcome { view, created })),
                 Then::Submitted { reply, wait },
             ) => {
-                if created {
+                if created && fresh {
                     self.enqueue(view.id);
                 }
                 let view = self.overlay(view);
@@ -242,7 +483,11 @@ impl Actor {
                 }
             }
             (Applied::Submitted(Err(e)), Then::Submitted { reply, .. }) => reply.send(Err(e)),
-            (Applied::Requeued(id), _) => self.enqueue(id),
+            (Applied::Requeued(id), _) => {
+                if fresh {
+                    self.enqueue(id);
+                }
+            }
             (Applied::Finished(view), then) => {
                 self.sched.forget(view.id);
                 if let Some(waiting) = self.waiters.remove(&view.id) {
@@ -264,7 +509,9 @@ impl Actor {
             (Applied::Nothing, Then::Ended(id)) => {
                 // A stale attempt ended; the current one may have been lost with an earlier
                 // connection of the same worker. Make sure the task can still run.
-                if self.sched.running_on(id).is_none() {
+                if self.part == (Part::Leader { ready: true })
+                    && self.sched.running_on(id).is_none()
+                {
                     self.enqueue(id);
                 }
             }
@@ -273,6 +520,91 @@ impl Actor {
                 Then::Nothing | Then::Ended(_),
             ) => {}
         }
+    }
+
+    /// Follows openraft's view of who leads.
+    fn on_metrics(&mut self) {
+        let (leads, leader) = {
+            let m = self.metrics.borrow_and_update();
+            let leads = m.state == ServerState::Leader && m.current_leader == Some(self.me);
+            let leader = m
+                .current_leader
+                .and_then(|id| m.membership_config.membership().get_node(&id))
+                .map(|n| n.addr.clone());
+            (leads, leader)
+        };
+        match (&self.part, leads) {
+            (Part::Leader { .. }, true) => {}
+            (Part::Follower { .. }, true) => {
+                tracing::info!(
+                    node = self.me,
+                    "leading the shard; applying the log before scheduling"
+                );
+                self.part = Part::Leader { ready: false };
+                self.sched = Scheduler::new(self.heartbeat_timeout);
+                self.last_expire = Instant::now();
+                self.barrier_due = true;
+            }
+            (Part::Leader { .. }, false) => {
+                tracing::info!(node = self.me, ?leader, "no longer leading the shard");
+                self.part = Part::Follower {
+                    leader: leader.clone(),
+                };
+                self.step_down(Some(WireError::NotLeader { leader }));
+            }
+            (Part::Follower { leader: known }, false) => {
+                if *known != leader {
+                    self.part = Part::Follower { leader };
+                }
+            }
+        }
+    }
+
+    /// Forgets the runtime state: waiters and this turn's requests get `err`, workers are
+    /// disconnected (they reconnect to whoever leads).
+    fn step_down(&mut self, err: Option<WireError>) {
+        let err = err.unwrap_or(WireError::NotLeader { leader: None });
+        for (_, reply) in self
+            .waiters
+            .drain()
+            .flat_map(|(id, r)| r.into_iter().map(move |r| (id, r)))
+        {
+            reply.send(Err(err.clone()));
+        }
+        for (_, then) in std::mem::take(&mut self.batch) {
+            fail(then, &err);
+        }
+        for (_, then) in std::mem::take(&mut self.sealed).into_iter().flatten() {
+            fail(then, &err);
+        }
+        for (_, _, reply) in std::mem::take(&mut self.reads) {
+            reply.send(Err(err.clone()));
+        }
+        // Each worker is told why; dropping its queue lets its writer send that and close.
+        for (_, w) in self.workers.drain() {
+            w.tx.try_send(CoordMsg::Error(err.clone())).ok();
+        }
+        self.sched = Scheduler::new(self.heartbeat_timeout);
+        self.reclaim.clear();
+        self.reclaim_at = None;
+    }
+
+    /// The election barrier is applied: every unfinished task goes back to the ready queue,
+    /// the ones not reported by a reconnected worker after the grace.
+    fn rebuild(&mut self, barrier_index: u64) {
+        let (queued, upto) = {
+            let t = self.table.lock();
+            let queued: Vec<TaskId> = t.table.queued_tasks().map(|(id, _)| id).collect();
+            (queued, t.last_applied.map_or(barrier_index, |l| l.index))
+        };
+        tracing::info!(
+            unfinished = queued.len(),
+            "election barrier applied; re-queueing unfinished tasks after the grace"
+        );
+        self.rebuilt_upto = upto;
+        self.reclaim = queued;
+        self.reclaim_at = Some(Instant::now() + self.reclaim_grace);
+        self.part = Part::Leader { ready: true };
     }
 
     /// Answers `reply` when the task finishes. Waiters whose client has gone are dropped
@@ -285,43 +617,46 @@ impl Actor {
 
     /// Puts a queued task in the scheduler's ready queue for its type.
     fn enqueue(&mut self, id: TaskId) {
-        if let Some((_, kind, _)) = self.table.queued_input(id) {
+        let t = self.table.lock();
+        if let Some((_, kind, _)) = t.table.queued_input(id) {
             self.sched.enqueue(id, kind);
         }
     }
 
     /// Hands ready tasks to free worker slots.
     fn schedule(&mut self) {
-        let table = &self.table;
-        let assigned = self
-            .sched
-            .assign(|id| table.queued_input(id).map(|(attempt, ..)| attempt));
         let mut broken = Vec::new();
-        for a in assigned {
-            let Some((_, kind, payload)) = self.table.queued_input(a.id) else {
-                continue;
-            };
-            let msg = CoordMsg::Assign(Assignment {
-                id: a.id,
-                attempt: a.attempt,
-                kind: kind.to_owned(),
-                payload: payload.clone(),
-            });
-            let Some(w) = self.workers.get(&a.worker) else {
-                broken.push(a.worker);
-                continue;
-            };
-            let sent = w.tx.try_send(msg);
-            match sent {
-                Ok(()) => {}
-                // Its connection has just closed; the task goes back with the worker's others.
-                Err(mpsc::error::TrySendError::Closed(_)) => broken.push(a.worker),
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(
-                        worker = a.worker,
-                        "worker is not reading its assignments; dropping it"
-                    );
+        {
+            let t = self.table.lock();
+            let table = &t.table;
+            let assigned = self
+                .sched
+                .assign(|id| table.queued_input(id).map(|(attempt, ..)| attempt));
+            for a in assigned {
+                let Some((_, kind, payload)) = table.queued_input(a.id) else {
+                    continue;
+                };
+                let msg = CoordMsg::Assign(Assignment {
+                    id: a.id,
+                    attempt: a.attempt,
+                    kind: kind.to_owned(),
+                    payload: payload.clone(),
+                });
+                let Some(w) = self.workers.get(&a.worker) else {
                     broken.push(a.worker);
+                    continue;
+                };
+                match w.tx.try_send(msg) {
+                    Ok(()) => {}
+                    // Its connection has just closed; the task goes back with the worker's others.
+                    Err(mpsc::error::TrySendError::Closed(_)) => broken.push(a.worker),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::warn!(
+                            worker = a.worker,
+                            "worker is not reading its assignments; dropping it"
+                        );
+                        broken.push(a.worker);
+                    }
                 }
             }
         }
@@ -330,13 +665,13 @@ impl Actor {
             for worker in broken {
                 self.drop_worker(worker, at_ms);
             }
-            self.commit();
         }
     }
 
     /// The task as a client sees it: the table's view, with `Running` where it runs.
     fn view(&self, id: TaskId) -> Option<TaskView> {
-        self.table.view(id).map(|v| self.overlay(v))
+        let v = self.table.lock().table.view(id);
+        v.map(|v| self.overlay(v))
     }
 
     fn overlay(&self, mut view: TaskView) -> TaskView {
@@ -345,6 +680,14 @@ impl Actor {
             view.attempts += 1;
         }
         view
+    }
+}
+
+/// Answers whoever waits on `then` with `err`.
+fn fail(then: Then, err: &WireError) {
+    match then {
+        Then::Submitted { reply, .. } | Then::Cancelled(reply) => reply.send(Err(err.clone())),
+        Then::Ended(_) | Then::Nothing => {}
     }
 }
 

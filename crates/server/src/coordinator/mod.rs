@@ -1,30 +1,78 @@
-//! The coordinator: serves one shard. It accepts clients, routers and workers on one port,
-//! and owns the shard's task table and scheduler through a single actor loop
-//! (`actor.rs`); connection tasks talk to the actor through one bounded channel.
+//! The coordinator: one replica of one shard. It accepts clients, routers, workers and its
+//! fellow replicas on one port. The shard's task table is replicated by Raft (openraft, with
+//! the durable log and state machine of `crate::shard`); the replica that leads also runs
+//! the scheduler, through a single actor loop (`actor.rs`) that connection tasks talk to
+//! through one bounded channel. Replicas that do not lead answer `NotLeader` with the
+//! leader's address.
 
 mod actor;
 mod worker_session;
 
 use crate::net::{Accepted, Limits, Reply, RequestSink, accept_loop, serve_client};
-use crate::shard::Retention;
+use crate::shard::peer::{self, PeerNetwork};
+use crate::shard::{
+    LogStore, MemLogStore, Node, NodeId, Retention, ShardRaft, SharedTable, TableStore,
+};
 use actor::{Actor, Event};
 use dtc_proto::WireError;
 use dtc_proto::message::{RequestBody, Role};
-use dtc_proto::transport::Listener;
+use dtc_proto::transport::{Listener, Tcp, Transport};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// The data directory's format; a replica refuses a directory of another format.
+const DATA_FORMAT: &str = "dtc data format 1";
+
+/// The file in a data directory that names its format.
+const FORMAT_FILE: &str = "FORMAT";
+
+/// Raft's timing and log compaction.
+#[derive(Clone, Copy, Debug)]
+pub struct RaftTiming {
+    /// How often the leader sends heartbeats.
+    pub heartbeat: Duration,
+    /// A follower that hears no leader for a random time in this range starts an election.
+    pub election_timeout: (Duration, Duration),
+    /// A snapshot is taken, and the log before it purged, every this many entries.
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(250), Duration::from_millis(500)),
+            snapshot_every: 10_000,
+        }
+    }
+}
+
 /// How a coordinator runs.
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
-    /// Where to listen for clients, routers and workers.
+    /// Where to listen for clients, routers, workers and replicas.
     pub listen: SocketAddr,
+    /// This replica's id in its shard.
+    pub id: NodeId,
+    /// Every replica of the shard, this one included: id → the address it serves on. Empty
+    /// means a shard of one: this replica, at its listening address.
+    pub replicas: BTreeMap<NodeId, String>,
+    /// Where the Raft log and snapshots live. `None` keeps them in memory: nothing survives
+    /// a restart (tests, throw-away clusters).
+    pub data_dir: Option<PathBuf>,
+    /// Raft's timing.
+    pub raft: RaftTiming,
     /// A worker silent for this long is declared dead and its tasks run elsewhere.
     pub heartbeat_timeout: Duration,
+    /// After an election, unfinished tasks wait this long before they are scheduled again,
+    /// so that reconnecting workers can report the ones they still run.
+    pub reclaim_grace: Duration,
     /// How often the actor checks heartbeats and expires old results.
     pub tick: Duration,
     /// Retention of results and the queue bound.
@@ -37,7 +85,12 @@ impl Default for CoordinatorConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            id: 1,
+            replicas: BTreeMap::new(),
+            data_dir: None,
+            raft: RaftTiming::default(),
             heartbeat_timeout: Duration::from_secs(1),
+            reclaim_grace: Duration::from_millis(300),
             tick: Duration::from_millis(100),
             retention: Retention::default(),
             limits: Limits::default(),
@@ -45,25 +98,142 @@ impl Default for CoordinatorConfig {
     }
 }
 
-/// A bound coordinator, ready to [`run`](Coordinator::run).
+/// Why a coordinator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Binding the listening socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data directory cannot be used.
+    #[error("data directory {dir}: {reason}")]
+    DataDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The replica list does not name this replica.
+    #[error("replica id {id} is not among the shard's replicas ({replicas})")]
+    NotAMember {
+        /// This replica's id.
+        id: NodeId,
+        /// The replicas given.
+        replicas: String,
+    },
+    /// Raft refused its configuration or failed to start.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A started coordinator, ready to [`run`](Coordinator::run).
 pub struct Coordinator<L = TcpListener> {
     listener: L,
     config: CoordinatorConfig,
+    raft: ShardRaft,
+    table: SharedTable,
 }
 
 impl Coordinator {
-    /// Binds a TCP listening socket at `config.listen` (port 0 picks a free port).
-    pub async fn bind(config: CoordinatorConfig) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.listen).await?;
-        Ok(Self { listener, config })
+    /// Binds a TCP listening socket at `config.listen` (port 0 picks a free port) and starts
+    /// the replica's Raft node over TCP.
+    pub async fn bind(config: CoordinatorConfig) -> Result<Self, StartError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Self::start(listener, Tcp, config).await
     }
 }
 
 impl<L: Listener> Coordinator<L> {
-    /// A coordinator that serves the connections of `listener` (TCP, or a simulated network;
-    /// `config.listen` is then unused).
-    pub fn with_listener(listener: L, config: CoordinatorConfig) -> Self {
-        Self { listener, config }
+    /// A coordinator that serves the connections of `listener` and dials its fellow replicas
+    /// over `transport` (TCP, or a simulated network; `config.listen` is then unused).
+    /// Opens the data directory, starts Raft, and — on a fresh shard, in the replica with the
+    /// lowest id — initialises the group.
+    pub async fn start<T: Transport>(
+        listener: L,
+        transport: T,
+        config: CoordinatorConfig,
+    ) -> Result<Self, StartError> {
+        let local = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let mut members = config.replicas.clone();
+        if members.is_empty() {
+            members.insert(config.id, local.to_string());
+        }
+        if !members.contains_key(&config.id) {
+            return Err(StartError::NotAMember {
+                id: config.id,
+                replicas: members
+                    .iter()
+                    .map(|(id, a)| format!("{id}={a}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let raft_config = raft_config(&config.raft)?;
+        let network = PeerNetwork::new(transport, format!("replica {}", config.id));
+        let (raft, table) = match &config.data_dir {
+            Some(dir) => {
+                let data_err = |reason: String| StartError::DataDir {
+                    dir: dir.clone(),
+                    reason,
+                };
+                check_format(dir).map_err(data_err)?;
+                let log =
+                    LogStore::open(&dir.join("raft-log")).map_err(|e| data_err(e.to_string()))?;
+                let sm =
+                    TableStore::open(dir, config.retention).map_err(|e| data_err(e.to_string()))?;
+                let table = sm.shared();
+                let raft = ShardRaft::new(config.id, raft_config, network, log, sm)
+                    .await
+                    .map_err(|e| StartError::Raft(e.to_string()))?;
+                (raft, table)
+            }
+            None => {
+                let sm = TableStore::in_memory(config.retention);
+                let table = sm.shared();
+                let raft =
+                    ShardRaft::new(config.id, raft_config, network, MemLogStore::default(), sm)
+                        .await
+                        .map_err(|e| StartError::Raft(e.to_string()))?;
+                (raft, table)
+            }
+        };
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let first = members.keys().next().copied();
+        if !initialized && first == Some(config.id) {
+            let nodes: BTreeMap<NodeId, Node> = members
+                .iter()
+                .map(|(id, addr)| (*id, Node::new(addr.clone())))
+                .collect();
+            tracing::info!(id = config.id, ?members, "initialising a new shard group");
+            if let Err(e) = raft.initialize(nodes).await {
+                tracing::info!(error = %e, "the shard group was already initialised");
+            }
+        }
+        Ok(Self {
+            listener,
+            config: CoordinatorConfig {
+                replicas: members,
+                ..config
+            },
+            raft,
+            table,
+        })
     }
 
     /// The address it listens on.
@@ -71,19 +241,32 @@ impl<L: Listener> Coordinator<L> {
         self.listener.local_addr()
     }
 
-    /// Serves until `cancel` fires, then closes every connection and returns.
+    /// The replica's Raft handle (its metrics tell who leads, the term, the log's progress).
+    pub fn raft(&self) -> &ShardRaft {
+        &self.raft
+    }
+
+    /// Serves until `cancel` fires, then closes every connection, stops Raft and returns.
     pub async fn run(self, cancel: CancellationToken) {
         let addr = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let (events_tx, events_rx) = mpsc::channel(4096);
-        let actor = Actor::new(&self.config, events_rx);
+        let actor = Actor::new(
+            &self.config,
+            self.raft.clone(),
+            self.config.id,
+            self.table.clone(),
+            events_rx,
+        );
         let actor_task = tokio::spawn(actor.run(cancel.clone()));
         let limits = self.config.limits;
         let sink = Arc::new(ActorSink(events_tx.clone()));
         let conn_cancel = cancel.clone();
+        let raft = self.raft.clone();
         let handler = move |a: Accepted<L::Read, L::Write>| {
             let sink = Arc::clone(&sink);
             let events = events_tx.clone();
             let cancel = conn_cancel.clone();
+            let raft = raft.clone();
             async move {
                 match a.hello.role {
                     Role::Client | Role::Router | Role::Admin => {
@@ -93,21 +276,12 @@ impl<L: Listener> Coordinator<L> {
                         worker_session::serve(a, events, limits.max_frame, cancel).await;
                     }
                     Role::Peer => {
-                        let reason =
-                            "coordinator peers are not served yet (replication is not built)";
-                        worker_session::refuse(
-                            a,
-                            WireError::BadRequest {
-                                reason: reason.into(),
-                            },
-                            limits.max_frame,
-                        )
-                        .await;
+                        peer::serve(a.reader, a.writer, raft, a.peer, cancel).await;
                     }
                 }
             }
         };
-        tracing::info!(%addr, "coordinator listening");
+        tracing::info!(%addr, id = self.config.id, replicas = ?self.config.replicas, "coordinator listening");
         accept_loop(
             self.listener,
             format!("coordinator {addr}"),
@@ -117,7 +291,46 @@ impl<L: Listener> Coordinator<L> {
         )
         .await;
         actor_task.await.ok();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not stop cleanly");
+        }
         tracing::info!(%addr, "coordinator stopped");
+    }
+}
+
+fn raft_config(t: &RaftTiming) -> Result<Arc<openraft::Config>, StartError> {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let config = openraft::Config {
+        cluster_name: "dtc-shard".into(),
+        heartbeat_interval: ms(t.heartbeat),
+        election_timeout_min: ms(t.election_timeout.0),
+        election_timeout_max: ms(t.election_timeout.1),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(t.snapshot_every),
+        max_in_snapshot_log_to_keep: 1000,
+        max_payload_entries: 64,
+        ..openraft::Config::default()
+    };
+    config
+        .validate()
+        .map(Arc::new)
+        .map_err(|e| StartError::Raft(e.to_string()))
+}
+
+/// Creates the data directory's format file, or checks the one there.
+fn check_format(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
+    let path = dir.join(FORMAT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found.trim() == DATA_FORMAT => Ok(()),
+        Ok(found) => Err(format!(
+            "it holds {:?}, but this dtc reads {DATA_FORMAT:?}; use another --data-dir",
+            found.trim()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, format!("{DATA_FORMAT}\n"))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 

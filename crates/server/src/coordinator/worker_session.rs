@@ -112,17 +112,3 @@ pub(super) async fn serve<R, W>(
     writer_task.await.ok();
     tracing::info!(%peer, worker = id, "worker disconnected");
 }
-
-/// Answers a connection this coordinator does not serve with an error, then closes it.
-pub(super) async fn refuse<R, W>(a: Accepted<R, W>, err: WireError, max_frame: usize)
-where
-    W: AsyncWrite + Unpin,
-{
-    let Accepted {
-        peer, mut writer, ..
-    } = a;
-    tracing::info!(%peer, error = %err, "refusing a connection");
-    write_one(&mut writer, &CoordMsg::Error(err), max_frame)
-        .await
-        .ok();
-}

@@ -50,8 +50,24 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Roughly how many bytes the command's variable parts take (payloads, results): what
+    /// bounds the size of a log entry.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Self::Submit { spec, .. } => spec.kind.len() + spec.payload.len(),
+            Self::Complete { outcome, .. } => match outcome {
+                Outcome::Succeeded(b) => b.len(),
+                Outcome::Failed(s) => s.len(),
+                Outcome::Cancelled => 0,
+            },
+            Self::Requeue { .. } | Self::Cancel { .. } | Self::Expire { .. } => 0,
+        }
+    }
+}
+
 /// What a submit did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubmitOutcome {
     /// The task as it now stands.
     pub view: TaskView,
@@ -60,7 +76,7 @@ pub struct SubmitOutcome {
 }
 
 /// The result of applying one command.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
     /// The answer to a [`Command::Submit`].
     Submitted(Result<SubmitOutcome, WireError>),

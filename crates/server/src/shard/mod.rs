@@ -1,9 +1,20 @@
-//! The replicated part of a shard: the commands that change its task table and the
-//! deterministic state machine that applies them. The coordinator proposes commands; today
-//! they are applied directly, with consensus they become log entries applied on every replica.
+//! The replicated part of a shard: the commands that change its task table, the
+//! deterministic state machine that applies them, and the Raft plumbing that replicates
+//! them: log entries carrying batches of commands (`raft_types`), the durable log
+//! (`log_store`, or `mem_log_store` without a data directory), the state-machine store with its snapshots (`table_store`) and the
+//! replicas' RPCs (`peer`).
 
 mod command;
+mod log_store;
+mod mem_log_store;
+pub mod peer;
+mod raft_types;
 mod state_machine;
+mod table_store;
 
 pub use command::{Applied, Command, SubmitOutcome};
-pub use state_machine::{Retention, TaskTable};
+pub use log_store::LogStore;
+pub use mem_log_store::MemLogStore;
+pub use raft_types::{Batch, BatchApplied, Node, NodeId, ShardRaft, TypeConfig};
+pub use state_machine::{CorruptSnapshot, Retention, TaskTable};
+pub use table_store::{SharedTable, SnapshotFileError, TableStore};

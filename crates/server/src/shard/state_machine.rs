@@ -8,6 +8,7 @@ use super::{Applied, Command, SubmitOutcome};
 use bytes::Bytes;
 use dtc_proto::{Outcome, TaskId, TaskSpec, TaskState, TaskView, WireError};
 use foldhash::HashMap;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// How long and how many finished tasks are kept, and how many may wait in the queue.
@@ -31,7 +32,7 @@ impl Default for Retention {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {
     kind: String,
     payload: Bytes,
@@ -58,6 +59,19 @@ pub struct TaskTable {
     queued: usize,
     retention: Retention,
 }
+
+/// The table's content as a snapshot holds it. Tasks are sorted by id, so that equal tables
+/// give equal bytes (replicas can be compared by their snapshots).
+#[derive(Serialize, Deserialize)]
+struct Image {
+    tasks: Vec<(TaskId, Record)>,
+    finished: VecDeque<(u64, TaskId)>,
+}
+
+/// A snapshot that could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("the task table snapshot is corrupt: {0}")]
+pub struct CorruptSnapshot(#[from] postcard::Error);
 
 impl TaskTable {
     /// An empty table with the given retention.
@@ -112,6 +126,44 @@ impl TaskTable {
     /// Whether the table holds no task.
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
+    }
+
+    /// Every queued task's id and type, in no particular order: what a new leader puts in
+    /// its ready queue.
+    pub fn queued_tasks(&self) -> impl Iterator<Item = (TaskId, &str)> {
+        self.tasks
+            .iter()
+            .filter(|(_, r)| r.outcome.is_none())
+            .map(|(id, r)| (*id, r.kind.as_str()))
+    }
+
+    /// The table's content, encoded (postcard); equal tables give equal bytes.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut tasks: Vec<(TaskId, Record)> =
+            self.tasks.iter().map(|(id, r)| (*id, r.clone())).collect();
+        tasks.sort_unstable_by_key(|(id, _)| *id);
+        let image = Image {
+            tasks,
+            finished: self.finished.clone(),
+        };
+        // Encoding into a Vec fails only on out-of-memory, which aborts anyway.
+        postcard::to_allocvec(&image).unwrap_or_default()
+    }
+
+    /// A table restored from [`TaskTable::snapshot`] bytes.
+    pub fn restore(bytes: &[u8], retention: Retention) -> Result<Self, CorruptSnapshot> {
+        let image: Image = postcard::from_bytes(bytes)?;
+        let queued = image
+            .tasks
+            .iter()
+            .filter(|(_, r)| r.outcome.is_none())
+            .count();
+        Ok(Self {
+            tasks: image.tasks.into_iter().collect(),
+            finished: image.finished,
+            queued,
+            retention,
+        })
     }
 
     fn submit(&mut self, spec: TaskSpec, at_ms: u64) -> Result<SubmitOutcome, WireError> {

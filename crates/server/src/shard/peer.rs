@@ -1,0 +1,263 @@
+//! The replicas' RPCs: openraft's append-entries, vote and snapshot messages carried as dtc
+//! frames on a connection that handshook as `Role::Peer`.
+//!
+//! [`PeerNetwork`] is openraft's network factory: one [`PeerClient`] per target replica, each
+//! owning one connection over the coordinator's [`Transport`] (dialled on first use, dropped
+//! on any failure and dialled again on the next call). openraft sends one RPC at a time per
+//! target and batches entries into it, so a connection carries one request at a time.
+//! [`serve`] is the other end: the coordinator hands it every `Peer` connection.
+
+use super::raft_types::{Node, NodeId, ShardRaft, TypeConfig};
+use dtc_proto::connection::{FrameReader, write_one};
+use dtc_proto::message::{Hello, Role};
+use dtc_proto::mux::dial;
+use dtc_proto::transport::Transport;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+/// The largest frame between replicas: an append-entries request carries several batches.
+pub const PEER_MAX_FRAME: usize = 1 << 30;
+
+/// A request from one replica to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Replicate entries (or a heartbeat).
+    Append(AppendEntriesRequest<TypeConfig>),
+    /// Ask for a vote.
+    Vote(VoteRequest<NodeId>),
+    /// One chunk of a snapshot.
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// The answer to a [`PeerRequest`], of the same kind.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// To [`PeerRequest::Append`].
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    /// To [`PeerRequest::Vote`].
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    /// To [`PeerRequest::Snapshot`].
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+}
+
+/// openraft's network factory over a transport.
+#[derive(Clone, Debug)]
+pub struct PeerNetwork<T> {
+    transport: T,
+    /// This replica's name, for the handshake.
+    name: String,
+}
+
+impl<T: Transport> PeerNetwork<T> {
+    /// Dials peers over `transport`, introducing itself as `name`.
+    pub fn new(transport: T, name: String) -> Self {
+        Self { transport, name }
+    }
+}
+
+impl<T: Transport> RaftNetworkFactory<TypeConfig> for PeerNetwork<T> {
+    type Network = PeerClient<T>;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient<T> {
+        PeerClient {
+            transport: self.transport.clone(),
+            name: self.name.clone(),
+            target,
+            addr: node.addr.parse().ok(),
+            label: node.addr.clone(),
+            conn: None,
+        }
+    }
+}
+
+type Conn<T> = (
+    FrameReader<<T as Transport>::Read, PeerResponse>,
+    <T as Transport>::Write,
+);
+
+/// The connection to one target replica.
+pub struct PeerClient<T: Transport> {
+    transport: T,
+    name: String,
+    target: NodeId,
+    addr: Option<SocketAddr>,
+    label: String,
+    conn: Option<Conn<T>>,
+}
+
+/// Why a call failed, before it is shaped into openraft's error type.
+enum CallError {
+    Unreachable(std::io::Error),
+    Network(std::io::Error),
+}
+
+impl CallError {
+    fn into_rpc<E: std::error::Error>(self) -> RPCError<NodeId, Node, E> {
+        match self {
+            Self::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            Self::Network(e) => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+}
+
+impl<T: Transport> PeerClient<T> {
+    async fn call(&mut self, req: &PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
+        let result = tokio::time::timeout(ttl, self.exchange(req)).await;
+        let result = result.unwrap_or_else(|_| {
+            Err(CallError::Network(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "replica {} at {} did not answer in {ttl:?}",
+                    self.target, self.label
+                ),
+            )))
+        });
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    async fn exchange(&mut self, req: &PeerRequest) -> Result<PeerResponse, CallError> {
+        if self.conn.is_none() {
+            let Some(addr) = self.addr else {
+                return Err(CallError::Unreachable(std::io::Error::other(format!(
+                    "replica {} has an unusable address {:?}",
+                    self.target, self.label
+                ))));
+            };
+            let (reader, writer, _) = dial(
+                &self.transport,
+                addr,
+                Role::Peer,
+                &self.name,
+                PEER_MAX_FRAME,
+            )
+            .await
+            .map_err(|e| CallError::Unreachable(std::io::Error::other(e.to_string())))?;
+            self.conn = Some((reader.retype(), writer));
+        }
+        let Some((reader, writer)) = self.conn.as_mut() else {
+            return Err(CallError::Network(std::io::Error::other("no connection")));
+        };
+        write_one(writer, req, PEER_MAX_FRAME)
+            .await
+            .map_err(|e| CallError::Network(std::io::Error::other(e.to_string())))?;
+        reader
+            .expect()
+            .await
+            .map_err(|e| CallError::Network(std::io::Error::other(e.to_string())))
+    }
+
+    fn unexpected<E: std::error::Error>(
+        &mut self,
+        got: &PeerResponse,
+    ) -> RPCError<NodeId, Node, E> {
+        self.conn = None;
+        let e = std::io::Error::other(format!(
+            "replica {} answered out of kind: {got:?}",
+            self.target
+        ));
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+impl<T: Transport> RaftNetwork<TypeConfig> for PeerClient<T> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
+        match self
+            .call(&PeerRequest::Append(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(PeerResponse::Append(r)) => r.map_err(|e| RemoteError::new(self.target, e).into()),
+            Ok(other) => Err(self.unexpected(&other)),
+            Err(e) => Err(e.into_rpc()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        match self
+            .call(&PeerRequest::Snapshot(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(PeerResponse::Snapshot(r)) => r.map_err(|e| RemoteError::new(self.target, e).into()),
+            Ok(other) => Err(self.unexpected(&other)),
+            Err(e) => Err(e.into_rpc()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
+        match self.call(&PeerRequest::Vote(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Vote(r)) => r.map_err(|e| RemoteError::new(self.target, e).into()),
+            Ok(other) => Err(self.unexpected(&other)),
+            Err(e) => Err(e.into_rpc()),
+        }
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(100)))
+    }
+}
+
+/// Serves one replica's connection: answers each request through `raft` until the
+/// connection closes, sends a bad frame, or `cancel` fires.
+pub async fn serve<R, W>(
+    reader: FrameReader<R, Hello>,
+    mut writer: W,
+    raft: ShardRaft,
+    peer: SocketAddr,
+    cancel: CancellationToken,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut reader = reader.retype::<PeerRequest>();
+    reader.set_max_frame(PEER_MAX_FRAME);
+    loop {
+        let req = tokio::select! {
+            r = reader.next() => r,
+            () = cancel.cancelled() => return,
+        };
+        let resp = match req {
+            Ok(Some(PeerRequest::Append(r))) => PeerResponse::Append(raft.append_entries(r).await),
+            Ok(Some(PeerRequest::Vote(r))) => PeerResponse::Vote(raft.vote(r).await),
+            Ok(Some(PeerRequest::Snapshot(r))) => {
+                PeerResponse::Snapshot(raft.install_snapshot(r).await)
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "dropping a replica connection after a bad frame");
+                return;
+            }
+        };
+        if let Err(e) = write_one(&mut writer, &resp, PEER_MAX_FRAME).await {
+            tracing::debug!(%peer, error = %e, "replica connection closed");
+            return;
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! The state-machine side of a replica's Raft storage: the task table, the last applied log
+//! position and membership, and snapshots of them.
+//!
+//! openraft's state-machine task owns the [`TableStore`] and applies committed entries
+//! through it. The coordinator's actor reads the same table through a [`SharedTable`]
+//! (assignments need a queued task's input; lookups need its view): one lock per shard,
+//! taken for the length of one apply batch or one actor turn.
+//!
+//! A snapshot is the postcard image of the table plus where it stands in the log. The
+//! current one is kept in memory and, when the replica has a data directory, in
+//! `snapshot.bin` (written to a temporary file, fsynced, renamed), so that a restarted
+//! replica starts from it once the log before it has been purged.
+
+use super::raft_types::{BatchApplied, Entry, LogId, Node, NodeId, StorageError, TypeConfig};
+use super::{Retention, TaskTable};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use std::io::{self, Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The snapshot file's format version; a replica refuses a file of another version.
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// The name of the snapshot file in a data directory.
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// The table and where it stands in the log.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The task table.
+    pub table: TaskTable,
+    /// The last log entry applied to it.
+    pub last_applied: Option<LogId>,
+    /// The membership as of `last_applied`.
+    pub membership: StoredMembership<NodeId, Node>,
+}
+
+/// The table as the actor and the state machine share it.
+#[derive(Clone, Debug, Default)]
+pub struct SharedTable(Arc<Mutex<Applied>>);
+
+impl SharedTable {
+    /// Locks the table. A poisoned lock (a panic while applying) is taken over as is: the
+    /// table's own invariants hold between commands.
+    pub fn lock(&self) -> MutexGuard<'_, Applied> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    version: u32,
+    meta: SnapshotMeta<NodeId, Node>,
+    table: Vec<u8>,
+}
+
+/// The replica's state machine.
+#[derive(Debug)]
+pub struct TableStore {
+    shared: SharedTable,
+    retention: Retention,
+    dir: Option<PathBuf>,
+    /// The latest snapshot (meta and file bytes), shared with the snapshot builders.
+    current: Arc<Mutex<Option<Current>>>,
+    built: Arc<AtomicU64>,
+}
+
+type Current = (SnapshotMeta<NodeId, Node>, Vec<u8>);
+
+/// A snapshot file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotFileError {
+    /// Reading it failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// It is not a snapshot this version of dtc can read.
+    #[error("{path} is not a dtc snapshot of format version {SNAPSHOT_VERSION}: {reason}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl TableStore {
+    /// A state machine in memory only (nothing survives the process).
+    pub fn in_memory(retention: Retention) -> Self {
+        Self {
+            shared: SharedTable(Arc::new(Mutex::new(Applied {
+                table: TaskTable::new(retention),
+                ..Applied::default()
+            }))),
+            retention,
+            dir: None,
+            current: Arc::default(),
+            built: Arc::default(),
+        }
+    }
+
+    /// A state machine whose snapshots live in `dir`, starting from the one found there.
+    pub fn open(dir: &Path, retention: Retention) -> Result<Self, SnapshotFileError> {
+        let mut store = Self::in_memory(retention);
+        store.dir = Some(dir.to_path_buf());
+        let path = dir.join(SNAPSHOT_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(store),
+            Err(source) => return Err(SnapshotFileError::Io { path, source }),
+        };
+        let format = |reason: String| SnapshotFileError::Format {
+            path: path.clone(),
+            reason,
+        };
+        let file: SnapshotFile = postcard::from_bytes(&bytes).map_err(|e| format(e.to_string()))?;
+        if file.version != SNAPSHOT_VERSION {
+            return Err(format(format!("it has version {}", file.version)));
+        }
+        store
+            .load(&file.meta, &file.table)
+            .map_err(|e| format(e.to_string()))?;
+        *store.current_lock() = Some((file.meta, bytes));
+        Ok(store)
+    }
+
+    fn current_lock(&self) -> MutexGuard<'_, Option<Current>> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The handle the coordinator's actor reads the table through.
+    pub fn shared(&self) -> SharedTable {
+        self.shared.clone()
+    }
+
+    fn load(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        table: &[u8],
+    ) -> Result<(), super::state_machine::CorruptSnapshot> {
+        let table = TaskTable::restore(table, self.retention)?;
+        let mut s = self.shared.lock();
+        s.table = table;
+        s.last_applied = meta.last_log_id;
+        s.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    /// Writes the snapshot file (when there is a data directory) and keeps it as current.
+    fn keep(&mut self, meta: SnapshotMeta<NodeId, Node>, file: Vec<u8>) -> io::Result<()> {
+        if let Some(dir) = &self.dir {
+            let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&file)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        *self.current_lock() = Some((meta, file));
+        Ok(())
+    }
+}
+
+fn encode_file(meta: &SnapshotMeta<NodeId, Node>, table: Vec<u8>) -> io::Result<Vec<u8>> {
+    postcard::to_allocvec(&SnapshotFile {
+        version: SNAPSHOT_VERSION,
+        meta: meta.clone(),
+        table,
+    })
+    .map_err(io::Error::other)
+}
+
+fn snapshot_of(meta: SnapshotMeta<NodeId, Node>, file: Vec<u8>) -> Snapshot<TypeConfig> {
+    Snapshot {
+        meta,
+        snapshot: Box::new(Cursor::new(file)),
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for TableStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (meta, table) = {
+            let s = self.shared.lock();
+            let n = self.built.fetch_add(1, Ordering::Relaxed);
+            let id = s
+                .last_applied
+                .map_or_else(String::new, |l| format!("{}-{}", l.leader_id, l.index));
+            let meta = SnapshotMeta {
+                last_log_id: s.last_applied,
+                last_membership: s.membership.clone(),
+                snapshot_id: format!("{id}-{n}"),
+            };
+            (meta, s.table.snapshot())
+        };
+        let write_err = |e: io::Error| StorageIOError::write_snapshot(None, &e);
+        let file = encode_file(&meta, table).map_err(write_err)?;
+        self.keep(meta.clone(), file.clone()).map_err(write_err)?;
+        tracing::debug!(bytes = file.len(), ?meta.last_log_id, "snapshot built");
+        Ok(snapshot_of(meta, file))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for TableStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership<NodeId, Node>), StorageError> {
+        let s = self.shared.lock();
+        Ok((s.last_applied, s.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchApplied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut s = self.shared.lock();
+        let mut out = Vec::new();
+        for entry in entries {
+            s.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => out.push(BatchApplied::default()),
+                EntryPayload::Normal(batch) => out.push(BatchApplied(
+                    batch.0.into_iter().map(|c| s.table.apply(c)).collect(),
+                )),
+                EntryPayload::Membership(m) => {
+                    s.membership = StoredMembership::new(Some(entry.log_id), m);
+                    out.push(BatchApplied::default());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            retention: self.retention,
+            dir: self.dir.clone(),
+            current: Arc::clone(&self.current),
+            built: Arc::clone(&self.built),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let file = snapshot.into_inner();
+        let read_err = |reason: String| {
+            StorageIOError::read_snapshot(Some(meta.signature()), &io::Error::other(reason))
+        };
+        let decoded: SnapshotFile =
+            postcard::from_bytes(&file).map_err(|e| read_err(e.to_string()))?;
+        if decoded.version != SNAPSHOT_VERSION {
+            return Err(read_err(format!("snapshot version {}", decoded.version)).into());
+        }
+        self.load(meta, &decoded.table)
+            .map_err(|e| read_err(e.to_string()))?;
+        self.keep(meta.clone(), file)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        tracing::info!(?meta.last_log_id, "installed a snapshot from the leader");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(self
+            .current_lock()
+            .as_ref()
+            .map(|(meta, file)| snapshot_of(meta.clone(), file.clone())))
+    }
+}
