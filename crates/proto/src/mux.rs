@@ -12,8 +12,9 @@ use crate::message::{HelloReply, Request, RequestBody, Response, Role, Welcome};
 use crate::transport::{Tcp, Transport};
 use crate::{ProtoError, TaskView, WireError};
 use foldhash::HashMap;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +48,10 @@ const BATCH: usize = 512;
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// How long requests are held while a shard elects a leader (or the connection to its
+/// leader is re-made) before they are answered with the last error.
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(10);
+
 /// A multiplexed connection to one of `addrs`, as a task fed by a channel of requests.
 #[derive(Clone, Debug)]
 pub struct Mux<T = Tcp> {
@@ -54,7 +59,7 @@ pub struct Mux<T = Tcp> {
     pub transport: T,
     /// What the connection serves, for errors and logs (e.g. `shard 1`).
     pub label: String,
-    /// The addresses to try, in order.
+    /// The addresses to try, in order (a shard's replicas).
     pub addrs: Vec<SocketAddr>,
     /// The role to handshake as.
     pub role: Role,
@@ -64,55 +69,157 @@ pub struct Mux<T = Tcp> {
     pub max_frame: usize,
     /// The most requests in flight; past it, the channel is not read (backpressure).
     pub max_inflight: usize,
+    /// How long a request is held and resent while the shard fails over.
+    pub hold: Duration,
+}
+
+/// A request and where its answer goes, with the time it stops being resent.
+struct Held<A> {
+    body: RequestBody,
+    answer: A,
+    until: Instant,
+}
+
+/// How a connection ended.
+enum Ended {
+    /// The mux is told to stop.
+    Stop,
+    /// The connection failed or closed.
+    Lost(String),
+    /// The node does not lead its shard; it named the leader, or nobody is elected yet.
+    NotLeader(Option<SocketAddr>),
 }
 
 impl<T: Transport> Mux<T> {
     /// Runs until `cancel` fires or every sender of `rx` is gone.
+    ///
+    /// Requests answered `NotLeader`, and requests in flight on a connection that breaks,
+    /// are resent (same task id, so never run twice) to the leader once it is known, for up
+    /// to [`Mux::hold`]. When no replica can be reached at all, requests are answered
+    /// `Unavailable` at once.
     pub async fn run<A: Answer>(
         self,
         mut rx: mpsc::Receiver<(RequestBody, A)>,
         cancel: CancellationToken,
     ) {
         let mut backoff = MIN_BACKOFF;
+        let mut waiting: VecDeque<Held<A>> = VecDeque::new();
+        let mut leader: Option<SocketAddr> = None;
         loop {
             let connected = tokio::select! {
-                c = self.connect_any() => c,
+                c = self.connect_any(leader) => c,
                 () = cancel.cancelled() => return,
             };
-            match connected {
-                Ok((reader, writer, addr)) => {
-                    backoff = MIN_BACKOFF;
-                    if !self.serve(reader, writer, addr, &mut rx, &cancel).await {
+            let (reader, writer, addr, unreachable) = match connected {
+                Ok(c) => c,
+                Err(reason) => {
+                    let err = WireError::Unavailable { reason };
+                    for held in waiting.drain(..) {
+                        held.answer.answer(Err(err.clone()));
+                    }
+                    leader = None;
+                    if !self
+                        .pause(backoff, &mut rx, None, &cancel, Some(&err))
+                        .await
+                    {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            backoff = MIN_BACKOFF;
+            match self
+                .serve(reader, writer, addr, &mut rx, &mut waiting, &cancel)
+                .await
+            {
+                Ended::Stop => {
+                    for held in waiting.drain(..) {
+                        held.answer.answer(Err(WireError::ShuttingDown));
+                    }
+                    return;
+                }
+                Ended::Lost(reason) => {
+                    tracing::warn!(label = %self.label, %reason, "connection lost; reconnecting");
+                    leader = None;
+                }
+                Ended::NotLeader(Some(next)) if !unreachable.contains(&next) => {
+                    tracing::debug!(label = %self.label, %addr, %next, "following the shard's leader");
+                    leader = Some(next);
+                }
+                // Nobody is elected yet, or the replica still names a leader that has just
+                // proved unreachable (it has not noticed yet).
+                Ended::NotLeader(_) => {
+                    // An election is under way: wait a moment, holding requests.
+                    leader = None;
+                    if !self
+                        .pause(MIN_BACKOFF, &mut rx, Some(&mut waiting), &cancel, None)
+                        .await
+                    {
                         return;
                     }
                 }
-                Err(reason) => {
-                    let pause = tokio::time::sleep(backoff);
-                    tokio::pin!(pause);
-                    loop {
-                        tokio::select! {
-                            () = &mut pause => break,
-                            got = rx.recv() => match got {
-                                Some((_, reply)) => reply.answer(Err(WireError::Unavailable { reason: reason.clone() })),
-                                None => return,
-                            },
-                            () = cancel.cancelled() => return,
-                        }
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+            }
+            expire(&mut waiting, &self.label);
+        }
+    }
+
+    /// Waits `pause`, taking requests meanwhile: held in `waiting` when given, otherwise
+    /// answered with `fail`. Returns false when the mux must stop.
+    async fn pause<A: Answer>(
+        &self,
+        pause: Duration,
+        rx: &mut mpsc::Receiver<(RequestBody, A)>,
+        mut waiting: Option<&mut VecDeque<Held<A>>>,
+        cancel: &CancellationToken,
+        fail: Option<&WireError>,
+    ) -> bool {
+        let pause = tokio::time::sleep(pause);
+        tokio::pin!(pause);
+        loop {
+            let room = waiting.as_ref().is_none_or(|w| w.len() < self.max_inflight);
+            tokio::select! {
+                () = &mut pause => return true,
+                got = rx.recv(), if room => match got {
+                    Some((body, answer)) => match waiting.as_mut() {
+                        Some(w) => w.push_back(Held { body, answer, until: Instant::now() + self.hold }),
+                        None => answer.answer(Err(fail.cloned().unwrap_or(WireError::Unavailable {
+                            reason: format!("{}: reconnecting", self.label),
+                        }))),
+                    },
+                    None => return false,
+                },
+                () = cancel.cancelled() => return false,
             }
         }
     }
 
     async fn connect_any(
         &self,
-    ) -> Result<(FrameReader<T::Read, Response>, T::Write, SocketAddr), String> {
+        leader: Option<SocketAddr>,
+    ) -> Result<
+        (
+            FrameReader<T::Read, Response>,
+            T::Write,
+            SocketAddr,
+            Vec<SocketAddr>,
+        ),
+        String,
+    > {
         let mut errors = Vec::new();
-        for &addr in &self.addrs {
+        let mut unreachable = Vec::new();
+        let order = leader
+            .into_iter()
+            .chain(self.addrs.iter().copied().filter(|a| Some(*a) != leader));
+        for addr in order {
             match dial(&self.transport, addr, self.role, &self.name, self.max_frame).await {
-                Ok((reader, writer, _)) => return Ok((reader.retype(), writer, addr)),
-                Err(e) => errors.push(format!("{addr}: {e}")),
+                Ok((reader, writer, _)) => {
+                    return Ok((reader.retype(), writer, addr, unreachable));
+                }
+                Err(e) => {
+                    errors.push(format!("{addr}: {e}"));
+                    unreachable.push(addr);
+                }
             }
         }
         Err(format!(
@@ -122,70 +229,112 @@ impl<T: Transport> Mux<T> {
         ))
     }
 
-    /// Forwards requests and answers until the connection fails (returns true: reconnect)
-    /// or the mux is told to stop (returns false).
+    /// Sends the held requests, then forwards requests and answers until the connection
+    /// ends. Requests that must be resent are left in `waiting`.
     async fn serve<A: Answer>(
         &self,
         mut reader: FrameReader<T::Read, Response>,
         writer: T::Write,
         addr: SocketAddr,
         rx: &mut mpsc::Receiver<(RequestBody, A)>,
+        waiting: &mut VecDeque<Held<A>>,
         cancel: &CancellationToken,
-    ) -> bool {
+    ) -> Ended {
         let max = self.max_inflight;
-        let (tx, wrx) = mpsc::channel::<Request>(max + BATCH);
+        let (tx, wrx) = mpsc::channel::<Request>(max + BATCH + waiting.len());
         let conn_cancel = cancel.child_token();
         let writer_task =
             tokio::spawn(write_loop(writer, wrx, self.max_frame, conn_cancel.clone()));
-        let mut pending: HashMap<u64, A> = HashMap::default();
-        let mut stopping = false;
+        let mut pending: HashMap<u64, Held<A>> = HashMap::default();
         let mut next_req: u64 = 0;
+        let mut send = |held: Held<A>, pending: &mut HashMap<u64, Held<A>>| {
+            next_req = next_req.wrapping_add(1);
+            match tx.try_send(Request {
+                req: next_req,
+                body: held.body.clone(),
+            }) {
+                Ok(()) => {
+                    pending.insert(next_req, held);
+                }
+                Err(_) => held.answer.answer(Err(WireError::Unavailable {
+                    reason: format!("connection to {addr} is closing"),
+                })),
+            }
+        };
+        for held in waiting.drain(..) {
+            send(held, &mut pending);
+        }
         let mut incoming = Vec::with_capacity(BATCH);
         let stop = cancel.cancelled();
         tokio::pin!(stop);
-        let reason = loop {
+        let ended = loop {
             tokio::select! {
                 n = rx.recv_many(&mut incoming, BATCH), if pending.len() < max => {
                     if n == 0 {
-                        stopping = true;
-                        break "stopping".to_string();
+                        break Ended::Stop;
                     }
-                    for (body, reply) in incoming.drain(..) {
-                        next_req = next_req.wrapping_add(1);
-                        if tx.try_send(Request { req: next_req, body }).is_err() {
-                            reply.answer(Err(WireError::Unavailable { reason: format!("connection to {addr} is closing") }));
-                            continue;
-                        }
-                        pending.insert(next_req, reply);
+                    let until = Instant::now() + self.hold;
+                    for (body, answer) in incoming.drain(..) {
+                        send(Held { body, answer, until }, &mut pending);
                     }
                 }
                 answer = reader.next() => match answer {
                     Ok(Some(resp)) => {
-                        if let Some(reply) = pending.remove(&resp.req) {
-                            reply.answer(resp.body);
+                        let Some(held) = pending.remove(&resp.req) else { continue };
+                        match resp.body {
+                            Err(WireError::NotLeader { leader }) if held.until > Instant::now() => {
+                                waiting.push_back(held);
+                                let next = leader.and_then(|l| l.parse().ok()).filter(|l| *l != addr);
+                                break Ended::NotLeader(next);
+                            }
+                            body => held.answer.answer(body),
                         }
                     }
-                    Ok(None) => break format!("{addr} closed the connection"),
-                    Err(e) => break format!("the connection to {addr} failed: {e}"),
+                    Ok(None) => break Ended::Lost(format!("{addr} closed the connection")),
+                    Err(e) => break Ended::Lost(format!("the connection to {addr} failed: {e}")),
                 },
-                () = &mut stop => {
-                    stopping = true;
-                    break "stopping".to_string();
-                }
+                () = &mut stop => break Ended::Stop,
             }
         };
         conn_cancel.cancel();
         writer_task.await.ok();
-        stopping |= cancel.is_cancelled();
-        if !stopping {
-            tracing::warn!(label = %self.label, %reason, "connection lost; reconnecting");
-        }
-        let err = WireError::Unavailable {
-            reason: format!("{}: {reason}", self.label),
+        let ended = if cancel.is_cancelled() {
+            Ended::Stop
+        } else {
+            ended
         };
-        for (_, reply) in pending.drain() {
-            reply.answer(Err(err.clone()));
+        // Whatever is still in flight goes out again on the next connection (same ids).
+        let mut rest: Vec<(u64, Held<A>)> = pending.drain().collect();
+        rest.sort_unstable_by_key(|(req, _)| *req);
+        waiting.extend(rest.into_iter().map(|(_, h)| h));
+        if let Ended::Lost(reason) = &ended {
+            let err = WireError::Unavailable {
+                reason: format!("{}: {reason}", self.label),
+            };
+            // Held requests past their time get the error now.
+            let now = Instant::now();
+            let (keep, late): (VecDeque<_>, VecDeque<_>) =
+                waiting.drain(..).partition(|h| h.until > now);
+            *waiting = keep;
+            for held in late {
+                held.answer.answer(Err(err.clone()));
+            }
         }
-        !stopping
+        ended
+    }
+}
+
+/// Answers the held requests that have run out of time.
+fn expire<A: Answer>(waiting: &mut VecDeque<Held<A>>, label: &str) {
+    let now = Instant::now();
+    if waiting.iter().all(|h| h.until > now) {
+        return;
+    }
+    let (keep, late): (VecDeque<_>, VecDeque<_>) = waiting.drain(..).partition(|h| h.until > now);
+    *waiting = keep;
+    for held in late {
+        held.answer.answer(Err(WireError::Unavailable {
+            reason: format!("{label}: no leader took the request in time"),
+        }));
     }
 }

@@ -146,6 +146,7 @@ impl Client {
             name: config.name,
             max_frame: config.max_frame,
             max_inflight: config.max_inflight,
+            hold: config.retry_for.min(dtc_proto::mux::DEFAULT_HOLD),
         };
         tokio::spawn(mux.run(rx, cancel.clone()));
         Ok(Self {

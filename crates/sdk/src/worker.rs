@@ -32,7 +32,7 @@ use dtc_proto::connection::{FrameReader, write_loop};
 use dtc_proto::message::{Assignment, Completion, CoordMsg, Role, WorkerMsg};
 use dtc_proto::mux::dial;
 use dtc_proto::transport::{Tcp, Transport};
-use dtc_proto::{DEFAULT_MAX_FRAME, Outcome, TaskId};
+use dtc_proto::{DEFAULT_MAX_FRAME, Outcome, TaskId, WireError};
 use foldhash::HashMap;
 use futures_util::FutureExt;
 use std::collections::VecDeque;
@@ -266,29 +266,55 @@ impl Worker {
             draining: false,
         };
         let mut backoff = MIN_BACKOFF;
+        // The shard's leader, as the last refusal named it: tried first.
+        let mut leader: Option<SocketAddr> = None;
         loop {
             if st.draining && st.running.is_empty() && st.outbox.is_empty() {
                 return Ok(());
             }
             let mut connected = None;
-            for &addr in &addrs {
+            let mut unreachable = Vec::new();
+            let order = leader
+                .into_iter()
+                .chain(addrs.iter().copied().filter(|a| Some(*a) != leader));
+            for addr in order {
                 match dial(&transport, addr, Role::Worker, &self.name, self.max_frame).await {
                     Ok((reader, writer, _)) => {
                         connected = Some((reader, writer, addr));
                         break;
                     }
-                    Err(e) => tracing::debug!(%addr, error = %e, "cannot reach coordinator"),
+                    Err(e) => {
+                        tracing::debug!(%addr, error = %e, "cannot reach coordinator");
+                        unreachable.push(addr);
+                    }
                 }
             }
             if let Some((reader, writer, addr)) = connected {
                 tracing::info!(%addr, slots = self.slots, "worker connected");
                 backoff = MIN_BACKOFF;
-                self.session(reader.retype(), writer, &mut st, &mut done_rx, &shutdown)
+                let refusal = self
+                    .session(reader.retype(), writer, &mut st, &mut done_rx, &shutdown)
                     .await;
                 if st.draining && st.running.is_empty() && st.outbox.is_empty() {
                     return Ok(());
                 }
-                tracing::warn!(%addr, running = st.running.len(), "lost the coordinator; reconnecting");
+                match refusal {
+                    Some(WireError::NotLeader { leader: hint }) => {
+                        // Follow the shard's leader; during an election nobody is named yet.
+                        // A replica may still name a leader that has just proved unreachable.
+                        leader = hint
+                            .and_then(|a| a.parse().ok())
+                            .filter(|a| *a != addr && !unreachable.contains(a));
+                        tracing::debug!(%addr, ?leader, "not the shard's leader; moving");
+                        if leader.is_some() {
+                            continue;
+                        }
+                    }
+                    _ => {
+                        leader = None;
+                        tracing::warn!(%addr, running = st.running.len(), "lost the coordinator; reconnecting");
+                    }
+                }
             }
             // Wait before retrying, still collecting completions and watching for shutdown.
             let pause = tokio::time::sleep(backoff);
@@ -314,7 +340,8 @@ impl Worker {
         }
     }
 
-    /// Serves one connection until it fails or the worker has drained.
+    /// Serves one connection until it fails or the worker has drained; returns the
+    /// coordinator's refusal, if it sent one.
     async fn session<R, W>(
         &self,
         mut reader: FrameReader<R, CoordMsg>,
@@ -322,10 +349,12 @@ impl Worker {
         st: &mut State,
         done_rx: &mut mpsc::Receiver<Completion>,
         shutdown: &CancellationToken,
-    ) where
+    ) -> Option<WireError>
+    where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin + Send + 'static,
     {
+        let mut refusal = None;
         let (tx, rx) = mpsc::channel::<WorkerMsg>((self.slots + self.prefetch) as usize * 2 + 64);
         let conn_cancel = CancellationToken::new();
         let writer_task = tokio::spawn(write_loop(writer, rx, self.max_frame, conn_cancel.clone()));
@@ -361,8 +390,11 @@ impl Worker {
             tokio::select! {
                 msg = reader.next() => match msg {
                     Ok(Some(CoordMsg::Assign(task))) => st.give(task),
-                    Ok(Some(CoordMsg::Error(e))) => {
-                        tracing::warn!(error = %e, "the coordinator refused this worker");
+                                        Ok(Some(CoordMsg::Error(e))) => {
+                        if !matches!(e, WireError::NotLeader { .. }) {
+                            tracing::warn!(error = %e, "the coordinator refused this worker");
+                        }
+                        refusal = Some(e);
                         ok = false;
                     }
                     Ok(None) => ok = false,
@@ -392,6 +424,7 @@ impl Worker {
             tracing::warn!("the worker's writer stopped abnormally");
         }
         conn_cancel.cancel();
+        refusal
     }
 }
 

@@ -137,8 +137,8 @@ pub(super) struct Actor {
     /// Unfinished tasks found at election, enqueued once the grace has passed.
     reclaim: Vec<TaskId>,
     reclaim_at: Option<Instant>,
-    /// Entries up to this index were in the table when the queue was rebuilt: their new or
-    /// re-queued tasks are already in it.
+    /// The election barrier's index: tasks created or re-queued by entries up to it are in
+    /// the rebuilt queue already.
     rebuilt_upto: u64,
     last_expire: Instant,
     /// Just elected: the barrier entry is to be proposed.
@@ -590,18 +590,22 @@ impl Actor {
     }
 
     /// The election barrier is applied: every unfinished task goes back to the ready queue,
-    /// the ones not reported by a reconnected worker after the grace.
+    /// the ones not reported by a reconnected worker after the grace. (The table may already
+    /// hold entries after the barrier too; their tasks are enqueued by their own results as
+    /// well, and the scheduler skips a second entry of a task that runs or has finished.)
     fn rebuild(&mut self, barrier_index: u64) {
-        let (queued, upto) = {
-            let t = self.table.lock();
-            let queued: Vec<TaskId> = t.table.queued_tasks().map(|(id, _)| id).collect();
-            (queued, t.last_applied.map_or(barrier_index, |l| l.index))
-        };
+        let queued: Vec<TaskId> = self
+            .table
+            .lock()
+            .table
+            .queued_tasks()
+            .map(|(id, _)| id)
+            .collect();
         tracing::info!(
             unfinished = queued.len(),
             "election barrier applied; re-queueing unfinished tasks after the grace"
         );
-        self.rebuilt_upto = upto;
+        self.rebuilt_upto = barrier_index;
         self.reclaim = queued;
         self.reclaim_at = Some(Instant::now() + self.reclaim_grace);
         self.part = Part::Leader { ready: true };

@@ -119,6 +119,7 @@ impl<L: Listener, T: Transport> Router<L, T> {
                 name: format!("router {addr}"),
                 max_frame: limits.max_frame,
                 max_inflight: limits.max_inflight,
+                hold: dtc_proto::mux::DEFAULT_HOLD,
             };
             tasks.push(tokio::spawn(mux.run::<Reply>(rx, cancel.clone())));
             senders.push(tx);

@@ -175,7 +175,7 @@ impl LogStore {
         })
     }
 
-        /// Locks the log. A poisoned lock is taken over: the log itself is consistent between
+    /// Locks the log. A poisoned lock is taken over: the log itself is consistent between
     /// calls, and its own checks reject an out-of-order write.
     fn lock(&self) -> MutexGuard<'_, RaftLog<WalTypes>> {
         self.log
@@ -186,7 +186,7 @@ impl LogStore {
     /// Waits until everything written so far is on disk.
     async fn sync(&self) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
-                self.lock().flush(true, Some(Flushed::Notify(tx)))?;
+        self.lock().flush(true, Some(Flushed::Notify(tx)))?;
         rx.await
             .map_err(|_| io::Error::other("the log's flush thread stopped"))?
     }
@@ -211,7 +211,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&n) => n,
             Bound::Unbounded => u64::MAX,
         };
-                let log = self.lock();
+        let log = self.lock();
         let entries: io::Result<Vec<Entry>> = log
             .read(from, to)
             .map(|r| {
