@@ -62,6 +62,28 @@ pub enum Command {
     Get(GetArgs),
     /// Cancel a queued task.
     Cancel(CancelArgs),
+    /// Show the cluster (through a router) or one coordinator replica: each shard's
+    /// replicas, leader, term, log/commit/applied indexes, queue, running tasks, workers.
+    Status(StatusArgs),
+}
+
+/// `dtc status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A router (the whole cluster) or a coordinator (that replica), as ADDR.
+    #[arg(value_name = "ADDR", conflicts_with = "router")]
+    pub addr: Option<SocketAddr>,
+    /// The router to ask.
+    #[arg(
+        long,
+        env = "DTC_ROUTER",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:6000"
+    )]
+    pub router: SocketAddr,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags shared by every server.
@@ -251,7 +273,7 @@ pub struct ClientArgs {
 /// `dtc local`.
 #[derive(Debug, Args)]
 pub struct LocalArgs {
-    /// Shards (one coordinator each).
+    /// Shards.
     #[arg(long, default_value_t = 2)]
     pub shards: usize,
     /// Workers per shard.
@@ -260,6 +282,16 @@ pub struct LocalArgs {
     /// Slots per worker.
     #[arg(long, default_value_t = 4)]
     pub slots: u32,
+    /// Coordinator replicas per shard (a Raft group; 3 survives losing any one).
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u64,
+    /// Where the replicas keep their logs and snapshots, kept after exit (default: a fresh
+    /// temporary directory, removed at exit).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep the replicas' logs in memory instead (no fsync; nothing survives).
+    #[arg(long, conflicts_with = "data_dir")]
+    pub in_memory: bool,
     /// The router's port (default 6000; with --bench, any free port).
     #[arg(short = 'p', long)]
     pub port: Option<u16>,

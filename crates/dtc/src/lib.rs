@@ -7,4 +7,5 @@ pub mod cli;
 pub mod config;
 pub mod local;
 pub mod membership;
+pub mod status_cmd;
 pub mod task_cmd;

@@ -1,13 +1,17 @@
-//! `dtc local`: a whole cluster on 127.0.0.1 inside one process — one coordinator per shard,
-//! workers attached to each, and a router in front — all on real loopback sockets, all
-//! stopped in order (router, workers, coordinators) by cancellation tokens.
+//! `dtc local`: a whole cluster on 127.0.0.1 inside one process — each shard a Raft group
+//! of coordinator replicas with their data directories, workers attached to each shard, and
+//! a router in front — all on real loopback sockets, all stopped in order (router, workers,
+//! coordinators) by cancellation tokens.
 
 use anyhow::Context;
 use dtc_sdk::Worker;
 use dtc_server::coordinator::{Coordinator, CoordinatorConfig};
 use dtc_server::net::Limits;
 use dtc_server::router::{Router, RouterConfig};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -22,14 +26,23 @@ pub struct LocalSpec {
     pub slots: u32,
     /// The router's port (0: any free port).
     pub router_port: u16,
+    /// Replicas per shard.
+    pub replicas: u64,
+    /// Where the replicas keep their logs (`<dir>/shard<S>/replica<N>`); `None`: a fresh
+    /// directory under the system's temporary directory, removed at the end.
+    pub data_dir: Option<PathBuf>,
+    /// Keep the logs in memory instead (no fsync; nothing survives).
+    pub in_memory: bool,
 }
 
 /// A running local cluster.
 pub struct LocalCluster {
     /// Where clients connect.
     pub router: SocketAddr,
-    /// Each shard's coordinator.
-    pub coordinators: Vec<SocketAddr>,
+    /// Each shard's replicas.
+    pub coordinators: Vec<Vec<SocketAddr>>,
+    /// The data directory, with whether to remove it at the end.
+    pub data_dir: Option<(PathBuf, bool)>,
     /// The components in the order they stop: router, workers, coordinators.
     tiers: [Tier; 3],
 }
@@ -46,22 +59,52 @@ impl LocalCluster {
     pub async fn start(spec: &LocalSpec) -> anyhow::Result<Self> {
         anyhow::ensure!(spec.shards > 0, "--shards must be at least 1");
         anyhow::ensure!(spec.slots > 0, "--slots must be at least 1");
+        anyhow::ensure!(spec.replicas > 0, "--replicas must be at least 1");
+        let data_dir = match (&spec.data_dir, spec.in_memory) {
+            (_, true) => None,
+            (Some(dir), false) => Some((dir.clone(), false)),
+            (None, false) => Some((
+                std::env::temp_dir().join(format!(
+                    "dtc-local-{}-{}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos())
+                )),
+                true,
+            )),
+        };
         let [mut routers, mut workers, mut coordinators] = <[Tier; 3]>::default();
-        let mut addrs = Vec::new();
-        for _ in 0..spec.shards {
-            let config = CoordinatorConfig {
-                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                ..CoordinatorConfig::default()
-            };
-            let coordinator = Coordinator::bind(config)
-                .await
-                .context("starting a coordinator")?;
-            addrs.push(coordinator.local_addr()?);
-            coordinators
-                .tasks
-                .push(tokio::spawn(coordinator.run(coordinators.cancel.clone())));
+        let mut addrs: Vec<Vec<SocketAddr>> = Vec::new();
+        for shard in 0..spec.shards {
+            let mut listeners = Vec::new();
+            let mut members = BTreeMap::new();
+            for id in 1..=spec.replicas {
+                let l = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+                members.insert(id, l.local_addr()?.to_string());
+                listeners.push((id, l));
+            }
+            let mut shard_addrs = Vec::new();
+            for (id, listener) in listeners {
+                shard_addrs.push(listener.local_addr()?);
+                let config = CoordinatorConfig {
+                    id,
+                    replicas: members.clone(),
+                    data_dir: data_dir
+                        .as_ref()
+                        .map(|(d, _)| d.join(format!("shard{shard}")).join(format!("replica{id}"))),
+                    ..CoordinatorConfig::default()
+                };
+                let coordinator = Coordinator::start(listener, dtc_proto::transport::Tcp, config)
+                    .await
+                    .with_context(|| format!("starting shard {shard} replica {id}"))?;
+                coordinators
+                    .tasks
+                    .push(tokio::spawn(coordinator.run(coordinators.cancel.clone())));
+            }
+            addrs.push(shard_addrs);
         }
-        for (shard, &addr) in addrs.iter().enumerate() {
+        for (shard, shard_addrs) in addrs.iter().enumerate() {
             for w in 0..spec.workers {
                 let worker = Worker::builder()
                     .builtins()
@@ -69,8 +112,9 @@ impl LocalCluster {
                     .name(format!("local-shard{shard}-worker{w}"))
                     .build()?;
                 let cancel = workers.cancel.clone();
+                let shard_addrs = shard_addrs.clone();
                 workers.tasks.push(tokio::spawn(async move {
-                    if let Err(e) = worker.run(vec![addr], cancel).await {
+                    if let Err(e) = worker.run(shard_addrs, cancel).await {
                         tracing::error!(error = %e, "worker stopped");
                     }
                 }));
@@ -78,7 +122,7 @@ impl LocalCluster {
         }
         let router = Router::bind(RouterConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], spec.router_port)),
-            shards: addrs.iter().map(|a| vec![*a]).collect(),
+            shards: addrs.clone(),
             limits: Limits::default(),
         })
         .await?;
@@ -89,6 +133,7 @@ impl LocalCluster {
         Ok(Self {
             router: router_addr,
             coordinators: addrs,
+            data_dir,
             tiers: [routers, workers, coordinators],
         })
     }
@@ -101,6 +146,9 @@ impl LocalCluster {
             for t in tier.tasks {
                 t.await.ok();
             }
+        }
+        if let Some((dir, true)) = self.data_dir {
+            std::fs::remove_dir_all(&dir).ok();
         }
     }
 }

@@ -90,6 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Get(args) => dtc::task_cmd::get(args).await.map(drop),
         Command::Cancel(args) => dtc::task_cmd::cancel(args).await.map(drop),
+        Command::Status(args) => dtc::status_cmd::run(args).await,
     }
 }
 
@@ -217,17 +218,26 @@ async fn local(args: LocalArgs) -> anyhow::Result<()> {
         workers: args.workers,
         slots: args.slots,
         router_port: args.port.unwrap_or(if args.bench { 0 } else { 6000 }),
+        replicas: args.replicas,
+        data_dir: args.data_dir.clone(),
+        in_memory: args.in_memory,
     };
     let cluster = LocalCluster::start(&spec).await?;
     let shutdown = shutdown_signal();
     if !args.bench {
         println!(
-            "dtc local: {} shards × {} workers × {} slots",
-            spec.shards, spec.workers, spec.slots
+            "dtc local: {} shards × {} replicas, {} workers × {} slots per shard",
+            spec.shards, spec.replicas, spec.workers, spec.slots
         );
         println!("router: {}", cluster.router);
         for (i, c) in cluster.coordinators.iter().enumerate() {
-            println!("shard {i} coordinator: {c}");
+            let list: Vec<String> = c.iter().map(ToString::to_string).collect();
+            println!("shard {i} replicas: {}", list.join(","));
+        }
+        match &cluster.data_dir {
+            Some((dir, true)) => println!("data: {} (removed at exit)", dir.display()),
+            Some((dir, false)) => println!("data: {}", dir.display()),
+            None => println!("data: in memory"),
         }
         println!("press Ctrl-C to stop");
         shutdown.cancelled().await;
@@ -236,8 +246,9 @@ async fn local(args: LocalArgs) -> anyhow::Result<()> {
     }
     if !args.bench_args.json {
         eprintln!(
-            "dtc local: {} shards × {} workers × {} slots, router {}; running {} with {} clients × {} tasks",
+            "dtc local: {} shards × {} replicas × {} workers × {} slots, router {}; running {} with {} clients × {} tasks",
             spec.shards,
+            spec.replicas,
             spec.workers,
             spec.slots,
             cluster.router,
@@ -247,8 +258,8 @@ async fn local(args: LocalArgs) -> anyhow::Result<()> {
         );
     }
     let target = format!(
-        "dtc local ({} shards × {} workers × {} slots)",
-        spec.shards, spec.workers, spec.slots
+        "dtc local ({} shards × {} replicas × {} workers × {} slots)",
+        spec.shards, spec.replicas, spec.workers, spec.slots
     );
     let report = tokio::select! {
         r = dtc::bench::run(cluster.router, &args.bench_args) => r,

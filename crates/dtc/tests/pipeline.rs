@@ -30,14 +30,19 @@ fn bench(workload: Workload, clients: usize, tasks: u64) -> BenchArgs {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_shards_64_clients_5000_mixed_tasks_all_right() -> anyhow::Result<()> {
+async fn two_shards_of_three_replicas_64_clients_5000_mixed_tasks_all_right() -> anyhow::Result<()>
+{
     common::bounded(async {
         common::logs();
+        let dir = common::TempDir::new("pipeline")?;
         let spec = LocalSpec {
             shards: 2,
             workers: 2,
             slots: 4,
             router_port: 0,
+            replicas: 3,
+            data_dir: Some(dir.path().to_path_buf()),
+            in_memory: false,
         };
         let cluster = LocalCluster::start(&spec).await?;
         // 64 clients × 79 tasks = 5056 tasks; every word count is checked against its text.

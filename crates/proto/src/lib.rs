@@ -14,6 +14,7 @@ mod error;
 mod id;
 pub mod message;
 pub mod mux;
+pub mod status;
 mod task;
 pub mod transport;
 

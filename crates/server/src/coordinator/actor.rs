@@ -23,6 +23,7 @@ use crate::shard::{
     Applied, Batch, BatchApplied, Command, NodeId, ShardRaft, SharedTable, SubmitOutcome,
 };
 use dtc_proto::message::{Assignment, CoordMsg, RequestBody, WorkerMsg};
+use dtc_proto::status::WorkerStatus;
 use dtc_proto::{TaskId, TaskState, TaskView, WireError};
 use foldhash::HashMap;
 use futures_util::stream::FuturesOrdered;
@@ -32,9 +33,10 @@ use openraft::error::ClientWriteError;
 use openraft::metrics::RaftMetrics;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 const EVENT_BATCH: usize = 1024;
@@ -53,6 +55,8 @@ pub(super) enum Event {
     /// A worker registered.
     WorkerUp {
         worker: WorkerId,
+        name: String,
+        peer: SocketAddr,
         tx: mpsc::Sender<CoordMsg>,
         slots: u32,
         kinds: Vec<String>,
@@ -63,6 +67,17 @@ pub(super) enum Event {
     Worker { worker: WorkerId, msg: WorkerMsg },
     /// A worker's connection closed.
     WorkerDown { worker: WorkerId },
+    /// An operator asks what the scheduler holds.
+    Status(oneshot::Sender<Runtime>),
+}
+
+/// The leader's runtime state, for `dtc status`.
+#[derive(Debug, Default)]
+pub(super) struct Runtime {
+    /// Attempts running on workers.
+    pub running: u64,
+    /// The workers attached.
+    pub workers: Vec<WorkerStatus>,
 }
 
 /// What to do once a command has been applied.
@@ -79,6 +94,8 @@ enum Then {
 }
 
 struct WorkerConn {
+    name: String,
+    peer: SocketAddr,
     tx: mpsc::Sender<CoordMsg>,
     cancel: CancellationToken,
 }
@@ -225,6 +242,10 @@ impl Actor {
     }
 
     fn on_event(&mut self, event: Event, now: Instant, at_ms: u64) {
+        if let Event::Status(tx) = event {
+            tx.send(self.runtime()).ok();
+            return;
+        }
         if let Part::Follower { leader } = &self.part {
             let err = WireError::NotLeader {
                 leader: leader.clone(),
@@ -236,7 +257,7 @@ impl Actor {
                     // lets the connection's writer send it and finish.
                     tx.try_send(CoordMsg::Error(err)).ok();
                 }
-                Event::Worker { .. } | Event::WorkerDown { .. } => {}
+                Event::Worker { .. } | Event::WorkerDown { .. } | Event::Status(_) => {}
             }
             return;
         }
@@ -244,6 +265,8 @@ impl Actor {
             Event::Request { body, reply } => self.on_request(body, reply, at_ms),
             Event::WorkerUp {
                 worker,
+                name,
+                peer,
                 tx,
                 slots,
                 kinds,
@@ -261,7 +284,15 @@ impl Actor {
                         .collect()
                 };
                 self.sched.add_worker(worker, slots, kinds, still, now);
-                self.workers.insert(worker, WorkerConn { tx, cancel });
+                self.workers.insert(
+                    worker,
+                    WorkerConn {
+                        name,
+                        peer,
+                        tx,
+                        cancel,
+                    },
+                );
             }
             Event::Worker { worker, msg } => {
                 self.sched.seen(worker, now);
@@ -281,6 +312,28 @@ impl Actor {
                 }
             }
             Event::WorkerDown { worker } => self.drop_worker(worker, at_ms),
+            Event::Status(_) => {}
+        }
+    }
+
+    fn runtime(&self) -> Runtime {
+        let mut workers: Vec<WorkerStatus> = self
+            .workers
+            .iter()
+            .map(|(id, w)| {
+                let (capacity, busy) = self.sched.load(*id).unwrap_or_default();
+                WorkerStatus {
+                    name: w.name.clone(),
+                    addr: w.peer.to_string(),
+                    capacity,
+                    busy,
+                }
+            })
+            .collect();
+        workers.sort_by(|a, b| (&a.name, &a.addr).cmp(&(&b.name, &b.addr)));
+        Runtime {
+            running: self.sched.running_len() as u64,
+            workers,
         }
     }
 

@@ -6,6 +6,7 @@
 //! leader's address.
 
 mod actor;
+mod admin;
 mod worker_session;
 
 use crate::net::{Accepted, Limits, Reply, RequestSink, accept_loop, serve_client};
@@ -261,22 +262,27 @@ impl<L: Listener> Coordinator<L> {
         let limits = self.config.limits;
         let sink = Arc::new(ActorSink(events_tx.clone()));
         let conn_cancel = cancel.clone();
-        let raft = self.raft.clone();
+        let sources = admin::Sources {
+            raft: self.raft.clone(),
+            table: self.table.clone(),
+            events: events_tx.clone(),
+        };
         let handler = move |a: Accepted<L::Read, L::Write>| {
             let sink = Arc::clone(&sink);
             let events = events_tx.clone();
             let cancel = conn_cancel.clone();
-            let raft = raft.clone();
+            let sources = sources.clone();
             async move {
                 match a.hello.role {
-                    Role::Client | Role::Router | Role::Admin => {
+                    Role::Client | Role::Router => {
                         serve_client(a, sink, limits, cancel).await;
                     }
+                    Role::Admin => admin::serve(a, sources, limits.max_frame, cancel).await,
                     Role::Worker => {
                         worker_session::serve(a, events, limits.max_frame, cancel).await;
                     }
                     Role::Peer => {
-                        peer::serve(a.reader, a.writer, raft, a.peer, cancel).await;
+                        peer::serve(a.reader, a.writer, sources.raft, a.peer, cancel).await;
                     }
                 }
             }

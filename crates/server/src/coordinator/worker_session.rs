@@ -74,6 +74,8 @@ pub(super) async fn serve<R, W>(
     let kinds = kinds.into_iter().take(MAX_KINDS).collect();
     let up = Event::WorkerUp {
         worker: id,
+        name: hello.name.clone(),
+        peer,
         tx,
         slots: capacity,
         kinds,

@@ -2,6 +2,7 @@
 //! the task id ([`shard_map`]), and forwards it over one multiplexed connection per shard
 //! (a [`Mux`]), returning every answer to the client that asked.
 
+mod admin;
 pub mod shard_map;
 
 use crate::net::{Accepted, Limits, Reply, RequestSink, accept_loop, serve_client};
@@ -129,15 +130,23 @@ impl<L: Listener, T: Transport> Router<L, T> {
             shards: senders,
         });
         let conn_cancel = cancel.clone();
+        let transport = self.transport.clone();
+        let shards = self.config.shards.clone();
         let handler = move |a: Accepted<L::Read, L::Write>| {
             let sink = Arc::clone(&sink);
             let cancel = conn_cancel.clone();
+            let transport = transport.clone();
+            let shards = shards.clone();
             async move {
-                if matches!(a.hello.role, Role::Worker | Role::Peer) {
-                    tracing::info!(peer = %a.peer, role = ?a.hello.role, "refusing a non-client at the router");
-                    return;
+                match a.hello.role {
+                    Role::Worker | Role::Peer => {
+                        tracing::info!(peer = %a.peer, role = ?a.hello.role, "refusing a non-client at the router");
+                    }
+                    Role::Admin => {
+                        admin::serve(a, transport, shards, limits.max_frame, cancel).await;
+                    }
+                    Role::Client | Role::Router => serve_client(a, sink, limits, cancel).await,
                 }
-                serve_client(a, sink, limits, cancel).await;
             }
         };
         tracing::info!(%addr, shards = self.config.shards.len(), "router listening");

@@ -185,6 +185,13 @@ impl Scheduler {
         self.running.len()
     }
 
+    /// A worker's capacity and how many attempts it holds.
+    pub fn load(&self, id: WorkerId) -> Option<(u32, u32)> {
+        self.workers
+            .get(&id)
+            .map(|w| (w.slots, u32::try_from(w.busy.len()).unwrap_or(u32::MAX)))
+    }
+
     /// The least loaded worker with a free slot and a handler for `kind`.
     fn best_worker(&self, kind: &str) -> Option<WorkerId> {
         self.workers

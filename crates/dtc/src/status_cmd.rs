@@ -1,0 +1,93 @@
+//! `dtc status`: asks a router (the whole cluster) or one coordinator replica for its
+//! status and prints it as text or, with `--json`, as one JSON object.
+
+use crate::cli::StatusArgs;
+use anyhow::Context;
+use dtc_proto::status::{AdminResponse, ClusterStatus, RaftRole, ReplicaStatus, ask_status};
+use dtc_proto::transport::Tcp;
+use std::fmt::Write;
+
+/// Runs `dtc status`.
+pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let addr = args.addr.unwrap_or(args.router);
+    let answer = ask_status(&Tcp, addr, "dtc status")
+        .await
+        .with_context(|| format!("asking {addr} for its status"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    print!("{}", render(&answer));
+    Ok(())
+}
+
+/// The status as text.
+pub fn render(answer: &AdminResponse) -> String {
+    match answer {
+        AdminResponse::Replica(r) => {
+            let mut out = String::new();
+            replica_lines(&mut out, r);
+            runtime_lines(&mut out, r);
+            out
+        }
+        AdminResponse::Cluster(c) => cluster(c),
+    }
+}
+
+fn cluster(c: &ClusterStatus) -> String {
+    let mut out = String::new();
+    for shard in &c.shards {
+        let leader = shard.leader();
+        let _ = writeln!(
+            out,
+            "shard {}: {}",
+            shard.shard,
+            leader.map_or_else(
+                || "NO LEADER".to_string(),
+                |l| format!("leader replica {} at {} (term {})", l.id, l.addr, l.term)
+            )
+        );
+        for (addr, replica) in &shard.replicas {
+            match replica {
+                Ok(r) => replica_lines(&mut out, r),
+                Err(e) => {
+                    let _ = writeln!(out, "  {addr:<21}  unreachable: {e}");
+                }
+            }
+        }
+        if let Some(l) = leader {
+            runtime_lines(&mut out, l);
+        }
+    }
+    out
+}
+
+fn replica_lines(out: &mut String, r: &ReplicaStatus) {
+    let _ = writeln!(
+        out,
+        "  {:<21}  replica {:<2} {:<9} term {:<4} log {:<8} commit {:<8} applied {:<8} tasks {} (unfinished {})",
+        r.addr,
+        r.id,
+        r.role.to_string(),
+        r.term,
+        r.last_log,
+        r.committed,
+        r.applied,
+        r.tasks,
+        r.queued
+    );
+}
+
+fn runtime_lines(out: &mut String, r: &ReplicaStatus) {
+    if r.role != RaftRole::Leader {
+        return;
+    }
+    let _ = writeln!(out, "  running {}, workers {}", r.running, r.workers.len());
+    for w in &r.workers {
+        let _ = writeln!(
+            out,
+            "    {:<20} {:<21} {}/{} busy",
+            w.name, w.addr, w.busy, w.capacity
+        );
+    }
+}

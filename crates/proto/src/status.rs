@@ -1,0 +1,149 @@
+//! The operator's view: what a connection with `Role::Admin` asks ([`AdminRequest`]) and
+//! what it is told ([`AdminResponse`]). A coordinator describes itself as one replica
+//! ([`ReplicaStatus`]); a router gathers every replica of every shard ([`ClusterStatus`]).
+//! `dtc status` prints these; the tests use them to find leaders.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How long an admin exchange may take before the node counts as unresponsive.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// An operator's question.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// Describe yourself (a coordinator) or the whole cluster (a router).
+    Status,
+}
+
+/// The answer to an [`AdminRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminResponse {
+    /// A coordinator's own state.
+    Replica(ReplicaStatus),
+    /// Every shard, as a router sees it.
+    Cluster(ClusterStatus),
+}
+
+/// A replica's part in its shard's Raft group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftRole {
+    /// Leads the shard: proposes commands and schedules tasks.
+    Leader,
+    /// Follows the leader's log.
+    Follower,
+    /// Asking for votes.
+    Candidate,
+    /// Receives the log without a vote.
+    Learner,
+    /// Stopped.
+    Shutdown,
+}
+
+impl std::fmt::Display for RaftRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Leader => "leader",
+            Self::Follower => "follower",
+            Self::Candidate => "candidate",
+            Self::Learner => "learner",
+            Self::Shutdown => "shutdown",
+        })
+    }
+}
+
+/// One coordinator replica, as it describes itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// Its id in the shard.
+    pub id: u64,
+    /// The address it serves on.
+    pub addr: String,
+    /// Its part in the Raft group.
+    pub role: RaftRole,
+    /// The leader's id, when known.
+    pub leader: Option<u64>,
+    /// The current Raft term.
+    pub term: u64,
+    /// The index of its last log entry.
+    pub last_log: u64,
+    /// The index of the last entry it knows to be committed.
+    pub committed: u64,
+    /// The index of the last entry applied to its task table.
+    pub applied: u64,
+    /// The shard's replicas: id and address.
+    pub replicas: Vec<(u64, String)>,
+    /// Tasks in its table that have not finished.
+    pub queued: u64,
+    /// Tasks in its table, finished results included.
+    pub tasks: u64,
+    /// Attempts running on workers (the leader only; 0 elsewhere).
+    pub running: u64,
+    /// Workers attached (the leader only).
+    pub workers: Vec<WorkerStatus>,
+}
+
+/// A worker attached to a shard's leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// The name it registered with.
+    pub name: String,
+    /// Where it connects from.
+    pub addr: String,
+    /// How many tasks it may hold (slots plus prefetch).
+    pub capacity: u32,
+    /// How many it holds now.
+    pub busy: u32,
+}
+
+/// One shard, as a router sees it: each of its replicas, or why it could not be asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardStatus {
+    /// The shard's index.
+    pub shard: u32,
+    /// Each replica's address and its answer (or the error asking it).
+    pub replicas: Vec<(String, Result<ReplicaStatus, String>)>,
+}
+
+impl ShardStatus {
+    /// The replica that says it leads (and is the leader the others name), if any.
+    pub fn leader(&self) -> Option<&ReplicaStatus> {
+        self.replicas
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .filter(|r| r.role == RaftRole::Leader)
+            .max_by_key(|r| r.term)
+    }
+}
+
+/// Every shard of a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The shards, in order.
+    pub shards: Vec<ShardStatus>,
+}
+
+/// Asks the node at `addr` (a coordinator or a router) for its status over `transport`.
+pub async fn ask_status<T: crate::transport::Transport>(
+    transport: &T,
+    addr: std::net::SocketAddr,
+    name: &str,
+) -> Result<AdminResponse, crate::ProtoError> {
+    let exchange = async {
+        let (reader, mut writer, _) = crate::mux::dial(
+            transport,
+            addr,
+            crate::message::Role::Admin,
+            name,
+            crate::DEFAULT_MAX_FRAME,
+        )
+        .await?;
+        crate::connection::write_one(&mut writer, &AdminRequest::Status, crate::DEFAULT_MAX_FRAME)
+            .await?;
+        let mut reader = reader.retype::<AdminResponse>();
+        reader.expect().await
+    };
+    tokio::time::timeout(ADMIN_TIMEOUT, exchange)
+        .await
+        .map_err(|_| crate::ProtoError::Timeout)?
+}

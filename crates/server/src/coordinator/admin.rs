@@ -1,0 +1,115 @@
+//! An operator's connection to a coordinator (`Role::Admin`): answers each
+//! [`AdminRequest::Status`] with this replica's [`ReplicaStatus`] — its Raft state from
+//! openraft, its table's size from the shared table, and the scheduler's state from the
+//! actor (which has one only while it leads).
+
+use super::actor::{Event, Runtime};
+use crate::net::Accepted;
+use crate::shard::{NodeId, ShardRaft, SharedTable};
+use dtc_proto::connection::write_one;
+use dtc_proto::status::{AdminRequest, AdminResponse, RaftRole, ReplicaStatus};
+use openraft::ServerState;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// What the admin session reads from.
+#[derive(Clone)]
+pub(super) struct Sources {
+    pub raft: ShardRaft,
+    pub table: SharedTable,
+    pub events: mpsc::Sender<Event>,
+}
+
+/// Serves one admin connection until it closes or `cancel` fires.
+pub(super) async fn serve<R, W>(
+    a: Accepted<R, W>,
+    sources: Sources,
+    max_frame: usize,
+    cancel: CancellationToken,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Accepted {
+        peer,
+        reader,
+        mut writer,
+        ..
+    } = a;
+    let mut reader = reader.retype::<AdminRequest>();
+    loop {
+        let req = tokio::select! {
+            r = reader.next() => r,
+            () = cancel.cancelled() => return,
+        };
+        match req {
+            Ok(Some(AdminRequest::Status)) => {
+                let status = status(&sources).await;
+                if write_one(&mut writer, &AdminResponse::Replica(status), max_frame)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "dropping an admin connection after a bad frame");
+                return;
+            }
+        }
+    }
+}
+
+/// This replica's status.
+pub(super) async fn status(sources: &Sources) -> ReplicaStatus {
+    let m = sources.raft.metrics().borrow().clone();
+    let committed = sources
+        .raft
+        .with_raft_state(|st| st.committed.map(|l| l.index))
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    let (queued, tasks) = {
+        let t = sources.table.lock();
+        (t.table.queued_len() as u64, t.table.len() as u64)
+    };
+    let (tx, rx) = oneshot::channel();
+    let runtime = if sources.events.send(Event::Status(tx)).await.is_ok() {
+        rx.await.unwrap_or_default()
+    } else {
+        Runtime::default()
+    };
+    let membership = m.membership_config.membership();
+    let replicas: Vec<(NodeId, String)> = membership
+        .nodes()
+        .map(|(id, n)| (*id, n.addr.clone()))
+        .collect();
+    let addr = membership
+        .get_node(&m.id)
+        .map(|n| n.addr.clone())
+        .unwrap_or_default();
+    ReplicaStatus {
+        id: m.id,
+        addr,
+        role: match m.state {
+            ServerState::Leader => RaftRole::Leader,
+            ServerState::Follower => RaftRole::Follower,
+            ServerState::Candidate => RaftRole::Candidate,
+            ServerState::Learner => RaftRole::Learner,
+            ServerState::Shutdown => RaftRole::Shutdown,
+        },
+        leader: m.current_leader,
+        term: m.current_term,
+        last_log: m.last_log_index.unwrap_or(0),
+        committed,
+        applied: m.last_applied.map_or(0, |l| l.index),
+        replicas,
+        queued,
+        tasks,
+        running: runtime.running,
+        workers: runtime.workers,
+    }
+}
