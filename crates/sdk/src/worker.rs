@@ -399,7 +399,7 @@ impl Worker {
                     }
                     Ok(None) => ok = false,
                     Err(e) => {
-                        tracing::warn!(error = %e, "bad frame from the coordinator");
+                                                tracing::warn!(error = %e, "the connection to the coordinator failed");
                         ok = false;
                     }
                 },

@@ -63,7 +63,7 @@ impl Proc {
             .args(args)
             .env(
                 "RUST_LOG",
-                std::env::var("DTC_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("DTC_TEST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

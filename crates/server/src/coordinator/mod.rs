@@ -91,7 +91,7 @@ impl Default for CoordinatorConfig {
             data_dir: None,
             raft: RaftTiming::default(),
             heartbeat_timeout: Duration::from_secs(1),
-            reclaim_grace: Duration::from_millis(300),
+            reclaim_grace: Duration::from_millis(150),
             tick: Duration::from_millis(100),
             retention: Retention::default(),
             limits: Limits::default(),

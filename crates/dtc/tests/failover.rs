@@ -1,0 +1,301 @@
+//! Raft-replicated shards as real `dtc` processes, killed with SIGKILL: a shard's leader
+//! dies under load and a new one takes over without losing or duplicating a result; every
+//! replica of a shard dies at once and, restarted from its data directory, still holds
+//! every acknowledged task.
+
+mod common;
+
+use anyhow::{Context, bail, ensure};
+use common::{Proc, TempDir, free_port};
+use dtc_proto::status::{AdminResponse, ClusterStatus, ask_status};
+use dtc_proto::transport::Tcp;
+use dtc_sdk::{Client, ClientConfig, Outcome, TaskId, TaskSpec, TaskState};
+use dtc_server::router::shard_map::ShardMap;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One shard's replica processes and addresses.
+struct Shard {
+    addrs: Vec<SocketAddr>,
+    procs: Vec<Proc>,
+    dirs: Vec<TempDir>,
+}
+
+impl Shard {
+    /// Starts `n` replicas on free ports, each naming the others as peers.
+    fn start(n: usize, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut addrs = Vec::new();
+        for _ in 0..n {
+            addrs.push(SocketAddr::from(([127, 0, 0, 1], free_port()?)));
+        }
+        let mut shard = Self {
+            addrs,
+            procs: Vec::new(),
+            dirs: Vec::new(),
+        };
+        for i in 0..n {
+            shard.dirs.push(TempDir::new("replica")?);
+            let p = shard.spawn(i, extra)?;
+            shard.procs.push(p);
+        }
+        Ok(shard)
+    }
+
+    /// Starts replica `i` (again) on its port and data directory.
+    fn spawn(&self, i: usize, extra: &[&str]) -> anyhow::Result<Proc> {
+        let port = self.addrs[i].port().to_string();
+        let data = self.dirs[i].arg();
+        let peers: Vec<String> = self
+            .addrs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, a)| a.to_string())
+            .collect();
+        let mut args = vec!["coordinator", "-p", &port, "--data-dir", &data];
+        for p in &peers {
+            args.push("--peer");
+            args.push(p);
+        }
+        args.extend_from_slice(extra);
+        Proc::start(&args)
+    }
+
+    /// The replica list as `-s` takes it.
+    fn list(&self) -> String {
+        let v: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        v.join(",")
+    }
+}
+
+/// The cluster's status through the router.
+async fn cluster_status(router: SocketAddr) -> anyhow::Result<ClusterStatus> {
+    match ask_status(&Tcp, router, "failover test").await? {
+        AdminResponse::Cluster(c) => Ok(c),
+        AdminResponse::Replica(_) => bail!("{router} answered as a coordinator"),
+    }
+}
+
+/// Waits until shard `index` has a leader with a term above `above`; returns its address
+/// and term.
+async fn leader_of(
+    router: SocketAddr,
+    index: usize,
+    above: u64,
+) -> anyhow::Result<(SocketAddr, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(c) = cluster_status(router).await
+            && let Some(l) = c.shards.get(index).and_then(|s| s.leader())
+            && l.term > above
+        {
+            return Ok((l.addr.parse()?, l.term));
+        }
+        ensure!(Instant::now() < deadline, "shard {index} elected no leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the client saw of one task.
+#[derive(Clone, Debug)]
+struct Seen {
+    shard: usize,
+    at: Instant,
+    outcome: Option<Outcome>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_each_shards_leader_under_load_loses_nothing() -> anyhow::Result<()> {
+    common::bounded(async {
+        let shards = [Shard::start(3, &[])?, Shard::start(3, &[])?];
+        let mut _workers = Vec::new();
+        for s in &shards {
+            for _ in 0..4 {
+                _workers.push(Proc::start(&["worker", "-s", &s.list(), "-w", "4"])?);
+            }
+        }
+        let router = Proc::start(&["router", "-p", "0", "-s", &shards[0].list(), "-s", &shards[1].list()])?;
+        let raddr = router.addr()?;
+        let mut config = ClientConfig::new(vec![raddr]);
+        config.retry_for = Duration::from_secs(60);
+        let client = Client::with_config(config).await?;
+        let map = ShardMap::new(2);
+
+        // 64 closed-loop clients, mixed work: word counts (checked) and short sleeps.
+        let seen: Arc<Mutex<HashMap<TaskId, Seen>>> = Arc::default();
+        let start = Instant::now();
+        let mut loops = tokio::task::JoinSet::new();
+        for c in 0..64usize {
+            let client = client.clone();
+            let seen = Arc::clone(&seen);
+            loops.spawn(async move {
+                for i in 0..60usize {
+                    let spec = if (c + i) % 2 == 0 {
+                        TaskSpec::new("wordcount", "w ".repeat(i % 9 + 1))
+                    } else {
+                        TaskSpec::new("sleep", ["100", "1000", "5000"][i % 3])
+                    };
+                    let id = spec.id;
+                    let want = (spec.kind == "wordcount").then(|| (i % 9 + 1).to_string());
+                    let view = client.run(spec).await?;
+                    ensure!(view.state == TaskState::Succeeded, "{view:?}");
+                    if let Some(want) = want {
+                        ensure!(
+                            view.outcome == Some(Outcome::Succeeded(want.into_bytes().into())),
+                            "{view:?}"
+                        );
+                    }
+                    let shard = map.shard_of(id);
+                    let prev = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(
+                        id,
+                        Seen {
+                            shard,
+                            at: Instant::now(),
+                            outcome: view.outcome,
+                        },
+                    );
+                    ensure!(prev.is_none(), "task {id} answered twice");
+                }
+                anyhow::Ok(())
+            });
+        }
+        let done = || seen.lock().map(|s| s.len()).unwrap_or(0);
+        let total = 64 * 60;
+
+        let mut kills = Vec::new();
+        for (index, shard) in shards.iter().enumerate() {
+            let before = done();
+            while done() < before + total / 5 {
+                ensure!(!loops.is_empty(), "the run ended early");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let (old, term) = leader_of(raddr, index, 0).await?;
+            let victim = shard
+                .addrs
+                .iter()
+                .position(|a| *a == old)
+                .context("the leader is one of the shard's replicas")?;
+            let killed_at = Instant::now();
+            // Proc::kill9 needs &mut; the procs live in the shard, so signal by pid.
+            shard.procs[victim].signal("KILL")?;
+            let (new, _) = leader_of(raddr, index, term).await?;
+            ensure!(new != old, "a new leader took over");
+            // The first task of this shard answered after the kill was served by the new
+            // leader: the old one is dead.
+            let served = loop {
+                let first = seen
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .values()
+                    .filter(|s| s.shard == index && s.at > killed_at)
+                    .map(|s| s.at)
+                    .min();
+                if let Some(at) = first {
+                    break at;
+                }
+                ensure!(killed_at.elapsed() < Duration::from_secs(30), "shard {index} served nothing after the kill");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
+            eprintln!(
+                "shard {index}: leader {old} killed at {:.2}s; new leader {new}; first task served {:.0} ms after the kill",
+                (killed_at - start).as_secs_f64(),
+                (served - killed_at).as_secs_f64() * 1000.0
+            );
+            kills.push(killed_at);
+        }
+        while let Some(r) = loops.join_next().await {
+            r??;
+        }
+        let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+        assert_eq!(seen.len(), total, "every task was answered once");
+
+        // Throughput per 250 ms, to show the dip around each kill.
+        let slots = (start.elapsed().as_millis() / 250 + 1) as usize;
+        let mut per = vec![0u32; slots];
+        for s in seen.values() {
+            per[((s.at - start).as_millis() / 250) as usize] += 1;
+        }
+        let kill_slots: Vec<usize> = kills
+            .iter()
+            .map(|k| ((*k - start).as_millis() / 250) as usize)
+            .collect();
+        eprintln!("tasks answered per 250 ms (kills in slots {kill_slots:?}): {per:?}");
+
+        // Exactly one result is visible per task: what the shard holds now is what the
+        // client was told.
+        for (id, s) in &seen {
+            let view = client.get(*id).await?;
+            assert_eq!(view.outcome, s.outcome, "task {id}");
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_restarted_from_its_data_directories_keeps_every_task() -> anyhow::Result<()> {
+    common::bounded(async {
+        // Frequent snapshots, so that the restart also reads them back.
+        let extra = ["--snapshot-every", "50"];
+        let mut shard = Shard::start(3, &extra)?;
+        let mut config = ClientConfig::new(shard.addrs.clone());
+        config.retry_for = Duration::from_secs(60);
+        let client = Client::with_config(config).await?;
+        let count = 10_000usize;
+        let specs: Vec<TaskSpec> = (0..count)
+            .map(|i| TaskSpec::new("wordcount", "w ".repeat(i % 7 + 1)))
+            .collect();
+        let mut submits = tokio::task::JoinSet::new();
+        for chunk in specs.chunks(count / 64) {
+            let client = client.clone();
+            let chunk = chunk.to_vec();
+            submits.spawn(async move {
+                for spec in chunk {
+                    let view = client.submit(spec).await?;
+                    ensure!(view.state == TaskState::Queued, "{view:?}");
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(r) = submits.join_next().await {
+            r??;
+        }
+        // Every acknowledged submit is on disk: kill every replica at once.
+        for p in &mut shard.procs {
+            p.kill9()?;
+        }
+        shard.procs.clear();
+        for i in 0..3 {
+            let p = shard.spawn(i, &extra)?;
+            shard.procs.push(p);
+        }
+        let list = shard.list();
+        let _w1 = Proc::start(&["worker", "-s", &list, "-w", "4"])?;
+        let _w2 = Proc::start(&["worker", "-s", &list, "-w", "4"])?;
+        let mut waits = tokio::task::JoinSet::new();
+        for (n, chunk) in specs.chunks(count / 64).enumerate() {
+            let client = client.clone();
+            let ids: Vec<TaskId> = chunk.iter().map(|s| s.id).collect();
+            waits.spawn(async move {
+                for (k, id) in ids.into_iter().enumerate() {
+                    let view = client.wait(id).await?;
+                    let i = n * (count / 64) + k;
+                    let want = (i % 7 + 1).to_string();
+                    ensure!(
+                        view.outcome == Some(Outcome::Succeeded(want.into_bytes().into())),
+                        "task {i}: {view:?}"
+                    );
+                    ensure!(view.attempts == 1, "task {i} ran more than once: {view:?}");
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(r) = waits.join_next().await {
+            r??;
+        }
+        Ok(())
+    })
+    .await
+}
