@@ -167,6 +167,9 @@ pub enum CoordMsg {
     Assign(Assignment),
     /// The coordinator refuses the worker (e.g. it is not the leader); the connection closes.
     Error(WireError),
+    /// The answer to a heartbeat: the coordinator still leads and holds this worker. A worker
+    /// that hears nothing for a while reconnects.
+    Alive,
 }
 
 /// One attempt of a task, given to a worker.

@@ -10,12 +10,13 @@
 use crate::connection::{FrameReader, connect_handshake, write_loop};
 use crate::message::{HelloReply, Request, RequestBody, Response, Role, Welcome};
 use crate::transport::{Tcp, Transport};
-use crate::{ProtoError, TaskView, WireError};
+use crate::{ProtoError, TaskId, TaskView, WireError};
 use foldhash::HashMap;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Where an answer goes: anything that can take one, once.
@@ -45,6 +46,17 @@ pub async fn dial<T: Transport>(
 }
 
 const BATCH: usize = 512;
+
+/// While requests wait and the connection has been quiet this long, it is probed (a lookup
+/// of task 0 under request number 0, whose answer only shows the path is alive).
+const PROBE_AFTER: Duration = Duration::from_secs(1);
+
+/// A connection that stays silent this long while requests wait is taken for dead (its
+/// peer vanished without closing it, or the network lost it); its requests are resent.
+const DEAD_AFTER: Duration = Duration::from_secs(5);
+
+/// The request number of probes; requests are numbered from 1.
+const PROBE: u64 = 0;
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -248,7 +260,7 @@ impl<T: Transport> Mux<T> {
         let mut pending: HashMap<u64, Held<A>> = HashMap::default();
         let mut next_req: u64 = 0;
         let mut send = |held: Held<A>, pending: &mut HashMap<u64, Held<A>>| {
-            next_req = next_req.wrapping_add(1);
+            next_req = next_req.wrapping_add(1).max(PROBE + 1);
             match tx.try_send(Request {
                 req: next_req,
                 body: held.body.clone(),
@@ -267,8 +279,21 @@ impl<T: Transport> Mux<T> {
         let mut incoming = Vec::with_capacity(BATCH);
         let stop = cancel.cancelled();
         tokio::pin!(stop);
+        let mut heard = Instant::now();
+        let mut probe = tokio::time::interval(PROBE_AFTER);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ended = loop {
             tokio::select! {
+                _ = probe.tick() => {
+                    if pending.is_empty() {
+                        heard = Instant::now();
+                    } else if heard.elapsed() >= DEAD_AFTER {
+                        break Ended::Lost(format!("{addr} answered nothing for {DEAD_AFTER:?}"));
+                    } else if heard.elapsed() >= PROBE_AFTER {
+                        let body = RequestBody::Get { id: TaskId(0), wait: false };
+                        tx.try_send(Request { req: PROBE, body }).ok();
+                    }
+                }
                 n = rx.recv_many(&mut incoming, BATCH), if pending.len() < max => {
                     if n == 0 {
                         break Ended::Stop;
@@ -278,8 +303,9 @@ impl<T: Transport> Mux<T> {
                         send(Held { body, answer, until }, &mut pending);
                     }
                 }
-                answer = reader.next() => match answer {
+                                answer = reader.next() => match answer {
                     Ok(Some(resp)) => {
+                        heard = Instant::now();
                         let Some(held) = pending.remove(&resp.req) else { continue };
                         match resp.body {
                             Err(WireError::NotLeader { leader }) if held.until > Instant::now() => {

@@ -10,8 +10,9 @@ use dtc_proto::transport::{Tcp, Transport};
 use dtc_proto::{DEFAULT_MAX_FRAME, TaskId, TaskSpec, TaskView, WireError};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// How a [`Client`] connects and retries.

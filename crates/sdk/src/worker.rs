@@ -45,12 +45,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>>;
 type Handler = Arc<dyn Fn(Assignment) -> BoxFuture + Send + Sync>;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
+
+/// A coordinator silent for this many heartbeat intervals (and at least `MIN_SILENCE`) is
+/// taken for gone.
+const SILENT_HEARTBEATS: u32 = 10;
+const MIN_SILENCE: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Why a worker could not start or run.
@@ -369,6 +375,8 @@ impl Worker {
         let mut ok = tx.try_send(register).is_ok()
             && (!st.draining || tx.try_send(WorkerMsg::Draining).is_ok());
         let mut heartbeat = tokio::time::interval(self.heartbeat);
+        let mut heard = Instant::now();
+        let silence = (self.heartbeat * SILENT_HEARTBEATS).max(MIN_SILENCE);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut done = Vec::with_capacity(self.slots as usize);
         let stop = shutdown.cancelled();
@@ -389,7 +397,11 @@ impl Worker {
             }
             tokio::select! {
                 msg = reader.next() => match msg {
-                    Ok(Some(CoordMsg::Assign(task))) => st.give(task),
+                                        Ok(Some(CoordMsg::Assign(task))) => {
+                        heard = Instant::now();
+                        st.give(task);
+                    }
+                    Ok(Some(CoordMsg::Alive)) => heard = Instant::now(),
                                         Ok(Some(CoordMsg::Error(e))) => {
                         if !matches!(e, WireError::NotLeader { .. }) {
                             tracing::warn!(error = %e, "the coordinator refused this worker");
@@ -408,7 +420,14 @@ impl Worker {
                         st.finished(c);
                     }
                 }
-                _ = heartbeat.tick() => {
+                                _ = heartbeat.tick() => {
+                    if heard.elapsed() > silence {
+                        // The coordinator's answers stopped: it is gone, no longer leads, or
+                        // the network lost the connection without closing it.
+                        tracing::warn!(silent = ?heard.elapsed(), "the coordinator stopped answering heartbeats; reconnecting");
+                        ok = false;
+                        continue;
+                    }
                     // A full queue already carries news of life; only a closed one ends the session.
                     ok = !matches!(tx.try_send(WorkerMsg::Heartbeat), Err(mpsc::error::TrySendError::Closed(_)));
                 }

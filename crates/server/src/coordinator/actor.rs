@@ -36,6 +36,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Now, on tokio's clock (which a simulation drives), as a std `Instant`.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -193,7 +198,7 @@ impl Actor {
             reclaim: Vec::new(),
             reclaim_at: None,
             rebuilt_upto: 0,
-            last_expire: Instant::now(),
+            last_expire: now(),
             barrier_due: false,
         }
     }
@@ -211,7 +216,7 @@ impl Actor {
                     if n == 0 {
                         break;
                     }
-                    let now = Instant::now();
+                    let now = now();
                     let at_ms = wall_ms();
                     for event in events.drain(..) {
                         self.on_event(event, now, at_ms);
@@ -230,7 +235,7 @@ impl Actor {
                     }
                     self.on_metrics();
                 }
-                _ = tick.tick() => self.on_tick(Instant::now(), wall_ms()),
+                _ = tick.tick() => self.on_tick(now(), wall_ms()),
                 () = &mut stop => break,
             }
             if self.part == (Part::Leader { ready: true }) {
@@ -297,7 +302,13 @@ impl Actor {
             Event::Worker { worker, msg } => {
                 self.sched.seen(worker, now);
                 match msg {
-                    WorkerMsg::Heartbeat | WorkerMsg::Register { .. } => {}
+                    WorkerMsg::Heartbeat => {
+                        if let Some(w) = self.workers.get(&worker) {
+                            // A full queue is busy with assignments, which say as much.
+                            w.tx.try_send(CoordMsg::Alive).ok();
+                        }
+                    }
+                    WorkerMsg::Register { .. } => {}
                     WorkerMsg::Draining => self.sched.drain(worker),
                     WorkerMsg::Completed(c) => {
                         self.sched.completed(worker, c.id);
@@ -595,7 +606,7 @@ impl Actor {
                 );
                 self.part = Part::Leader { ready: false };
                 self.sched = Scheduler::new(self.heartbeat_timeout);
-                self.last_expire = Instant::now();
+                self.last_expire = now();
                 self.barrier_due = true;
             }
             (Part::Leader { .. }, false) => {
@@ -660,7 +671,7 @@ impl Actor {
         );
         self.rebuilt_upto = barrier_index;
         self.reclaim = queued;
-        self.reclaim_at = Some(Instant::now() + self.reclaim_grace);
+        self.reclaim_at = Some(now() + self.reclaim_grace);
         self.part = Part::Leader { ready: true };
     }
 

@@ -12,7 +12,7 @@ mod worker_session;
 use crate::net::{Accepted, Limits, Reply, RequestSink, accept_loop, serve_client};
 use crate::shard::peer::{self, PeerNetwork};
 use crate::shard::{
-    LogStore, MemLogStore, Node, NodeId, Retention, ShardRaft, SharedTable, TableStore,
+    LogStore, MemDisk, MemLogStore, Node, NodeId, Retention, ShardRaft, SharedTable, TableStore,
 };
 use actor::{Actor, Event};
 use dtc_proto::WireError;
@@ -64,9 +64,11 @@ pub struct CoordinatorConfig {
     /// Every replica of the shard, this one included: id → the address it serves on. Empty
     /// means a shard of one: this replica, at its listening address.
     pub replicas: BTreeMap<NodeId, String>,
-    /// Where the Raft log and snapshots live. `None` keeps them in memory: nothing survives
-    /// a restart (tests, throw-away clusters).
+    /// Where the Raft log and snapshots live. `None` keeps them on `mem_disk` instead.
     pub data_dir: Option<PathBuf>,
+    /// Without a data directory, the in-memory disk to use (`None`: a fresh one, so nothing
+    /// survives a restart). A simulation hands a replica the same disk on every restart.
+    pub mem_disk: Option<MemDisk>,
     /// Raft's timing.
     pub raft: RaftTiming,
     /// A worker silent for this long is declared dead and its tasks run elsewhere.
@@ -89,6 +91,7 @@ impl Default for CoordinatorConfig {
             id: 1,
             replicas: BTreeMap::new(),
             data_dir: None,
+            mem_disk: None,
             raft: RaftTiming::default(),
             heartbeat_timeout: Duration::from_secs(1),
             reclaim_grace: Duration::from_millis(150),
@@ -202,12 +205,19 @@ impl<L: Listener> Coordinator<L> {
                 (raft, table)
             }
             None => {
-                let sm = TableStore::in_memory(config.retention);
+                let disk = config.mem_disk.clone().unwrap_or_default();
+                let sm = TableStore::on_mem_disk(&disk, config.retention)
+                    .map_err(|e| StartError::Raft(e.to_string()))?;
                 let table = sm.shared();
-                let raft =
-                    ShardRaft::new(config.id, raft_config, network, MemLogStore::default(), sm)
-                        .await
-                        .map_err(|e| StartError::Raft(e.to_string()))?;
+                let raft = ShardRaft::new(
+                    config.id,
+                    raft_config,
+                    network,
+                    MemLogStore::open(&disk),
+                    sm,
+                )
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
                 (raft, table)
             }
         };
@@ -245,6 +255,11 @@ impl<L: Listener> Coordinator<L> {
     /// The replica's Raft handle (its metrics tell who leads, the term, the log's progress).
     pub fn raft(&self) -> &ShardRaft {
         &self.raft
+    }
+
+    /// The replica's task table (what it has applied).
+    pub fn table(&self) -> &SharedTable {
+        &self.table
     }
 
     /// Serves until `cancel` fires, then closes every connection, stops Raft and returns.

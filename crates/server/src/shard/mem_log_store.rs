@@ -1,33 +1,85 @@
-//! A Raft log kept in memory: for replicas started without a data directory (tests, a
-//! throw-away local cluster). Nothing survives the process; an append counts as durable
-//! at once. openraft's core owns the [`MemLogStore`]; its replication tasks read through
-//! clones of it.
+//! A Raft log in memory, on a [`MemDisk`]: for replicas started without a data directory
+//! (tests, a throw-away local cluster) and for the deterministic simulation.
+//!
+//! A [`MemDisk`] stands for a replica's disk: it outlives the replica that uses it, so a
+//! replica "restarted" on the same disk finds its vote, its synced entries and its last
+//! snapshot. Appends are synced after the disk's sync delay (at once by default); a replica
+//! that stops before an append is synced loses it, as a crash loses unsynced writes, and the
+//! next [`MemLogStore::open`] drops it. openraft's core owns the [`MemLogStore`]; its
+//! replication tasks read through clones of it.
 
-use super::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use super::raft_types::{Entry, LogId, Node, NodeId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{OptionalSend, RaftLogId};
+use openraft::{OptionalSend, RaftLogId, SnapshotMeta};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// A snapshot as a disk keeps it: its meta and its encoded bytes.
+pub type StoredSnapshot = (SnapshotMeta<NodeId, Node>, Vec<u8>);
 
 #[derive(Debug, Default)]
-struct Log {
+struct Disk {
     entries: BTreeMap<u64, Entry>,
+    /// Entries up to this index are synced; the rest are lost if the replica stops.
+    synced: u64,
+    /// Bumped by every truncation, so a sync queued before it cannot mark later entries.
+    generation: u64,
     vote: Option<Vote>,
     committed: Option<LogId>,
     purged: Option<LogId>,
+    snapshot: Option<StoredSnapshot>,
 }
 
-/// An in-memory Raft log; clones share one log.
+/// A replica's disk, in memory; clones share it.
 #[derive(Clone, Debug, Default)]
-pub struct MemLogStore(Arc<Mutex<Log>>);
+pub struct MemDisk {
+    disk: Arc<Mutex<Disk>>,
+    sync_delay: Duration,
+}
 
-impl MemLogStore {
-    fn lock(&self) -> MutexGuard<'_, Log> {
-        self.0
+impl MemDisk {
+    /// A disk whose appends take `sync_delay` to become durable (zero: at once).
+    pub fn with_sync_delay(sync_delay: Duration) -> Self {
+        Self {
+            disk: Arc::default(),
+            sync_delay,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Disk> {
+        self.disk
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The last snapshot written to this disk.
+    pub(crate) fn snapshot(&self) -> Option<StoredSnapshot> {
+        self.lock().snapshot.clone()
+    }
+
+    /// Writes a snapshot (atomically, durably).
+    pub(crate) fn put_snapshot(&self, snapshot: StoredSnapshot) {
+        self.lock().snapshot = Some(snapshot);
+    }
+}
+
+/// An in-memory Raft log on a [`MemDisk`]; clones share one log.
+#[derive(Clone, Debug, Default)]
+pub struct MemLogStore(MemDisk);
+
+impl MemLogStore {
+    /// Opens the log on `disk`, as a replica starting up: entries that were never synced are
+    /// gone.
+    pub fn open(disk: &MemDisk) -> Self {
+        {
+            let mut d = disk.lock();
+            let synced = d.synced;
+            d.entries.split_off(&(synced + 1));
+        }
+        Self(disk.clone())
     }
 }
 
@@ -37,6 +89,7 @@ impl RaftLogReader<TypeConfig> for MemLogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         Ok(self
+            .0
             .lock()
             .entries
             .range(range)
@@ -49,11 +102,11 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let log = self.lock();
-        let last = log.entries.values().next_back().map(|e| e.log_id);
+        let d = self.0.lock();
+        let last = d.entries.values().next_back().map(|e| e.log_id);
         Ok(LogState {
-            last_purged_log_id: log.purged,
-            last_log_id: last.or(log.purged),
+            last_purged_log_id: d.purged,
+            last_log_id: last.or(d.purged),
         })
     }
 
@@ -62,21 +115,21 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.lock().vote = Some(*vote);
+        self.0.lock().vote = Some(*vote);
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Ok(self.lock().vote)
+        Ok(self.0.lock().vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.lock().committed = committed;
+        self.0.lock().committed = committed;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.lock().committed)
+        Ok(self.0.lock().committed)
     }
 
     async fn append<I>(
@@ -88,26 +141,50 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        {
-            let mut log = self.lock();
+        let (upto, generation) = {
+            let mut d = self.0.lock();
+            let mut upto = d.synced;
             for e in entries {
-                log.entries.insert(e.get_log_id().index, e);
+                upto = upto.max(e.get_log_id().index);
+                d.entries.insert(e.get_log_id().index, e);
             }
+            (upto, d.generation)
+        };
+        let disk = self.0.clone();
+        let sync = move || {
+            let mut d = disk.lock();
+            if d.generation == generation {
+                d.synced = d.synced.max(upto);
+            }
+            drop(d);
+            callback.log_io_completed(Ok(()));
+        };
+        if self.0.sync_delay.is_zero() {
+            sync();
+        } else {
+            // Stopping the replica drops this task: the entries stay unsynced.
+            let delay = self.0.sync_delay;
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                sync();
+            });
         }
-        callback.log_io_completed(Ok(()));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.lock().entries.split_off(&log_id.index);
+        let mut d = self.0.lock();
+        d.entries.split_off(&log_id.index);
+        d.synced = d.synced.min(log_id.index.saturating_sub(1));
+        d.generation += 1;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut log = self.lock();
-        let keep = log.entries.split_off(&(log_id.index + 1));
-        log.entries = keep;
-        log.purged = Some(log_id);
+        let mut d = self.0.lock();
+        let keep = d.entries.split_off(&(log_id.index + 1));
+        d.entries = keep;
+        d.purged = Some(log_id);
         Ok(())
     }
 }

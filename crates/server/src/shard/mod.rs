@@ -9,12 +9,15 @@ mod log_store;
 mod mem_log_store;
 pub mod peer;
 mod raft_types;
+mod runtime;
 mod state_machine;
 mod table_store;
 
 pub use command::{Applied, Command, SubmitOutcome};
 pub use log_store::LogStore;
-pub use mem_log_store::MemLogStore;
+pub use mem_log_store::{MemDisk, MemLogStore};
+pub use openraft::ServerState;
 pub use raft_types::{Batch, BatchApplied, Node, NodeId, ShardRaft, TypeConfig};
+pub use runtime::seed_thread_rng;
 pub use state_machine::{CorruptSnapshot, Retention, TaskTable};
 pub use table_store::{SharedTable, SnapshotFileError, TableStore};

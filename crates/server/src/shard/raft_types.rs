@@ -28,7 +28,8 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = Node,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+                SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = super::runtime::Runtime,
 );
 
 /// A shard replica's Raft handle.

@@ -11,7 +11,9 @@
 //! `snapshot.bin` (written to a temporary file, fsynced, renamed), so that a restarted
 //! replica starts from it once the log before it has been purged.
 
+use super::mem_log_store::{MemDisk, StoredSnapshot};
 use super::raft_types::{BatchApplied, Entry, LogId, Node, NodeId, StorageError, TypeConfig};
+use super::state_machine::CorruptSnapshot;
 use super::{Retention, TaskTable};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -67,12 +69,14 @@ pub struct TableStore {
     shared: SharedTable,
     retention: Retention,
     dir: Option<PathBuf>,
+    /// Or the in-memory disk snapshots go to.
+    mem: Option<MemDisk>,
     /// The latest snapshot (meta and file bytes), shared with the snapshot builders.
     current: Arc<Mutex<Option<Current>>>,
     built: Arc<AtomicU64>,
 }
 
-type Current = (SnapshotMeta<NodeId, Node>, Vec<u8>);
+type Current = StoredSnapshot;
 
 /// A snapshot file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +109,7 @@ impl TableStore {
             }))),
             retention,
             dir: None,
+            mem: None,
             current: Arc::default(),
             built: Arc::default(),
         }
@@ -135,6 +140,18 @@ impl TableStore {
         Ok(store)
     }
 
+    /// A state machine whose snapshots live on `disk`, starting from the one found there.
+    pub fn on_mem_disk(disk: &MemDisk, retention: Retention) -> Result<Self, CorruptSnapshot> {
+        let mut store = Self::in_memory(retention);
+        store.mem = Some(disk.clone());
+        if let Some((meta, file)) = disk.snapshot() {
+            let decoded: SnapshotFile = postcard::from_bytes(&file)?;
+            store.load(&meta, &decoded.table)?;
+            *store.current_lock() = Some((meta, file));
+        }
+        Ok(store)
+    }
+
     fn current_lock(&self) -> MutexGuard<'_, Option<Current>> {
         self.current
             .lock()
@@ -150,7 +167,7 @@ impl TableStore {
         &mut self,
         meta: &SnapshotMeta<NodeId, Node>,
         table: &[u8],
-    ) -> Result<(), super::state_machine::CorruptSnapshot> {
+    ) -> Result<(), CorruptSnapshot> {
         let table = TaskTable::restore(table, self.retention)?;
         let mut s = self.shared.lock();
         s.table = table;
@@ -168,6 +185,9 @@ impl TableStore {
             f.sync_all()?;
             std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
             std::fs::File::open(dir)?.sync_all()?;
+        }
+        if let Some(disk) = &self.mem {
+            disk.put_snapshot((meta.clone(), file.clone()));
         }
         *self.current_lock() = Some((meta, file));
         Ok(())
@@ -251,6 +271,7 @@ impl RaftStateMachine<TypeConfig> for TableStore {
             shared: self.shared.clone(),
             retention: self.retention,
             dir: self.dir.clone(),
+            mem: self.mem.clone(),
             current: Arc::clone(&self.current),
             built: Arc::clone(&self.built),
         }
