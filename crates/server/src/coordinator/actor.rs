@@ -10,6 +10,13 @@
 //! once the entry is committed by a majority and applied. Lookups are answered after the
 //! proposals that came before them.
 //!
+//! A new task does not wait for its submit to commit before it runs: the ready leader
+//! hands it to a worker at once (the task's input comes with the request), so the submit's
+//! commit overlaps the run. Its completion is proposed after the submit, so the log always
+//! holds the submit first; the submitter is answered only once its entry is committed (and,
+//! when it waits, once the completion is). A leader that dies before the submit commits may
+//! have run a task nobody was told about: at-least-once, never a lost acknowledgement.
+//!
 //! Only the leader schedules. On election it proposes an empty barrier entry; once that is
 //! applied, everything before it is in the table, and the ready queue is rebuilt from the
 //! table's unfinished tasks — after a short grace, so that workers reconnecting from the old
@@ -88,7 +95,11 @@ pub(super) struct Runtime {
 /// What to do once a command has been applied.
 enum Then {
     /// Answer the submitter (now, or when the task finishes if `wait`).
-    Submitted { reply: Reply, wait: bool },
+    Submitted {
+        id: TaskId,
+        reply: Reply,
+        wait: bool,
+    },
     /// Answer a cancel.
     Cancelled(Reply),
     /// An attempt of this task ended (a completion or a lost worker): if the attempt was
@@ -165,6 +176,12 @@ pub(super) struct Actor {
     last_expire: Instant,
     /// Just elected: the barrier entry is to be proposed.
     barrier_due: bool,
+    /// New tasks scheduled before their submit is applied: their type and input.
+    speculative: HashMap<TaskId, (String, bytes::Bytes)>,
+    /// Tasks whose submit is proposed and not yet applied.
+    submitting: HashMap<TaskId, u32>,
+    /// The queue bound the table applies, mirrored to schedule only what it will accept.
+    max_queued: usize,
 }
 
 impl Actor {
@@ -200,6 +217,9 @@ impl Actor {
             rebuilt_upto: 0,
             last_expire: now(),
             barrier_due: false,
+            speculative: HashMap::default(),
+            submitting: HashMap::default(),
+            max_queued: config.retention.max_queued,
         }
     }
 
@@ -351,9 +371,25 @@ impl Actor {
     fn on_request(&mut self, body: RequestBody, reply: Reply, at_ms: u64) {
         match body {
             RequestBody::Submit { task, wait } => {
+                if self.part == (Part::Leader { ready: true })
+                    && !task.kind.is_empty()
+                    && !self.submitting.contains_key(&task.id)
+                {
+                    let t = self.table.lock();
+                    let new = t.table.view(task.id).is_none()
+                        && t.table.queued_len() + self.speculative.len() < self.max_queued;
+                    drop(t);
+                    if new {
+                        self.sched.enqueue(task.id, &task.kind);
+                        self.speculative
+                            .insert(task.id, (task.kind.clone(), task.payload.clone()));
+                    }
+                }
+                *self.submitting.entry(task.id).or_default() += 1;
+                let id = task.id;
                 self.push(
                     Command::Submit { spec: task, at_ms },
-                    Then::Submitted { reply, wait },
+                    Then::Submitted { id, reply, wait },
                 );
             }
             // Answered once the proposals before it are applied, so that a lookup sees the
@@ -534,9 +570,11 @@ impl Actor {
         match (applied, then) {
             (
                 Applied::Submitted(Ok(SubmitOutcome { view, created })),
-                Then::Submitted { reply, wait },
+                Then::Submitted { reply, wait, .. },
             ) => {
-                if created && fresh {
+                self.submitted(view.id);
+                let ran_ahead = self.speculative.remove(&view.id).is_some();
+                if created && fresh && !ran_ahead {
                     self.enqueue(view.id);
                 }
                 let view = self.overlay(view);
@@ -546,7 +584,16 @@ impl Actor {
                     reply.send(Ok(view));
                 }
             }
-            (Applied::Submitted(Err(e)), Then::Submitted { reply, .. }) => reply.send(Err(e)),
+            (Applied::Submitted(Err(e)), Then::Submitted { id, reply, .. }) => {
+                // A task scheduled ahead whose submit the table refused: an entry still in
+                // the ready queue is dropped when its turn comes (it has no input), and a
+                // run completes into nothing.
+                self.submitted(id);
+                if self.speculative.remove(&id).is_some() {
+                    self.sched.forget(id);
+                }
+                reply.send(Err(e));
+            }
             (Applied::Requeued(id), _) => {
                 if fresh {
                     self.enqueue(id);
@@ -651,6 +698,8 @@ impl Actor {
         self.sched = Scheduler::new(self.heartbeat_timeout);
         self.reclaim.clear();
         self.reclaim_at = None;
+        self.speculative.clear();
+        self.submitting.clear();
     }
 
     /// The election barrier is applied: every unfinished task goes back to the ready queue,
@@ -675,6 +724,16 @@ impl Actor {
         self.part = Part::Leader { ready: true };
     }
 
+    /// A submit of `id` has been applied (or has failed).
+    fn submitted(&mut self, id: TaskId) {
+        if let Some(n) = self.submitting.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.submitting.remove(&id);
+            }
+        }
+    }
+
     /// Answers `reply` when the task finishes. Waiters whose client has gone are dropped
     /// here, so clients that wait and disconnect over and over cannot grow the list.
     fn wait_for(&mut self, id: TaskId, reply: Reply) {
@@ -697,11 +756,17 @@ impl Actor {
         {
             let t = self.table.lock();
             let table = &t.table;
+            let speculative = &self.speculative;
+            let input = |id: TaskId| {
+                table
+                    .queued_input(id)
+                    .or_else(|| speculative.get(&id).map(|(k, p)| (1, k.as_str(), p)))
+            };
             let assigned = self
                 .sched
-                .assign(|id| table.queued_input(id).map(|(attempt, ..)| attempt));
+                .assign(|id| input(id).map(|(attempt, ..)| attempt));
             for a in assigned {
-                let Some((_, kind, payload)) = table.queued_input(a.id) else {
+                let Some((_, kind, payload)) = input(a.id) else {
                     continue;
                 };
                 let msg = CoordMsg::Assign(Assignment {
