@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Benchmarks the seed's topology as separate processes on 127.0.0.1: SHARDS coordinators,
-# WORKERS workers × SLOTS slots per shard, one router, and `dtc client` with the arguments
-# given to this script (e.g. -c 64 -n 10000 -t mixed --json). Every process it starts is
-# stopped when it exits.
+# Benchmarks the seed's topology as separate processes on 127.0.0.1: SHARDS shards of
+# REPLICAS coordinator replicas (logs fsynced under DATA, a fresh temporary directory by
+# default), WORKERS workers × SLOTS slots per shard, one router, and `dtc client` with the
+# arguments given to this script (e.g. -c 64 -n 10000 -t mixed --json). Every process it
+# starts is stopped when it exits, and the temporary data directory removed.
 #
 #   scripts/bench_processes.sh -c 64 -n 10000 -t mixed
-#   SHARDS=2 WORKERS=4 SLOTS=4 scripts/bench_processes.sh -t noop --json
+#   SHARDS=2 REPLICAS=3 WORKERS=4 SLOTS=4 scripts/bench_processes.sh -t noop --json
 #   DTC=path/to/dtc scripts/bench_processes.sh …   (a given binary instead of building one)
 #   WORKER_FLAGS="--prefetch 0" scripts/bench_processes.sh …   (extra flags for every worker)
+#   COORD_FLAGS="--in-memory" scripts/bench_processes.sh …     (extra flags for every replica)
+#   PIDS_FILE=f scripts/bench_processes.sh …   (writes "role shard pid" lines, e.g. to watch memory)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SHARDS=${SHARDS:-2}
+REPLICAS=${REPLICAS:-3}
 WORKERS=${WORKERS:-4}
 SLOTS=${SLOTS:-4}
 BASE_PORT=${BASE_PORT:-15000}
@@ -23,8 +27,18 @@ if [ -z "${DTC:-}" ]; then
 fi
 export RUST_LOG=${RUST_LOG:-warn}
 
+own_data=
+if [ -z "${DATA:-}" ]; then
+  DATA=$(mktemp -d "${TMPDIR:-/tmp}/dtc-bench.XXXXXX")
+  own_data=1
+fi
+
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  if [ -n "$own_data" ]; then rm -rf "$DATA"; fi
+}
 trap cleanup EXIT INT TERM
 
 wait_port() {
@@ -36,18 +50,38 @@ wait_port() {
   exit 1
 }
 
+note() { if [ -n "${PIDS_FILE:-}" ]; then echo "$1 $2 $3" >>"$PIDS_FILE"; fi; }
+if [ -n "${PIDS_FILE:-}" ]; then : >"$PIDS_FILE"; fi
+
 shard_flags=()
 for s in $(seq 0 $((SHARDS - 1))); do
-  port=$((BASE_PORT + s))
-  "$DTC" coordinator -p "$port" >/dev/null & pids+=($!)
-  wait_port "$port"
-  for _ in $(seq 1 "$WORKERS"); do
-    "$DTC" worker -p "$port" -w "$SLOTS" ${WORKER_FLAGS:-} >/dev/null & pids+=($!)
+  list=()
+  for r in $(seq 0 $((REPLICAS - 1))); do
+    list+=("127.0.0.1:$((BASE_PORT + s * 10 + r))")
   done
-  shard_flags+=(-s "127.0.0.1:$port")
+  csv=$(IFS=,; echo "${list[*]}")
+  for r in $(seq 0 $((REPLICAS - 1))); do
+    port=$((BASE_PORT + s * 10 + r))
+    peers=()
+    for other in "${list[@]}"; do
+      if [ "$other" != "127.0.0.1:$port" ]; then peers+=(--peer "$other"); fi
+    done
+    "$DTC" coordinator -p "$port" ${peers[@]+"${peers[@]}"} --data-dir "$DATA/shard$s/replica$r" \
+      ${COORD_FLAGS:-} >/dev/null &
+    pids+=($!)
+    note coordinator "$s" $!
+  done
+  for r in $(seq 0 $((REPLICAS - 1))); do wait_port $((BASE_PORT + s * 10 + r)); done
+  for _ in $(seq 1 "$WORKERS"); do
+    "$DTC" worker -s "$csv" -w "$SLOTS" ${WORKER_FLAGS:-} >/dev/null &
+    pids+=($!)
+    note worker "$s" $!
+  done
+  shard_flags+=(-s "$csv")
 done
 "$DTC" router -p "$ROUTER_PORT" "${shard_flags[@]}" >/dev/null & pids+=($!)
+note router - $!
 wait_port "$ROUTER_PORT"
-sleep 0.2 # let the workers register
+sleep 0.5 # let the shards elect their leaders and the workers register
 
 "$DTC" client -p "$ROUTER_PORT" "$@"

@@ -128,7 +128,7 @@ pub struct CoordinatorArgs {
     pub raft_heartbeat_ms: u64,
     /// A follower that hears no leader for this many ms (randomised up to twice as long)
     /// starts an election.
-    #[arg(long, env = "DTC_ELECTION_TIMEOUT_MS", default_value_t = 250)]
+    #[arg(long, env = "DTC_ELECTION_TIMEOUT_MS", default_value_t = 150)]
     pub election_timeout_ms: u64,
     /// Take a snapshot, and purge the log before it, every this many log entries.
     #[arg(long, env = "DTC_SNAPSHOT_EVERY", default_value_t = 10_000)]

@@ -102,6 +102,7 @@ async fn leader_of(
 #[derive(Clone, Debug)]
 struct Seen {
     shard: usize,
+    sent: Instant,
     at: Instant,
     outcome: Option<Outcome>,
 }
@@ -139,6 +140,7 @@ async fn killing_each_shards_leader_under_load_loses_nothing() -> anyhow::Result
                     };
                     let id = spec.id;
                     let want = (spec.kind == "wordcount").then(|| (i % 9 + 1).to_string());
+                                        let sent = Instant::now();
                     let view = client.run(spec).await?;
                     ensure!(view.state == TaskState::Succeeded, "{view:?}");
                     if let Some(want) = want {
@@ -150,8 +152,9 @@ async fn killing_each_shards_leader_under_load_loses_nothing() -> anyhow::Result
                     let shard = map.shard_of(id);
                     let prev = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(
                         id,
-                        Seen {
+                                                Seen {
                             shard,
+                            sent,
                             at: Instant::now(),
                             outcome: view.outcome,
                         },
@@ -182,14 +185,14 @@ async fn killing_each_shards_leader_under_load_loses_nothing() -> anyhow::Result
             shard.procs[victim].signal("KILL")?;
             let (new, _) = leader_of(raddr, index, term).await?;
             ensure!(new != old, "a new leader took over");
-            // The first task of this shard answered after the kill was served by the new
-            // leader: the old one is dead.
+                        // The first task of this shard sent after the kill was served by the new
+            // leader: the old one was dead by then.
             let served = loop {
                 let first = seen
                     .lock()
                     .map_err(|_| anyhow::anyhow!("poisoned"))?
                     .values()
-                    .filter(|s| s.shard == index && s.at > killed_at)
+                    .filter(|s| s.shard == index && s.sent > killed_at)
                     .map(|s| s.at)
                     .min();
                 if let Some(at) = first {

@@ -48,7 +48,7 @@ impl Default for RaftTiming {
     fn default() -> Self {
         Self {
             heartbeat: Duration::from_millis(50),
-            election_timeout: (Duration::from_millis(250), Duration::from_millis(500)),
+            election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
             snapshot_every: 10_000,
         }
     }

@@ -28,8 +28,10 @@ const MAX_RECORD: u32 = 512 * 1024 * 1024;
 const CACHE_ITEMS: usize = 8192;
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-/// The size at which the log starts a new chunk file.
-const CHUNK_BYTES: usize = 64 * 1024 * 1024;
+/// The size at which the log starts a new chunk file. `raft-log` evicts cached entries,
+/// and purges, only up to the end of the last closed chunk: small chunks keep both the
+/// cache and the disk close to what the last snapshot needs.
+const CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 /// A log id as `raft-log` stores it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -175,7 +177,6 @@ impl LogStore {
         // Sync as soon as a write is queued: under load, writes queue up behind the running
         // fsync and share the next one anyway; when idle, waiting only adds latency.
         config.wal.flush_batch_wait = Some(std::time::Duration::ZERO);
-        // Purging frees whole chunk files: keep them small enough for disk use to follow.
         config.wal.chunk_max_size = Some(CHUNK_BYTES);
         let log = RaftLog::open(Arc::new(config))?;
         Ok(Self {
