@@ -5,7 +5,8 @@
 //! heal, the run must finish and these must hold:
 //!
 //! - no acknowledged task is lost: every task whose submit was acknowledged finishes, with
-//!   the right result;
+//!   the right result (a third of the tasks are submitted with wait, whose acknowledgement
+//!   is the result itself);
 //! - every finished task has exactly one result: what the client was told is what every
 //!   replica holds;
 //! - replicas that have applied the same log index hold equal tables;
@@ -237,9 +238,17 @@ fn run_seed(seed: u64) -> Result<(), String> {
             let client = client.clone();
             let world = Arc::clone(&client_world);
             let pause = Duration::from_millis(rng.random_range(0..CHAOS.as_millis() as u64));
+                        let waits = n % 3 == 0;
             runs.spawn(async move {
                 tokio::time::sleep(pause).await;
                 let id = spec.id;
+                if waits {
+                    // Submitted with wait: the result is the acknowledgement.
+                    if let Ok(view) = client.run(spec).await {
+                        lock(&world).acked.insert(id, view.outcome);
+                    }
+                    return;
+                }
                 // A submit that fails for good was never acknowledged: nothing is owed.
                 if client.submit(spec).await.is_err() {
                     return;

@@ -17,6 +17,13 @@
 //! when it waits, once the completion is). A leader that dies before the submit commits may
 //! have run a task nobody was told about: at-least-once, never a lost acknowledgement.
 //!
+//! A submitter that waits for the result is acknowledged by the result itself, so its task
+//! is not logged on arrival at all: it runs at once, and its submit and completion go into
+//! the log together, one entry instead of two. Until then it lives only on the leader; if
+//! the leader dies, the router (or the client) resubmits it with the same id to the next
+//! one. Anything that needs it durable earlier — a submit without wait, a cancel, a lost
+//! worker — logs its submit at once.
+//!
 //! Only the leader schedules. On election it proposes an empty barrier entry; once that is
 //! applied, everything before it is in the table, and the ready queue is rebuilt from the
 //! table's unfinished tasks — after a short grace, so that workers reconnecting from the old
@@ -119,6 +126,12 @@ struct WorkerConn {
 /// A lookup: the task, whether to wait for its end, who asked.
 type Read = (TaskId, bool, Reply);
 
+/// A task known only to the leader so far: its spec and the submitters waiting for it.
+struct Unlogged {
+    spec: dtc_proto::TaskSpec,
+    replies: Vec<Reply>,
+}
+
 /// A proposal in flight: what to do with each command's result, and the lookups that came
 /// after it.
 struct Pending {
@@ -178,6 +191,8 @@ pub(super) struct Actor {
     barrier_due: bool,
     /// New tasks scheduled before their submit is applied: their type and input.
     speculative: HashMap<TaskId, (String, bytes::Bytes)>,
+    /// New tasks whose submitters wait for the result, running before anything is logged.
+    unlogged: HashMap<TaskId, Unlogged>,
     /// Tasks whose submit is proposed and not yet applied.
     submitting: HashMap<TaskId, u32>,
     /// The queue bound the table applies, mirrored to schedule only what it will accept.
@@ -218,6 +233,7 @@ impl Actor {
             last_expire: now(),
             barrier_due: false,
             speculative: HashMap::default(),
+            unlogged: HashMap::default(),
             submitting: HashMap::default(),
             max_queued: config.retention.max_queued,
         }
@@ -332,6 +348,8 @@ impl Actor {
                     WorkerMsg::Draining => self.sched.drain(worker),
                     WorkerMsg::Completed(c) => {
                         self.sched.completed(worker, c.id);
+                        // An unlogged task's submit and completion share one entry.
+                        self.log_unlogged(c.id, at_ms);
                         let cmd = Command::Complete {
                             id: c.id,
                             attempt: c.attempt,
@@ -371,14 +389,34 @@ impl Actor {
     fn on_request(&mut self, body: RequestBody, reply: Reply, at_ms: u64) {
         match body {
             RequestBody::Submit { task, wait } => {
+                if let Some(u) = self.unlogged.get_mut(&task.id) {
+                    if wait {
+                        u.replies.push(reply);
+                        return;
+                    }
+                    // This submitter wants an acknowledgement now: log the task.
+                    self.log_unlogged(task.id, at_ms);
+                }
                 if self.part == (Part::Leader { ready: true })
                     && !task.kind.is_empty()
                     && !self.submitting.contains_key(&task.id)
                 {
                     let t = self.table.lock();
                     let new = t.table.view(task.id).is_none()
-                        && t.table.queued_len() + self.speculative.len() < self.max_queued;
+                        && t.table.queued_len() + self.speculative.len() + self.unlogged.len()
+                            < self.max_queued;
                     drop(t);
+                    if new && wait {
+                        self.sched.enqueue(task.id, &task.kind);
+                        self.unlogged.insert(
+                            task.id,
+                            Unlogged {
+                                spec: task,
+                                replies: vec![reply],
+                            },
+                        );
+                        return;
+                    }
                     if new {
                         self.sched.enqueue(task.id, &task.kind);
                         self.speculative
@@ -400,10 +438,42 @@ impl Actor {
                     let reason = "the task is running; only queued tasks can be cancelled".into();
                     reply.send(Err(WireError::BadRequest { reason }));
                 } else {
+                    self.log_unlogged(id, at_ms);
                     self.push(Command::Cancel { id, at_ms }, Then::Cancelled(reply));
                 }
             }
         }
+    }
+
+    /// Logs the submit of a task that has so far run unlogged (if it is one): from now on it
+    /// is a task whose submit is proposed and not yet applied. Its waiting submitters are
+    /// answered when it finishes.
+    fn log_unlogged(&mut self, id: TaskId, at_ms: u64) {
+        let Some(u) = self.unlogged.remove(&id) else {
+            return;
+        };
+        self.speculative
+            .insert(id, (u.spec.kind.clone(), u.spec.payload.clone()));
+        *self.submitting.entry(id).or_default() += 1;
+        let mut replies = u.replies.into_iter();
+        let then = match replies.next() {
+            Some(reply) => Then::Submitted {
+                id,
+                reply,
+                wait: true,
+            },
+            None => Then::Nothing,
+        };
+        for reply in replies {
+            self.wait_for(id, reply);
+        }
+        self.push(
+            Command::Submit {
+                spec: u.spec,
+                at_ms,
+            },
+            then,
+        );
     }
 
     /// Adds a command to this turn's proposal, sealing the proposal when it grows too big.
@@ -447,6 +517,7 @@ impl Actor {
             conn.cancel.cancel();
         }
         for (id, attempt) in self.sched.remove_worker(worker) {
+            self.log_unlogged(id, at_ms);
             self.push(Command::Requeue { id, attempt, at_ms }, Then::Ended(id));
         }
     }
@@ -592,6 +663,10 @@ impl Actor {
                 if self.speculative.remove(&id).is_some() {
                     self.sched.forget(id);
                 }
+                // Submitters of a task that ran unlogged wait for its end: tell them too.
+                for waiting in self.waiters.remove(&id).unwrap_or_default() {
+                    waiting.send(Err(e.clone()));
+                }
                 reply.send(Err(e));
             }
             (Applied::Requeued(id), _) => {
@@ -700,6 +775,11 @@ impl Actor {
         self.reclaim_at = None;
         self.speculative.clear();
         self.submitting.clear();
+        for (_, u) in self.unlogged.drain() {
+            for reply in u.replies {
+                reply.send(Err(err.clone()));
+            }
+        }
     }
 
     /// The election barrier is applied: every unfinished task goes back to the ready queue,
@@ -757,10 +837,16 @@ impl Actor {
             let t = self.table.lock();
             let table = &t.table;
             let speculative = &self.speculative;
+            let unlogged = &self.unlogged;
             let input = |id: TaskId| {
                 table
                     .queued_input(id)
                     .or_else(|| speculative.get(&id).map(|(k, p)| (1, k.as_str(), p)))
+                    .or_else(|| {
+                        unlogged
+                            .get(&id)
+                            .map(|u| (1, u.spec.kind.as_str(), &u.spec.payload))
+                    })
             };
             let assigned = self
                 .sched
@@ -803,7 +889,14 @@ impl Actor {
 
     /// The task as a client sees it: the table's view, with `Running` where it runs.
     fn view(&self, id: TaskId) -> Option<TaskView> {
-        let v = self.table.lock().table.view(id);
+        let v = self.table.lock().table.view(id).or_else(|| {
+            self.unlogged.contains_key(&id).then_some(TaskView {
+                id,
+                state: TaskState::Queued,
+                attempts: 0,
+                outcome: None,
+            })
+        });
         v.map(|v| self.overlay(v))
     }
 
