@@ -116,7 +116,7 @@ pub struct CoordinatorArgs {
     /// --bind and -p).
     #[arg(long, env = "DTC_ADVERTISE", value_name = "ADDR")]
     pub advertise: Option<SocketAddr>,
-        /// Where this replica keeps its Raft log and snapshots (default: ./data/ID, ID being
+    /// Where this replica keeps its Raft log and snapshots (default: ./data/ID, ID being
     /// its replica id). A restarted replica rejoins its shard from it.
     #[arg(long, env = "DTC_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<std::path::PathBuf>,

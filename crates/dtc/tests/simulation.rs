@@ -238,7 +238,7 @@ fn run_seed(seed: u64) -> Result<(), String> {
             let client = client.clone();
             let world = Arc::clone(&client_world);
             let pause = Duration::from_millis(rng.random_range(0..CHAOS.as_millis() as u64));
-                        let waits = n % 3 == 0;
+            let waits = n % 3 == 0;
             runs.spawn(async move {
                 tokio::time::sleep(pause).await;
                 let id = spec.id;
