@@ -163,6 +163,7 @@ async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
                 Duration::from_millis(args.election_timeout_ms.saturating_mul(2)),
             ),
             snapshot_every: args.snapshot_every,
+            keep_before_snapshot: args.snapshot_every.min(1000),
         },
         heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms),
         retention: Retention {

@@ -302,3 +302,60 @@ async fn a_shard_restarted_from_its_data_directories_keeps_every_task() -> anyho
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_two_coordinator_form_replicates_and_status_shows_it() -> anyhow::Result<()> {
+    common::bounded(async {
+        // The seed's form: two coordinators naming each other, a worker given one of them
+        // (it follows the leader if that one is not it), a router given both.
+        let shard = Shard::start(2, &[])?;
+        let port = shard.addrs[0].port().to_string();
+        let _worker = Proc::start(&["worker", "-p", &port, "-w", "2"])?;
+        let router = Proc::start(&["router", "-p", "0", "-s", &shard.list()])?;
+        let raddr = router.addr()?;
+        let client = Client::connect(raddr).await?;
+        for i in 1..=50usize {
+            let view = client
+                .run(TaskSpec::new("wordcount", "w ".repeat(i)))
+                .await?;
+            assert_eq!(
+                view.outcome,
+                Some(Outcome::Succeeded(i.to_string().into_bytes().into()))
+            );
+        }
+        // `dtc status --json` through the router: one leader, both replicas at the same
+        // applied index once the follower has caught up.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let args = ["status", "--router", &raddr.to_string(), "--json"].map(String::from);
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_dtc"))
+                    .args(args)
+                    .output()
+            })
+            .await??;
+            ensure!(out.status.success(), "dtc status failed: {out:?}");
+            let AdminResponse::Cluster(c) = serde_json::from_slice(&out.stdout)? else {
+                bail!("the router answered as a coordinator");
+            };
+            let shard0 = c.shards.first().context("one shard")?;
+            let applied: Vec<u64> = shard0
+                .replicas
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().ok().map(|r| r.applied))
+                .collect();
+            let leader = shard0.leader().map(|l| l.workers.len());
+            if leader == Some(1) && applied.len() == 2 && applied[0] == applied[1] && applied[0] > 0
+            {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the two replicas did not converge: {c:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    })
+    .await
+}

@@ -1,7 +1,9 @@
 //! Deterministic simulation (turmoil): one shard of three replicas, two workers and a client
 //! on a simulated network, under a seeded schedule of faults — replicas and workers crashed
 //! and restarted (a replica's unsynced log writes are lost with it), partitions both ways
-//! and one way, links that drop their connections, and message delays. After the faults
+//! and one way, links that drop their connections, and message delays; replicas snapshot
+//! and purge their logs every few entries, so one back from a crash often catches up from
+//! a snapshot sent by the leader. After the faults
 //! heal, the run must finish and these must hold:
 //!
 //! - no acknowledged task is lost: every task whose submit was acknowledged finishes, with
@@ -21,7 +23,7 @@ mod common;
 use dtc_proto::TaskId;
 use dtc_proto::transport::{Listener, Transport};
 use dtc_sdk::{Client, ClientConfig, Outcome, TaskSpec, TaskState, Worker};
-use dtc_server::coordinator::{Coordinator, CoordinatorConfig};
+use dtc_server::coordinator::{Coordinator, CoordinatorConfig, RaftTiming};
 use dtc_server::shard::{MemDisk, ShardRaft, SharedTable, seed_thread_rng};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -167,6 +169,13 @@ fn run_seed(seed: u64) -> Result<(), String> {
                     replicas,
                     mem_disk: Some(disk),
                     heartbeat_timeout: Duration::from_millis(500),
+                    // Snapshots every few entries, purging nearly all the log before them:
+                    // a replica back from a crash often catches up from a snapshot.
+                    raft: RaftTiming {
+                        snapshot_every: 12,
+                        keep_before_snapshot: 2,
+                        ..RaftTiming::default()
+                    },
                     ..CoordinatorConfig::default()
                 };
                 let c = Coordinator::start(SimListener(listener), SimNet, config).await?;
@@ -339,7 +348,7 @@ fn run_seed(seed: u64) -> Result<(), String> {
                 _ => sim.set_max_message_latency(Duration::from_millis(rng.random_range(1..=50))),
             }
         }
-        if now >= CHAOS && !healed {
+        if (now >= CHAOS || finished) && !healed {
             healed = true;
             for (h, _) in down.drain(..) {
                 sim.bounce(h);
@@ -347,10 +356,15 @@ fn run_seed(seed: u64) -> Result<(), String> {
             for (a, b, _) in cuts.drain(..) {
                 sim.repair(a, b);
             }
-            for a in REPLICAS {
-                for b in REPLICAS {
-                    if a != b {
-                        sim.set_link_fail_rate(a, b, 0.0);
+            // Links that failed at random stay down until repaired: repair every link.
+            let all: Vec<&str> = hosts.iter().copied().chain(["client"]).collect();
+            for a in &all {
+                for b in &all {
+                    if a < b {
+                        if REPLICAS.contains(a) && REPLICAS.contains(b) {
+                            sim.set_link_fail_rate(*a, *b, 0.0);
+                        }
+                        sim.repair(*a, *b);
                     }
                 }
             }
@@ -361,7 +375,8 @@ fn run_seed(seed: u64) -> Result<(), String> {
         }
     }
     // Let every replica apply everything, then compare.
-    let settle_until = sim.elapsed() + Duration::from_secs(10);
+    // After the faults heal, every replica must catch up (from the log or a snapshot).
+    let settle_until = sim.elapsed() + Duration::from_secs(30);
     let target = {
         let w = lock(&world);
         w.replicas
@@ -375,8 +390,14 @@ fn run_seed(seed: u64) -> Result<(), String> {
             .replicas
             .values()
             .all(|(r, _)| r.metrics().borrow().last_applied.map_or(0, |l| l.index) >= target);
-        if caught_up || sim.elapsed() > settle_until {
+        if caught_up {
             break;
+        }
+        if sim.elapsed() > settle_until {
+            return Err(format!(
+                "replicas did not catch up to index {target} within 30 s of the faults healing; {}",
+                summary(&lock(&world))
+            ));
         }
         sim.step()
             .map_err(|e| format!("simulation error while settling: {e}"))?;
@@ -400,13 +421,15 @@ fn summary(w: &World) -> String {
         .iter()
         .map(|(id, (raft, _))| {
             let m = raft.metrics().borrow().clone();
-            format!(
-                "replica {id}: {:?} term {} leader {:?} log {:?} applied {:?}",
+                        format!(
+                "replica {id}: {:?} term {} leader {:?} log {:?} applied {:?} snapshot {:?} purged {:?}",
                 m.state,
                 m.current_term,
                 m.current_leader,
                 m.last_log_index,
-                m.last_applied.map(|l| l.index)
+                m.last_applied.map(|l| l.index),
+                m.snapshot.map(|l| l.index),
+                m.purged.map(|l| l.index)
             )
         })
         .collect();
@@ -470,6 +493,7 @@ fn check(w: &World) -> Result<(), String> {
 
 #[test]
 fn seeded_faults_never_lose_an_acknowledged_task() {
+    common::logs();
     let seeds: Vec<u64> = match std::env::var("DTC_SIM_SEED") {
         Ok(s) => vec![s.parse().unwrap_or(0)],
         Err(_) => {

@@ -4,10 +4,9 @@
 //! actor (which has one only while it leads).
 
 use super::actor::{Event, Runtime};
-use crate::net::Accepted;
+use crate::net::{Accepted, serve_admin};
 use crate::shard::{NodeId, ShardRaft, SharedTable};
-use dtc_proto::connection::write_one;
-use dtc_proto::status::{AdminRequest, AdminResponse, RaftRole, ReplicaStatus};
+use dtc_proto::status::{AdminResponse, RaftRole, ReplicaStatus};
 use openraft::ServerState;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
@@ -31,35 +30,10 @@ pub(super) async fn serve<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let Accepted {
-        peer,
-        reader,
-        mut writer,
-        ..
-    } = a;
-    let mut reader = reader.retype::<AdminRequest>();
-    loop {
-        let req = tokio::select! {
-            r = reader.next() => r,
-            () = cancel.cancelled() => return,
-        };
-        match req {
-            Ok(Some(AdminRequest::Status)) => {
-                let status = status(&sources).await;
-                if write_one(&mut writer, &AdminResponse::Replica(status), max_frame)
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Ok(None) => return,
-            Err(e) => {
-                tracing::info!(%peer, error = %e, "dropping an admin connection after a bad frame");
-                return;
-            }
-        }
-    }
+    serve_admin(a, max_frame, cancel, || async {
+        AdminResponse::Replica(status(&sources).await)
+    })
+    .await;
 }
 
 /// This replica's status.

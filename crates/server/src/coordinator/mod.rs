@@ -42,6 +42,9 @@ pub struct RaftTiming {
     pub election_timeout: (Duration, Duration),
     /// A snapshot is taken, and the log before it purged, every this many entries.
     pub snapshot_every: u64,
+    /// How many entries before the last snapshot are kept, so that a replica that lags by
+    /// fewer catches up from the log rather than from a whole snapshot.
+    pub keep_before_snapshot: u64,
 }
 
 impl Default for RaftTiming {
@@ -50,6 +53,7 @@ impl Default for RaftTiming {
             heartbeat: Duration::from_millis(50),
             election_timeout: (Duration::from_millis(150), Duration::from_millis(300)),
             snapshot_every: 10_000,
+            keep_before_snapshot: 1000,
         }
     }
 }
@@ -327,7 +331,7 @@ fn raft_config(t: &RaftTiming) -> Result<Arc<openraft::Config>, StartError> {
         election_timeout_min: ms(t.election_timeout.0),
         election_timeout_max: ms(t.election_timeout.1),
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(t.snapshot_every),
-        max_in_snapshot_log_to_keep: 1000,
+        max_in_snapshot_log_to_keep: t.keep_before_snapshot,
         max_payload_entries: 64,
         ..openraft::Config::default()
     };

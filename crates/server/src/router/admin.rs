@@ -3,9 +3,8 @@
 //! every shard at once (each within `ADMIN_TIMEOUT`). Nothing is cached: the answer is as
 //! fresh as the question.
 
-use crate::net::Accepted;
-use dtc_proto::connection::write_one;
-use dtc_proto::status::{AdminRequest, AdminResponse, ClusterStatus, ShardStatus, ask_status};
+use crate::net::{Accepted, serve_admin};
+use dtc_proto::status::{AdminResponse, ClusterStatus, ShardStatus, ask_status};
 use dtc_proto::transport::Transport;
 use futures_util::future::join_all;
 use std::net::SocketAddr;
@@ -23,35 +22,10 @@ pub(super) async fn serve<R, W, T: Transport>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let Accepted {
-        peer,
-        reader,
-        mut writer,
-        ..
-    } = a;
-    let mut reader = reader.retype::<AdminRequest>();
-    loop {
-        let req = tokio::select! {
-            r = reader.next() => r,
-            () = cancel.cancelled() => return,
-        };
-        match req {
-            Ok(Some(AdminRequest::Status)) => {
-                let status = gather(&transport, &shards).await;
-                if write_one(&mut writer, &AdminResponse::Cluster(status), max_frame)
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Ok(None) => return,
-            Err(e) => {
-                tracing::info!(%peer, error = %e, "dropping an admin connection after a bad frame");
-                return;
-            }
-        }
-    }
+    serve_admin(a, max_frame, cancel, || async {
+        AdminResponse::Cluster(gather(&transport, &shards).await)
+    })
+    .await;
 }
 
 /// Asks every replica of every shard.

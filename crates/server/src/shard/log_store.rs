@@ -117,41 +117,24 @@ fn decode_framed<T: DeserializeOwned, R: Read>(mut r: R) -> io::Result<T> {
     postcard::from_bytes(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-impl Encode for WalLogId {
-    fn encode<W: Write>(&self, w: W) -> io::Result<usize> {
-        encode_framed(&self.0, w)
-    }
+/// Stores a wrapper as its inner value's framed postcard encoding.
+macro_rules! framed_codec {
+    ($($wrapper:ident),*) => {$(
+        impl Encode for $wrapper {
+            fn encode<W: Write>(&self, w: W) -> io::Result<usize> {
+                encode_framed(&self.0, w)
+            }
+        }
+
+        impl Decode for $wrapper {
+            fn decode<R: Read>(r: R) -> io::Result<Self> {
+                decode_framed(r).map(Self)
+            }
+        }
+    )*};
 }
 
-impl Decode for WalLogId {
-    fn decode<R: Read>(r: R) -> io::Result<Self> {
-        decode_framed(r).map(Self)
-    }
-}
-
-impl Encode for WalPayload {
-    fn encode<W: Write>(&self, w: W) -> io::Result<usize> {
-        encode_framed(&self.0, w)
-    }
-}
-
-impl Decode for WalPayload {
-    fn decode<R: Read>(r: R) -> io::Result<Self> {
-        decode_framed(r).map(Self)
-    }
-}
-
-impl Encode for WalVote {
-    fn encode<W: Write>(&self, w: W) -> io::Result<usize> {
-        encode_framed(&self.0, w)
-    }
-}
-
-impl Decode for WalVote {
-    fn decode<R: Read>(r: R) -> io::Result<Self> {
-        decode_framed(r).map(Self)
-    }
-}
+framed_codec!(WalLogId, WalPayload, WalVote);
 
 /// A replica's Raft log; clones share one log.
 #[derive(Clone)]
