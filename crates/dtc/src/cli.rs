@@ -9,19 +9,23 @@ use std::path::PathBuf;
 /// dtc — a distributed task coordinator.
 ///
 /// Programs submit tasks (a type name plus a payload); workers run them; the submitter gets
-/// the result. A stateless router shards tasks by id over coordinators, each of which owns
-/// one shard and schedules its tasks onto the workers attached to it.
+/// the result. A stateless router shards tasks by id; each shard is a Raft group of
+/// coordinator replicas (3 survive the loss of one) whose leader schedules its tasks onto
+/// the workers attached to it.
 ///
 /// Quick start (one process, a whole cluster, its benchmark):
 ///
 ///   dtc local --bench
 ///
-/// The same topology as separate processes:
+/// One shard of three replicas as separate processes:
 ///
-///   dtc coordinator -p 5000 &  dtc coordinator -p 5001 &
-///   dtc worker -p 5000 -w 4 &  dtc worker -p 5001 -w 4 &
-///   dtc router -p 6000 -s 127.0.0.1:5000 -s 127.0.0.1:5001 &
+///   dtc coordinator -p 5000 --peer 127.0.0.1:5001 --peer 127.0.0.1:5002 &
+///   dtc coordinator -p 5001 --peer 127.0.0.1:5000 --peer 127.0.0.1:5002 &
+///   dtc coordinator -p 5002 --peer 127.0.0.1:5000 --peer 127.0.0.1:5001 &
+///   dtc worker -s 127.0.0.1:5000,127.0.0.1:5001,127.0.0.1:5002 -w 4 &
+///   dtc router -p 6000 -s 127.0.0.1:5000,127.0.0.1:5001,127.0.0.1:5002 &
 ///   dtc client -p 6000 -c 64 -n 10000 -t mixed
+///   dtc status
 #[derive(Debug, Parser)]
 #[command(
     name = "dtc",
@@ -43,7 +47,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a coordinator: owns one shard's tasks and schedules them onto its workers.
+    /// Run a coordinator: one replica of a shard. The replicas keep the shard's tasks in a
+    /// Raft-replicated log; the leader schedules them onto the shard's workers.
     Coordinator(CoordinatorArgs),
     /// Run a worker: offers slots to a coordinator and runs the built-in task types
     /// (noop, sleep, wordcount).
@@ -100,7 +105,7 @@ pub struct NetArgs {
 /// `dtc coordinator`.
 #[derive(Debug, Args)]
 pub struct CoordinatorArgs {
-    /// The port to listen on for clients, routers and workers.
+    /// The port to listen on for clients, routers, workers and the other replicas.
     #[arg(short = 'p', long, env = "DTC_PORT", default_value_t = 5000)]
     pub port: u16,
     /// Another replica of this shard (repeatable): `ADDR`, or `ID=ADDR` with --id. Every
@@ -137,13 +142,16 @@ pub struct CoordinatorArgs {
     /// run elsewhere.
     #[arg(long, env = "DTC_HEARTBEAT_TIMEOUT_MS", default_value_t = 1000)]
     pub heartbeat_timeout_ms: u64,
-    /// The most tasks that may wait in the queue; past it a submit is answered Overloaded.
+    /// The most tasks that may wait in the queue; past it a submit is answered Overloaded
+    /// (give every replica of a shard the same value).
     #[arg(long, env = "DTC_MAX_QUEUE", default_value_t = 100_000)]
     pub max_queue: usize,
-    /// Seconds a finished task's result is kept (for late or retried waiters).
+    /// Seconds a finished task's result is kept, for late or retried waiters (the same on
+    /// every replica).
     #[arg(long, env = "DTC_RESULT_TTL_S", default_value_t = 600)]
     pub result_ttl_s: u64,
-    /// The most finished results kept; the oldest are forgotten first.
+    /// The most finished results kept; the oldest are forgotten first (the same on every
+    /// replica).
     #[arg(long, env = "DTC_MAX_RESULTS", default_value_t = 200_000)]
     pub max_results: usize,
     /// Listening and framing.
@@ -160,7 +168,8 @@ pub struct WorkerArgs {
     /// The coordinator's host, with -p.
     #[arg(long, env = "DTC_IP", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub ip: IpAddr,
-    /// The coordinators of the shard to serve, comma-separated, tried in order.
+    /// The replicas of the shard to serve, comma-separated; the worker finds and follows
+    /// their leader.
     #[arg(
         short = 's',
         long = "shard",
@@ -192,8 +201,9 @@ pub struct RouterArgs {
     /// The port to listen on for clients.
     #[arg(short = 'p', long, env = "DTC_PORT", default_value_t = 6000)]
     pub port: u16,
-    /// One shard's coordinator addresses, comma-separated in order of preference; repeat
-    /// the flag once per shard: -s 127.0.0.1:5000 -s 127.0.0.1:5001 is two shards.
+    /// One shard's replica addresses, comma-separated (the router finds and follows their
+    /// leader); repeat the flag once per shard: -s 127.0.0.1:5000 -s 127.0.0.1:5001 is two
+    /// shards of one replica each.
     #[arg(short = 's', long = "shard", value_name = "ADDR[,ADDR…]", required = true, value_parser = parse_shard)]
     pub shards: Vec<Vec<SocketAddr>>,
     /// Listening and framing.
