@@ -359,3 +359,69 @@ async fn the_seeds_two_coordinator_form_replicates_and_status_shows_it() -> anyh
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_lost_its_disk_catches_up_from_a_snapshot() -> anyhow::Result<()> {
+    common::bounded(async {
+        // Snapshots every 20 entries, keeping 20 before them: a replica that comes back
+        // empty cannot be sent the log from the start, only a snapshot and what follows.
+        let extra = ["--snapshot-every", "20"];
+        let mut shard = Shard::start(3, &extra)?;
+        let list = shard.list();
+        let _worker = Proc::start(&["worker", "-s", &list, "-w", "4"])?;
+        let router = Proc::start(&["router", "-p", "0", "-s", &list])?;
+        let raddr = router.addr()?;
+        let client = Client::connect(raddr).await?;
+        let run = |n: usize| {
+            let client = client.clone();
+            async move {
+                for i in 0..n {
+                    let view = client
+                        .submit(TaskSpec::new("wordcount", "w ".repeat(i % 5 + 1)))
+                        .await?;
+                    ensure!(view.state != TaskState::Failed, "{view:?}");
+                }
+                anyhow::Ok(())
+            }
+        };
+        run(300).await?;
+        // A follower loses its disk: stopped, its data directory emptied, started again.
+        let (leader, _) = leader_of(raddr, 0, 0).await?;
+        let victim = shard
+            .addrs
+            .iter()
+            .position(|a| *a != leader)
+            .context("a follower")?;
+        shard.procs[victim].kill9()?;
+        std::fs::remove_dir_all(shard.dirs[victim].path())?;
+        std::fs::create_dir_all(shard.dirs[victim].path())?;
+        run(300).await?;
+        shard.procs[victim] = shard.spawn(victim, &extra)?;
+        run(100).await?;
+        // It catches up with the others.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let c = cluster_status(raddr).await?;
+            let shard0 = c.shards.first().context("one shard")?;
+            let applied: Vec<u64> = shard0
+                .replicas
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().ok().map(|r| r.applied))
+                .collect();
+            if applied.len() == 3 && applied.iter().all(|a| *a == applied[0]) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the emptied replica did not catch up: {c:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ensure!(
+            shard.dirs[victim].path().join("snapshot.bin").exists(),
+            "the emptied replica holds a snapshot"
+        );
+        Ok(())
+    })
+    .await
+}
