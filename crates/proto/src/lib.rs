@@ -2,8 +2,10 @@
 //!
 //! It owns task ids ([`TaskId`]), the task model ([`TaskSpec`], [`Outcome`], [`TaskView`]),
 //! the typed messages of each role ([`message`]), the length-delimited frame codec
-//! ([`codec::FrameCodec`]), the handshake and the batched writer ([`connection`]), and the
-//! errors that cross the wire ([`WireError`]) or stay local ([`ProtoError`]).
+//! ([`codec::FrameCodec`]), the handshake and the batched writer ([`connection`]), the
+//! multiplexed requesting side that follows a shard's leader ([`mux`]), the operator's status
+//! messages ([`status`]), and the errors that cross the wire ([`WireError`]) or stay local
+//! ([`ProtoError`]).
 //!
 //! Everything here is generic over `AsyncRead + AsyncWrite`, and connections are made through
 //! the [`transport`] seam, so the same code runs on TCP and inside a network simulator.

@@ -1,9 +1,11 @@
 //! The requesting side of a client connection, multiplexed: a [`Mux`] task owns one
-//! connection to the first reachable of a list of addresses (a router, or a shard's
-//! coordinators), numbers the requests it is handed onto it, and routes each answer back to
-//! that request's [`Answer`] handle, in whatever order answers come. When the connection goes
-//! away, every request in flight is answered `Unavailable` (callers retry with the same task
-//! id) and the task reconnects with backoff.
+//! connection to one of a list of addresses (a router, or a shard's replicas — the leader,
+//! once a `NotLeader` answer has named it), numbers the requests it is handed onto it, and
+//! routes each answer back to that request's [`Answer`] handle, in whatever order answers
+//! come. Requests answered `NotLeader`, or in flight when the connection breaks, are resent
+//! with the same task ids to the (new) leader for up to [`Mux::hold`]; when no address can
+//! be reached they are answered `Unavailable` at once. A connection that stays silent while
+//! requests wait is probed, then replaced.
 //!
 //! The router uses one per shard; the SDK's `Client` uses one per client.
 

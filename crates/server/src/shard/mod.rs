@@ -1,8 +1,9 @@
 //! The replicated part of a shard: the commands that change its task table, the
 //! deterministic state machine that applies them, and the Raft plumbing that replicates
 //! them: log entries carrying batches of commands (`raft_types`), the durable log
-//! (`log_store`, or `mem_log_store` without a data directory), the state-machine store with its snapshots (`table_store`) and the
-//! replicas' RPCs (`peer`).
+//! (`log_store`, or `mem_log_store` on an in-memory disk), the state-machine store with
+//! its snapshots (`table_store`), the replicas' RPCs (`peer`) and the runtime openraft runs
+//! on, with its seedable random numbers (`runtime`).
 
 mod command;
 mod log_store;
