@@ -5,9 +5,11 @@
 //!
 //! Each turn drains a batch of events and turns them into table commands; at the end of the
 //! turn the commands become one Raft entry (a [`Batch`], split only past a size bound),
-//! proposed without waiting. Results come back in log order, and each command's follow-up
-//! (answer the submitter, enqueue a new task, wake the waiters of a finished one) runs then,
-//! once the entry is committed by a majority and applied. Lookups are answered after the
+//! proposed without waiting — unless an entry is already on its way, in which case they
+//! gather, with the turns that follow, into the next entry (group commit). Results come
+//! back in log order, and each command's follow-up (answer the submitter, enqueue a new
+//! task, wake the waiters of a finished one) runs then, once the entry is committed by a
+//! majority and applied. Lookups are answered after the
 //! proposals that came before them.
 //!
 //! A new task does not wait for its submit to commit before it runs: the ready leader
@@ -62,6 +64,11 @@ const EVENT_BATCH: usize = 1024;
 
 /// A proposal is sealed once its commands carry this many payload bytes.
 const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Entries proposed and not yet applied, past which a turn's commands wait to join the
+/// next entry: group commit. One at a time measured best (processes, 64 clients: mixed
+/// 9.8 k/s with no limit, 11.1 k/s with 4, 13.6 k/s with 2, 14.4 k/s with 1).
+const MAX_IN_FLIGHT: usize = 1;
 
 /// How often the leader proposes the expiry of old results.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -528,6 +535,11 @@ impl Actor {
         if std::mem::take(&mut self.barrier_due) {
             // Once the barrier is applied, the table holds every earlier entry.
             self.submit_entry(Batch(Vec::new()), Vec::new(), true).await;
+        }
+        if self.pending.len() >= MAX_IN_FLIGHT && self.sealed.is_empty() {
+            // Enough entries are on their way: let this turn's commands (and the lookups
+            // after them) gather into a bigger entry, proposed when one of those commits.
+            return;
         }
         if !self.batch.is_empty() {
             self.sealed.push(std::mem::take(&mut self.batch));
