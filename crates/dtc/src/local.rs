@@ -15,6 +15,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Log entries a leader keeps in flight when logs are kept in memory (`--in-memory`):
+/// commits are fast, so gathering commands behind one entry only slows them
+/// (`dtc local --bench -n 2000 -t noop --replicas 1 --in-memory`: 72.6 k/s with one entry in
+/// flight, 104 k/s without a limit).
+pub const IN_MEMORY_ENTRIES_IN_FLIGHT: usize = 8;
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct LocalSpec {
@@ -93,6 +99,11 @@ impl LocalCluster {
                     data_dir: data_dir
                         .as_ref()
                         .map(|(d, _)| d.join(format!("shard{shard}")).join(format!("replica{id}"))),
+                    entries_in_flight: if spec.in_memory {
+                        IN_MEMORY_ENTRIES_IN_FLIGHT
+                    } else {
+                        1
+                    },
                     ..CoordinatorConfig::default()
                 };
                 let coordinator = Coordinator::start(listener, dtc_proto::transport::Tcp, config)

@@ -166,6 +166,11 @@ async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
             keep_before_snapshot: args.snapshot_every.min(1000),
         },
         heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms),
+        entries_in_flight: if args.in_memory {
+            dtc::local::IN_MEMORY_ENTRIES_IN_FLIGHT
+        } else {
+            1
+        },
         retention: Retention {
             result_ttl_ms: args.result_ttl_s.saturating_mul(1000),
             max_results: args.max_results,

@@ -65,11 +65,6 @@ const EVENT_BATCH: usize = 1024;
 /// A proposal is sealed once its commands carry this many payload bytes.
 const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
 
-/// Entries proposed and not yet applied, past which a turn's commands wait to join the
-/// next entry: group commit. One at a time measured best (processes, 64 clients: mixed
-/// 9.8 k/s with no limit, 11.1 k/s with 4, 13.6 k/s with 2, 14.4 k/s with 1).
-const MAX_IN_FLIGHT: usize = 1;
-
 /// How often the leader proposes the expiry of old results.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
@@ -204,6 +199,8 @@ pub(super) struct Actor {
     submitting: HashMap<TaskId, u32>,
     /// The queue bound the table applies, mirrored to schedule only what it will accept.
     max_queued: usize,
+    /// Entries proposed and not yet applied, past which commands gather into the next one.
+    max_in_flight: usize,
 }
 
 impl Actor {
@@ -243,6 +240,7 @@ impl Actor {
             unlogged: HashMap::default(),
             submitting: HashMap::default(),
             max_queued: config.retention.max_queued,
+            max_in_flight: config.entries_in_flight.max(1),
         }
     }
 
@@ -536,7 +534,7 @@ impl Actor {
             // Once the barrier is applied, the table holds every earlier entry.
             self.submit_entry(Batch(Vec::new()), Vec::new(), true).await;
         }
-        if self.pending.len() >= MAX_IN_FLIGHT && self.sealed.is_empty() {
+        if self.pending.len() >= self.max_in_flight && self.sealed.is_empty() {
             // Enough entries are on their way: let this turn's commands (and the lookups
             // after them) gather into a bigger entry, proposed when one of those commits.
             return;

@@ -82,6 +82,12 @@ pub struct CoordinatorConfig {
     pub reclaim_grace: Duration,
     /// How often the actor checks heartbeats and expires old results.
     pub tick: Duration,
+    /// How many log entries the leader keeps on their way at once; commands that arrive
+    /// meanwhile gather into the next entry (group commit). One is best when every entry
+    /// waits for fsyncs (processes, 64 clients: mixed 9.8 k/s with no limit, 11.1 k/s with
+    /// 4, 13.6 k/s with 2, 14.4 k/s with 1); with logs in memory, more keep a fast commit
+    /// path busy.
+    pub entries_in_flight: usize,
     /// Retention of results and the queue bound.
     pub retention: Retention,
     /// Frame and in-flight bounds per connection.
@@ -100,6 +106,7 @@ impl Default for CoordinatorConfig {
             heartbeat_timeout: Duration::from_secs(1),
             reclaim_grace: Duration::from_millis(150),
             tick: Duration::from_millis(100),
+            entries_in_flight: 1,
             retention: Retention::default(),
             limits: Limits::default(),
         }
