@@ -174,7 +174,10 @@ impl<T: Transport> Mux<T> {
                     }
                 }
             }
-            expire(&mut waiting, &self.label);
+            let late = WireError::Unavailable {
+                reason: format!("{}: no leader took the request in time", self.label),
+            };
+            expire(&mut waiting, &late);
         }
     }
 
@@ -336,24 +339,18 @@ impl<T: Transport> Mux<T> {
         rest.sort_unstable_by_key(|(req, _)| *req);
         waiting.extend(rest.into_iter().map(|(_, h)| h));
         if let Ended::Lost(reason) = &ended {
+            // Held requests past their time get the error now.
             let err = WireError::Unavailable {
                 reason: format!("{}: {reason}", self.label),
             };
-            // Held requests past their time get the error now.
-            let now = Instant::now();
-            let (keep, late): (VecDeque<_>, VecDeque<_>) =
-                waiting.drain(..).partition(|h| h.until > now);
-            *waiting = keep;
-            for held in late {
-                held.answer.answer(Err(err.clone()));
-            }
+            expire(waiting, &err);
         }
         ended
     }
 }
 
-/// Answers the held requests that have run out of time.
-fn expire<A: Answer>(waiting: &mut VecDeque<Held<A>>, label: &str) {
+/// Answers the held requests that have run out of time with `err`.
+fn expire<A: Answer>(waiting: &mut VecDeque<Held<A>>, err: &WireError) {
     let now = Instant::now();
     if waiting.iter().all(|h| h.until > now) {
         return;
@@ -361,8 +358,6 @@ fn expire<A: Answer>(waiting: &mut VecDeque<Held<A>>, label: &str) {
     let (keep, late): (VecDeque<_>, VecDeque<_>) = waiting.drain(..).partition(|h| h.until > now);
     *waiting = keep;
     for held in late {
-        held.answer.answer(Err(WireError::Unavailable {
-            reason: format!("{label}: no leader took the request in time"),
-        }));
+        held.answer.answer(Err(err.clone()));
     }
 }

@@ -207,14 +207,13 @@ impl Actor {
     pub(super) fn new(
         config: &CoordinatorConfig,
         raft: ShardRaft,
-        me: NodeId,
         table: SharedTable,
         events: mpsc::Receiver<Event>,
     ) -> Self {
         let metrics = raft.metrics();
         Self {
             raft,
-            me,
+            me: config.id,
             table,
             metrics,
             part: Part::Follower { leader: None },
@@ -284,7 +283,7 @@ impl Actor {
             }
             self.propose().await;
         }
-        self.step_down(Some(WireError::ShuttingDown));
+        self.step_down(WireError::ShuttingDown);
     }
 
     fn on_event(&mut self, event: Event, now: Instant, at_ms: u64) {
@@ -746,7 +745,7 @@ impl Actor {
                 self.part = Part::Follower {
                     leader: leader.clone(),
                 };
-                self.step_down(Some(WireError::NotLeader { leader }));
+                self.step_down(WireError::NotLeader { leader });
             }
             (Part::Follower { leader: known }, false) => {
                 if *known != leader {
@@ -758,8 +757,7 @@ impl Actor {
 
     /// Forgets the runtime state: waiters and this turn's requests get `err`, workers are
     /// disconnected (they reconnect to whoever leads).
-    fn step_down(&mut self, err: Option<WireError>) {
-        let err = err.unwrap_or(WireError::NotLeader { leader: None });
+    fn step_down(&mut self, err: WireError) {
         for (_, reply) in self
             .waiters
             .drain()

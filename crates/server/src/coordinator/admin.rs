@@ -1,16 +1,13 @@
-//! An operator's connection to a coordinator (`Role::Admin`): answers each
-//! [`AdminRequest::Status`] with this replica's [`ReplicaStatus`] — its Raft state from
-//! openraft, its table's size from the shared table, and the scheduler's state from the
-//! actor (which has one only while it leads).
+//! What a coordinator tells an operator (`Role::Admin`, through `net::serve_admin`): this
+//! replica's [`ReplicaStatus`] — its Raft state from openraft, its table's size from the
+//! shared table, and the scheduler's state from the actor (which has one only while it
+//! leads).
 
 use super::actor::{Event, Runtime};
-use crate::net::{Accepted, serve_admin};
 use crate::shard::{NodeId, ShardRaft, SharedTable};
-use dtc_proto::status::{AdminResponse, RaftRole, ReplicaStatus};
+use dtc_proto::status::{RaftRole, ReplicaStatus};
 use openraft::ServerState;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 /// What the admin session reads from.
 #[derive(Clone)]
@@ -18,22 +15,6 @@ pub(super) struct Sources {
     pub raft: ShardRaft,
     pub table: SharedTable,
     pub events: mpsc::Sender<Event>,
-}
-
-/// Serves one admin connection until it closes or `cancel` fires.
-pub(super) async fn serve<R, W>(
-    a: Accepted<R, W>,
-    sources: Sources,
-    max_frame: usize,
-    cancel: CancellationToken,
-) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    serve_admin(a, max_frame, cancel, || async {
-        AdminResponse::Replica(status(&sources).await)
-    })
-    .await;
 }
 
 /// This replica's status.

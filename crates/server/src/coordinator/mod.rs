@@ -9,7 +9,7 @@ mod actor;
 mod admin;
 mod worker_session;
 
-use crate::net::{Accepted, Limits, Reply, RequestSink, accept_loop, serve_client};
+use crate::net::{Accepted, Limits, Reply, RequestSink, accept_loop, serve_admin, serve_client};
 use crate::shard::peer::{self, PeerNetwork};
 use crate::shard::{
     LogStore, MemDisk, MemLogStore, Node, NodeId, Retention, ShardRaft, SharedTable, TableStore,
@@ -17,6 +17,7 @@ use crate::shard::{
 use actor::{Actor, Event};
 use dtc_proto::WireError;
 use dtc_proto::message::{RequestBody, Role};
+use dtc_proto::status::AdminResponse;
 use dtc_proto::transport::{Listener, Tcp, Transport};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -280,7 +281,6 @@ impl<L: Listener> Coordinator<L> {
         let actor = Actor::new(
             &self.config,
             self.raft.clone(),
-            self.config.id,
             self.table.clone(),
             events_rx,
         );
@@ -303,7 +303,12 @@ impl<L: Listener> Coordinator<L> {
                     Role::Client | Role::Router => {
                         serve_client(a, sink, limits, cancel).await;
                     }
-                    Role::Admin => admin::serve(a, sources, limits.max_frame, cancel).await,
+                    Role::Admin => {
+                        serve_admin(a, limits.max_frame, cancel, || async {
+                            AdminResponse::Replica(admin::status(&sources).await)
+                        })
+                        .await;
+                    }
                     Role::Worker => {
                         worker_session::serve(a, events, limits.max_frame, cancel).await;
                     }

@@ -5,10 +5,11 @@
 mod admin;
 pub mod shard_map;
 
-use crate::net::{Accepted, Limits, Reply, RequestSink, accept_loop, serve_client};
+use crate::net::{Accepted, Limits, Reply, RequestSink, accept_loop, serve_admin, serve_client};
 use dtc_proto::WireError;
 use dtc_proto::message::{RequestBody, Role};
 use dtc_proto::mux::Mux;
+use dtc_proto::status::AdminResponse;
 use dtc_proto::transport::{Listener, Tcp, Transport};
 use shard_map::ShardMap;
 use std::net::SocketAddr;
@@ -143,7 +144,10 @@ impl<L: Listener, T: Transport> Router<L, T> {
                         tracing::info!(peer = %a.peer, role = ?a.hello.role, "refusing a non-client at the router");
                     }
                     Role::Admin => {
-                        admin::serve(a, transport, shards, limits.max_frame, cancel).await;
+                        serve_admin(a, limits.max_frame, cancel, || async {
+                            AdminResponse::Cluster(admin::gather(&transport, &shards).await)
+                        })
+                        .await;
                     }
                     Role::Client | Role::Router => serve_client(a, sink, limits, cancel).await,
                 }
