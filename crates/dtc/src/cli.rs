@@ -154,6 +154,9 @@ pub struct CoordinatorArgs {
     /// replica).
     #[arg(long, env = "DTC_MAX_RESULTS", default_value_t = 200_000)]
     pub max_results: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (tasks, queue, Raft term and indexes).
+    #[arg(long, env = "DTC_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// Listening and framing.
     #[command(flatten)]
     pub net: NetArgs,
@@ -190,6 +193,9 @@ pub struct WorkerArgs {
     /// The worker's name in the coordinator's logs.
     #[arg(long, env = "DTC_WORKER_NAME")]
     pub name: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (slots busy, tasks done).
+    #[arg(long, env = "DTC_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// The largest frame accepted or sent, in bytes.
     #[arg(long, env = "DTC_MAX_FRAME", default_value_t = dtc_proto::DEFAULT_MAX_FRAME)]
     pub max_frame: usize,
@@ -206,9 +212,39 @@ pub struct RouterArgs {
     /// shards of one replica each.
     #[arg(short = 's', long = "shard", value_name = "ADDR[,ADDR…]", required = true, value_parser = parse_shard)]
     pub shards: Vec<Vec<SocketAddr>>,
+    /// Where to serve the HTTP API, /metrics and the dashboard (`off` to serve none).
+    #[arg(
+        long,
+        env = "DTC_HTTP",
+        value_name = "ADDR|off",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub http: Listen,
+    /// The largest HTTP request body accepted, in bytes (bigger ones get 413).
+    #[arg(long, env = "DTC_HTTP_MAX_BODY", default_value_t = dtc_server::router::http::DEFAULT_MAX_BODY)]
+    pub http_max_body: usize,
+    /// Also serve Prometheus metrics at http://ADDR/metrics (they are on --http already).
+    #[arg(long, env = "DTC_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// Listening and framing.
     #[command(flatten)]
     pub net: NetArgs,
+}
+
+/// A listening address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        s.parse().map(|a| Self(Some(a))).map_err(|e| {
+            format!("{s:?} is neither an address (HOST:PORT, e.g. 127.0.0.1:8080) nor off: {e}")
+        })
+    }
 }
 
 /// The workloads of the benchmark client.
@@ -305,6 +341,13 @@ pub struct LocalArgs {
     /// The router's port (default 6000; with --bench, any free port).
     #[arg(short = 'p', long)]
     pub port: Option<u16>,
+    /// Where the router serves the HTTP API, /metrics and the dashboard, or `off`
+    /// (default 127.0.0.1:8080; with --bench, off).
+    #[arg(long, value_name = "ADDR|off")]
+    pub http: Option<Listen>,
+    /// The largest HTTP request body accepted, in bytes.
+    #[arg(long, default_value_t = dtc_server::router::http::DEFAULT_MAX_BODY)]
+    pub http_max_body: usize,
     /// Run the benchmark against the cluster, print the report and exit.
     #[arg(long)]
     pub bench: bool,

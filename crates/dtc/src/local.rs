@@ -7,6 +7,7 @@ use anyhow::Context;
 use dtc_sdk::Worker;
 use dtc_server::coordinator::{Coordinator, CoordinatorConfig};
 use dtc_server::net::Limits;
+use dtc_server::router::http::HttpConfig;
 use dtc_server::router::{Router, RouterConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,12 +40,16 @@ pub struct LocalSpec {
     pub data_dir: Option<PathBuf>,
     /// Keep the logs in memory instead (no fsync; nothing survives).
     pub in_memory: bool,
+    /// The router's HTTP API, if served.
+    pub http: Option<HttpConfig>,
 }
 
 /// A running local cluster.
 pub struct LocalCluster {
     /// Where clients connect.
     pub router: SocketAddr,
+    /// The router's HTTP API, if served.
+    pub http: Option<SocketAddr>,
     /// Each shard's replicas.
     pub coordinators: Vec<Vec<SocketAddr>>,
     /// The data directory, with whether to remove it at the end.
@@ -135,14 +140,17 @@ impl LocalCluster {
             listen: SocketAddr::from(([127, 0, 0, 1], spec.router_port)),
             shards: addrs.clone(),
             limits: Limits::default(),
+            http: spec.http.clone(),
         })
         .await?;
         let router_addr = router.local_addr()?;
+        let http = router.http_addr();
         routers
             .tasks
             .push(tokio::spawn(router.run(routers.cancel.clone())));
         Ok(Self {
             router: router_addr,
+            http,
             coordinators: addrs,
             data_dir,
             tiers: [routers, workers, coordinators],

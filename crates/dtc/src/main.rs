@@ -9,6 +9,7 @@ use dtc::local::{LocalCluster, LocalSpec};
 use dtc_sdk::Worker;
 use dtc_server::coordinator::{Coordinator, CoordinatorConfig, RaftTiming};
 use dtc_server::net::Limits;
+use dtc_server::router::http::HttpConfig;
 use dtc_server::router::{Router, RouterConfig};
 use dtc_server::shard::Retention;
 use std::net::SocketAddr;
@@ -134,7 +135,38 @@ async fn wait_signal() {
     tokio::signal::ctrl_c().await.ok();
 }
 
+/// Installs the process's metrics recorder when metrics are asked for (`serve`, or
+/// `recorder` for a router whose HTTP API serves them), keeps it bounded until `cancel`
+/// fires, and serves `/metrics` on `serve`. Runs before any component starts, so that their
+/// series register with the recorder.
+async fn metrics(
+    serve: Option<SocketAddr>,
+    recorder: bool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    if serve.is_none() && !recorder {
+        return Ok(());
+    }
+    dtc_server::telemetry::install()?;
+    tokio::spawn(dtc_server::telemetry::upkeep(cancel.clone()));
+    if let Some(addr) = serve {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("serving metrics on {addr} (--metrics)"))?;
+        println!("metrics on http://{}/metrics", listener.local_addr()?);
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = dtc_server::telemetry::serve(listener, cancel).await {
+                tracing::error!(error = %e, "the metrics endpoint stopped");
+            }
+        });
+    }
+    Ok(())
+}
+
 async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
+    metrics(args.metrics, false, &shutdown).await?;
     let listen = SocketAddr::new(args.net.bind, args.port);
     let (id, mut replicas) =
         dtc::membership::resolve(args.advertise.unwrap_or(listen), args.id, &args.peer)
@@ -184,7 +216,7 @@ async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     };
     let coordinator = Coordinator::bind(config).await?;
     println!("coordinator listening on {}", coordinator.local_addr()?);
-    coordinator.run(shutdown_signal()).await;
+    coordinator.run(shutdown).await;
     Ok(())
 }
 
@@ -207,13 +239,17 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     if let Some(name) = args.name {
         builder = builder.name(name);
     }
+    let shutdown = shutdown_signal();
+    metrics(args.metrics, false, &shutdown).await?;
     let worker = builder.build()?;
     println!("worker with {} slots serving {:?}", args.slots, addrs);
-    worker.run(addrs, shutdown_signal()).await?;
+    worker.run(addrs, shutdown).await?;
     Ok(())
 }
 
 async fn router(args: RouterArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
+    metrics(args.metrics, args.http.0.is_some(), &shutdown).await?;
     let config = RouterConfig {
         listen: SocketAddr::new(args.net.bind, args.port),
         shards: args.shards,
@@ -221,14 +257,28 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
             max_frame: args.net.max_frame,
             ..Limits::default()
         },
+        http: args.http.0.map(|listen| HttpConfig {
+            listen,
+            max_body: args.http_max_body,
+        }),
     };
     let router = Router::bind(config).await?;
     println!("router listening on {}", router.local_addr()?);
-    router.run(shutdown_signal()).await;
+    if let Some(http) = router.http_addr() {
+        println!("http: http://{http}/ (API under /v1, metrics at /metrics)");
+    }
+    router.run(shutdown).await;
     Ok(())
 }
 
 async fn local(args: LocalArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
+    let http = match args.http {
+        Some(listen) => listen.0,
+        None if args.bench => None,
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+    };
+    metrics(None, http.is_some(), &shutdown).await?;
     let spec = LocalSpec {
         shards: args.shards,
         workers: args.workers,
@@ -237,15 +287,21 @@ async fn local(args: LocalArgs) -> anyhow::Result<()> {
         replicas: args.replicas,
         data_dir: args.data_dir.clone(),
         in_memory: args.in_memory,
+        http: http.map(|listen| HttpConfig {
+            listen,
+            max_body: args.http_max_body,
+        }),
     };
     let cluster = LocalCluster::start(&spec).await?;
-    let shutdown = shutdown_signal();
     if !args.bench {
         println!(
             "dtc local: {} shards × {} replicas, {} workers × {} slots per shard",
             spec.shards, spec.replicas, spec.workers, spec.slots
         );
         println!("router: {}", cluster.router);
+        if let Some(http) = cluster.http {
+            println!("http: http://{http}/ (dashboard; API under /v1, metrics at /metrics)");
+        }
         for (i, c) in cluster.coordinators.iter().enumerate() {
             let list: Vec<String> = c.iter().map(ToString::to_string).collect();
             println!("shard {i} replicas: {}", list.join(","));

@@ -82,12 +82,26 @@ fn runtime_lines(out: &mut String, r: &ReplicaStatus) {
     if r.role != RaftRole::Leader {
         return;
     }
-    let _ = writeln!(out, "  running {}, workers {}", r.running, r.workers.len());
+    let s = &r.stats;
+    let _ = writeln!(
+        out,
+        "  running {}, workers {}; as leader: submitted {}, completed {}, failed {}, retried {}{}",
+        r.running,
+        r.workers.len(),
+        s.submitted,
+        s.completed,
+        s.failed,
+        s.retried,
+        match (s.p50_us, s.p95_us) {
+            (Some(p50), Some(p95)) => format!("; last second p50 {p50} µs, p95 {p95} µs"),
+            _ => String::new(),
+        }
+    );
     for w in &r.workers {
         let _ = writeln!(
             out,
-            "    {:<20} {:<21} {}/{} busy",
-            w.name, w.addr, w.busy, w.capacity
+            "    {:<20} {:<21} {}/{} busy, {} done, heard from {} ms ago",
+            w.name, w.addr, w.busy, w.capacity, w.done, w.heartbeat_age_ms
         );
     }
 }

@@ -43,6 +43,7 @@ async fn two_shards_of_three_replicas_64_clients_5000_mixed_tasks_all_right() ->
             replicas: 3,
             data_dir: Some(dir.path().to_path_buf()),
             in_memory: false,
+            http: None,
         };
         let cluster = LocalCluster::start(&spec).await?;
         // 64 clients × 79 tasks = 5056 tasks; every word count is checked against its text.

@@ -115,6 +115,7 @@ async fn shard_survives_leader_loss(n: u64, kills: usize) -> anyhow::Result<()> 
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             shards: vec![addrs.clone()],
             limits: Default::default(),
+            http: None,
         })
         .await?;
         let raddr = router.local_addr()?;

@@ -105,6 +105,7 @@ async fn the_pipeline_runs_over_an_in_memory_network() -> anyhow::Result<()> {
             listen: router_addr,
             shards: vec![vec![coord_addr]],
             limits: Default::default(),
+            http: None,
         };
         let router = Router::with_transport(net.listen(router_addr), net.clone(), config)?;
         tokio::spawn(router.run(cancel.clone()));

@@ -81,6 +81,27 @@ pub struct ReplicaStatus {
     pub running: u64,
     /// Workers attached (the leader only).
     pub workers: Vec<WorkerStatus>,
+    /// What this replica has done as leader (zeros on a follower; counted from its election).
+    pub stats: LeaderStats,
+}
+
+/// A leader's counters since its election, and the latency of the tasks it finished in the
+/// last full second. Operator tools take rates from the difference of two readings (and start
+/// again when the leader changes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderStats {
+    /// New tasks accepted into the table.
+    pub submitted: u64,
+    /// Tasks finished with a result.
+    pub completed: u64,
+    /// Tasks finished as failed (their attempts ran out, or no handler).
+    pub failed: u64,
+    /// Attempts that failed or were lost and went back to the queue.
+    pub retried: u64,
+    /// Median arrival-to-end latency of the tasks finished in the last full second, in µs.
+    pub p50_us: Option<u64>,
+    /// 95th percentile of the same, in µs.
+    pub p95_us: Option<u64>,
 }
 
 /// A worker attached to a shard's leader.
@@ -94,6 +115,10 @@ pub struct WorkerStatus {
     pub capacity: u32,
     /// How many it holds now.
     pub busy: u32,
+    /// Tasks it has finished for this leader.
+    pub done: u64,
+    /// Milliseconds since its last heartbeat (or other message) reached the leader.
+    pub heartbeat_age_ms: u64,
 }
 
 /// One shard, as a router sees it: each of its replicas, or why it could not be asked.

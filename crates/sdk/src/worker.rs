@@ -256,11 +256,19 @@ impl Worker {
         let (inbox, inbox_rx) =
             mpsc::channel::<Assignment>((self.slots + self.prefetch) as usize + 1);
         let inbox_rx = Arc::new(tokio::sync::Mutex::new(inbox_rx));
+        let label = [("worker", self.name.clone())];
+        metrics::gauge!("dtc_worker_slots", &label).set(f64::from(self.slots));
+        let meters = SlotMeters {
+            busy: metrics::gauge!("dtc_worker_slots_busy", &label),
+            succeeded: metrics::counter!("dtc_worker_tasks_total", "worker" => self.name.clone(), "outcome" => "succeeded"),
+            failed: metrics::counter!("dtc_worker_tasks_total", "worker" => self.name.clone(), "outcome" => "failed"),
+        };
         for _ in 0..self.slots {
             tokio::spawn(slot(
                 Arc::clone(&self.handlers),
                 Arc::clone(&inbox_rx),
                 done_tx.clone(),
+                meters.clone(),
             ));
         }
         drop(done_tx);
@@ -447,6 +455,15 @@ impl Worker {
     }
 }
 
+/// A worker's series in the process's metrics recorder (`dtc worker --metrics`), shared by
+/// its slots.
+#[derive(Clone)]
+struct SlotMeters {
+    busy: metrics::Gauge,
+    succeeded: metrics::Counter,
+    failed: metrics::Counter,
+}
+
 /// One slot: takes the next task from the shared inbox, runs its handler, reports the
 /// completion, and repeats; it ends when the inbox closes. A slot that finishes a task starts
 /// the next one at once, without a round trip through the connection's task.
@@ -454,6 +471,7 @@ async fn slot(
     handlers: Arc<HashMap<String, Handler>>,
     inbox: Arc<tokio::sync::Mutex<mpsc::Receiver<Assignment>>>,
     done: mpsc::Sender<Completion>,
+    meters: SlotMeters,
 ) {
     loop {
         let next = inbox.lock().await.recv().await;
@@ -472,8 +490,15 @@ async fn slot(
                 Box::pin(async move { Err(reason) })
             }
         };
+        meters.busy.increment(1.0);
         let result = AssertUnwindSafe(run).catch_unwind().await;
-        if done.send(completion(id, attempt, result)).await.is_err() {
+        meters.busy.decrement(1.0);
+        let completion = completion(id, attempt, result);
+        match completion.outcome {
+            Outcome::Succeeded(_) => meters.succeeded.increment(1),
+            _ => meters.failed.increment(1),
+        }
+        if done.send(completion).await.is_err() {
             return;
         }
     }

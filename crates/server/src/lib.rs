@@ -7,3 +7,4 @@ pub mod net;
 pub mod router;
 pub mod sched;
 pub mod shard;
+pub mod telemetry;

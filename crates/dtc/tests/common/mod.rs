@@ -59,6 +59,12 @@ pub struct Proc {
 impl Proc {
     /// Starts `dtc ARGS…`; for a server, waits for its "listening on ADDR" line.
     pub fn start(args: &[&str]) -> anyhow::Result<Self> {
+        Ok(Self::start_lines(args, 1)?.0)
+    }
+
+    /// Starts `dtc ARGS…` and returns the first `lines` lines it prints (its address is
+    /// the last word of the first).
+    pub fn start_lines(args: &[&str], lines: usize) -> anyhow::Result<(Self, Vec<String>)> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dtc"))
             .args(args)
             .env(
@@ -71,16 +77,26 @@ impl Proc {
             .context("starting dtc")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut stdout = BufReader::new(stdout);
-        let mut first = String::new();
-        stdout.read_line(&mut first)?;
+        let mut printed = Vec::new();
+        for _ in 0..lines.max(1) {
+            let mut line = String::new();
+            if stdout.read_line(&mut line)? == 0 {
+                break;
+            }
+            printed.push(line.trim().to_owned());
+        }
         // Keep reading, so that nothing the process prints later meets a closed pipe.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let addr = first.trim().rsplit(' ').next().and_then(|a| a.parse().ok());
-        Ok(Self {
+        let addr = printed
+            .first()
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|a| a.parse().ok());
+        let proc = Self {
             child,
             addr,
             _dir: None,
-        })
+        };
+        Ok((proc, printed))
     }
 
     /// Starts `dtc coordinator ARGS…` with a data directory of its own.

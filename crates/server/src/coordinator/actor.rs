@@ -33,13 +33,14 @@
 //! and drops its workers with `NotLeader`, and they follow the new leader.
 
 use super::CoordinatorConfig;
+use super::stats::Stats;
 use crate::net::Reply;
 use crate::sched::{Scheduler, WorkerId};
 use crate::shard::{
     Applied, Batch, BatchApplied, Command, NodeId, ShardRaft, SharedTable, SubmitOutcome,
 };
 use dtc_proto::message::{Assignment, CoordMsg, RequestBody, WorkerMsg};
-use dtc_proto::status::WorkerStatus;
+use dtc_proto::status::{LeaderStats, WorkerStatus};
 use dtc_proto::{TaskId, TaskState, TaskView, WireError};
 use foldhash::HashMap;
 use futures_util::stream::FuturesOrdered;
@@ -99,6 +100,8 @@ pub(super) struct Runtime {
     pub running: u64,
     /// The workers attached.
     pub workers: Vec<WorkerStatus>,
+    /// Its counters as leader.
+    pub stats: LeaderStats,
 }
 
 /// What to do once a command has been applied.
@@ -123,6 +126,8 @@ struct WorkerConn {
     peer: SocketAddr,
     tx: mpsc::Sender<CoordMsg>,
     cancel: CancellationToken,
+    /// Attempts it has completed for this leader.
+    done: u64,
 }
 
 /// A lookup: the task, whether to wait for its end, who asked.
@@ -201,6 +206,12 @@ pub(super) struct Actor {
     max_queued: usize,
     /// Entries proposed and not yet applied, past which commands gather into the next one.
     max_in_flight: usize,
+    /// Counters for `dtc status` and `/metrics`.
+    stats: Stats,
+    /// The leader openraft last named, to count changes of leader.
+    known_leader: Option<NodeId>,
+    leader_changes: metrics::Counter,
+    term: metrics::Gauge,
 }
 
 impl Actor {
@@ -211,7 +222,17 @@ impl Actor {
         events: mpsc::Receiver<Event>,
     ) -> Self {
         let metrics = raft.metrics();
+        let replica = config
+            .replicas
+            .get(&config.id)
+            .cloned()
+            .unwrap_or_else(|| config.listen.to_string());
+        let label = [("replica", replica.clone())];
         Self {
+            stats: Stats::new(&replica, now()),
+            known_leader: None,
+            leader_changes: metrics::counter!("dtc_raft_leader_changes_total", &label),
+            term: metrics::gauge!("dtc_raft_term", &label),
             raft,
             me: config.id,
             table,
@@ -307,7 +328,7 @@ impl Actor {
             return;
         }
         match event {
-            Event::Request { body, reply } => self.on_request(body, reply, at_ms),
+            Event::Request { body, reply } => self.on_request(body, reply, now, at_ms),
             Event::WorkerUp {
                 worker,
                 name,
@@ -336,6 +357,7 @@ impl Actor {
                         peer,
                         tx,
                         cancel,
+                        done: 0,
                     },
                 );
             }
@@ -352,6 +374,9 @@ impl Actor {
                     WorkerMsg::Draining => self.sched.drain(worker),
                     WorkerMsg::Completed(c) => {
                         self.sched.completed(worker, c.id);
+                        if let Some(w) = self.workers.get_mut(&worker) {
+                            w.done += 1;
+                        }
                         // An unlogged task's submit and completion share one entry.
                         self.log_unlogged(c.id, at_ms);
                         let cmd = Command::Complete {
@@ -370,6 +395,7 @@ impl Actor {
     }
 
     fn runtime(&self) -> Runtime {
+        let now = now();
         let mut workers: Vec<WorkerStatus> = self
             .workers
             .iter()
@@ -380,6 +406,11 @@ impl Actor {
                     addr: w.peer.to_string(),
                     capacity,
                     busy,
+                    done: w.done,
+                    heartbeat_age_ms: self.sched.last_seen(*id).map_or(0, |seen| {
+                        u64::try_from(now.saturating_duration_since(seen).as_millis())
+                            .unwrap_or(u64::MAX)
+                    }),
                 }
             })
             .collect();
@@ -387,10 +418,11 @@ impl Actor {
         Runtime {
             running: self.sched.running_len() as u64,
             workers,
+            stats: self.stats.report(),
         }
     }
 
-    fn on_request(&mut self, body: RequestBody, reply: Reply, at_ms: u64) {
+    fn on_request(&mut self, body: RequestBody, reply: Reply, now: Instant, at_ms: u64) {
         match body {
             RequestBody::Submit { task, wait } => {
                 if let Some(u) = self.unlogged.get_mut(&task.id) {
@@ -410,6 +442,9 @@ impl Actor {
                         && t.table.queued_len() + self.speculative.len() + self.unlogged.len()
                             < self.max_queued;
                     drop(t);
+                    if new {
+                        self.stats.arrived(task.id, now);
+                    }
                     if new && wait {
                         self.sched.enqueue(task.id, &task.kind);
                         self.unlogged.insert(
@@ -494,6 +529,7 @@ impl Actor {
         if !matches!(self.part, Part::Leader { .. }) {
             return;
         }
+        self.stats.tick(now);
         for worker in self.sched.expired(now) {
             tracing::warn!(
                 worker,
@@ -653,6 +689,12 @@ impl Actor {
                 Then::Submitted { reply, wait, .. },
             ) => {
                 self.submitted(view.id);
+                if created {
+                    self.stats.submitted();
+                } else {
+                    // An existing task's id: whatever arrived under it was not new.
+                    self.stats.forget(view.id);
+                }
                 let ran_ahead = self.speculative.remove(&view.id).is_some();
                 if created && fresh && !ran_ahead {
                     self.enqueue(view.id);
@@ -669,6 +711,7 @@ impl Actor {
                 // the ready queue is dropped when its turn comes (it has no input), and a
                 // run completes into nothing.
                 self.submitted(id);
+                self.stats.forget(id);
                 if self.speculative.remove(&id).is_some() {
                     self.sched.forget(id);
                 }
@@ -679,12 +722,14 @@ impl Actor {
                 reply.send(Err(e));
             }
             (Applied::Requeued(id), _) => {
+                self.stats.retried();
                 if fresh {
                     self.enqueue(id);
                 }
             }
             (Applied::Finished(view), then) => {
                 self.sched.forget(view.id);
+                self.stats.finished(view.id, view.state, now());
                 if let Some(waiting) = self.waiters.remove(&view.id) {
                     for reply in waiting {
                         reply.send(Ok(view.clone()));
@@ -721,6 +766,11 @@ impl Actor {
     fn on_metrics(&mut self) {
         let (leads, leader) = {
             let m = self.metrics.borrow_and_update();
+            if m.current_leader.is_some() && m.current_leader != self.known_leader {
+                self.known_leader = m.current_leader;
+                self.leader_changes.increment(1);
+            }
+            self.term.set(m.current_term as f64);
             let leads = m.state == ServerState::Leader && m.current_leader == Some(self.me);
             let leader = m
                 .current_leader
@@ -737,6 +787,7 @@ impl Actor {
                 );
                 self.part = Part::Leader { ready: false };
                 self.sched = Scheduler::new(self.heartbeat_timeout);
+                self.stats.reset(now());
                 self.last_expire = now();
                 self.barrier_due = true;
             }
@@ -779,6 +830,7 @@ impl Actor {
             w.tx.try_send(CoordMsg::Error(err.clone())).ok();
         }
         self.sched = Scheduler::new(self.heartbeat_timeout);
+        self.stats.reset(now());
         self.reclaim.clear();
         self.reclaim_at = None;
         self.speculative.clear();

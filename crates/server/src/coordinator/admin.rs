@@ -1,13 +1,16 @@
 //! What a coordinator tells an operator (`Role::Admin`, through `net::serve_admin`): this
 //! replica's [`ReplicaStatus`] — its Raft state from openraft, its table's size from the
 //! shared table, and the scheduler's state from the actor (which has one only while it
-//! leads).
+//! leads). The same status, read once a second, sets this replica's Prometheus gauges
+//! ([`export`]) where the process has a metrics recorder.
 
 use super::actor::{Event, Runtime};
 use crate::shard::{NodeId, ShardRaft, SharedTable};
 use dtc_proto::status::{RaftRole, ReplicaStatus};
 use openraft::ServerState;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// What the admin session reads from.
 #[derive(Clone)]
@@ -66,5 +69,33 @@ pub(super) async fn status(sources: &Sources) -> ReplicaStatus {
         tasks,
         running: runtime.running,
         workers: runtime.workers,
+        stats: runtime.stats,
+    }
+}
+
+/// Sets this replica's gauges from its status once a second until `cancel` fires.
+pub(super) async fn export(sources: Sources, replica: String, cancel: CancellationToken) {
+    let label = [("replica", replica)];
+    let queue = metrics::gauge!("dtc_queue_depth", &label);
+    let running = metrics::gauge!("dtc_tasks_running", &label);
+    let commit = metrics::gauge!("dtc_raft_commit_index", &label);
+    let applied = metrics::gauge!("dtc_raft_applied_index", &label);
+    let leader = metrics::gauge!("dtc_raft_is_leader", &label);
+    let busy = metrics::gauge!("dtc_slots_busy", &label);
+    let slots = metrics::gauge!("dtc_slots_total", &label);
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = cancel.cancelled() => return,
+        }
+        let s = status(&sources).await;
+        queue.set(s.queued as f64);
+        running.set(s.running as f64);
+        commit.set(s.committed as f64);
+        applied.set(s.applied as f64);
+        leader.set(if s.role == RaftRole::Leader { 1.0 } else { 0.0 });
+        busy.set(s.workers.iter().map(|w| f64::from(w.busy)).sum::<f64>());
+        slots.set(s.workers.iter().map(|w| f64::from(w.capacity)).sum::<f64>());
     }
 }

@@ -7,6 +7,7 @@
 
 mod actor;
 mod admin;
+mod stats;
 mod worker_session;
 
 use crate::net::{Accepted, Limits, Reply, RequestSink, accept_loop, serve_admin, serve_client};
@@ -293,6 +294,11 @@ impl<L: Listener> Coordinator<L> {
             table: self.table.clone(),
             events: events_tx.clone(),
         };
+        let export = crate::telemetry::installed().then(|| {
+            let replica = self.config.replicas.get(&self.config.id).cloned();
+            let replica = replica.unwrap_or_else(|| addr.clone());
+            tokio::spawn(admin::export(sources.clone(), replica, cancel.clone()))
+        });
         let handler = move |a: Accepted<L::Read, L::Write>| {
             let sink = Arc::clone(&sink);
             let events = events_tx.clone();
@@ -328,6 +334,9 @@ impl<L: Listener> Coordinator<L> {
         )
         .await;
         actor_task.await.ok();
+        if let Some(export) = export {
+            export.await.ok();
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }

@@ -1,21 +1,25 @@
 //! The router: stateless. It accepts clients, picks each request's shard by a stable hash of
 //! the task id ([`shard_map`]), and forwards it over one multiplexed connection per shard
-//! (a [`Mux`]), returning every answer to the client that asked.
+//! (a [`Mux`]), returning every answer to the client that asked. With `--http` it also
+//! serves the JSON API, `/metrics` and the dashboard ([`http`]) over the same shard
+//! connections.
 
 mod admin;
+pub mod http;
 pub mod shard_map;
 
 use crate::net::{Accepted, Limits, Reply, RequestSink, accept_loop, serve_admin, serve_client};
-use dtc_proto::WireError;
 use dtc_proto::message::{RequestBody, Role};
+use dtc_proto::mux::Answer;
 use dtc_proto::mux::Mux;
 use dtc_proto::status::AdminResponse;
 use dtc_proto::transport::{Listener, Tcp, Transport};
+use dtc_proto::{TaskView, WireError};
 use shard_map::ShardMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// How a router runs.
@@ -27,11 +31,14 @@ pub struct RouterConfig {
     pub shards: Vec<Vec<SocketAddr>>,
     /// Frame and in-flight bounds per connection.
     pub limits: Limits,
+    /// The HTTP API's address and body bound, if it is served.
+    pub http: Option<http::HttpConfig>,
 }
 
 /// A bound router, ready to [`run`](Router::run).
 pub struct Router<L = TcpListener, T = Tcp> {
     listener: L,
+    http: Option<(TcpListener, usize)>,
     transport: T,
     config: RouterConfig,
 }
@@ -45,6 +52,16 @@ pub enum RouterError {
     /// A shard was given with no address.
     #[error("shard {0} has no coordinator address")]
     EmptyShard(usize),
+    /// Binding the HTTP API's socket failed.
+    #[error(
+        "cannot serve HTTP on {addr}: {source} (choose another with --http ADDR, or --http off)"
+    )]
+    BindHttp {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Binding the listening socket failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -56,7 +73,8 @@ pub enum RouterError {
 }
 
 impl Router {
-    /// Checks the shard list and binds a TCP listening socket at `config.listen`.
+    /// Checks the shard list and binds a TCP listening socket at `config.listen` (and the
+    /// HTTP API's, when configured).
     pub async fn bind(config: RouterConfig) -> Result<Self, RouterError> {
         check(&config)?;
         let listener =
@@ -66,8 +84,21 @@ impl Router {
                     addr: config.listen,
                     source,
                 })?;
+        let http = match &config.http {
+            None => None,
+            Some(h) => Some((
+                TcpListener::bind(h.listen)
+                    .await
+                    .map_err(|source| RouterError::BindHttp {
+                        addr: h.listen,
+                        source,
+                    })?,
+                h.max_body,
+            )),
+        };
         Ok(Self {
             listener,
+            http,
             transport: Tcp,
             config,
         })
@@ -86,7 +117,8 @@ fn check(config: &RouterConfig) -> Result<(), RouterError> {
 
 impl<L: Listener, T: Transport> Router<L, T> {
     /// A router that serves the connections of `listener` and reaches coordinators over
-    /// `transport` (TCP, or a simulated network; `config.listen` is then unused).
+    /// `transport` (TCP, or a simulated network; `config.listen` and `config.http` are then
+    /// unused).
     pub fn with_transport(
         listener: L,
         transport: T,
@@ -95,6 +127,7 @@ impl<L: Listener, T: Transport> Router<L, T> {
         check(&config)?;
         Ok(Self {
             listener,
+            http: None,
             transport,
             config,
         })
@@ -103,6 +136,11 @@ impl<L: Listener, T: Transport> Router<L, T> {
     /// The address it listens on.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The HTTP API's address, when it is served.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Serves until `cancel` fires.
@@ -123,13 +161,38 @@ impl<L: Listener, T: Transport> Router<L, T> {
                 max_inflight: limits.max_inflight,
                 hold: dtc_proto::mux::DEFAULT_HOLD,
             };
-            tasks.push(tokio::spawn(mux.run::<Reply>(rx, cancel.clone())));
+            tasks.push(tokio::spawn(mux.run::<Answerer>(rx, cancel.clone())));
             senders.push(tx);
         }
+        let counter =
+            |kind: &'static str| metrics::counter!("dtc_router_requests_total", "kind" => kind);
         let sink = Arc::new(ShardSink {
             map: ShardMap::new(senders.len()),
             shards: senders,
+            requests: [counter("submit"), counter("get"), counter("cancel")],
         });
+        if let Some((listener, max_body)) = self.http {
+            let transport = self.transport.clone();
+            let shards = self.config.shards.clone();
+            let api = http::Api {
+                sink: Arc::clone(&sink),
+                status: Arc::new(move || {
+                    let transport = transport.clone();
+                    let shards = shards.clone();
+                    Box::pin(async move { admin::gather(&transport, &shards).await })
+                }),
+            };
+            let http_addr = listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let cancel = cancel.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = http::serve(listener, api, max_body, cancel).await {
+                    tracing::error!(addr = %http_addr, error = %e, "the HTTP API stopped");
+                }
+            }));
+        }
         let conn_cancel = cancel.clone();
         let transport = self.transport.clone();
         let shards = self.config.shards.clone();
@@ -169,22 +232,71 @@ impl<L: Listener, T: Transport> Router<L, T> {
     }
 }
 
-struct ShardSink {
+/// Who waits for a forwarded request's answer: a binary-protocol client's connection, or
+/// an HTTP request.
+#[derive(Debug)]
+pub(crate) enum Answerer {
+    /// A client (or router) connection.
+    Conn(Reply),
+    /// An HTTP API request.
+    Http(oneshot::Sender<Result<TaskView, WireError>>),
+}
+
+impl Answer for Answerer {
+    fn answer(self, body: Result<TaskView, WireError>) {
+        if let Err(e) = &body {
+            let kind = match e {
+                WireError::NotLeader { .. } => "not_leader",
+                WireError::Overloaded => "overloaded",
+                WireError::NotFound => "not_found",
+                WireError::BadRequest { .. } => "bad_request",
+                WireError::Unavailable { .. } => "unavailable",
+                WireError::VersionMismatch { .. } => "version_mismatch",
+                WireError::ShuttingDown => "shutting_down",
+            };
+            metrics::counter!("dtc_router_errors_total", "kind" => kind).increment(1);
+        }
+        match self {
+            Self::Conn(reply) => reply.send(body),
+            Self::Http(tx) => {
+                tx.send(body).ok();
+            }
+        }
+    }
+}
+
+/// Hands each request to its shard's connection.
+pub(crate) struct ShardSink {
     map: ShardMap,
-    shards: Vec<mpsc::Sender<(RequestBody, Reply)>>,
+    shards: Vec<mpsc::Sender<(RequestBody, Answerer)>>,
+    /// Requests forwarded: submits, lookups, cancels.
+    requests: [metrics::Counter; 3],
 }
 
 impl RequestSink for ShardSink {
     async fn request(&self, body: RequestBody, reply: Reply) {
+        self.forward(body, Answerer::Conn(reply)).await;
+    }
+}
+
+impl ShardSink {
+    /// Sends `body` to its task's shard; the answer goes to `reply`.
+    pub(crate) async fn forward(&self, body: RequestBody, reply: Answerer) {
+        self.requests[match body {
+            RequestBody::Submit { .. } => 0,
+            RequestBody::Get { .. } => 1,
+            RequestBody::Cancel { .. } => 2,
+        }]
+        .increment(1);
         let shard = self.map.shard_of(body.task_id());
         let Some(tx) = self.shards.get(shard) else {
-            reply.send(Err(WireError::Unavailable {
+            reply.answer(Err(WireError::Unavailable {
                 reason: format!("no shard {shard}"),
             }));
             return;
         };
         if let Err(mpsc::error::SendError((_, reply))) = tx.send((body, reply)).await {
-            reply.send(Err(WireError::ShuttingDown));
+            reply.answer(Err(WireError::ShuttingDown));
         }
     }
 }

@@ -192,6 +192,11 @@ impl Scheduler {
             .map(|w| (w.slots, u32::try_from(w.busy.len()).unwrap_or(u32::MAX)))
     }
 
+    /// When a worker was last heard from.
+    pub fn last_seen(&self, id: WorkerId) -> Option<Instant> {
+        self.workers.get(&id).map(|w| w.last_seen)
+    }
+
     /// The least loaded worker with a free slot and a handler for `kind`.
     fn best_worker(&self, kind: &str) -> Option<WorkerId> {
         self.workers

@@ -1,0 +1,279 @@
+//! The operator's view: the router's HTTP API driven by a real HTTP client, and
+//! Prometheus metrics scraped (and parsed) while a benchmark runs against a `dtc local`
+//! process.
+
+mod common;
+
+use anyhow::Context;
+use dtc::local::{LocalCluster, LocalSpec};
+use dtc_server::router::http::HttpConfig;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An HTTP client that hands back error statuses as responses.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into()
+}
+
+/// The status and JSON body of a response.
+fn json_of(mut r: ureq::http::Response<ureq::Body>) -> anyhow::Result<(u16, Value)> {
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string()?;
+    let body = serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
+    Ok((status, body))
+}
+
+fn api_checks(base: &str) -> anyhow::Result<()> {
+    let a = agent();
+    let tasks = format!("{base}/v1/tasks");
+
+    // Submit and wait: the word count comes back.
+    let r = a.post(&tasks).send_json(json!({
+        "type": "wordcount", "payload": "one two three four five", "wait": true
+    }))?;
+    let (status, body) = json_of(r)?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "succeeded");
+    assert_eq!(body["result"], "5");
+    let id = body["id"].as_str().context("no id")?.to_owned();
+
+    // The same task looked up by id; the payload may come as base64 too.
+    let (status, body) = json_of(a.get(format!("{tasks}/{id}")).call()?)?;
+    assert_eq!((status, &body["result"]), (200, &json!("5")));
+    let r = a.post(&tasks).send_json(json!({
+        "type": "wordcount", "payload_base64": "YSBiIGM=", "wait": true
+    }))?;
+    assert_eq!(json_of(r)?.1["result"], "3");
+
+    // Unknown id: 404; not an id at all: 400.
+    let unknown = "0192f0c1-7e4a-7b3c-9d2e-4f5a6b7c8d9e";
+    let (status, body) = json_of(a.get(format!("{tasks}/{unknown}")).call()?)?;
+    assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
+    let (status, _) = json_of(a.get(format!("{tasks}/not-a-uuid")).call()?)?;
+    assert_eq!(status, 400);
+
+    // Malformed JSON: 400 with a message saying what is wrong.
+    let r = a
+        .post(&tasks)
+        .content_type("application/json")
+        .send("{\"type\": \"wordcount\", ")?;
+    let (status, body) = json_of(r)?;
+    assert_eq!(status, 400);
+    let message = body["error"]["message"].as_str().context("no message")?;
+    assert!(message.contains("not a task"), "{message}");
+    // Fields it does not know are refused, not ignored.
+    let (status, _) = json_of(
+        a.post(&tasks)
+            .send_json(json!({"type": "noop", "wiat": true}))?,
+    )?;
+    assert_eq!(status, 400);
+
+    // A body past the bound (64 KiB here): 413.
+    let big = json!({ "type": "wordcount", "payload": "word ".repeat(20_000) });
+    let (status, body) = json_of(a.post(&tasks).send_json(big)?)?;
+    assert_eq!((status, &body["error"]["code"]), (413, &json!("too_large")));
+
+    // A task no worker can run stays queued: it can be cancelled, once.
+    let r = a
+        .post(&tasks)
+        .send_json(json!({"type": "no-such-handler"}))?;
+    let (status, body) = json_of(r)?;
+    assert_eq!((status, &body["state"]), (202, &json!("queued")));
+    let queued = body["id"].as_str().context("no id")?.to_owned();
+    let (status, body) = json_of(a.delete(format!("{tasks}/{queued}")).call()?)?;
+    assert_eq!((status, &body["state"]), (200, &json!("cancelled")));
+    let (_, body) = json_of(a.get(format!("{tasks}/{queued}")).call()?)?;
+    assert_eq!(body["state"], "cancelled");
+    let (status, _) = json_of(a.delete(format!("{tasks}/{queued}")).call()?)?;
+    assert_eq!(status, 409);
+    // A finished task cannot be cancelled either.
+    let (status, _) = json_of(a.delete(format!("{tasks}/{id}")).call()?)?;
+    assert_eq!(status, 409);
+
+    // Waiting with a timeout on a task that cannot finish: 202 with its state.
+    let r = a.post(&tasks).send_json(json!({
+        "type": "no-such-handler", "wait": true, "timeout_ms": 300
+    }))?;
+    let (status, body) = json_of(r)?;
+    assert_eq!((status, &body["state"]), (202, &json!("queued")));
+
+    // The cluster: both shards, each with a leader and its workers.
+    let (status, body) = json_of(a.get(format!("{base}/v1/cluster")).call()?)?;
+    assert_eq!(status, 200);
+    let shards = body["shards"].as_array().context("no shards")?;
+    assert_eq!(shards.len(), 2);
+    for shard in shards {
+        let replicas = shard["replicas"].as_array().context("no replicas")?;
+        let leader = replicas
+            .iter()
+            .find(|r| r[1]["Ok"]["role"] == "Leader")
+            .with_context(|| format!("no leader in {shard}"))?;
+        assert_eq!(leader[1]["Ok"]["workers"].as_array().map(Vec::len), Some(1));
+    }
+
+    // The dashboard is one self-contained page.
+    let mut r = a.get(format!("{base}/")).call()?;
+    assert_eq!(r.status().as_u16(), 200);
+    let page = r.body_mut().read_to_string()?;
+    assert!(page.contains("<title>dtc dashboard</title>"));
+    assert!(!page.contains("http://") && !page.contains("https://"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_submits_looks_up_and_cancels_with_fitting_statuses() -> anyhow::Result<()> {
+    common::bounded(async {
+        common::logs();
+        let spec = LocalSpec {
+            shards: 2,
+            workers: 1,
+            slots: 2,
+            router_port: 0,
+            replicas: 1,
+            data_dir: None,
+            in_memory: true,
+            http: Some(HttpConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                max_body: 64 * 1024,
+            }),
+        };
+        let cluster = LocalCluster::start(&spec).await?;
+        let http = cluster.http.context("no HTTP address")?;
+        let base = format!("http://{http}");
+        let checks = tokio::task::spawn_blocking(move || api_checks(&base)).await;
+        cluster.stop().await;
+        checks?
+    })
+    .await
+}
+
+/// Scrapes `/metrics` and parses it as Prometheus' text format.
+fn scrape(a: &ureq::Agent, url: &str) -> anyhow::Result<prometheus_parse::Scrape> {
+    let mut r = a.get(url).call()?;
+    anyhow::ensure!(r.status() == 200, "GET {url}: {}", r.status());
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    anyhow::ensure!(content_type.starts_with("text/plain"), "{content_type}");
+    let text = r.body_mut().read_to_string()?;
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).context("parsing /metrics")?;
+    // Every family the text declares parsed into samples.
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line
+            .split(' ')
+            .nth(2)
+            .context("a TYPE line without a name")?;
+        anyhow::ensure!(
+            scrape.samples.iter().any(|s| s.metric.starts_with(name)),
+            "{name} is declared but no sample of it parsed"
+        );
+    }
+    Ok(scrape)
+}
+
+/// The sum of a counter over all its label sets.
+fn total(scrape: &prometheus_parse::Scrape, name: &str, filter: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| filter.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[test]
+fn metrics_parse_while_a_benchmark_runs_and_count_what_the_client_counted() -> anyhow::Result<()> {
+    let router_port = common::free_port()?.to_string();
+    let http_port = common::free_port()?;
+    let http = format!("127.0.0.1:{http_port}");
+    let (mut local, printed) = common::Proc::start_lines(
+        &[
+            "local",
+            "-p",
+            &router_port,
+            "--http",
+            &http,
+            "--in-memory",
+            "--workers",
+            "2",
+        ],
+        1,
+    )?;
+    anyhow::ensure!(
+        printed.first().is_some_and(|l| l.starts_with("dtc local:")),
+        "dtc local did not start: {printed:?}"
+    );
+    let url = format!("http://{http}/metrics");
+    let a = agent();
+    let mut client = Command::new(env!("CARGO_BIN_EXE_dtc"))
+        .args(["client", "-p", &router_port, "-c", "16", "-n", "150"])
+        .args(["-t", "mixed", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    // Scrape while the benchmark runs (every scrape must parse), bounded in count and time.
+    let started = Instant::now();
+    let mut scrapes = 0;
+    while client.try_wait()?.is_none() && scrapes < 300 && started.elapsed() < common::TEST_LIMIT {
+        scrape(&a, &url)?;
+        scrapes += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = client.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "the benchmark failed");
+    let report: Value = serde_json::from_slice(&out.stdout)?;
+    let ok = report["tasks_ok"].as_f64().context("no tasks_ok")?;
+    assert_eq!(ok, 16.0 * 150.0);
+    assert!(scrapes > 0, "the benchmark ended before a scrape");
+
+    let last = scrape(&a, &url)?;
+    assert_eq!(total(&last, "dtc_tasks_completed_total", &[]), ok);
+    assert_eq!(
+        total(&last, "dtc_worker_tasks_total", &[("outcome", "succeeded")]),
+        ok
+    );
+    assert_eq!(total(&last, "dtc_tasks_failed_total", &[]), 0.0);
+    assert_eq!(
+        total(&last, "dtc_raft_is_leader", &[]),
+        2.0,
+        "one leader per shard"
+    );
+    assert_eq!(
+        total(&last, "dtc_router_requests_total", &[("kind", "submit")]),
+        ok
+    );
+    let latency = last
+        .samples
+        .iter()
+        .filter(|s| s.metric == "dtc_task_duration_seconds")
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+            }
+            _ => 0.0,
+        })
+        .sum::<f64>();
+    assert_eq!(
+        latency, ok,
+        "every finished task's latency is in the histogram"
+    );
+    local.signal("TERM")?;
+    assert!(local.wait_success()?, "dtc local did not exit cleanly");
+    Ok(())
+}

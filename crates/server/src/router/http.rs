@@ -1,0 +1,332 @@
+//! The router's HTTP face (`dtc router --http ADDR`): a JSON API over the same shard
+//! connections the binary protocol uses — submit, look up and cancel tasks, read the
+//! cluster's status — plus `/metrics` (Prometheus) and the dashboard at `/`. Each API
+//! request becomes one [`RequestBody`] handed to the router's shard sink with a one-shot
+//! answer; nothing here holds state of its own. `docs/http-api.md` documents it.
+
+use super::{Answerer, ShardSink};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use dtc_proto::message::RequestBody;
+use dtc_proto::status::ClusterStatus;
+use dtc_proto::{Outcome, TaskId, TaskSpec, TaskState, TaskView, WireError};
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// The largest request body accepted by default.
+pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// How long a request with `wait` waits by default, and at most.
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// Where and how the HTTP API listens.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Its address.
+    pub listen: SocketAddr,
+    /// The largest request body it reads; bigger ones get 413.
+    pub max_body: usize,
+}
+
+/// Gathers the cluster's status (the same answer `dtc status --router` prints).
+pub(super) type StatusSource = Arc<dyn Fn() -> BoxFuture<'static, ClusterStatus> + Send + Sync>;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub(super) struct Api {
+    pub sink: Arc<ShardSink>,
+    pub status: StatusSource,
+}
+
+impl Api {
+    /// Asks the task's shard, as a client connection would.
+    async fn ask(&self, body: RequestBody) -> Result<TaskView, WireError> {
+        let (tx, rx) = oneshot::channel();
+        self.sink.forward(body, Answerer::Http(tx)).await;
+        rx.await.unwrap_or(Err(WireError::ShuttingDown))
+    }
+}
+
+/// Serves the API on `listener` until `cancel` fires.
+pub(super) async fn serve(
+    listener: TcpListener,
+    api: Api,
+    max_body: usize,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let app = axum::Router::new()
+        .route("/", get(dashboard))
+        .route("/v1/tasks", axum::routing::post(submit))
+        .route("/v1/tasks/{id}", get(lookup).delete(cancel_task))
+        .route("/v1/cluster", get(cluster))
+        .route("/metrics", get(crate::telemetry::metrics_handler))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(api);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}
+
+/// `POST /v1/tasks`'s body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    /// The handler's name.
+    #[serde(rename = "type")]
+    kind: String,
+    /// The input as UTF-8 text…
+    payload: Option<String>,
+    /// …or as base64.
+    payload_base64: Option<String>,
+    /// The task's id (a UUID); a fresh one when absent.
+    id: Option<String>,
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    wait: bool,
+    timeout_ms: Option<u64>,
+}
+
+/// A task as the API shows it.
+#[derive(Serialize)]
+struct TaskJson {
+    id: String,
+    state: &'static str,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result_base64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn state_name(state: TaskState) -> &'static str {
+    match state {
+        TaskState::Queued => "queued",
+        TaskState::Running => "running",
+        TaskState::Succeeded => "succeeded",
+        TaskState::Failed => "failed",
+        TaskState::Cancelled => "cancelled",
+    }
+}
+
+/// 200 with a finished task, 202 with one that has not finished.
+fn task_response(view: TaskView) -> Response {
+    let status = if view.state.is_finished() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let (mut result, mut result_base64, mut error) = (None, None, None);
+    match view.outcome {
+        Some(Outcome::Succeeded(bytes)) => match std::str::from_utf8(&bytes) {
+            Ok(text) => result = Some(text.to_owned()),
+            Err(_) => result_base64 = Some(BASE64.encode(&bytes)),
+        },
+        Some(Outcome::Failed(reason)) => error = Some(reason),
+        Some(Outcome::Cancelled) | None => {}
+    }
+    let body = TaskJson {
+        id: view.id.to_string(),
+        state: state_name(view.state),
+        attempts: view.attempts,
+        result,
+        result_base64,
+        error,
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// The JSON error every failure is answered with.
+fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message.to_string() } });
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// A shard's error answer as an HTTP status: retryable ones are 503 with `Retry-After`.
+fn wire_error(e: &WireError) -> Response {
+    let (status, code) = match e {
+        WireError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        WireError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+        WireError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        WireError::NotLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
+        WireError::Unavailable { .. } | WireError::ShuttingDown => {
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        }
+        WireError::VersionMismatch { .. } => (StatusCode::BAD_GATEWAY, "version_mismatch"),
+    };
+    error(status, code, e)
+}
+
+fn bad_request(message: impl std::fmt::Display) -> Response {
+    error(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+/// A task id from its text, or what to tell the user.
+fn parse_id(text: &str) -> Result<TaskId, String> {
+    text.parse::<TaskId>()
+        .map_err(|e| format!("{text:?} is not a task id: {e}"))
+}
+
+/// The task id of a `/v1/tasks/{id}` path.
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<TaskId, String> {
+    let Path(text) = path.map_err(|rejection| rejection.body_text())?;
+    parse_id(&text)
+}
+
+fn wait_for(timeout_ms: Option<u64>) -> Duration {
+    timeout_ms
+        .map_or(DEFAULT_WAIT, Duration::from_millis)
+        .min(MAX_WAIT)
+}
+
+/// `POST /v1/tasks`.
+async fn submit(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "too_large"
+            } else {
+                "bad_request"
+            };
+            return error(status, code, rejection.body_text());
+        }
+    };
+    let req: SubmitBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format_args!("the body is not a task: {e}")),
+    };
+    if req.kind.is_empty() {
+        return bad_request("\"type\" must name a task type, e.g. \"wordcount\"");
+    }
+    let payload = match (req.payload, req.payload_base64) {
+        (Some(_), Some(_)) => {
+            return bad_request("give the payload as \"payload\" or \"payload_base64\", not both");
+        }
+        (Some(text), None) => Bytes::from(text),
+        (None, Some(b64)) => match BASE64.decode(b64.as_bytes()) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(e) => return bad_request(format_args!("\"payload_base64\" is not base64: {e}")),
+        },
+        (None, None) => Bytes::new(),
+    };
+    let mut spec = TaskSpec::new(req.kind, payload);
+    if let Some(id) = req.id {
+        match parse_id(&id) {
+            Ok(id) => spec.id = id,
+            Err(message) => return bad_request(message),
+        }
+    }
+    if let Some(n) = req.max_attempts {
+        if n == 0 {
+            return bad_request("\"max_attempts\" must be at least 1");
+        }
+        spec.max_attempts = n;
+    }
+    let id = spec.id;
+    let ask = api.ask(RequestBody::Submit {
+        task: spec,
+        wait: req.wait,
+    });
+    answer(&api, id, ask, req.wait.then(|| wait_for(req.timeout_ms))).await
+}
+
+/// Answers with `ask`'s result, or, when `wait` runs out first, with the task as it stands.
+async fn answer(
+    api: &Api,
+    id: TaskId,
+    ask: impl Future<Output = Result<TaskView, WireError>>,
+    wait: Option<Duration>,
+) -> Response {
+    let result = match wait {
+        None => ask.await,
+        Some(limit) => match tokio::time::timeout(limit, ask).await {
+            Ok(r) => r,
+            Err(_) => api.ask(RequestBody::Get { id, wait: false }).await,
+        },
+    };
+    match result {
+        Ok(view) => task_response(view),
+        Err(e) => wire_error(&e),
+    }
+}
+
+/// `GET /v1/tasks/{id}`'s query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookupQuery {
+    #[serde(default)]
+    wait: bool,
+    timeout_ms: Option<u64>,
+}
+
+/// `GET /v1/tasks/{id}`.
+async fn lookup(
+    State(api): State<Api>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<LookupQuery>, QueryRejection>,
+) -> Response {
+    let id = match path_id(id) {
+        Ok(id) => id,
+        Err(message) => return bad_request(message),
+    };
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(rejection) => return bad_request(rejection.body_text()),
+    };
+    let ask = api.ask(RequestBody::Get {
+        id,
+        wait: query.wait,
+    });
+    answer(
+        &api,
+        id,
+        ask,
+        query.wait.then(|| wait_for(query.timeout_ms)),
+    )
+    .await
+}
+
+/// `DELETE /v1/tasks/{id}`: cancels a queued task; one that runs or has finished is 409.
+async fn cancel_task(State(api): State<Api>, id: Result<Path<String>, PathRejection>) -> Response {
+    let id = match path_id(id) {
+        Ok(id) => id,
+        Err(message) => return bad_request(message),
+    };
+    match api.ask(RequestBody::Cancel { id }).await {
+        Ok(view) => task_response(view),
+        Err(WireError::BadRequest { reason }) => error(StatusCode::CONFLICT, "conflict", reason),
+        Err(e) => wire_error(&e),
+    }
+}
+
+/// `GET /v1/cluster`: every replica of every shard.
+async fn cluster(State(api): State<Api>) -> Response {
+    axum::Json((api.status)().await).into_response()
+}
