@@ -70,6 +70,37 @@ pub enum Command {
     /// Show the cluster (through a router) or one coordinator replica: each shard's
     /// replicas, leader, term, log/commit/applied indexes, queue, running tasks, workers.
     Status(StatusArgs),
+    /// A live monitor of the cluster (through a router) or of one coordinator's shard:
+    /// leaders, terms, queues, throughput with a minute of history, latency, workers.
+    /// Keys: q quits, Tab or ←/→ switch panes, ↑/↓ move, s sorts the workers.
+    Top(TopArgs),
+}
+
+/// `dtc top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// A router (the whole cluster) or a coordinator (its shard), as ADDR.
+    #[arg(value_name = "ADDR", conflicts_with_all = ["router", "port"])]
+    pub addr: Option<SocketAddr>,
+    /// The router to ask.
+    #[arg(long, value_name = "ADDR", conflicts_with = "port")]
+    pub router: Option<SocketAddr>,
+    /// A router's or coordinator's port on --ip (the seed's form; default: the router at
+    /// 127.0.0.1:6000).
+    #[arg(short = 'p', long)]
+    pub port: Option<u16>,
+    /// The host, with -p.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub ip: IpAddr,
+}
+
+impl TopArgs {
+    /// The address to ask.
+    pub fn target(&self) -> SocketAddr {
+        self.addr
+            .or(self.router)
+            .unwrap_or_else(|| SocketAddr::new(self.ip, self.port.unwrap_or(6000)))
+    }
 }
 
 /// `dtc status`.

@@ -1,6 +1,7 @@
 //! The `dtc` binary's parts, as a library so that integration tests drive the same code:
 //! the command line ([`cli`]), the benchmark client ([`mod@bench`]), the in-process local
-//! cluster ([`local`]) and the one-request commands ([`task_cmd`]).
+//! cluster ([`local`]), the one-request commands ([`task_cmd`]) and the operator's views
+//! ([`status_cmd`], [`top`]).
 
 pub mod bench;
 pub mod cli;
@@ -9,3 +10,4 @@ pub mod local;
 pub mod membership;
 pub mod status_cmd;
 pub mod task_cmd;
+pub mod top;

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             | Command::Get(_)
             | Command::Cancel(_)
             | Command::Status(_)
+            | Command::Top(_)
     ) || matches!(&cli.command, Command::Local(l) if l.bench);
     // openraft logs an unreachable peer (routine while a replica restarts) as an error;
     // dtc reports what matters itself. RUST_LOG=openraft=info brings its logs back.
@@ -102,6 +103,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => dtc::task_cmd::get(args).await.map(drop),
         Command::Cancel(args) => dtc::task_cmd::cancel(args).await.map(drop),
         Command::Status(args) => dtc::status_cmd::run(args).await,
+        Command::Top(args) => dtc::top::run(args, shutdown_signal()).await,
     }
 }
 

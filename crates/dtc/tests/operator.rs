@@ -277,3 +277,99 @@ fn metrics_parse_while_a_benchmark_runs_and_count_what_the_client_counted() -> a
     assert!(local.wait_success()?, "dtc local did not exit cleanly");
     Ok(())
 }
+
+/// The screen as text, one line per row.
+fn screen(top: &dtc::top::model::Top) -> anyhow::Result<String> {
+    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(140, 40))?;
+    terminal.draw(|f| dtc::top::view::render(f, top))?;
+    let buffer = terminal.backend().buffer();
+    let width = usize::from(buffer.area.width);
+    let cells: Vec<&str> = buffer.content.iter().map(|c| c.symbol()).collect();
+    Ok(cells
+        .chunks(width)
+        .map(|row| row.concat())
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_shows_every_shard_its_leader_throughput_and_every_worker() -> anyhow::Result<()> {
+    use dtc::top::model::{Key, Top};
+    common::bounded(async {
+        common::logs();
+        let spec = LocalSpec {
+            shards: 2,
+            workers: 2,
+            slots: 2,
+            router_port: 0,
+            replicas: 3,
+            data_dir: None,
+            in_memory: true,
+            http: None,
+        };
+        let cluster = LocalCluster::start(&spec).await?;
+        // Load that outlasts the readings; stopped once they are taken.
+        let args = dtc::cli::BenchArgs {
+            clients: 16,
+            tasks: 100_000,
+            workload: dtc::cli::Workload::Noop,
+            conns: None,
+            json: true,
+            csv: None,
+            retry_for_s: 30,
+            seed: 1,
+        };
+        let router = cluster.router;
+        let load = tokio::spawn(async move { dtc::bench::run(router, &args).await.map(drop) });
+        let mut top = Top::new(router.to_string());
+        // Readings until both shards show a throughput, bounded in count.
+        for _ in 0..20 {
+            top.update(dtc::top::read(router).await, Instant::now());
+            if top.rates.len() == 2 && top.rates.values().all(|r| r.now.unwrap_or(0.0) > 0.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let text = screen(&top)?;
+        load.abort();
+        cluster.stop().await;
+        println!("{text}");
+
+        let rate = top.total_rate().context("no throughput measured")?;
+        assert!(rate > 0.0, "{text}");
+        assert!(text.contains(&format!("{rate:.0} tasks/s")), "{text}");
+        for shard in 0..2 {
+            let leader_rows = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("│{shard} ")) && l.contains(" leader "))
+                .count();
+            assert_eq!(leader_rows, 1, "shard {shard} has no leader row:\n{text}");
+            let followers = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("│{shard} ")) && l.contains(" follower "))
+                .count();
+            assert_eq!(followers, 2, "{text}");
+        }
+        for shard in 0..2 {
+            for w in 0..2 {
+                let name = format!("local-shard{shard}-worker{w}");
+                assert!(text.contains(&name), "{name} missing:\n{text}");
+            }
+        }
+
+        // Keys: s sorts the workers, Tab moves the focus, q quits.
+        assert!(top.key(Key::Sort));
+        assert!(screen(&top)?.contains("sorted by busy"));
+        assert!(top.key(Key::NextPane));
+        assert!(!top.key(Key::Quit));
+
+        // The cluster gone: the screen says so and keeps the last reading.
+        top.update(Err("connection refused".into()), Instant::now());
+        let gone = screen(&top)?;
+        assert!(gone.contains("disconnected (connection refused)"), "{gone}");
+        assert!(gone.contains("local-shard0-worker0"));
+        assert_eq!(top.total_rate(), None);
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,236 @@
+//! Draws a [`Top`] onto a ratatui frame: a title line, the cluster's throughput over the
+//! last minute, the shards (one row per replica; the leader's row carries the queue,
+//! running, completed, throughput and latency) and the workers. Pure drawing: the same
+//! function renders to the terminal and, in tests, to ratatui's test backend.
+
+use super::model::{Pane, Top, role};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Row, Sparkline, Table, TableState};
+
+/// The keys, as the title line lists them.
+const KEYS: &str = "q quit · Tab/←→ pane · ↑↓ move · s sort workers";
+
+/// Draws everything.
+pub fn render(frame: &mut Frame, top: &Top) {
+    let shard_rows: usize = top.shards().iter().map(|s| s.replicas.len()).sum();
+    let [title, chart, shards, workers] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(5),
+        Constraint::Max(u16::try_from(shard_rows + 3).unwrap_or(u16::MAX)),
+        Constraint::Min(4),
+    ])
+    .areas(frame.area());
+    frame.render_widget(title_line(top), title);
+    let history = top.total_history();
+    let peak = history.iter().copied().max().unwrap_or(0);
+    frame.render_widget(
+        Sparkline::default()
+            .block(Block::default().borders(Borders::ALL).title(format!(
+                " cluster throughput, last minute (peak {peak} tasks/s) "
+            )))
+            .data(&history)
+            .style(Style::default().fg(Color::Cyan)),
+        chart,
+    );
+    render_shards(frame, top, shards);
+    render_workers(frame, top, workers);
+}
+
+fn title_line(top: &Top) -> Line<'static> {
+    let workers = top.workers().len();
+    let mut spans = vec![
+        Span::styled("dtc top ", Style::default().add_modifier(Modifier::BOLD)),
+        Span::raw(format!(
+            "{} · {} shards · {} workers · ",
+            top.source,
+            top.shards().len(),
+            workers
+        )),
+    ];
+    match (&top.disconnected, top.total_rate()) {
+        (Some(e), _) => spans.push(Span::styled(
+            format!("disconnected ({e}); retrying "),
+            Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+        )),
+        (None, Some(rate)) => spans.push(Span::raw(format!("{rate:.0} tasks/s "))),
+        (None, None) => spans.push(Span::raw("measuring… ")),
+    }
+    spans.push(Span::styled(
+        format!("· {KEYS}"),
+        Style::default().fg(Color::DarkGray),
+    ));
+    Line::from(spans)
+}
+
+fn pane_block(title: String, focused: bool) -> Block<'static> {
+    let style = if focused {
+        Style::default().fg(Color::Yellow)
+    } else {
+        Style::default()
+    };
+    Block::default()
+        .borders(Borders::ALL)
+        .border_style(style)
+        .title(title)
+}
+
+fn micros(us: Option<u64>) -> String {
+    us.map_or_else(|| "–".into(), |us| format!("{:.2}ms", us as f64 / 1000.0))
+}
+
+/// A minute of values as a line of block characters, scaled to its own peak.
+pub fn spark(values: impl ExactSizeIterator<Item = u64> + Clone, width: usize) -> String {
+    const BARS: [char; 9] = [' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let skip = values.len().saturating_sub(width);
+    let peak = values.clone().max().unwrap_or(0).max(1);
+    values
+        .skip(skip)
+        .map(|v| BARS[((v * 8).div_ceil(peak)).min(8) as usize])
+        .collect()
+}
+
+fn render_shards(frame: &mut Frame, top: &Top, area: ratatui::layout::Rect) {
+    let dim = top.disconnected.is_some();
+    let mut rows = Vec::new();
+    for shard in top.shards() {
+        let leader = shard.leader();
+        let rate = top.rates.get(&shard.shard);
+        for (addr, replica) in &shard.replicas {
+            let row = match replica {
+                Err(e) => Row::new(vec![
+                    Cell::from(shard.shard.to_string()),
+                    Cell::from(addr.clone()),
+                    Cell::from(format!("unreachable: {e}")).style(Style::default().fg(Color::Red)),
+                ]),
+                Ok(r) => {
+                    let leads = leader.is_some_and(|l| l.id == r.id);
+                    let mut cells = vec![
+                        Cell::from(shard.shard.to_string()),
+                        Cell::from(format!("{} #{}", r.addr, r.id)),
+                        Cell::from(role(r)).style(if leads {
+                            Style::default()
+                                .fg(Color::Green)
+                                .add_modifier(Modifier::BOLD)
+                        } else {
+                            Style::default()
+                        }),
+                        Cell::from(r.term.to_string()),
+                        Cell::from(r.committed.to_string()),
+                        Cell::from(r.queued.to_string()),
+                    ];
+                    if leads {
+                        cells.extend([
+                            Cell::from(r.running.to_string()),
+                            Cell::from(r.stats.completed.to_string()),
+                            Cell::from(
+                                rate.and_then(|x| x.now)
+                                    .map_or_else(|| "…".into(), |x| format!("{x:.0}")),
+                            ),
+                            Cell::from(rate.map_or_else(String::new, |x| {
+                                spark(x.history.iter().copied(), 20)
+                            }))
+                            .style(Style::default().fg(Color::Cyan)),
+                            Cell::from(micros(r.stats.p50_us)),
+                            Cell::from(micros(r.stats.p95_us)),
+                        ]);
+                    }
+                    Row::new(cells)
+                }
+            };
+            rows.push(if dim {
+                row.style(Style::default().fg(Color::DarkGray))
+            } else {
+                row
+            });
+        }
+        if leader.is_none() {
+            rows.push(Row::new(vec![
+                Cell::from(shard.shard.to_string()),
+                Cell::from("NO LEADER").style(Style::default().fg(Color::Red)),
+            ]));
+        }
+    }
+    let header = Row::new([
+        "shard",
+        "replica",
+        "role",
+        "term",
+        "commit",
+        "queue",
+        "running",
+        "completed",
+        "tasks/s",
+        "last minute",
+        "p50",
+        "p95",
+    ])
+    .style(Style::default().add_modifier(Modifier::BOLD));
+    let widths = [
+        Constraint::Length(5),
+        Constraint::Length(24),
+        Constraint::Length(9),
+        Constraint::Length(5),
+        Constraint::Length(9),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(10),
+        Constraint::Length(8),
+        Constraint::Length(20),
+        Constraint::Length(8),
+        Constraint::Length(8),
+    ];
+    let focused = top.pane == Pane::Shards;
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(pane_block(" shards ".into(), focused))
+        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+    let mut state = TableState::default().with_selected(focused.then_some(top.selected[0]));
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+fn render_workers(frame: &mut Frame, top: &Top, area: ratatui::layout::Rect) {
+    let rows = top.workers().into_iter().map(|r| {
+        let w = r.worker;
+        let age = Style::default().fg(if w.heartbeat_age_ms > 500 {
+            Color::Red
+        } else {
+            Color::Reset
+        });
+        Row::new(vec![
+            Cell::from(r.shard.to_string()),
+            Cell::from(w.name),
+            Cell::from(w.addr),
+            Cell::from(format!("{}/{}", w.busy, w.capacity)),
+            Cell::from(w.done.to_string()),
+            Cell::from(format!("{} ms", w.heartbeat_age_ms)).style(age),
+        ])
+    });
+    let header = Row::new([
+        "shard",
+        "worker",
+        "address",
+        "busy/capacity",
+        "done",
+        "heartbeat",
+    ])
+    .style(Style::default().add_modifier(Modifier::BOLD));
+    let widths = [
+        Constraint::Length(5),
+        Constraint::Length(24),
+        Constraint::Length(21),
+        Constraint::Length(13),
+        Constraint::Length(10),
+        Constraint::Length(10),
+    ];
+    let focused = top.pane == Pane::Workers;
+    let title = format!(" workers (sorted by {}; s to change) ", top.sort.label());
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(pane_block(title, focused))
+        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+    let mut state = TableState::default().with_selected(focused.then_some(top.selected[1]));
+    frame.render_stateful_widget(table, area, &mut state);
+}
