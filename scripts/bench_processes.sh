@@ -79,7 +79,7 @@ for s in $(seq 0 $((SHARDS - 1))); do
   done
   shard_flags+=(-s "$csv")
 done
-"$DTC" router -p "$ROUTER_PORT" "${shard_flags[@]}" >/dev/null & pids+=($!)
+"$DTC" router -p "$ROUTER_PORT" --http off "${shard_flags[@]}" >/dev/null & pids+=($!)
 note router - $!
 wait_port "$ROUTER_PORT"
 sleep 0.5 # let the shards elect their leaders and the workers register

@@ -26,6 +26,10 @@ use std::path::PathBuf;
 ///   dtc router -p 6000 -s 127.0.0.1:5000,127.0.0.1:5001,127.0.0.1:5002 &
 ///   dtc client -p 6000 -c 64 -n 10000 -t mixed
 ///   dtc status
+///   dtc top
+///
+/// The router also serves an HTTP API, Prometheus metrics and a dashboard on
+/// http://127.0.0.1:8080/ (--http).
 #[derive(Debug, Parser)]
 #[command(
     name = "dtc",

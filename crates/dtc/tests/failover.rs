@@ -117,7 +117,7 @@ async fn killing_each_shards_leader_under_load_loses_nothing() -> anyhow::Result
                 _workers.push(Proc::start(&["worker", "-s", &s.list(), "-w", "4"])?);
             }
         }
-        let router = Proc::start(&["router", "-p", "0", "-s", &shards[0].list(), "-s", &shards[1].list()])?;
+        let router = Proc::start(&["router", "-p", "0", "--http", "off", "-s", &shards[0].list(), "-s", &shards[1].list()])?;
         let raddr = router.addr()?;
         let mut config = ClientConfig::new(vec![raddr]);
         config.retry_for = Duration::from_secs(60);
@@ -311,7 +311,7 @@ async fn the_seeds_two_coordinator_form_replicates_and_status_shows_it() -> anyh
         let shard = Shard::start(2, &[])?;
         let port = shard.addrs[0].port().to_string();
         let _worker = Proc::start(&["worker", "-p", &port, "-w", "2"])?;
-        let router = Proc::start(&["router", "-p", "0", "-s", &shard.list()])?;
+        let router = Proc::start(&["router", "-p", "0", "--http", "off", "-s", &shard.list()])?;
         let raddr = router.addr()?;
         let client = Client::connect(raddr).await?;
         for i in 1..=50usize {
@@ -369,7 +369,7 @@ async fn a_replica_that_lost_its_disk_catches_up_from_a_snapshot() -> anyhow::Re
         let mut shard = Shard::start(3, &extra)?;
         let list = shard.list();
         let _worker = Proc::start(&["worker", "-s", &list, "-w", "4"])?;
-        let router = Proc::start(&["router", "-p", "0", "-s", &list])?;
+        let router = Proc::start(&["router", "-p", "0", "--http", "off", "-s", &list])?;
         let raddr = router.addr()?;
         let client = Client::connect(raddr).await?;
         let run = |n: usize| {

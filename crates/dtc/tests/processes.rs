@@ -99,7 +99,7 @@ async fn a_restarted_coordinator_is_rejoined_and_the_run_completes() -> anyhow::
         let shard = format!("127.0.0.1:{port}");
         let _w1 = Proc::start(&["worker", "-p", &port, "-w", "4"])?;
         let _w2 = Proc::start(&["worker", "-p", &port, "-w", "4"])?;
-        let router = Proc::start(&["router", "-p", "0", "-s", &shard])?;
+        let router = Proc::start(&["router", "-p", "0", "--http", "off", "-s", &shard])?;
         let mut config = ClientConfig::new(vec![router.addr()?]);
         config.retry_for = Duration::from_secs(60);
         let client = Client::with_config(config).await?;
@@ -291,7 +291,15 @@ async fn bad_input_is_refused_and_everyone_else_is_served() -> anyhow::Result<()
         let caddr = coord.addr()?;
         let port = caddr.port().to_string();
         let _worker = Proc::start(&["worker", "-p", &port, "-w", "4"])?;
-        let router = Proc::start(&["router", "-p", "0", "-s", &caddr.to_string()])?;
+        let router = Proc::start(&[
+            "router",
+            "-p",
+            "0",
+            "--http",
+            "off",
+            "-s",
+            &caddr.to_string(),
+        ])?;
         let raddr = router.addr()?;
         let client = Client::connect(raddr).await?;
         assert!(client.run(TaskSpec::new("noop", "")).await?.state == TaskState::Succeeded);
@@ -450,7 +458,7 @@ async fn a_router_uses_the_next_address_of_a_shard_when_the_first_is_down() -> a
         let port = coord.addr()?.port().to_string();
         let _worker = Proc::start(&["worker", "-p", &port, "-w", "2"])?;
         let shard = format!("{down},{}", coord.addr()?);
-        let router = Proc::start(&["router", "-p", "0", "-s", &shard])?;
+        let router = Proc::start(&["router", "-p", "0", "--http", "off", "-s", &shard])?;
         let client = Client::connect(router.addr()?).await?;
         let view = client
             .run(TaskSpec::new("wordcount", "served by the second"))
