@@ -139,15 +139,15 @@ async fn wait_signal() {
 
 /// Installs the process's metrics recorder when metrics are asked for (`serve`, or
 /// `recorder` for a router whose HTTP API serves them), keeps it bounded until `cancel`
-/// fires, and serves `/metrics` on `serve`. Runs before any component starts, so that their
-/// series register with the recorder.
+/// fires, and serves `/metrics` on `serve`, returning the address it serves on. Runs before
+/// any component starts, so that their series register with the recorder.
 async fn metrics(
     serve: Option<SocketAddr>,
     recorder: bool,
     cancel: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<SocketAddr>> {
     if serve.is_none() && !recorder {
-        return Ok(());
+        return Ok(None);
     }
     dtc_server::telemetry::install()?;
     tokio::spawn(dtc_server::telemetry::upkeep(cancel.clone()));
@@ -155,20 +155,29 @@ async fn metrics(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("serving metrics on {addr} (--metrics)"))?;
-        println!("metrics on http://{}/metrics", listener.local_addr()?);
+        let addr = listener.local_addr()?;
         let cancel = cancel.clone();
         tokio::spawn(async move {
             if let Err(e) = dtc_server::telemetry::serve(listener, cancel).await {
                 tracing::error!(error = %e, "the metrics endpoint stopped");
             }
         });
+        return Ok(Some(addr));
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Tells where the metrics are served (after the component's own first line, which scripts
+/// and tests read for its address).
+fn print_metrics(addr: Option<SocketAddr>) {
+    if let Some(addr) = addr {
+        println!("metrics on http://{addr}/metrics");
+    }
 }
 
 async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
-    metrics(args.metrics, false, &shutdown).await?;
+    let metrics_addr = metrics(args.metrics, false, &shutdown).await?;
     let listen = SocketAddr::new(args.net.bind, args.port);
     let (id, mut replicas) =
         dtc::membership::resolve(args.advertise.unwrap_or(listen), args.id, &args.peer)
@@ -218,6 +227,7 @@ async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     };
     let coordinator = Coordinator::bind(config).await?;
     println!("coordinator listening on {}", coordinator.local_addr()?);
+    print_metrics(metrics_addr);
     coordinator.run(shutdown).await;
     Ok(())
 }
@@ -242,16 +252,17 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         builder = builder.name(name);
     }
     let shutdown = shutdown_signal();
-    metrics(args.metrics, false, &shutdown).await?;
+    let metrics_addr = metrics(args.metrics, false, &shutdown).await?;
     let worker = builder.build()?;
     println!("worker with {} slots serving {:?}", args.slots, addrs);
+    print_metrics(metrics_addr);
     worker.run(addrs, shutdown).await?;
     Ok(())
 }
 
 async fn router(args: RouterArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
-    metrics(args.metrics, args.http.0.is_some(), &shutdown).await?;
+    let metrics_addr = metrics(args.metrics, args.http.0.is_some(), &shutdown).await?;
     let config = RouterConfig {
         listen: SocketAddr::new(args.net.bind, args.port),
         shards: args.shards,
@@ -266,6 +277,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
     };
     let router = Router::bind(config).await?;
     println!("router listening on {}", router.local_addr()?);
+    print_metrics(metrics_addr);
     if let Some(http) = router.http_addr() {
         println!("http: http://{http}/ (API under /v1, metrics at /metrics)");
     }

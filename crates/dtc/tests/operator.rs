@@ -373,3 +373,86 @@ async fn top_shows_every_shard_its_leader_throughput_and_every_worker() -> anyho
     })
     .await
 }
+
+/// The URL a process printed on its "metrics on URL" line.
+fn metrics_url(printed: &[String]) -> anyhow::Result<String> {
+    printed
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics on "))
+        .map(str::to_owned)
+        .with_context(|| format!("no metrics line in {printed:?}"))
+}
+
+#[test]
+fn a_coordinator_and_a_worker_serve_their_own_metrics() -> anyhow::Result<()> {
+    let (coordinator, printed) = common::Proc::start_lines(
+        &[
+            "coordinator",
+            "-p",
+            "0",
+            "--in-memory",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        2,
+    )?;
+    let port = coordinator.addr()?.port().to_string();
+    let coordinator_url = metrics_url(&printed)?;
+    let (_worker, printed) = common::Proc::start_lines(
+        &[
+            "worker",
+            "-p",
+            &port,
+            "-w",
+            "2",
+            "--name",
+            "metered",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        2,
+    )?;
+    let worker_url = metrics_url(&printed)?;
+    for text in ["a b", "a b c", "a b c d"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dtc"))
+            .args(["submit", "-p", &port, "--json", "wordcount", text])
+            .output()?;
+        anyhow::ensure!(out.status.success(), "submit failed: {out:?}");
+    }
+    let a = agent();
+    // The gauges follow the status once a second: wait (bounded) for the leader's, with
+    // its worker attached.
+    let mut scrape_c = scrape(&a, &coordinator_url)?;
+    for _ in 0..30 {
+        if total(&scrape_c, "dtc_raft_is_leader", &[]) == 1.0
+            && total(&scrape_c, "dtc_slots_total", &[]) > 0.0
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        scrape_c = scrape(&a, &coordinator_url)?;
+    }
+    assert_eq!(total(&scrape_c, "dtc_raft_is_leader", &[]), 1.0);
+    assert_eq!(total(&scrape_c, "dtc_tasks_completed_total", &[]), 3.0);
+    assert_eq!(total(&scrape_c, "dtc_tasks_submitted_total", &[]), 3.0);
+    assert!(total(&scrape_c, "dtc_raft_term", &[]) >= 1.0);
+    assert!(total(&scrape_c, "dtc_raft_commit_index", &[]) >= 1.0);
+    assert_eq!(
+        total(&scrape_c, "dtc_slots_total", &[]),
+        4.0,
+        "2 slots + 2 ahead"
+    );
+    let scrape_w = scrape(&a, &worker_url)?;
+    let worker = [("worker", "metered")];
+    assert_eq!(total(&scrape_w, "dtc_worker_slots", &worker), 2.0);
+    assert_eq!(
+        total(
+            &scrape_w,
+            "dtc_worker_tasks_total",
+            &[("worker", "metered"), ("outcome", "succeeded")]
+        ),
+        3.0
+    );
+    assert_eq!(total(&scrape_w, "dtc_worker_slots_busy", &worker), 0.0);
+    Ok(())
+}
