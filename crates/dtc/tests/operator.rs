@@ -456,3 +456,46 @@ fn a_coordinator_and_a_worker_serve_their_own_metrics() -> anyhow::Result<()> {
     assert_eq!(total(&scrape_w, "dtc_worker_slots_busy", &worker), 0.0);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_nobody_can_reach_is_503_with_retry_after() -> anyhow::Result<()> {
+    use dtc_server::router::{Router, RouterConfig};
+    common::bounded(async {
+        common::logs();
+        // A shard whose only replica is a port nobody listens on.
+        let dead = SocketAddr::from(([127, 0, 0, 1], common::free_port()?));
+        let router = Router::bind(RouterConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shards: vec![vec![dead]],
+            limits: Default::default(),
+            http: Some(HttpConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                max_body: 1024,
+            }),
+        })
+        .await?;
+        let http = router.http_addr().context("no HTTP address")?;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let running = tokio::spawn(router.run(cancel.clone()));
+        let answer = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let r = agent()
+                .post(format!("http://{http}/v1/tasks"))
+                .send_json(json!({"type": "noop"}))?;
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            Ok((json_of(r)?, retry_after))
+        })
+        .await?;
+        cancel.cancel();
+        running.await?;
+        let ((status, body), retry_after) = answer?;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "unavailable");
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        Ok(())
+    })
+    .await
+}
