@@ -273,6 +273,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
         http: args.http.0.map(|listen| HttpConfig {
             listen,
             max_body: args.http_max_body,
+            max_waits: dtc_server::router::http::MAX_WAITS,
         }),
     };
     let router = Router::bind(config).await?;
@@ -304,6 +305,7 @@ async fn local(args: LocalArgs) -> anyhow::Result<()> {
         http: http.map(|listen| HttpConfig {
             listen,
             max_body: args.http_max_body,
+            max_waits: dtc_server::router::http::MAX_WAITS,
         }),
     };
     let cluster = LocalCluster::start(&spec).await?;

@@ -102,6 +102,24 @@ fn api_checks(base: &str) -> anyhow::Result<()> {
     }))?;
     let (status, body) = json_of(r)?;
     assert_eq!((status, &body["state"]), (202, &json!("queued")));
+    // That wait stays open towards its shard until the task ends; this API keeps at most
+    // two such: a second is taken, a third refused with 503, and waits that end free theirs.
+    let stuck = json!({"type": "no-such-handler", "wait": true, "timeout_ms": 300});
+    let (status, _) = json_of(a.post(&tasks).send_json(&stuck)?)?;
+    assert_eq!(status, 202);
+    let r = a.post(&tasks).send_json(&stuck)?;
+    let retry_after = r.headers().get("retry-after").cloned();
+    let (status, body) = json_of(r)?;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (503, &json!("overloaded"))
+    );
+    assert!(retry_after.is_some());
+    let (status, _) = json_of(a.post(&tasks).send_json(json!({"type": "noop"}))?)?;
+    assert!(
+        status == 200 || status == 202,
+        "a submit without wait is still served"
+    );
 
     // The cluster: both shards, each with a leader and its workers.
     let (status, body) = json_of(a.get(format!("{base}/v1/cluster")).call()?)?;
@@ -141,6 +159,7 @@ async fn the_http_api_submits_looks_up_and_cancels_with_fitting_statuses() -> an
             http: Some(HttpConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 max_body: 64 * 1024,
+                max_waits: 2,
             }),
         };
         let cluster = LocalCluster::start(&spec).await?;
@@ -471,6 +490,7 @@ async fn a_shard_nobody_can_reach_is_503_with_retry_after() -> anyhow::Result<()
             http: Some(HttpConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 max_body: 1024,
+                max_waits: 16,
             }),
         })
         .await?;

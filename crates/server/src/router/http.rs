@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// The largest request body accepted by default.
@@ -32,6 +32,12 @@ pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
+/// Waiting requests the API keeps open towards the shards at most, by default. A wait that times out
+/// stays open towards its shard until the task ends (the protocol cannot take a wait back),
+/// so without a bound, clients polling a task that never ends could fill the router's
+/// connection to its shard; past the bound a wait is answered 503.
+pub const MAX_WAITS: usize = 4096;
+
 /// Where and how the HTTP API listens.
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
@@ -39,6 +45,8 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// The largest request body it reads; bigger ones get 413.
     pub max_body: usize,
+    /// How many waiting requests it keeps open towards the shards ([`MAX_WAITS`]).
+    pub max_waits: usize,
 }
 
 /// Gathers the cluster's status (the same answer `dtc status --router` prints).
@@ -49,6 +57,10 @@ pub(super) type StatusSource = Arc<dyn Fn() -> BoxFuture<'static, ClusterStatus>
 pub(super) struct Api {
     pub sink: Arc<ShardSink>,
     pub status: StatusSource,
+    /// Permits for waiting requests ([`MAX_WAITS`]).
+    pub waits: Arc<Semaphore>,
+    /// The router's shutdown: ends the waits still open.
+    pub cancel: CancellationToken,
 }
 
 impl Api {
@@ -57,6 +69,34 @@ impl Api {
         let (tx, rx) = oneshot::channel();
         self.sink.forward(body, Answerer::Http(tx)).await;
         rx.await.unwrap_or(Err(WireError::ShuttingDown))
+    }
+
+    /// Asks with `wait` for at most `limit`; `None` when the limit ran out first. The
+    /// request's permit is held until the shard answers, even after the limit.
+    async fn ask_waiting(
+        &self,
+        body: RequestBody,
+        limit: Duration,
+    ) -> Option<Result<TaskView, WireError>> {
+        let Ok(permit) = Arc::clone(&self.waits).try_acquire_owned() else {
+            return Some(Err(WireError::Overloaded));
+        };
+        let (tx, rx) = oneshot::channel();
+        self.sink.forward(body, Answerer::Http(tx)).await;
+        let (back, answer) = oneshot::channel();
+        let cancel = self.cancel.clone();
+        tokio::spawn(async move {
+            let result = tokio::select! {
+                r = rx => r.unwrap_or(Err(WireError::ShuttingDown)),
+                () = cancel.cancelled() => Err(WireError::ShuttingDown),
+            };
+            drop(permit);
+            back.send(result).ok();
+        });
+        tokio::time::timeout(limit, answer)
+            .await
+            .ok()
+            .map(|r| r.unwrap_or(Err(WireError::ShuttingDown)))
     }
 }
 
@@ -250,25 +290,21 @@ async fn submit(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> 
         spec.max_attempts = n;
     }
     let id = spec.id;
-    let ask = api.ask(RequestBody::Submit {
+    let body = RequestBody::Submit {
         task: spec,
         wait: req.wait,
-    });
-    answer(&api, id, ask, req.wait.then(|| wait_for(req.timeout_ms))).await
+    };
+    answer(&api, id, body, req.wait.then(|| wait_for(req.timeout_ms))).await
 }
 
-/// Answers with `ask`'s result, or, when `wait` runs out first, with the task as it stands.
-async fn answer(
-    api: &Api,
-    id: TaskId,
-    ask: impl Future<Output = Result<TaskView, WireError>>,
-    wait: Option<Duration>,
-) -> Response {
+/// Asks the shard (waiting up to `wait`, if given) and answers with its result, or, when
+/// the wait runs out first, with the task as it stands.
+async fn answer(api: &Api, id: TaskId, body: RequestBody, wait: Option<Duration>) -> Response {
     let result = match wait {
-        None => ask.await,
-        Some(limit) => match tokio::time::timeout(limit, ask).await {
-            Ok(r) => r,
-            Err(_) => api.ask(RequestBody::Get { id, wait: false }).await,
+        None => api.ask(body).await,
+        Some(limit) => match api.ask_waiting(body, limit).await {
+            Some(r) => r,
+            None => api.ask(RequestBody::Get { id, wait: false }).await,
         },
     };
     match result {
@@ -300,14 +336,14 @@ async fn lookup(
         Ok(q) => q,
         Err(rejection) => return bad_request(rejection.body_text()),
     };
-    let ask = api.ask(RequestBody::Get {
+    let body = RequestBody::Get {
         id,
         wait: query.wait,
-    });
+    };
     answer(
         &api,
         id,
-        ask,
+        body,
         query.wait.then(|| wait_for(query.timeout_ms)),
     )
     .await

@@ -38,7 +38,7 @@ pub struct RouterConfig {
 /// A bound router, ready to [`run`](Router::run).
 pub struct Router<L = TcpListener, T = Tcp> {
     listener: L,
-    http: Option<(TcpListener, usize)>,
+    http: Option<(TcpListener, usize, usize)>,
     transport: T,
     config: RouterConfig,
 }
@@ -94,6 +94,7 @@ impl Router {
                         source,
                     })?,
                 h.max_body,
+                h.max_waits,
             )),
         };
         Ok(Self {
@@ -140,7 +141,7 @@ impl<L: Listener, T: Transport> Router<L, T> {
 
     /// The HTTP API's address, when it is served.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().and_then(|(l, _)| l.local_addr().ok())
+        self.http.as_ref().and_then(|(l, ..)| l.local_addr().ok())
     }
 
     /// Serves until `cancel` fires.
@@ -171,7 +172,7 @@ impl<L: Listener, T: Transport> Router<L, T> {
             shards: senders,
             requests: [counter("submit"), counter("get"), counter("cancel")],
         });
-        if let Some((listener, max_body)) = self.http {
+        if let Some((listener, max_body, max_waits)) = self.http {
             let transport = self.transport.clone();
             let shards = self.config.shards.clone();
             let api = http::Api {
@@ -181,6 +182,8 @@ impl<L: Listener, T: Transport> Router<L, T> {
                     let shards = shards.clone();
                     Box::pin(async move { admin::gather(&transport, &shards).await })
                 }),
+                waits: Arc::new(tokio::sync::Semaphore::new(max_waits)),
+                cancel: cancel.clone(),
             };
             let http_addr = listener
                 .local_addr()
