@@ -350,6 +350,11 @@ async fn top_shows_every_shard_its_leader_throughput_and_every_worker() -> anyho
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let text = screen(&top)?;
+        // Through one coordinator (here a follower or the leader of shard 1): its shard,
+        // every replica asked.
+        let one = dtc::top::read(cluster.coordinators[1][1])
+            .await
+            .map_err(anyhow::Error::msg)?;
         load.abort();
         cluster.stop().await;
         println!("{text}");
@@ -375,6 +380,14 @@ async fn top_shows_every_shard_its_leader_throughput_and_every_worker() -> anyho
                 assert!(text.contains(&name), "{name} missing:\n{text}");
             }
         }
+
+        assert_eq!(one.shards.len(), 1);
+        assert_eq!(one.shards[0].replicas.len(), 3);
+        assert!(one.shards[0].replicas.iter().all(|(_, r)| r.is_ok()));
+        let leader = one.shards[0]
+            .leader()
+            .context("no leader through a coordinator")?;
+        assert_eq!(leader.workers.len(), 2);
 
         // Keys: s sorts the workers, Tab moves the focus, q quits.
         assert!(top.key(Key::Sort));
