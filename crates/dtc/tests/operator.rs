@@ -261,7 +261,15 @@ fn metrics_parse_while_a_benchmark_runs_and_count_what_the_client_counted() -> a
     assert_eq!(ok, 16.0 * 150.0);
     assert!(scrapes > 0, "the benchmark ended before a scrape");
 
-    let last = scrape(&a, &url)?;
+    // Gauges follow the status once a second: wait (bounded) for a reading after the run.
+    let mut last = scrape(&a, &url)?;
+    for _ in 0..30 {
+        if total(&last, "dtc_raft_is_leader", &[]) == 2.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        last = scrape(&a, &url)?;
+    }
     assert_eq!(total(&last, "dtc_tasks_completed_total", &[]), ok);
     assert_eq!(
         total(&last, "dtc_worker_tasks_total", &[("outcome", "succeeded")]),
