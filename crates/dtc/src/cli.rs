@@ -256,7 +256,7 @@ pub struct RouterArgs {
     )]
     pub http: Listen,
     /// The largest HTTP request body accepted, in bytes (bigger ones get 413).
-    #[arg(long, env = "DTC_HTTP_MAX_BODY", default_value_t = dtc_server::router::http::DEFAULT_MAX_BODY)]
+    #[arg(long, env = "DTC_HTTP_MAX_BODY", value_name = "BYTES", default_value_t = dtc_server::router::http::DEFAULT_MAX_BODY)]
     pub http_max_body: usize,
     /// Also serve Prometheus metrics at http://ADDR/metrics (they are on --http already).
     #[arg(long, env = "DTC_METRICS", value_name = "ADDR")]
@@ -381,7 +381,7 @@ pub struct LocalArgs {
     #[arg(long, value_name = "ADDR|off")]
     pub http: Option<Listen>,
     /// The largest HTTP request body accepted, in bytes.
-    #[arg(long, default_value_t = dtc_server::router::http::DEFAULT_MAX_BODY)]
+    #[arg(long, value_name = "BYTES", default_value_t = dtc_server::router::http::DEFAULT_MAX_BODY)]
     pub http_max_body: usize,
     /// Run the benchmark against the cluster, print the report and exit.
     #[arg(long)]
