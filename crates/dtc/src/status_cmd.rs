@@ -100,8 +100,14 @@ fn runtime_lines(out: &mut String, r: &ReplicaStatus) {
     for w in &r.workers {
         let _ = writeln!(
             out,
-            "    {:<20} {:<21} {}/{} busy, {} done, heard from {} ms ago",
-            w.name, w.addr, w.busy, w.capacity, w.done, w.heartbeat_age_ms
+            "    {:<20} {:<21} {}/{} slots busy, {} taken ahead, {} done, heard from {} ms ago",
+            w.name,
+            w.addr,
+            w.running(),
+            w.slots,
+            w.ahead(),
+            w.done,
+            w.heartbeat_age_ms
         );
     }
 }

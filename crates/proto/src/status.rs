@@ -111,9 +111,11 @@ pub struct WorkerStatus {
     pub name: String,
     /// Where it connects from.
     pub addr: String,
-    /// How many tasks it may hold (slots plus prefetch).
+    /// How many tasks it runs at once.
+    pub slots: u32,
+    /// How many tasks it may hold: its slots plus those it takes ahead (prefetch).
     pub capacity: u32,
-    /// How many it holds now.
+    /// How many it holds now, running or taken ahead.
     pub busy: u32,
     /// Tasks it has finished for this leader.
     pub done: u64,
@@ -138,6 +140,18 @@ impl ShardStatus {
             .filter_map(|(_, r)| r.as_ref().ok())
             .filter(|r| r.role == RaftRole::Leader)
             .max_by_key(|r| r.term)
+    }
+}
+
+impl WorkerStatus {
+    /// Its slots running a task: a worker runs what it holds, up to its slots.
+    pub fn running(&self) -> u32 {
+        self.busy.min(self.slots)
+    }
+
+    /// Tasks it holds beyond its running slots, waiting for one to free.
+    pub fn ahead(&self) -> u32 {
+        self.busy - self.running()
     }
 }
 

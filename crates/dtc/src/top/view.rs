@@ -199,11 +199,15 @@ fn render_workers(frame: &mut Frame, top: &Top, area: ratatui::layout::Rect) {
         } else {
             Color::Reset
         });
+        let slots = match w.ahead() {
+            0 => format!("{}/{}", w.running(), w.slots),
+            ahead => format!("{}/{} +{ahead}", w.running(), w.slots),
+        };
         Row::new(vec![
             Cell::from(r.shard.to_string()),
             Cell::from(w.name),
             Cell::from(w.addr),
-            Cell::from(format!("{}/{}", w.busy, w.capacity)),
+            Cell::from(slots),
             Cell::from(w.done.to_string()),
             Cell::from(format!("{} ms", w.heartbeat_age_ms)).style(age),
         ])
@@ -212,7 +216,7 @@ fn render_workers(frame: &mut Frame, top: &Top, area: ratatui::layout::Rect) {
         "shard",
         "worker",
         "address",
-        "busy/capacity",
+        "slots busy",
         "done",
         "heartbeat",
     ])

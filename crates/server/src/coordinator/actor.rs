@@ -80,7 +80,10 @@ pub(super) enum Event {
         name: String,
         peer: SocketAddr,
         tx: mpsc::Sender<CoordMsg>,
+        /// The tasks it runs at once.
         slots: u32,
+        /// The tasks it takes at once: its slots and those it takes ahead.
+        capacity: u32,
         kinds: Vec<String>,
         running: Vec<TaskId>,
         cancel: CancellationToken,
@@ -128,6 +131,8 @@ struct WorkerConn {
     cancel: CancellationToken,
     /// Attempts it has completed for this leader.
     done: u64,
+    /// The tasks it runs at once (the scheduler counts its capacity, taking ahead included).
+    slots: u32,
 }
 
 /// A lookup: the task, whether to wait for its end, who asked.
@@ -335,6 +340,7 @@ impl Actor {
                 peer,
                 tx,
                 slots,
+                capacity,
                 kinds,
                 running,
                 cancel,
@@ -349,7 +355,7 @@ impl Actor {
                         })
                         .collect()
                 };
-                self.sched.add_worker(worker, slots, kinds, still, now);
+                self.sched.add_worker(worker, capacity, kinds, still, now);
                 self.workers.insert(
                     worker,
                     WorkerConn {
@@ -358,6 +364,7 @@ impl Actor {
                         tx,
                         cancel,
                         done: 0,
+                        slots,
                     },
                 );
             }
@@ -404,6 +411,7 @@ impl Actor {
                 WorkerStatus {
                     name: w.name.clone(),
                     addr: w.peer.to_string(),
+                    slots: w.slots,
                     capacity,
                     busy,
                     done: w.done,

@@ -95,7 +95,12 @@ pub(super) async fn export(sources: Sources, replica: String, cancel: Cancellati
         commit.set(s.committed as f64);
         applied.set(s.applied as f64);
         leader.set(if s.role == RaftRole::Leader { 1.0 } else { 0.0 });
-        busy.set(s.workers.iter().map(|w| u64::from(w.busy)).sum::<u64>() as f64);
-        slots.set(s.workers.iter().map(|w| u64::from(w.capacity)).sum::<u64>() as f64);
+        busy.set(
+            s.workers
+                .iter()
+                .map(|w| u64::from(w.running()))
+                .sum::<u64>() as f64,
+        );
+        slots.set(s.workers.iter().map(|w| u64::from(w.slots)).sum::<u64>() as f64);
     }
 }

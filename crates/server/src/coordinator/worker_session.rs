@@ -37,13 +37,14 @@ pub(super) async fn serve<R, W>(
     } = a;
     let mut reader = reader.retype::<WorkerMsg>();
     // A worker takes up to `slots + prefetch` tasks at once (bounded, whatever it claims).
-    let (capacity, kinds, running) = match reader.expect().await {
+    let (slots, capacity, kinds, running) = match reader.expect().await {
         Ok(WorkerMsg::Register {
             slots,
             prefetch,
             kinds,
             running,
         }) if slots > 0 => (
+            slots.min(MAX_CAPACITY),
             slots.saturating_add(prefetch).min(MAX_CAPACITY),
             kinds,
             running,
@@ -77,7 +78,8 @@ pub(super) async fn serve<R, W>(
         name: hello.name.clone(),
         peer,
         tx,
-        slots: capacity,
+        slots,
+        capacity,
         kinds,
         running,
         cancel: worker_cancel.clone(),
