@@ -47,7 +47,7 @@ use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use openraft::ServerState;
 use openraft::error::ClientWriteError;
-use openraft::metrics::RaftMetrics;
+use openraft::metrics::RaftServerMetrics;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -172,7 +172,9 @@ pub(super) struct Actor {
     raft: ShardRaft,
     me: NodeId,
     table: SharedTable,
-    metrics: watch::Receiver<RaftMetrics<NodeId, crate::shard::Node>>,
+    /// openraft's view of the server: role, leader, vote, membership. It changes only when
+    /// one of those does (unlike its full metrics, sent on every log or apply step).
+    metrics: watch::Receiver<RaftServerMetrics<NodeId, crate::shard::Node>>,
     part: Part,
     sched: Scheduler,
     heartbeat_timeout: Duration,
@@ -226,7 +228,7 @@ impl Actor {
         table: SharedTable,
         events: mpsc::Receiver<Event>,
     ) -> Self {
-        let metrics = raft.metrics();
+        let metrics = raft.server_metrics();
         let replica = config
             .replicas
             .get(&config.id)
@@ -778,7 +780,7 @@ impl Actor {
                 self.known_leader = m.current_leader;
                 self.leader_changes.increment(1);
             }
-            self.term.set(m.current_term as f64);
+            self.term.set(m.vote.leader_id().get_term() as f64);
             let leads = m.state == ServerState::Leader && m.current_leader == Some(self.me);
             let leader = m
                 .current_leader
