@@ -153,41 +153,44 @@ fn render_shards(frame: &mut Frame, top: &Top, area: ratatui::layout::Rect) {
             ]));
         }
     }
-    let header = Row::new([
-        "shard",
-        "replica",
-        "role",
-        "term",
-        "commit",
-        "queue",
-        "running",
-        "completed",
-        "tasks/s",
-        "last minute",
-        "p50",
-        "p95",
-    ])
-    .style(Style::default().add_modifier(Modifier::BOLD));
-    let widths = [
-        Constraint::Length(5),
-        Constraint::Length(24),
-        Constraint::Length(9),
-        Constraint::Length(5),
-        Constraint::Length(9),
-        Constraint::Length(7),
-        Constraint::Length(7),
-        Constraint::Length(10),
-        Constraint::Length(8),
-        Constraint::Length(20),
-        Constraint::Length(8),
-        Constraint::Length(8),
+    let columns = [
+        ("shard", 5),
+        ("replica", 24),
+        ("role", 9),
+        ("term", 5),
+        ("commit", 9),
+        ("queue", 7),
+        ("running", 7),
+        ("completed", 10),
+        ("tasks/s", 8),
+        ("last minute", 20),
+        ("p50", 8),
+        ("p95", 8),
     ];
-    let focused = top.pane == Pane::Shards;
+    let pane = (Pane::Shards, " shards ".to_string());
+    render_pane(frame, top, area, rows, &columns, pane);
+}
+
+/// Draws one pane's table: its rows under a bold header of `columns` (name, width), framed
+/// with `title` and highlighting the selected row when `pane` has the focus.
+fn render_pane<'a>(
+    frame: &mut Frame,
+    top: &Top,
+    area: ratatui::layout::Rect,
+    rows: impl IntoIterator<Item = Row<'a>>,
+    columns: &[(&'a str, u16)],
+    (pane, title): (Pane, String),
+) {
+    let header = Row::new(columns.iter().map(|(name, _)| *name))
+        .style(Style::default().add_modifier(Modifier::BOLD));
+    let widths = columns.iter().map(|(_, w)| Constraint::Length(*w));
+    let focused = top.pane == pane;
     let table = Table::new(rows, widths)
         .header(header)
-        .block(pane_block(" shards ".into(), focused))
+        .block(pane_block(title, focused))
         .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
-    let mut state = TableState::default().with_selected(focused.then_some(top.selected[0]));
+    let selected = top.selected[pane as usize];
+    let mut state = TableState::default().with_selected(focused.then_some(selected));
     frame.render_stateful_widget(table, area, &mut state);
 }
 
@@ -212,29 +215,14 @@ fn render_workers(frame: &mut Frame, top: &Top, area: ratatui::layout::Rect) {
             Cell::from(format!("{} ms", w.heartbeat_age_ms)).style(age),
         ])
     });
-    let header = Row::new([
-        "shard",
-        "worker",
-        "address",
-        "slots busy",
-        "done",
-        "heartbeat",
-    ])
-    .style(Style::default().add_modifier(Modifier::BOLD));
-    let widths = [
-        Constraint::Length(5),
-        Constraint::Length(24),
-        Constraint::Length(21),
-        Constraint::Length(13),
-        Constraint::Length(10),
-        Constraint::Length(10),
+    let columns = [
+        ("shard", 5),
+        ("worker", 24),
+        ("address", 21),
+        ("slots busy", 13),
+        ("done", 10),
+        ("heartbeat", 10),
     ];
-    let focused = top.pane == Pane::Workers;
     let title = format!(" workers (sorted by {}; s to change) ", top.sort.label());
-    let table = Table::new(rows, widths)
-        .header(header)
-        .block(pane_block(title, focused))
-        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
-    let mut state = TableState::default().with_selected(focused.then_some(top.selected[1]));
-    frame.render_stateful_widget(table, area, &mut state);
+    render_pane(frame, top, area, rows, &columns, (Pane::Workers, title));
 }
