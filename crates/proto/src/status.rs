@@ -162,6 +162,20 @@ pub struct ClusterStatus {
     pub shards: Vec<ShardStatus>,
 }
 
+/// Asks the coordinator replica at `addr` for its status; the error as text (unreachable,
+/// or a router answering instead).
+pub async fn ask_replica<T: crate::transport::Transport>(
+    transport: &T,
+    addr: std::net::SocketAddr,
+    name: &str,
+) -> Result<ReplicaStatus, String> {
+    match ask_status(transport, addr, name).await {
+        Ok(AdminResponse::Replica(r)) => Ok(r),
+        Ok(AdminResponse::Cluster(_)) => Err("a router, not a coordinator".to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Asks the node at `addr` (a coordinator or a router) for its status over `transport`.
 pub async fn ask_status<T: crate::transport::Transport>(
     transport: &T,

@@ -11,7 +11,7 @@ pub mod view;
 use crate::cli::TopArgs;
 use anyhow::Context;
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-use dtc_proto::status::{AdminResponse, ClusterStatus, ShardStatus, ask_status};
+use dtc_proto::status::{AdminResponse, ClusterStatus, ShardStatus, ask_replica, ask_status};
 use dtc_proto::transport::Tcp;
 use futures_util::future::join_all;
 use model::{Key, Top};
@@ -39,11 +39,7 @@ pub async fn read(addr: SocketAddr) -> Result<ClusterStatus, String> {
                     } else {
                         match a.parse::<SocketAddr>() {
                             Err(e) => Err(format!("bad address: {e}")),
-                            Ok(sa) => match ask_status(&Tcp, sa, "dtc top").await {
-                                Ok(AdminResponse::Replica(r)) => Ok(r),
-                                Ok(AdminResponse::Cluster(_)) => Err("a router".to_string()),
-                                Err(e) => Err(e.to_string()),
-                            },
+                            Ok(sa) => ask_replica(&Tcp, sa, "dtc top").await,
                         }
                     };
                     (a.clone(), answer)

@@ -218,28 +218,24 @@ pub(super) struct Actor {
     /// The leader openraft last named, to count changes of leader.
     known_leader: Option<NodeId>,
     leader_changes: metrics::Counter,
-    term: metrics::Gauge,
 }
 
 impl Actor {
     pub(super) fn new(
         config: &CoordinatorConfig,
+        replica: &str,
         raft: ShardRaft,
         table: SharedTable,
         events: mpsc::Receiver<Event>,
     ) -> Self {
         let metrics = raft.server_metrics();
-        let replica = config
-            .replicas
-            .get(&config.id)
-            .cloned()
-            .unwrap_or_else(|| config.listen.to_string());
-        let label = [("replica", replica.clone())];
         Self {
-            stats: Stats::new(&replica, now()),
+            stats: Stats::new(replica, now()),
             known_leader: None,
-            leader_changes: metrics::counter!("dtc_raft_leader_changes_total", &label),
-            term: metrics::gauge!("dtc_raft_term", &label),
+            leader_changes: metrics::counter!(
+                "dtc_raft_leader_changes_total",
+                "replica" => replica.to_owned()
+            ),
             raft,
             me: config.id,
             table,
@@ -780,7 +776,6 @@ impl Actor {
                 self.known_leader = m.current_leader;
                 self.leader_changes.increment(1);
             }
-            self.term.set(m.vote.leader_id().get_term() as f64);
             let leads = m.state == ServerState::Leader && m.current_leader == Some(self.me);
             let leader = m
                 .current_leader

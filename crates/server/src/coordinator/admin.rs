@@ -81,6 +81,7 @@ pub(super) async fn export(sources: Sources, replica: String, cancel: Cancellati
     let commit = metrics::gauge!("dtc_raft_commit_index", &label);
     let applied = metrics::gauge!("dtc_raft_applied_index", &label);
     let leader = metrics::gauge!("dtc_raft_is_leader", &label);
+    let term = metrics::gauge!("dtc_raft_term", &label);
     let busy = metrics::gauge!("dtc_slots_busy", &label);
     let slots = metrics::gauge!("dtc_slots_total", &label);
     let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -95,6 +96,7 @@ pub(super) async fn export(sources: Sources, replica: String, cancel: Cancellati
         commit.set(s.committed as f64);
         applied.set(s.applied as f64);
         leader.set(if s.role == RaftRole::Leader { 1.0 } else { 0.0 });
+        term.set(s.term as f64);
         busy.set(
             s.workers
                 .iter()

@@ -279,8 +279,12 @@ impl<L: Listener> Coordinator<L> {
     pub async fn run(self, cancel: CancellationToken) {
         let addr = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let (events_tx, events_rx) = mpsc::channel(4096);
+        // The replica's name in its metrics: its address in the shard's membership.
+        let replica = self.config.replicas.get(&self.config.id).cloned();
+        let replica = replica.unwrap_or_else(|| addr.clone());
         let actor = Actor::new(
             &self.config,
+            &replica,
             self.raft.clone(),
             self.table.clone(),
             events_rx,
@@ -294,11 +298,8 @@ impl<L: Listener> Coordinator<L> {
             table: self.table.clone(),
             events: events_tx.clone(),
         };
-        let export = crate::telemetry::installed().then(|| {
-            let replica = self.config.replicas.get(&self.config.id).cloned();
-            let replica = replica.unwrap_or_else(|| addr.clone());
-            tokio::spawn(admin::export(sources.clone(), replica, cancel.clone()))
-        });
+        let export = crate::telemetry::installed()
+            .then(|| tokio::spawn(admin::export(sources.clone(), replica, cancel.clone())));
         let handler = move |a: Accepted<L::Read, L::Write>| {
             let sink = Arc::clone(&sink);
             let events = events_tx.clone();

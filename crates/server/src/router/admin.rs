@@ -2,7 +2,7 @@
 //! [`ClusterStatus`], gathered by asking every replica of every shard at once (each within
 //! `ADMIN_TIMEOUT`). Nothing is cached: the answer is as fresh as the question.
 
-use dtc_proto::status::{AdminResponse, ClusterStatus, ShardStatus, ask_status};
+use dtc_proto::status::{ClusterStatus, ShardStatus, ask_replica};
 use dtc_proto::transport::Transport;
 use futures_util::future::join_all;
 use std::net::SocketAddr;
@@ -14,12 +14,10 @@ pub(super) async fn gather<T: Transport>(
 ) -> ClusterStatus {
     let asks = shards.iter().enumerate().map(|(index, addrs)| async move {
         let replicas = join_all(addrs.iter().map(|&addr| async move {
-            let answer = match ask_status(transport, addr, "router").await {
-                Ok(AdminResponse::Replica(r)) => Ok(r),
-                Ok(AdminResponse::Cluster(_)) => Err("a router, not a coordinator".to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            (addr.to_string(), answer)
+            (
+                addr.to_string(),
+                ask_replica(transport, addr, "router").await,
+            )
         }))
         .await;
         ShardStatus {

@@ -38,7 +38,8 @@ pub struct RouterConfig {
 /// A bound router, ready to [`run`](Router::run).
 pub struct Router<L = TcpListener, T = Tcp> {
     listener: L,
-    http: Option<(TcpListener, usize, usize)>,
+    /// The HTTP API's bound socket and its settings.
+    http: Option<(TcpListener, http::HttpConfig)>,
     transport: T,
     config: RouterConfig,
 }
@@ -93,8 +94,7 @@ impl Router {
                         addr: h.listen,
                         source,
                     })?,
-                h.max_body,
-                h.max_waits,
+                h.clone(),
             )),
         };
         Ok(Self {
@@ -172,7 +172,7 @@ impl<L: Listener, T: Transport> Router<L, T> {
             shards: senders,
             requests: [counter("submit"), counter("get"), counter("cancel")],
         });
-        if let Some((listener, max_body, max_waits)) = self.http {
+        if let Some((listener, http_config)) = self.http {
             let transport = self.transport.clone();
             let shards = self.config.shards.clone();
             let api = http::Api {
@@ -182,7 +182,7 @@ impl<L: Listener, T: Transport> Router<L, T> {
                     let shards = shards.clone();
                     Box::pin(async move { admin::gather(&transport, &shards).await })
                 }),
-                waits: Arc::new(tokio::sync::Semaphore::new(max_waits)),
+                waits: Arc::new(tokio::sync::Semaphore::new(http_config.max_waits)),
                 cancel: cancel.clone(),
             };
             let http_addr = listener
@@ -191,7 +191,7 @@ impl<L: Listener, T: Transport> Router<L, T> {
                 .unwrap_or_default();
             let cancel = cancel.clone();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = http::serve(listener, api, max_body, cancel).await {
+                if let Err(e) = http::serve(listener, api, http_config.max_body, cancel).await {
                     tracing::error!(addr = %http_addr, error = %e, "the HTTP API stopped");
                 }
             }));
