@@ -13,7 +13,8 @@ mod worker_session;
 use crate::net::{Accepted, Limits, Reply, RequestSink, accept_loop, serve_admin, serve_client};
 use crate::shard::peer::{self, PeerNetwork};
 use crate::shard::{
-    LogStore, MemDisk, MemLogStore, Node, NodeId, Retention, ShardRaft, SharedTable, TableStore,
+    Durability, LeaderWrites, LogStore, MemDisk, MemLogStore, Node, NodeId, Retention, ShardRaft,
+    SharedTable, TableStore,
 };
 use actor::{Actor, Event};
 use dtc_proto::WireError;
@@ -153,6 +154,7 @@ pub struct Coordinator<L = TcpListener> {
     config: CoordinatorConfig,
     raft: ShardRaft,
     table: SharedTable,
+    durability: Durability,
 }
 
 impl Coordinator {
@@ -199,39 +201,42 @@ impl<L: Listener> Coordinator<L> {
             });
         }
         let raft_config = raft_config(&config.raft)?;
-        let network = PeerNetwork::new(transport, format!("replica {}", config.id));
-        let (raft, table) = match &config.data_dir {
+        let writes = LeaderWrites {
+            replica: config.id,
+            parallel: members.len() > 1,
+        };
+        let name = format!("replica {}", config.id);
+        let (raft, table, durability) = match &config.data_dir {
             Some(dir) => {
                 let data_err = |reason: String| StartError::DataDir {
                     dir: dir.clone(),
                     reason,
                 };
                 check_format(dir).map_err(data_err)?;
-                let log =
-                    LogStore::open(&dir.join("raft-log")).map_err(|e| data_err(e.to_string()))?;
+                let log = LogStore::open(&dir.join("raft-log"), writes)
+                    .map_err(|e| data_err(e.to_string()))?;
+                let durability = log.durability().clone();
+                let network = PeerNetwork::new(transport, name, durability.clone());
                 let sm =
                     TableStore::open(dir, config.retention).map_err(|e| data_err(e.to_string()))?;
                 let table = sm.shared();
                 let raft = ShardRaft::new(config.id, raft_config, network, log, sm)
                     .await
                     .map_err(|e| StartError::Raft(e.to_string()))?;
-                (raft, table)
+                (raft, table, durability)
             }
             None => {
                 let disk = config.mem_disk.clone().unwrap_or_default();
                 let sm = TableStore::on_mem_disk(&disk, config.retention)
                     .map_err(|e| StartError::Raft(e.to_string()))?;
                 let table = sm.shared();
-                let raft = ShardRaft::new(
-                    config.id,
-                    raft_config,
-                    network,
-                    MemLogStore::open(&disk),
-                    sm,
-                )
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))?;
-                (raft, table)
+                let log = MemLogStore::open(&disk, writes);
+                let durability = log.durability().clone();
+                let network = PeerNetwork::new(transport, name, durability.clone());
+                let raft = ShardRaft::new(config.id, raft_config, network, log, sm)
+                    .await
+                    .map_err(|e| StartError::Raft(e.to_string()))?;
+                (raft, table, durability)
             }
         };
         let initialized = raft
@@ -257,6 +262,7 @@ impl<L: Listener> Coordinator<L> {
             },
             raft,
             table,
+            durability,
         })
     }
 
@@ -290,6 +296,11 @@ impl<L: Listener> Coordinator<L> {
             events_rx,
         );
         let actor_task = tokio::spawn(actor.run(cancel.clone()));
+        let log_guard = tokio::spawn(stop_on_log_failure(
+            self.durability.clone(),
+            self.raft.clone(),
+            cancel.clone(),
+        ));
         let limits = self.config.limits;
         let sink = Arc::new(ActorSink(events_tx.clone()));
         let conn_cancel = cancel.clone();
@@ -335,6 +346,7 @@ impl<L: Listener> Coordinator<L> {
         )
         .await;
         actor_task.await.ok();
+        log_guard.await.ok();
         if let Some(export) = export {
             export.await.ok();
         }
@@ -342,6 +354,21 @@ impl<L: Listener> Coordinator<L> {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }
         tracing::info!(%addr, "coordinator stopped");
+    }
+}
+
+/// Stops the replica's Raft when its log can no longer be written — what openraft does itself
+/// when a write it waits for fails; a leader's own appends are not waited for (see
+/// `crate::shard::durability`). The other replicas then elect a leader among themselves.
+async fn stop_on_log_failure(durability: Durability, raft: ShardRaft, cancel: CancellationToken) {
+    tokio::select! {
+        () = durability.failure() => {
+            tracing::error!("this replica's raft log can no longer be written; stopping its raft");
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(error = %e, "raft did not stop cleanly");
+            }
+        }
+        () = cancel.cancelled() => {}
     }
 }
 

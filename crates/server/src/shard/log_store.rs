@@ -4,8 +4,11 @@
 //! through clones of the same handle.
 //!
 //! Appends are acknowledged to openraft only once fsynced: `raft-log`'s flush thread groups
-//! the fsyncs of many appends, and its callback tells openraft the entries are durable.
+//! the fsyncs of many appends, and its callback tells openraft the entries are durable —
+//! except a leader's own appends in a shard of several replicas, reported at once and
+//! marked in the log's [`Durability`] when fsynced (see [`super::durability`]).
 
+use super::durability::{Durability, LeaderWrites};
 use super::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{EntryPayload, OptionalSend, RaftLogId, StorageIOError};
@@ -45,10 +48,31 @@ pub struct WalPayload(EntryPayload<TypeConfig>);
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd)]
 pub struct WalVote(Vote);
 
+/// Appended entries up to `upto`, to mark durable in `durability` once fsynced.
+pub struct Synced {
+    durability: Durability,
+    generation: u64,
+    upto: u64,
+}
+
+impl Synced {
+    fn done(&self, res: &io::Result<()>) {
+        match res {
+            Ok(()) => self.durability.synced(self.generation, self.upto),
+            Err(e) => {
+                tracing::error!(error = %e, "the raft log could not be synced");
+                self.durability.failed();
+            }
+        }
+    }
+}
+
 /// Who is told when a flush is durable.
 pub enum Flushed {
-    /// openraft, after an append.
-    Append(LogFlushed<TypeConfig>),
+    /// openraft, after an append (and the log's durability).
+    Append(LogFlushed<TypeConfig>, Synced),
+    /// Only the log's durability: a leader's own append, already reported to openraft.
+    Own(Synced),
     /// A waiting call (a vote).
     Notify(oneshot::Sender<io::Result<()>>),
 }
@@ -56,7 +80,11 @@ pub enum Flushed {
 impl raft_log::Callback for Flushed {
     fn send(self, res: io::Result<()>) {
         match self {
-            Self::Append(f) => f.log_io_completed(res),
+            Self::Append(f, synced) => {
+                synced.done(&res);
+                f.log_io_completed(res);
+            }
+            Self::Own(synced) => synced.done(&res),
             Self::Notify(tx) => {
                 tx.send(res).ok();
             }
@@ -140,6 +168,8 @@ framed_codec!(WalLogId, WalPayload, WalVote);
 #[derive(Clone)]
 pub struct LogStore {
     log: Arc<Mutex<RaftLog<WalTypes>>>,
+    writes: LeaderWrites,
+    durability: Durability,
 }
 
 impl Debug for LogStore {
@@ -150,8 +180,9 @@ impl Debug for LogStore {
 
 impl LogStore {
     /// Opens (or creates) the log in `dir`, replaying what an earlier run wrote. A record
-    /// torn by a crash at the end of the last chunk is dropped.
-    pub fn open(dir: &Path) -> io::Result<Self> {
+    /// torn by a crash at the end of the last chunk is dropped. `writes` says whose appends
+    /// may be reported before they are fsynced.
+    pub fn open(dir: &Path, writes: LeaderWrites) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let mut config = raft_log::Config::new(dir.display());
         config.log_cache_max_items = Some(CACHE_ITEMS);
@@ -162,9 +193,17 @@ impl LogStore {
         config.wal.flush_batch_wait = Some(std::time::Duration::ZERO);
         config.wal.chunk_max_size = Some(CHUNK_BYTES);
         let log = RaftLog::open(Arc::new(config))?;
+        let durability = Durability::new(log.log_state().last().map(|id: &WalLogId| id.0.index));
         Ok(Self {
             log: Arc::new(Mutex::new(log)),
+            writes,
+            durability,
         })
+    }
+
+    /// How far this log is durable.
+    pub fn durability(&self) -> &Durability {
+        &self.durability
     }
 
     /// Locks the log. A poisoned lock is taken over: the log itself is consistent between
@@ -239,13 +278,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.lock()
             .save_vote(WalVote(*vote))
             .map_err(|e| StorageIOError::write_vote(&e))?;
+        // The flush thread syncs in order: once the vote is durable, so is every append
+        // queued before it, among them a former leader's own appends reported early.
         self.sync()
             .await
             .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Ok(self.lock().log_state().vote().map(|v| v.0))
+        let vote = self.lock().log_state().vote().map(|v| v.0);
+        Ok(vote.map(|v| self.writes.on_restart(v)))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -271,19 +313,42 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut log = self.lock();
-        log.append(
-            entries
-                .into_iter()
-                .map(|e| (WalLogId(*e.get_log_id()), WalPayload(e.payload))),
-        )
+        let mut entries = entries.into_iter().peekable();
+        let Some(first) = entries.peek().map(|e| *e.get_log_id()) else {
+            drop(log);
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        let early = self
+            .writes
+            .early(log.log_state().vote().map(|v| &v.0), &first);
+        let mut upto = first.index;
+        log.append(entries.map(|e| {
+            upto = e.get_log_id().index;
+            (WalLogId(*e.get_log_id()), WalPayload(e.payload))
+        }))
         .map_err(|e| write_err(&e))?;
-        log.flush(true, Some(Flushed::Append(callback)))
-            .map_err(|e| write_err(&e))
+        let synced = Synced {
+            durability: self.durability.clone(),
+            generation: self.durability.generation(),
+            upto,
+        };
+        if early {
+            log.flush(true, Some(Flushed::Own(synced)))
+                .map_err(|e| write_err(&e))?;
+            drop(log);
+            callback.log_io_completed(Ok(()));
+            Ok(())
+        } else {
+            log.flush(true, Some(Flushed::Append(callback, synced)))
+                .map_err(|e| write_err(&e))
+        }
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.lock()
-            .truncate(log_id.index)
+        let mut log = self.lock();
+        self.durability.truncated(log_id.index);
+        log.truncate(log_id.index)
             .map(drop)
             .map_err(|e| write_err(&e))
     }

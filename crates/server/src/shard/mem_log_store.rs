@@ -5,9 +5,13 @@
 //! replica "restarted" on the same disk finds its vote, its synced entries and its last
 //! snapshot. Appends are synced after the disk's sync delay (at once by default); a replica
 //! that stops before an append is synced loses it, as a crash loses unsynced writes, and the
-//! next [`MemLogStore::open`] drops it. openraft's core owns the [`MemLogStore`]; its
-//! replication tasks read through clones of it.
+//! next [`MemLogStore::open`] drops it. Saving a vote syncs every append before it, as one
+//! write-ahead log does. A leader's own appends are reported at once and marked in the
+//! log's [`Durability`] when synced, as the disk log does (see [`super::durability`]).
+//! openraft's core owns the [`MemLogStore`]; its replication tasks read through clones of
+//! it.
 
+use super::durability::{Durability, LeaderWrites};
 use super::raft_types::{Entry, LogId, Node, NodeId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogId, SnapshotMeta};
@@ -67,19 +71,33 @@ impl MemDisk {
 }
 
 /// An in-memory Raft log on a [`MemDisk`]; clones share one log.
-#[derive(Clone, Debug, Default)]
-pub struct MemLogStore(MemDisk);
+#[derive(Clone, Debug)]
+pub struct MemLogStore {
+    disk: MemDisk,
+    writes: LeaderWrites,
+    durability: Durability,
+}
 
 impl MemLogStore {
     /// Opens the log on `disk`, as a replica starting up: entries that were never synced are
-    /// gone.
-    pub fn open(disk: &MemDisk) -> Self {
-        {
+    /// gone. `writes` says whose appends may be reported before they are synced.
+    pub fn open(disk: &MemDisk, writes: LeaderWrites) -> Self {
+        let last = {
             let mut d = disk.lock();
             let synced = d.synced;
             d.entries.split_off(&(synced + 1));
+            d.entries.keys().next_back().copied()
+        };
+        Self {
+            disk: disk.clone(),
+            writes,
+            durability: Durability::new(last),
         }
-        Self(disk.clone())
+    }
+
+    /// How far this log is durable.
+    pub fn durability(&self) -> &Durability {
+        &self.durability
     }
 }
 
@@ -89,7 +107,7 @@ impl RaftLogReader<TypeConfig> for MemLogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         Ok(self
-            .0
+            .disk
             .lock()
             .entries
             .range(range)
@@ -102,7 +120,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let d = self.0.lock();
+        let d = self.disk.lock();
         let last = d.entries.values().next_back().map(|e| e.log_id);
         Ok(LogState {
             last_purged_log_id: d.purged,
@@ -115,21 +133,27 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.0.lock().vote = Some(*vote);
+        let mut d = self.disk.lock();
+        d.vote = Some(*vote);
+        if let Some(&last) = d.entries.keys().next_back() {
+            d.synced = d.synced.max(last);
+            self.durability.synced(self.durability.generation(), last);
+        }
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Ok(self.0.lock().vote)
+        let vote = self.disk.lock().vote;
+        Ok(vote.map(|v| self.writes.on_restart(v)))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.0.lock().committed = committed;
+        self.disk.lock().committed = committed;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.0.lock().committed)
+        Ok(self.disk.lock().committed)
     }
 
     async fn append<I>(
@@ -141,29 +165,40 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let (upto, generation) = {
-            let mut d = self.0.lock();
+        let (upto, generation, early) = {
+            let mut d = self.disk.lock();
             let mut upto = d.synced;
+            let mut early = None;
             for e in entries {
+                early.get_or_insert_with(|| self.writes.early(d.vote.as_ref(), e.get_log_id()));
                 upto = upto.max(e.get_log_id().index);
                 d.entries.insert(e.get_log_id().index, e);
             }
-            (upto, d.generation)
+            (upto, d.generation, early.unwrap_or(false))
         };
-        let disk = self.0.clone();
+        let disk = self.disk.clone();
+        let durability = self.durability.clone();
+        let marked = durability.generation();
+        let mut callback = Some(callback);
+        if early && let Some(callback) = callback.take() {
+            callback.log_io_completed(Ok(()));
+        }
         let sync = move || {
             let mut d = disk.lock();
             if d.generation == generation {
                 d.synced = d.synced.max(upto);
             }
             drop(d);
-            callback.log_io_completed(Ok(()));
+            durability.synced(marked, upto);
+            if let Some(callback) = callback {
+                callback.log_io_completed(Ok(()));
+            }
         };
-        if self.0.sync_delay.is_zero() {
+        if self.disk.sync_delay.is_zero() {
             sync();
         } else {
             // Stopping the replica drops this task: the entries stay unsynced.
-            let delay = self.0.sync_delay;
+            let delay = self.disk.sync_delay;
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 sync();
@@ -173,15 +208,16 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut d = self.0.lock();
+        let mut d = self.disk.lock();
         d.entries.split_off(&log_id.index);
         d.synced = d.synced.min(log_id.index.saturating_sub(1));
         d.generation += 1;
+        self.durability.truncated(log_id.index);
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut d = self.0.lock();
+        let mut d = self.disk.lock();
         let keep = d.entries.split_off(&(log_id.index + 1));
         d.entries = keep;
         d.purged = Some(log_id);

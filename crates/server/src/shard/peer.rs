@@ -5,8 +5,12 @@
 //! owning one connection over the coordinator's [`Transport`] (dialled on first use, dropped
 //! on any failure and dialled again on the next call). openraft sends one RPC at a time per
 //! target and batches entries into it, so a connection carries one request at a time.
+//! A follower's acknowledgement of entries is handed to openraft only once the leader's own
+//! copy of them is durable (see `shard::durability`): the leader writes its log while the
+//! entries travel, and counts toward a majority only what is durable everywhere counted.
 //! [`serve`] is the other end: the coordinator hands it every `Peer` connection.
 
+use super::durability::Durability;
 use super::raft_types::{Node, NodeId, ShardRaft, TypeConfig};
 use dtc_proto::connection::{FrameReader, write_one};
 use dtc_proto::message::{Hello, Role};
@@ -57,12 +61,19 @@ pub struct PeerNetwork<T> {
     transport: T,
     /// This replica's name, for the handshake.
     name: String,
+    /// How far this replica's own log is durable.
+    durability: Durability,
 }
 
 impl<T: Transport> PeerNetwork<T> {
-    /// Dials peers over `transport`, introducing itself as `name`.
-    pub fn new(transport: T, name: String) -> Self {
-        Self { transport, name }
+    /// Dials peers over `transport`, introducing itself as `name`; followers'
+    /// acknowledgements wait on `durability`, this replica's own log.
+    pub fn new(transport: T, name: String, durability: Durability) -> Self {
+        Self {
+            transport,
+            name,
+            durability,
+        }
     }
 }
 
@@ -77,6 +88,7 @@ impl<T: Transport> RaftNetworkFactory<TypeConfig> for PeerNetwork<T> {
             addr: node.addr.parse().ok(),
             label: node.addr.clone(),
             conn: None,
+            durability: self.durability.clone(),
         }
     }
 }
@@ -94,6 +106,7 @@ pub struct PeerClient<T: Transport> {
     addr: Option<SocketAddr>,
     label: String,
     conn: Option<Conn<T>>,
+    durability: Durability,
 }
 
 /// Why a call failed, before it is shaped into openraft's error type.
@@ -179,14 +192,38 @@ impl<T: Transport> RaftNetwork<TypeConfig> for PeerClient<T> {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        match self
-            .call(&PeerRequest::Append(rpc), option.hard_ttl())
-            .await
-        {
-            Ok(PeerResponse::Append(r)) => r.map_err(|e| RemoteError::new(self.target, e).into()),
-            Ok(other) => Err(self.unexpected(&other)),
-            Err(e) => Err(e.into_rpc()),
+        // What a success claims the follower holds: the last entry sent, or without entries
+        // (a heartbeat, or a probe for where the logs match) the entry before them.
+        let claimed = rpc
+            .entries
+            .last()
+            .map(|e| e.log_id.index)
+            .or(rpc.prev_log_id.map(|p| p.index));
+        let ttl = option.hard_ttl();
+        let answer = match self.call(&PeerRequest::Append(rpc), ttl).await {
+            Ok(PeerResponse::Append(r)) => r.map_err(|e| RemoteError::new(self.target, e))?,
+            Ok(other) => return Err(self.unexpected(&other)),
+            Err(e) => return Err(e.into_rpc()),
+        };
+        // The follower holds those entries; they count once the leader's copy is durable too.
+        let held = match &answer {
+            AppendEntriesResponse::Success => claimed,
+            AppendEntriesResponse::PartialSuccess(matching) => matching.map(|m| m.index),
+            _ => None,
+        };
+        if let Some(index) = held {
+            let own = tokio::time::timeout(ttl, self.durability.wait(index)).await;
+            let err = match own {
+                Ok(Ok(())) => return Ok(answer),
+                Ok(Err(failed)) => std::io::Error::other(failed),
+                Err(_) => std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("this replica's log did not sync entry {index} in {ttl:?}"),
+                ),
+            };
+            return Err(RPCError::Network(NetworkError::new(&err)));
         }
+        Ok(answer)
     }
 
     async fn install_snapshot(
