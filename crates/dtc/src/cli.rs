@@ -173,6 +173,11 @@ pub struct CoordinatorArgs {
     /// Take a snapshot, and purge the log before it, every this many log entries.
     #[arg(long, env = "DTC_SNAPSHOT_EVERY", default_value_t = 10_000)]
     pub snapshot_every: u64,
+    /// Under load (8 or more tasks running on the shard's workers), the leader proposes a
+    /// log entry at most once per this many ms, so that each fsynced replication round
+    /// carries more tasks; 0 proposes at once. Ignored with --in-memory.
+    #[arg(long, env = "DTC_COMMIT_LINGER_MS", default_value_t = 1)]
+    pub commit_linger_ms: u64,
     /// Milliseconds without a message after which a worker is declared dead and its tasks
     /// run elsewhere.
     #[arg(long, env = "DTC_HEARTBEAT_TIMEOUT_MS", default_value_t = 1000)]

@@ -12,6 +12,7 @@ use dtc_server::router::{Router, RouterConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -108,6 +109,11 @@ impl LocalCluster {
                         IN_MEMORY_ENTRIES_IN_FLIGHT
                     } else {
                         1
+                    },
+                    commit_linger: if spec.in_memory {
+                        Duration::ZERO
+                    } else {
+                        CoordinatorConfig::default().commit_linger
                     },
                     ..CoordinatorConfig::default()
                 };

@@ -214,6 +214,11 @@ async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         } else {
             1
         },
+        commit_linger: if args.in_memory {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(args.commit_linger_ms)
+        },
         retention: Retention {
             result_ttl_ms: args.result_ttl_s.saturating_mul(1000),
             max_results: args.max_results,

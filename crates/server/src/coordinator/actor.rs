@@ -6,7 +6,10 @@
 //! Each turn drains a batch of events and turns them into table commands; at the end of the
 //! turn the commands become one Raft entry (a [`Batch`], split only past a size bound),
 //! proposed without waiting — unless an entry is already on its way, in which case they
-//! gather, with the turns that follow, into the next entry (group commit). Results come
+//! gather, with the turns that follow, into the next entry (group commit). Under load —
+//! many tasks running on the shard's workers — an entry also waits until the commit linger
+//! has passed since the previous one was proposed, so that one round carries the
+//! completions about to arrive: rounds, not tasks, are what cost the CPU. Results come
 //! back in log order, and each command's follow-up (answer the submitter, enqueue a new
 //! task, wake the waiters of a finished one) runs then, once the entry is committed by a
 //! majority and applied. Lookups are answered after the
@@ -58,6 +61,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
+
+/// Sleeps until `deadline` (forever without one).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -65,6 +76,11 @@ const EVENT_BATCH: usize = 1024;
 
 /// A proposal is sealed once its commands carry this many payload bytes.
 const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
+
+/// How many tasks must be running on the shard's workers for an entry to linger (see
+/// [`CoordinatorConfig::commit_linger`]): with fewer, their completions are too few to wait
+/// for, and an entry goes at once.
+const LINGER_LOAD: usize = 8;
 
 /// How often the leader proposes the expiry of old results.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -213,6 +229,11 @@ pub(super) struct Actor {
     max_queued: usize,
     /// Entries proposed and not yet applied, past which commands gather into the next one.
     max_in_flight: usize,
+    /// Under load, the least time between two entries' proposals.
+    linger: Duration,
+    last_proposed: Instant,
+    /// When the lingering commands are due, if they linger.
+    linger_until: Option<Instant>,
     /// Counters for `dtc status` and `/metrics`.
     stats: Stats,
     /// The leader openraft last named, to count changes of leader.
@@ -264,6 +285,9 @@ impl Actor {
             submitting: HashMap::default(),
             max_queued: config.retention.max_queued,
             max_in_flight: config.entries_in_flight.max(1),
+            linger: config.commit_linger,
+            last_proposed: now(),
+            linger_until: None,
         }
     }
 
@@ -300,6 +324,7 @@ impl Actor {
                     self.on_metrics();
                 }
                 _ = tick.tick() => self.on_tick(now(), wall_ms()),
+                () = sleep_until(self.linger_until), if self.linger_until.is_some() => {}
                 () = &mut stop => break,
             }
             if self.part == (Part::Leader { ready: true }) {
@@ -580,7 +605,11 @@ impl Actor {
             // after them) gather into a bigger entry, proposed when one of those commits.
             return;
         }
+        if self.lingers() {
+            return;
+        }
         if !self.batch.is_empty() {
+            self.last_proposed = now();
             self.sealed.push(std::mem::take(&mut self.batch));
             self.batch_bytes = 0;
         }
@@ -596,6 +625,18 @@ impl Actor {
             Some(last) => last.reads.extend(reads),
             None => self.answer_reads(reads),
         }
+    }
+
+    /// Whether this turn's commands wait for more to join them: under load, until the
+    /// linger has passed since the previous entry was proposed.
+    fn lingers(&mut self) -> bool {
+        let due = self.last_proposed + self.linger;
+        let linger = !self.batch.is_empty()
+            && self.sealed.is_empty()
+            && self.sched.running_len() >= LINGER_LOAD
+            && now() < due;
+        self.linger_until = linger.then_some(due);
+        linger
     }
 
     async fn submit_entry(&mut self, batch: Batch, thens: Vec<Then>, barrier: bool) {

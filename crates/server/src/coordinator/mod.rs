@@ -91,6 +91,14 @@ pub struct CoordinatorConfig {
     /// 4, 13.6 k/s with 2, 14.4 k/s with 1); with logs in memory, more keep a fast commit
     /// path busy.
     pub entries_in_flight: usize,
+    /// Under load (several tasks running on the shard's workers), the least time between two
+    /// entries' proposals: commands wait that long after the previous proposal, so that one
+    /// replication round carries the completions about to arrive. A round costs far more CPU
+    /// than a task (three fsyncs, four RPCs, the wake-ups), so fewer, fuller rounds leave
+    /// more CPU for the tasks (`dtc local --bench -n 1000`, means of 4 alternating runs:
+    /// synthetic 13.8 → 15.9 k/s, mixed 14.5 → 16.4 k/s, noop 21.5 → 24.6 k/s with 1 ms).
+    /// Zero proposes at once; with logs in memory the rounds are cheap and it is zero.
+    pub commit_linger: Duration,
     /// Retention of results and the queue bound.
     pub retention: Retention,
     /// Frame and in-flight bounds per connection.
@@ -110,6 +118,7 @@ impl Default for CoordinatorConfig {
             reclaim_grace: Duration::from_millis(150),
             tick: Duration::from_millis(100),
             entries_in_flight: 1,
+            commit_linger: Duration::from_millis(1),
             retention: Retention::default(),
             limits: Limits::default(),
         }
