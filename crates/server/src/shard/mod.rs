@@ -24,5 +24,5 @@ pub use mem_log_store::{MemDisk, MemLogStore};
 pub use openraft::ServerState;
 pub use raft_types::{Batch, BatchApplied, Node, NodeId, ShardRaft, TypeConfig};
 pub use runtime::seed_thread_rng;
-pub use state_machine::{CorruptSnapshot, Retention, TaskTable};
+pub use state_machine::{CorruptSnapshot, Retention, TableImage, TaskTable};
 pub use table_store::{SharedTable, SnapshotFileError, TableStore};

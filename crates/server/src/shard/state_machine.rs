@@ -68,6 +68,20 @@ struct Image {
     finished: VecDeque<(u64, TaskId)>,
 }
 
+/// A copy of the table's content, taken quickly (under the table's lock) and encoded later
+/// (away from it): [`TaskTable::image`], then [`TableImage::encode`].
+pub struct TableImage(Image);
+
+impl TableImage {
+    /// The snapshot bytes: tasks sorted by id, postcard-encoded; equal tables give equal
+    /// bytes.
+    pub fn encode(mut self) -> Vec<u8> {
+        self.0.tasks.sort_unstable_by_key(|(id, _)| *id);
+        // Encoding into a Vec fails only on out-of-memory, which aborts anyway.
+        postcard::to_allocvec(&self.0).unwrap_or_default()
+    }
+}
+
 /// A snapshot that could not be read back.
 #[derive(Debug, thiserror::Error)]
 #[error("the task table snapshot is corrupt: {0}")]
@@ -139,15 +153,15 @@ impl TaskTable {
 
     /// The table's content, encoded (postcard); equal tables give equal bytes.
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut tasks: Vec<(TaskId, Record)> =
-            self.tasks.iter().map(|(id, r)| (*id, r.clone())).collect();
-        tasks.sort_unstable_by_key(|(id, _)| *id);
-        let image = Image {
-            tasks,
+        self.image().encode()
+    }
+
+    /// A copy of the table's content, to encode later.
+    pub fn image(&self) -> TableImage {
+        TableImage(Image {
+            tasks: self.tasks.iter().map(|(id, r)| (*id, r.clone())).collect(),
             finished: self.finished.clone(),
-        };
-        // Encoding into a Vec fails only on out-of-memory, which aborts anyway.
-        postcard::to_allocvec(&image).unwrap_or_default()
+        })
     }
 
     /// A table restored from [`TaskTable::snapshot`] bytes.
