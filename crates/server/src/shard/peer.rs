@@ -88,6 +88,7 @@ impl<T: Transport> RaftNetworkFactory<TypeConfig> for PeerNetwork<T> {
             addr: node.addr.parse().ok(),
             label: node.addr.clone(),
             conn: None,
+            in_call: false,
             durability: self.durability.clone(),
         }
     }
@@ -106,6 +107,10 @@ pub struct PeerClient<T: Transport> {
     addr: Option<SocketAddr>,
     label: String,
     conn: Option<Conn<T>>,
+    /// A call is under way on `conn`. Still set when a call begins, the previous one was cut
+    /// off mid-exchange (openraft drops an RPC that outlives its deadline), and its answer
+    /// may yet arrive: the connection cannot carry another request.
+    in_call: bool,
     durability: Durability,
 }
 
@@ -126,7 +131,11 @@ impl CallError {
 
 impl<T: Transport> PeerClient<T> {
     async fn call(&mut self, req: &PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
+        if std::mem::replace(&mut self.in_call, true) {
+            self.conn = None;
+        }
         let result = tokio::time::timeout(ttl, self.exchange(req)).await;
+        self.in_call = false;
         let result = result.unwrap_or_else(|_| {
             Err(CallError::Network(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -296,5 +305,88 @@ pub async fn serve<R, W>(
             tracing::debug!(%peer, error = %e, "replica connection closed");
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dtc_proto::connection::accept_handshake;
+    use dtc_proto::transport::Tcp;
+    use openraft::Vote;
+    use tokio::net::TcpListener;
+
+    fn heartbeat() -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: Vec::new(),
+        }
+    }
+
+    /// A follower that holds its first connection's answers until a second request arrives
+    /// on it, then answers both `Conflict`; on any later connection it answers `Success`.
+    async fn follower(listener: TcpListener) {
+        let mut first = true;
+        while let Ok((stream, _)) = listener.accept().await {
+            let (read, mut write) = stream.into_split();
+            let mut reader = FrameReader::<_, Hello>::new(read, PEER_MAX_FRAME);
+            if accept_handshake(&mut reader, &mut write, "follower", PEER_MAX_FRAME)
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            let mut reader = reader.retype::<PeerRequest>();
+            let held = std::mem::take(&mut first);
+            tokio::spawn(async move {
+                let mut waiting = 0;
+                while let Ok(Some(_)) = reader.next().await {
+                    if held {
+                        waiting += 1;
+                        if waiting < 2 {
+                            continue;
+                        }
+                    }
+                    for _ in 0..waiting.max(1) {
+                        let answer = if held {
+                            AppendEntriesResponse::Conflict
+                        } else {
+                            AppendEntriesResponse::Success
+                        };
+                        let resp = PeerResponse::Append(Ok(answer));
+                        if write_one(&mut write, &resp, PEER_MAX_FRAME).await.is_err() {
+                            return;
+                        }
+                    }
+                    waiting = 0;
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn an_rpc_cut_off_mid_exchange_does_not_hand_its_answer_to_the_next()
+    -> std::io::Result<()> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(follower(listener));
+        let mut network = PeerNetwork::new(Tcp, "leader".into(), Durability::new(None));
+        let mut client = network.new_client(2, &Node::new(addr.to_string())).await;
+        let option = RPCOption::new(Duration::from_secs(5));
+        // openraft drops an RPC past its deadline: here, one the follower holds.
+        let cut = tokio::time::timeout(
+            Duration::from_millis(20),
+            client.append_entries(heartbeat(), option.clone()),
+        )
+        .await;
+        assert!(cut.is_err(), "the follower holds the first answer");
+        let next = client.append_entries(heartbeat(), option).await;
+        assert!(
+            matches!(next, Ok(AppendEntriesResponse::Success)),
+            "the next RPC got {next:?}, not its own answer"
+        );
+        Ok(())
     }
 }
