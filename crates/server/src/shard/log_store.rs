@@ -333,16 +333,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             generation: self.durability.generation(),
             upto,
         };
-        if early {
-            log.flush(true, Some(Flushed::Own(synced)))
-                .map_err(|e| write_err(&e))?;
-            drop(log);
-            callback.log_io_completed(Ok(()));
-            Ok(())
+        // A leader's own append is reported now; any other once it is fsynced.
+        let (flushed, report_now) = if early {
+            (Flushed::Own(synced), Some(callback))
         } else {
-            log.flush(true, Some(Flushed::Append(callback, synced)))
-                .map_err(|e| write_err(&e))
+            (Flushed::Append(callback, synced), None)
+        };
+        log.flush(true, Some(flushed)).map_err(|e| write_err(&e))?;
+        drop(log);
+        if let Some(callback) = report_now {
+            callback.log_io_completed(Ok(()));
         }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -179,10 +179,13 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         let disk = self.disk.clone();
         let durability = self.durability.clone();
         let marked = durability.generation();
-        let mut callback = Some(callback);
-        if early && let Some(callback) = callback.take() {
+        // A leader's own append is reported now; any other once it is synced.
+        let callback = if early {
             callback.log_io_completed(Ok(()));
-        }
+            None
+        } else {
+            Some(callback)
+        };
         let sync = move || {
             let mut d = disk.lock();
             if d.generation == generation {
