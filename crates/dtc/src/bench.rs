@@ -5,6 +5,7 @@
 use crate::cli::{BenchArgs, Workload};
 use anyhow::Context;
 use bytes::Bytes;
+use dtc_proto::credentials::Credentials;
 use dtc_sdk::{Client, ClientConfig, Outcome, TaskSpec};
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
@@ -120,12 +121,16 @@ impl Inputs {
 }
 
 /// Runs the benchmark against the router (or coordinator) at `addr`.
-pub async fn run(addr: SocketAddr, args: &BenchArgs) -> anyhow::Result<Report> {
+pub async fn run(
+    addr: SocketAddr,
+    args: &BenchArgs,
+    credentials: Arc<Credentials>,
+) -> anyhow::Result<Report> {
     anyhow::ensure!(args.clients > 0, "-c must be at least 1");
     let conns = args.conns.unwrap_or(1).clamp(1, args.clients);
     let mut clients = Vec::with_capacity(conns);
     for i in 0..conns {
-        let mut config = ClientConfig::new(vec![addr]);
+        let mut config = ClientConfig::new(vec![addr]).with_credentials(Arc::clone(&credentials));
         config.name = format!("dtc client {i}");
         config.retry_for = Duration::from_secs(args.retry_for_s);
         let client = Client::with_config(config).await?;

@@ -78,6 +78,109 @@ pub enum Command {
     /// leaders, terms, queues, throughput with a minute of history, latency, workers.
     /// Keys: q quits, Tab or ←/→ switch panes, ↑/↓ move, s sorts the workers.
     Top(TopArgs),
+    /// Make and manage the cluster's credentials (TLS certificates and role tokens).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+/// `dtc secrets …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Make a cluster's credentials in DIR: a CA (ca.pem, ca.key), a certificate for the
+    /// cluster's members — coordinators and routers — valid for the given hosts (node.pem,
+    /// node.key), and one random token per role (secrets.toml: peer, router, worker,
+    /// client, admin). Every file is readable by its owner only.
+    ///
+    /// Then start every process with --secrets DIR. Hand each machine only what its roles
+    /// need: coordinators and routers the whole directory but ca.key; a worker ca.pem and a
+    /// tokens file with its token (--tls-ca, --token-file); keep ca.key offline.
+    #[command(verbatim_doc_comment)]
+    Init(SecretsInitArgs),
+}
+
+/// `dtc secrets init`.
+#[derive(Debug, Args)]
+pub struct SecretsInitArgs {
+    /// Where to write the credentials (created if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// A host name or IP address the members' certificate is valid for (repeatable;
+    /// default 127.0.0.1 and localhost). Name every address that clients, workers and
+    /// replicas dial.
+    #[arg(long = "host", value_name = "NAME_OR_IP")]
+    pub hosts: Vec<String>,
+    /// The cluster's name: nodes of another cluster are refused.
+    #[arg(long, default_value = dtc_proto::message::DEFAULT_CLUSTER)]
+    pub cluster: String,
+    /// Overwrite credentials already in DIR (every process must then get the new ones).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// How a process proves itself and to which cluster it belongs. Without any of these it
+/// runs in plain mode: no TLS, no tokens, servers on loopback only.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SecurityArgs {
+    /// A directory made by `dtc secrets init`: TLS with the cluster's CA, the node
+    /// certificate (for coordinators and routers) and the role tokens.
+    #[arg(
+        long,
+        env = "DTC_SECRETS",
+        value_name = "DIR",
+        help_heading = "Security"
+    )]
+    pub secrets: Option<PathBuf>,
+    /// The cluster CA's certificate (PEM), instead of DIR/ca.pem.
+    #[arg(
+        long,
+        env = "DTC_TLS_CA",
+        value_name = "FILE",
+        help_heading = "Security"
+    )]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), instead of DIR/node.pem (coordinators and routers).
+    #[arg(
+        long,
+        env = "DTC_TLS_CERT",
+        value_name = "FILE",
+        help_heading = "Security"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM), instead of DIR/node.key.
+    #[arg(
+        long,
+        env = "DTC_TLS_KEY",
+        value_name = "FILE",
+        help_heading = "Security"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// A TOML file of role tokens in the format of DIR/secrets.toml (a [tokens] table;
+    /// only the roles this process needs), instead of DIR/secrets.toml.
+    #[arg(
+        long,
+        env = "DTC_TOKEN_FILE",
+        value_name = "FILE",
+        help_heading = "Security"
+    )]
+    pub token_file: Option<PathBuf>,
+    /// The cluster's name (default: the one in the secrets, else dtc); nodes of another
+    /// cluster are refused.
+    #[arg(
+        long,
+        env = "DTC_CLUSTER",
+        value_name = "NAME",
+        help_heading = "Security"
+    )]
+    pub cluster: Option<String>,
+    /// Check servers' certificates against this name instead of the address dialled (for
+    /// certificates issued to a DNS name).
+    #[arg(
+        long,
+        env = "DTC_TLS_SERVER_NAME",
+        value_name = "NAME",
+        help_heading = "Security"
+    )]
+    pub tls_server_name: Option<String>,
 }
 
 /// `dtc top`.
@@ -96,6 +199,9 @@ pub struct TopArgs {
     /// The host, with -p.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub ip: IpAddr,
+    /// Credentials (the admin token).
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 impl TopArgs {
@@ -124,17 +230,34 @@ pub struct StatusArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Credentials (the admin token).
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// Flags shared by every server.
 #[derive(Debug, Args, Clone)]
 pub struct NetArgs {
-    /// The address to listen on.
+    /// The address to listen on. Anything but a loopback address needs --secrets (or
+    /// --insecure).
     #[arg(long = "bind", env = "DTC_BIND", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub bind: IpAddr,
     /// The largest frame accepted or sent, in bytes.
     #[arg(long, env = "DTC_MAX_FRAME", default_value_t = dtc_proto::DEFAULT_MAX_FRAME)]
     pub max_frame: usize,
+    /// The most connections at once (handshakes included); past it new ones are closed.
+    #[arg(long, env = "DTC_MAX_CONNECTIONS", default_value_t = dtc_server::net::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// The most connections at once from one remote address; past it new ones are refused.
+    #[arg(long, env = "DTC_MAX_CONNECTIONS_PER_IP", default_value_t = dtc_server::net::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: usize,
+    /// Serve without secrets on a non-loopback address: anyone who reaches the port can
+    /// act as any role. Prefer `dtc secrets init`.
+    #[arg(long, env = "DTC_INSECURE", help_heading = "Security")]
+    pub insecure: bool,
+    /// Credentials.
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// `dtc coordinator`.
@@ -239,6 +362,12 @@ pub struct WorkerArgs {
     /// The largest frame accepted or sent, in bytes.
     #[arg(long, env = "DTC_MAX_FRAME", default_value_t = dtc_proto::DEFAULT_MAX_FRAME)]
     pub max_frame: usize,
+    /// Serve --metrics on a non-loopback address without secrets.
+    #[arg(long, env = "DTC_INSECURE", help_heading = "Security")]
+    pub insecure: bool,
+    /// Credentials (the worker token).
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// `dtc router`.
@@ -354,6 +483,9 @@ pub struct ClientArgs {
     /// The benchmark.
     #[command(flatten)]
     pub bench: BenchArgs,
+    /// Credentials (the client token).
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// `dtc local`.
@@ -394,6 +526,10 @@ pub struct LocalArgs {
     /// Tokio worker threads for the whole cluster.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Run with TLS and tokens on every connection: credentials are made in the data
+    /// directory (DIR/secrets) and the way to connect is printed.
+    #[arg(long)]
+    pub secure: bool,
     /// The benchmark, with --bench.
     #[command(flatten)]
     pub bench_args: BenchArgs,
@@ -411,6 +547,9 @@ pub struct TargetArgs {
     /// Print the task as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Credentials (the client token).
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// `dtc submit`.

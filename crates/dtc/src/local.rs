@@ -1,9 +1,13 @@
 //! `dtc local`: a whole cluster on 127.0.0.1 inside one process — each shard a Raft group
 //! of coordinator replicas with their data directories, workers attached to each shard, and
 //! a router in front — all on real loopback sockets, all stopped in order (router, workers,
-//! coordinators) by cancellation tokens.
+//! coordinators) by cancellation tokens. With `secure`, credentials are made for it and
+//! every connection uses TLS and tokens.
 
+use crate::cli::{SecretsInitArgs, SecurityArgs};
 use anyhow::Context;
+use dtc_proto::credentials::Credentials;
+use dtc_proto::transport::{Secure, Tcp};
 use dtc_sdk::Worker;
 use dtc_server::coordinator::{Coordinator, CoordinatorConfig};
 use dtc_server::net::Limits;
@@ -12,6 +16,7 @@ use dtc_server::router::{Router, RouterConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -43,6 +48,8 @@ pub struct LocalSpec {
     pub in_memory: bool,
     /// The router's HTTP API, if served.
     pub http: Option<HttpConfig>,
+    /// Make credentials and use TLS and tokens on every connection.
+    pub secure: bool,
 }
 
 /// A running local cluster.
@@ -55,6 +62,10 @@ pub struct LocalCluster {
     pub coordinators: Vec<Vec<SocketAddr>>,
     /// The data directory, with whether to remove it at the end.
     pub data_dir: Option<(PathBuf, bool)>,
+    /// The credentials every component uses (plain unless `secure`).
+    pub credentials: Arc<Credentials>,
+    /// Where the credentials were made, with `secure`.
+    pub secrets_dir: Option<PathBuf>,
     /// The components in the order they stop: router, workers, coordinators.
     tiers: [Tier; 3],
 }
@@ -72,20 +83,36 @@ impl LocalCluster {
         anyhow::ensure!(spec.shards > 0, "--shards must be at least 1");
         anyhow::ensure!(spec.slots > 0, "--slots must be at least 1");
         anyhow::ensure!(spec.replicas > 0, "--replicas must be at least 1");
-        let data_dir = match (&spec.data_dir, spec.in_memory) {
+        let fresh = std::env::temp_dir().join(format!(
+            "dtc-local-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        // Logs in memory with --secure still need a directory for the credentials.
+        let data_dir = match (&spec.data_dir, spec.in_memory && !spec.secure) {
             (_, true) => None,
             (Some(dir), false) => Some((dir.clone(), false)),
-            (None, false) => Some((
-                std::env::temp_dir().join(format!(
-                    "dtc-local-{}-{}",
-                    std::process::id(),
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos())
-                )),
-                true,
-            )),
+            (None, false) => Some((fresh, true)),
         };
+        let (credentials, secrets_dir) = match (&data_dir, spec.secure) {
+            (Some((dir, _)), true) => {
+                let secrets = dir.join("secrets");
+                if !secrets.join(dtc_proto::credentials::SECRETS_FILE).exists() {
+                    crate::secrets::init(&SecretsInitArgs {
+                        dir: secrets.clone(),
+                        hosts: Vec::new(),
+                        cluster: dtc_proto::message::DEFAULT_CLUSTER.to_owned(),
+                        force: false,
+                    })?;
+                }
+                let credentials = SecurityArgs::from_dir(&secrets).credentials()?;
+                (credentials, Some(secrets))
+            }
+            _ => (Arc::new(Credentials::plain()), None),
+        };
+        let log_dir = data_dir.as_ref().filter(|_| !spec.in_memory);
         let [mut routers, mut workers, mut coordinators] = <[Tier; 3]>::default();
         let mut addrs: Vec<Vec<SocketAddr>> = Vec::new();
         for shard in 0..spec.shards {
@@ -102,8 +129,7 @@ impl LocalCluster {
                 let config = CoordinatorConfig {
                     id,
                     replicas: members.clone(),
-                    data_dir: data_dir
-                        .as_ref()
+                    data_dir: log_dir
                         .map(|(d, _)| d.join(format!("shard{shard}")).join(format!("replica{id}"))),
                     entries_in_flight: if spec.in_memory {
                         IN_MEMORY_ENTRIES_IN_FLIGHT
@@ -115,9 +141,11 @@ impl LocalCluster {
                     } else {
                         CoordinatorConfig::default().commit_linger
                     },
+                    credentials: Arc::clone(&credentials),
                     ..CoordinatorConfig::default()
                 };
-                let coordinator = Coordinator::start(listener, dtc_proto::transport::Tcp, config)
+                let transport = Secure::new(Tcp, Arc::clone(&credentials));
+                let coordinator = Coordinator::start(listener, transport, config)
                     .await
                     .with_context(|| format!("starting shard {shard} replica {id}"))?;
                 coordinators
@@ -132,6 +160,7 @@ impl LocalCluster {
                     .builtins()
                     .slots(spec.slots)
                     .name(format!("local-shard{shard}-worker{w}"))
+                    .credentials(Arc::clone(&credentials))
                     .build()?;
                 let cancel = workers.cancel.clone();
                 let shard_addrs = shard_addrs.clone();
@@ -147,6 +176,8 @@ impl LocalCluster {
             shards: addrs.clone(),
             limits: Limits::default(),
             http: spec.http.clone(),
+            credentials: Arc::clone(&credentials),
+            insecure: false,
         })
         .await?;
         let router_addr = router.local_addr()?;
@@ -159,6 +190,8 @@ impl LocalCluster {
             http,
             coordinators: addrs,
             data_dir,
+            credentials,
+            secrets_dir,
             tiers: [routers, workers, coordinators],
         })
     }

@@ -4,8 +4,9 @@
 
 use anyhow::Context;
 use clap::Parser;
-use dtc::cli::{Cli, Command, CoordinatorArgs, LocalArgs, RouterArgs, WorkerArgs};
+use dtc::cli::{Cli, Command, CoordinatorArgs, LocalArgs, RouterArgs, SecretsCommand, WorkerArgs};
 use dtc::local::{LocalCluster, LocalSpec};
+use dtc_proto::credentials::Credentials;
 use dtc_sdk::Worker;
 use dtc_server::coordinator::{Coordinator, CoordinatorConfig, RaftTiming};
 use dtc_server::net::Limits;
@@ -14,6 +15,7 @@ use dtc_server::router::{Router, RouterConfig};
 use dtc_server::shard::Retention;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
             | Command::Cancel(_)
             | Command::Status(_)
             | Command::Top(_)
+            | Command::Secrets(_)
     ) || matches!(&cli.command, Command::Local(l) if l.bench);
     // openraft logs an unreachable peer (routine while a replica restarts) as an error;
     // dtc reports what matters itself. RUST_LOG=openraft=info brings its logs back.
@@ -85,7 +88,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Router(args) => router(args).await,
         Command::Client(args) => {
             let addr = SocketAddr::new(args.ip, args.port);
-            let report = dtc::bench::run(addr, &args.bench).await?;
+            let credentials = args.security.credentials()?;
+            let report = dtc::bench::run(addr, &args.bench, credentials).await?;
             dtc::bench::print(&report, &args.bench, &addr.to_string())?;
             anyhow::ensure!(
                 report.tasks_failed == 0,
@@ -104,6 +108,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cancel(args) => dtc::task_cmd::cancel(args).await.map(drop),
         Command::Status(args) => dtc::status_cmd::run(args).await,
         Command::Top(args) => dtc::top::run(args, shutdown_signal()).await,
+        Command::Secrets(SecretsCommand::Init(args)) => {
+            let made = dtc::secrets::init(&args)?;
+            let dir = made.dir.display();
+            println!(
+                "made the credentials of cluster {:?} in {dir}, the members' certificate valid for {}",
+                args.cluster,
+                made.hosts.join(", ")
+            );
+            println!("start every process with --secrets {dir}, e.g.");
+            println!(
+                "  dtc coordinator --secrets {dir} --bind 0.0.0.0 -p 5000 --peer HOST2:5000 --peer HOST3:5000"
+            );
+            println!("  dtc worker --secrets {dir} -s HOST1:5000,HOST2:5000,HOST3:5000");
+            println!("  dtc submit --secrets {dir} --ip HOST wordcount \"a b c\"");
+            println!(
+                "keep {dir}/ca.key offline; give workers and clients only ca.pem and their own token"
+            );
+            Ok(())
+        }
     }
 }
 
@@ -144,10 +167,15 @@ async fn wait_signal() {
 async fn metrics(
     serve: Option<SocketAddr>,
     recorder: bool,
+    insecure: bool,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Option<SocketAddr>> {
     if serve.is_none() && !recorder {
         return Ok(None);
+    }
+    if let Some(addr) = serve {
+        // The metrics endpoint is plain HTTP: off loopback only with --insecure.
+        dtc_server::net::check_exposure("metrics", addr, &Credentials::plain(), insecure)?;
     }
     dtc_server::telemetry::install()?;
     tokio::spawn(dtc_server::telemetry::upkeep(cancel.clone()));
@@ -176,8 +204,9 @@ fn print_metrics(addr: Option<SocketAddr>) {
 }
 
 async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
+    let credentials = args.net.security.credentials()?;
     let shutdown = shutdown_signal();
-    let metrics_addr = metrics(args.metrics, false, &shutdown).await?;
+    let metrics_addr = metrics(args.metrics, false, args.net.insecure, &shutdown).await?;
     let listen = SocketAddr::new(args.net.bind, args.port);
     let (id, mut replicas) =
         dtc::membership::resolve(args.advertise.unwrap_or(listen), args.id, &args.peer)
@@ -224,10 +253,9 @@ async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
             max_results: args.max_results,
             max_queued: args.max_queue,
         },
-        limits: Limits {
-            max_frame: args.net.max_frame,
-            ..Limits::default()
-        },
+        limits: limits(&args.net),
+        credentials,
+        insecure: args.net.insecure,
         ..CoordinatorConfig::default()
     };
     let coordinator = Coordinator::bind(config).await?;
@@ -235,6 +263,16 @@ async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     print_metrics(metrics_addr);
     coordinator.run(shutdown).await;
     Ok(())
+}
+
+/// The connection bounds a server's flags set.
+fn limits(net: &dtc::cli::NetArgs) -> Limits {
+    Limits {
+        max_frame: net.max_frame,
+        max_connections: net.max_connections,
+        max_connections_per_ip: net.max_connections_per_ip,
+        ..Limits::default()
+    }
 }
 
 async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
@@ -249,7 +287,8 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         .builtins()
         .slots(args.slots)
         .heartbeat(Duration::from_millis(args.heartbeat_ms.max(1)))
-        .max_frame(args.max_frame);
+        .max_frame(args.max_frame)
+        .credentials(args.security.credentials()?);
     if let Some(prefetch) = args.prefetch {
         builder = builder.prefetch(prefetch);
     }
@@ -257,7 +296,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         builder = builder.name(name);
     }
     let shutdown = shutdown_signal();
-    let metrics_addr = metrics(args.metrics, false, &shutdown).await?;
+    let metrics_addr = metrics(args.metrics, false, args.insecure, &shutdown).await?;
     let worker = builder.build()?;
     println!("worker with {} slots serving {:?}", args.slots, addrs);
     print_metrics(metrics_addr);
@@ -266,15 +305,21 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
 }
 
 async fn router(args: RouterArgs) -> anyhow::Result<()> {
+    let credentials = args.net.security.credentials()?;
     let shutdown = shutdown_signal();
-    let metrics_addr = metrics(args.metrics, args.http.0.is_some(), &shutdown).await?;
+    let metrics_addr = metrics(
+        args.metrics,
+        args.http.0.is_some(),
+        args.net.insecure,
+        &shutdown,
+    )
+    .await?;
     let config = RouterConfig {
         listen: SocketAddr::new(args.net.bind, args.port),
         shards: args.shards,
-        limits: Limits {
-            max_frame: args.net.max_frame,
-            ..Limits::default()
-        },
+        limits: limits(&args.net),
+        credentials,
+        insecure: args.net.insecure,
         http: args.http.0.map(|listen| HttpConfig {
             listen,
             max_body: args.http_max_body,
@@ -298,7 +343,7 @@ async fn local(args: LocalArgs) -> anyhow::Result<()> {
         None if args.bench => None,
         None => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
     };
-    metrics(None, http.is_some(), &shutdown).await?;
+    metrics(None, http.is_some(), false, &shutdown).await?;
     let spec = LocalSpec {
         shards: args.shards,
         workers: args.workers,
@@ -312,6 +357,7 @@ async fn local(args: LocalArgs) -> anyhow::Result<()> {
             max_body: args.http_max_body,
             max_waits: dtc_server::router::http::MAX_WAITS,
         }),
+        secure: args.secure,
     };
     let cluster = LocalCluster::start(&spec).await?;
     if !args.bench {
@@ -331,6 +377,22 @@ async fn local(args: LocalArgs) -> anyhow::Result<()> {
             Some((dir, true)) => println!("data: {} (removed at exit)", dir.display()),
             Some((dir, false)) => println!("data: {}", dir.display()),
             None => println!("data: in memory"),
+        }
+        if let Some(secrets) = &cluster.secrets_dir {
+            let port = cluster.router.port();
+            println!(
+                "secure: TLS and role tokens on every connection; credentials in {}",
+                secrets.display()
+            );
+            println!(
+                "  connect with: dtc submit --secrets {} -p {port} wordcount \"a b c\"",
+                secrets.display()
+            );
+            println!(
+                "  dtc status --secrets {} --router {}",
+                secrets.display(),
+                cluster.router
+            );
         }
         println!("press Ctrl-C to stop");
         shutdown.cancelled().await;
@@ -355,7 +417,7 @@ async fn local(args: LocalArgs) -> anyhow::Result<()> {
         spec.shards, spec.replicas, spec.workers, spec.slots
     );
     let report = tokio::select! {
-        r = dtc::bench::run(cluster.router, &args.bench_args) => r,
+        r = dtc::bench::run(cluster.router, &args.bench_args, Arc::clone(&cluster.credentials)) => r,
         () = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted")),
     };
     cluster.stop().await;

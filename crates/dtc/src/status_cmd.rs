@@ -4,13 +4,14 @@
 use crate::cli::StatusArgs;
 use anyhow::Context;
 use dtc_proto::status::{AdminResponse, ClusterStatus, RaftRole, ReplicaStatus, ask_status};
-use dtc_proto::transport::Tcp;
+use dtc_proto::transport::{Secure, Tcp};
 use std::fmt::Write;
 
 /// Runs `dtc status`.
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let addr = args.addr.unwrap_or(args.router);
-    let answer = ask_status(&Tcp, addr, "dtc status")
+    let transport = Secure::new(Tcp, args.security.credentials()?);
+    let answer = ask_status(&transport, addr, "dtc status")
         .await
         .with_context(|| format!("asking {addr} for its status"))?;
     if args.json {

@@ -3,12 +3,13 @@
 
 use crate::cli::{CancelArgs, GetArgs, SubmitArgs, TargetArgs};
 
-use dtc_sdk::{Client, Outcome, TaskSpec, TaskView};
+use dtc_sdk::{Client, ClientConfig, Outcome, TaskSpec, TaskView};
 use std::net::SocketAddr;
 
 async fn connect(target: &TargetArgs) -> anyhow::Result<Client> {
     let addr = SocketAddr::new(target.ip, target.port);
-    Ok(Client::connect(addr).await?)
+    let config = ClientConfig::new(vec![addr]).with_credentials(target.security.credentials()?);
+    Ok(Client::with_config(config).await?)
 }
 
 /// Submits one task; prints it when it has finished (or when accepted, with `--no-wait`).

@@ -6,6 +6,7 @@ mod common;
 
 use anyhow::Context;
 use dtc::local::{LocalCluster, LocalSpec};
+use dtc_proto::transport::Secure;
 use dtc_server::router::http::HttpConfig;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -161,6 +162,7 @@ async fn the_http_api_submits_looks_up_and_cancels_with_fitting_statuses() -> an
                 max_body: 64 * 1024,
                 max_waits: 2,
             }),
+            secure: false,
         };
         let cluster = LocalCluster::start(&spec).await?;
         let http = cluster.http.context("no HTTP address")?;
@@ -333,6 +335,7 @@ async fn top_shows_every_shard_its_leader_throughput_and_every_worker() -> anyho
             data_dir: None,
             in_memory: true,
             http: None,
+            secure: false,
         };
         let cluster = LocalCluster::start(&spec).await?;
         // Load that outlasts the readings; stopped once they are taken.
@@ -347,11 +350,11 @@ async fn top_shows_every_shard_its_leader_throughput_and_every_worker() -> anyho
             seed: 1,
         };
         let router = cluster.router;
-        let load = tokio::spawn(async move { dtc::bench::run(router, &args).await.map(drop) });
+        let load = tokio::spawn(async move { dtc::bench::run(router, &args, Default::default()).await.map(drop) });
         let mut top = Top::new(router.to_string());
         // Readings until both shards show a throughput, bounded in count.
         for _ in 0..20 {
-            top.update(dtc::top::read(router).await, Instant::now());
+            top.update(dtc::top::read(&Secure::plain(), router).await, Instant::now());
             if top.rates.len() == 2 && top.rates.values().all(|r| r.now.unwrap_or(0.0) > 0.0) {
                 break;
             }
@@ -360,7 +363,7 @@ async fn top_shows_every_shard_its_leader_throughput_and_every_worker() -> anyho
         let text = screen(&top)?;
         // Through one coordinator (here a follower or the leader of shard 1): its shard,
         // every replica asked.
-        let one = dtc::top::read(cluster.coordinators[1][1])
+        let one = dtc::top::read(&Secure::plain(), cluster.coordinators[1][1])
             .await
             .map_err(anyhow::Error::msg)?;
         load.abort();
@@ -513,6 +516,8 @@ async fn a_shard_nobody_can_reach_is_503_with_retry_after() -> anyhow::Result<()
                 max_body: 1024,
                 max_waits: 16,
             }),
+            credentials: Default::default(),
+            insecure: false,
         })
         .await?;
         let http = router.http_addr().context("no HTTP address")?;

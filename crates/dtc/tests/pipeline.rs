@@ -44,11 +44,12 @@ async fn two_shards_of_three_replicas_64_clients_5000_mixed_tasks_all_right() ->
             data_dir: Some(dir.path().to_path_buf()),
             in_memory: false,
             http: None,
+            secure: false,
         };
         let cluster = LocalCluster::start(&spec).await?;
         // 64 clients × 79 tasks = 5056 tasks; every word count is checked against its text.
         let args = bench(Workload::Mixed, 64, 79);
-        let run = dtc::bench::run(cluster.router, &args);
+        let run = dtc::bench::run(cluster.router, &args, Default::default());
         let report = tokio::time::timeout(common::TEST_LIMIT, run)
             .await
             .context("timed out")??;

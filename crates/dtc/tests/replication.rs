@@ -41,7 +41,7 @@ async fn start_shard(n: u64, dir: &TempDir) -> anyhow::Result<Vec<Replica>> {
             data_dir: Some(dir.path().join(id.to_string())),
             ..CoordinatorConfig::default()
         };
-        let c = Coordinator::start(listener, dtc_proto::transport::Tcp, config).await?;
+        let c = Coordinator::start(listener, dtc_proto::transport::Secure::plain(), config).await?;
         let raft = c.raft().clone();
         let stop = CancellationToken::new();
         tokio::spawn(c.run(stop.clone()));
@@ -116,6 +116,8 @@ async fn shard_survives_leader_loss(n: u64, kills: usize) -> anyhow::Result<()> 
             shards: vec![addrs.clone()],
             limits: Default::default(),
             http: None,
+            credentials: Default::default(),
+            insecure: false,
         })
         .await?;
         let raddr = router.local_addr()?;

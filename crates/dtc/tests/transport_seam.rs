@@ -106,6 +106,8 @@ async fn the_pipeline_runs_over_an_in_memory_network() -> anyhow::Result<()> {
             shards: vec![vec![coord_addr]],
             limits: Default::default(),
             http: None,
+            credentials: Default::default(),
+            insecure: false,
         };
         let router = Router::with_transport(net.listen(router_addr), net.clone(), config)?;
         tokio::spawn(router.run(cancel.clone()));

@@ -5,7 +5,7 @@
 //! frame of a batch with one syscall. Both are generic over `AsyncRead`/`AsyncWrite`.
 
 use crate::codec::{FrameCodec, encode_frame};
-use crate::message::{Hello, HelloReply, MAGIC, Role, Welcome};
+use crate::message::{Hello, HelloFrame, HelloReply, MAGIC, Welcome};
 use crate::{PROTOCOL_VERSION, ProtoError, WireError};
 use bytes::BytesMut;
 use futures_util::{FutureExt, StreamExt};
@@ -149,12 +149,11 @@ where
     Ok(())
 }
 
-/// The connecting side of the handshake: sends [`Hello`], waits for the [`Welcome`].
+/// The connecting side of the handshake: sends `hello`, waits for the [`Welcome`].
 pub async fn connect_handshake<R, W>(
     reader: &mut FrameReader<R, HelloReply>,
     writer: &mut W,
-    role: Role,
-    name: &str,
+    hello: &Hello,
     max_frame: usize,
 ) -> Result<Welcome, ProtoError>
 where
@@ -162,7 +161,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let exchange = async {
-        write_one(writer, &Hello::new(role, name), max_frame).await?;
+        write_one(writer, hello, max_frame).await?;
         match reader.expect().await? {
             Ok(welcome) => Ok(welcome),
             Err(e) => Err(ProtoError::Refused(e)),
@@ -173,53 +172,56 @@ where
         .map_err(|_| ProtoError::Timeout)?
 }
 
-/// The accepting side of the handshake: reads the [`Hello`], checks magic and version, and
-/// answers. A refused peer is told why before the error is returned.
+/// The accepting side of the handshake: reads the [`Hello`], checks magic and version, asks
+/// `admit` whether the connector may come in, and answers. A refused connector is told why
+/// before the error is returned.
 pub async fn accept_handshake<R, W>(
-    reader: &mut FrameReader<R, Hello>,
+    reader: &mut FrameReader<R, HelloFrame>,
     writer: &mut W,
     node: &str,
     max_frame: usize,
+    admit: impl FnOnce(&Hello) -> Result<(), WireError>,
 ) -> Result<Hello, ProtoError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.expect())
+    let frame = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.expect())
         .await
         .map_err(|_| ProtoError::Timeout)??;
-    if hello.magic != MAGIC {
-        let err = WireError::BadRequest {
+    let verdict = match frame {
+        HelloFrame::Other { magic, .. } if magic != MAGIC => Err(WireError::BadRequest {
             reason: "not a dtc connection (bad magic)".into(),
-        };
-        write_one(writer, &HelloReply::Err(err), max_frame)
-            .await
-            .ok();
-        return Err(ProtoError::Handshake("bad magic".into()));
-    }
-    if hello.version != PROTOCOL_VERSION {
-        let err = WireError::VersionMismatch {
-            got: hello.version,
+        }),
+        HelloFrame::Other { version, .. } => Err(WireError::VersionMismatch {
+            got: version,
             want: PROTOCOL_VERSION,
-        };
-        write_one(writer, &HelloReply::Err(err.clone()), max_frame)
-            .await
-            .ok();
-        return Err(ProtoError::Handshake(err.to_string()));
-    }
-    let welcome = Welcome {
-        version: PROTOCOL_VERSION,
-        node: node.to_string(),
+        }),
+        HelloFrame::Current(hello) => admit(&hello).map(|()| hello),
     };
-    write_one(writer, &HelloReply::Ok(welcome), max_frame).await?;
-    Ok(hello)
+    match verdict {
+        Ok(hello) => {
+            let welcome = Welcome {
+                version: PROTOCOL_VERSION,
+                node: node.to_string(),
+            };
+            write_one(writer, &HelloReply::Ok(welcome), max_frame).await?;
+            Ok(hello)
+        }
+        Err(err) => {
+            write_one(writer, &HelloReply::Err(err.clone()), max_frame)
+                .await
+                .ok();
+            Err(ProtoError::Handshake(err.to_string()))
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::TaskId;
-    use crate::message::{Request, RequestBody};
+    use crate::message::{Request, RequestBody, Role};
 
     #[tokio::test]
     async fn handshake_then_batched_messages() -> Result<(), ProtoError> {
@@ -227,8 +229,8 @@ mod tests {
         let (cr, mut cw) = tokio::io::split(client);
         let (sr, mut sw) = tokio::io::split(server);
         let server_side = tokio::spawn(async move {
-            let mut reader = FrameReader::<_, Hello>::new(sr, 1 << 20);
-            let hello = accept_handshake(&mut reader, &mut sw, "test", 1 << 20).await?;
+            let mut reader = FrameReader::<_, HelloFrame>::new(sr, 1 << 20);
+            let hello = accept_handshake(&mut reader, &mut sw, "test", 1 << 20, |_| Ok(())).await?;
             let mut reader = reader.retype::<Request>();
             let mut got = Vec::new();
             while let Some(req) = reader.next().await? {
@@ -237,7 +239,8 @@ mod tests {
             Ok::<_, ProtoError>((hello, got))
         });
         let mut reader = FrameReader::<_, HelloReply>::new(cr, 1 << 20);
-        let welcome = connect_handshake(&mut reader, &mut cw, Role::Client, "c", 1 << 20).await?;
+        let hello = Hello::new(Role::Client, "c");
+        let welcome = connect_handshake(&mut reader, &mut cw, &hello, 1 << 20).await?;
         assert_eq!(welcome.node, "test");
         let (tx, rx) = mpsc::channel(16);
         for req in 0..10 {
@@ -274,8 +277,8 @@ mod tests {
         };
         encode_frame(&req, &mut both, 1 << 20)?;
         cw.write_all(&both).await?;
-        let mut reader = FrameReader::<_, Hello>::new(sr, 1 << 20);
-        accept_handshake(&mut reader, &mut sw, "test", 1 << 20).await?;
+        let mut reader = FrameReader::<_, HelloFrame>::new(sr, 1 << 20);
+        accept_handshake(&mut reader, &mut sw, "test", 1 << 20, |_| Ok(())).await?;
         let mut reader = reader.retype::<Request>();
         // The client keeps its side open: the request must come from the buffer alone.
         let got = tokio::time::timeout(Duration::from_secs(5), reader.expect()).await;
@@ -289,8 +292,8 @@ mod tests {
         let (cr, mut cw) = tokio::io::split(client);
         let (sr, mut sw) = tokio::io::split(server);
         let server_side = tokio::spawn(async move {
-            let mut reader = FrameReader::<_, Hello>::new(sr, 1 << 20);
-            accept_handshake(&mut reader, &mut sw, "test", 1 << 20).await
+            let mut reader = FrameReader::<_, HelloFrame>::new(sr, 1 << 20);
+            accept_handshake(&mut reader, &mut sw, "test", 1 << 20, |_| Ok(())).await
         });
         let mut hello = Hello::new(Role::Client, "old");
         hello.version = 99;

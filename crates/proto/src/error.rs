@@ -41,6 +41,13 @@ pub enum WireError {
     /// The node is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// The connection was refused: a credential is missing or does not admit the role, or
+    /// the connector belongs to another cluster or shard. The connection closes.
+    #[error("{reason}")]
+    Auth {
+        /// What is missing or wrong, and what to do.
+        reason: String,
+    },
 }
 
 impl WireError {

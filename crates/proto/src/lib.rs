@@ -12,20 +12,24 @@
 
 pub mod codec;
 pub mod connection;
+pub mod credentials;
 mod error;
 mod id;
 pub mod message;
 pub mod mux;
 pub mod status;
 mod task;
+pub mod tls;
+pub mod token;
 pub mod transport;
 
 pub use error::{ProtoError, WireError};
 pub use id::{ParseTaskIdError, TaskId};
 pub use task::{Outcome, TaskSpec, TaskState, TaskView};
 
-/// The protocol version this build speaks; the handshake refuses any other.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this build speaks; the handshake refuses any other. Version 2 added
+/// the cluster, shard and token to the hello.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The default bound on one frame's length (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;

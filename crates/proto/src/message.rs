@@ -7,6 +7,7 @@
 //! | client or router → router or coordinator | [`Request`] | [`Response`] |
 //! | worker → coordinator | [`WorkerMsg`] | [`CoordMsg`] |
 
+use crate::token::Token;
 use crate::{Outcome, TaskId, TaskSpec, TaskView, WireError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -29,9 +30,83 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 5] = [
+        Role::Client,
+        Role::Worker,
+        Role::Router,
+        Role::Peer,
+        Role::Admin,
+    ];
+
+    /// The role's name, as in `secrets.toml` and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Worker => "worker",
+            Self::Router => "router",
+            Self::Peer => "peer",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The cluster name a node uses unless told another (`--cluster`).
+pub const DEFAULT_CLUSTER: &str = "dtc";
+
+/// A shard's identity: fixed when the shard is initialised (derived from its first
+/// membership) and kept in each replica's data directory, so that a coordinator of another
+/// shard is refused as a peer even when it holds a valid certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ShardId(pub u64);
+
+impl ShardId {
+    /// The identity of a shard first formed by `members` (each replica's id and address):
+    /// every replica given the same list derives the same identity. FNV-1a over the list
+    /// in id order: stable across builds and platforms.
+    pub fn derive<'a>(members: impl IntoIterator<Item = (u64, &'a str)>) -> Self {
+        let mut members: Vec<(u64, &str)> = members.into_iter().collect();
+        members.sort_unstable();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for (id, addr) in members {
+            for byte in id
+                .to_be_bytes()
+                .iter()
+                .chain(addr.as_bytes())
+                .chain(std::iter::once(&0u8))
+            {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        Self(hash)
+    }
+}
+
+impl std::fmt::Display for ShardId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl std::str::FromStr for ShardId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        u64::from_str_radix(s.trim(), 16).map(Self)
+    }
+}
+
 /// The first frame on every connection, from the side that connected.
 ///
-/// Its layout must never change: an old or new peer must still read the version in it.
+/// Its first four fields must never change: an old or new peer must still read the version
+/// in it (fields after them may change with the version).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// Always [`MAGIC`].
@@ -42,17 +117,86 @@ pub struct Hello {
     pub role: Role,
     /// A name for logs (a worker's name, a client's program name).
     pub name: String,
+    /// The cluster the connector belongs to; a node of another cluster refuses it.
+    pub cluster: String,
+    /// For [`Role::Peer`]: the shard of the connecting replica, which must be the
+    /// acceptor's.
+    pub shard: Option<ShardId>,
+    /// The role's token, sent only inside TLS.
+    pub token: Option<Token>,
+}
+
+/// A hello as the acceptor reads it: the fields every version has first, the rest only
+/// when the version is this build's, so that a hello of another version is answered with
+/// the version needed rather than a decoding error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HelloFrame {
+    /// A hello of this build's version and magic.
+    Current(Hello),
+    /// Another version, or not dtc at all.
+    Other {
+        /// The magic sent.
+        magic: [u8; 4],
+        /// The version sent.
+        version: u32,
+    },
+}
+
+impl<'de> Deserialize<'de> for HelloFrame {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, SeqAccess, Visitor};
+        struct Fields;
+        fn next<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(
+            seq: &mut A,
+            at: usize,
+        ) -> Result<T, A::Error> {
+            seq.next_element()?
+                .ok_or_else(|| A::Error::invalid_length(at, &"the fields of a hello"))
+        }
+        impl<'de> Visitor<'de> for Fields {
+            type Value = HelloFrame;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a dtc hello")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<HelloFrame, A::Error> {
+                let magic: [u8; 4] = next(&mut seq, 0)?;
+                let version: u32 = next(&mut seq, 1)?;
+                if magic != MAGIC || version != crate::PROTOCOL_VERSION {
+                    return Ok(HelloFrame::Other { magic, version });
+                }
+                Ok(HelloFrame::Current(Hello {
+                    magic,
+                    version,
+                    role: next(&mut seq, 2)?,
+                    name: next(&mut seq, 3)?,
+                    cluster: next(&mut seq, 4)?,
+                    shard: next(&mut seq, 5)?,
+                    token: next(&mut seq, 6)?,
+                }))
+            }
+        }
+        d.deserialize_tuple(7, Fields)
+    }
 }
 
 impl Hello {
-    /// A hello of this build's version.
+    /// A hello of this build's version, in the default cluster, without a token.
     pub fn new(role: Role, name: impl Into<String>) -> Self {
         Self {
             magic: MAGIC,
             version: crate::PROTOCOL_VERSION,
             role,
             name: name.into(),
+            cluster: DEFAULT_CLUSTER.to_owned(),
+            shard: None,
+            token: None,
         }
+    }
+
+    /// The same hello for a replica of `shard`.
+    pub fn of_shard(mut self, shard: ShardId) -> Self {
+        self.shard = Some(shard);
+        self
     }
 }
 

@@ -10,7 +10,7 @@
 //! The router uses one per shard; the SDK's `Client` uses one per client.
 
 use crate::connection::{FrameReader, connect_handshake, write_loop};
-use crate::message::{HelloReply, Request, RequestBody, Response, Role, Welcome};
+use crate::message::{Hello, HelloReply, Request, RequestBody, Response, Role, Welcome};
 use crate::transport::{Tcp, Transport};
 use crate::{ProtoError, TaskId, TaskView, WireError};
 use foldhash::HashMap;
@@ -33,17 +33,17 @@ impl Answer for oneshot::Sender<Result<TaskView, WireError>> {
     }
 }
 
-/// Dials `addr` over `transport`, handshakes as `role` and returns the connection's halves.
+/// Dials `addr` over `transport`, handshakes with `hello` and returns the connection's
+/// halves.
 pub async fn dial<T: Transport>(
     transport: &T,
     addr: SocketAddr,
-    role: Role,
-    name: &str,
+    hello: &Hello,
     max_frame: usize,
 ) -> Result<(FrameReader<T::Read, HelloReply>, T::Write, Welcome), ProtoError> {
     let (read, mut writer) = transport.connect(addr).await?;
     let mut reader = FrameReader::new(read, max_frame);
-    let welcome = connect_handshake(&mut reader, &mut writer, role, name, max_frame).await?;
+    let welcome = connect_handshake(&mut reader, &mut writer, hello, max_frame).await?;
     Ok((reader, writer, welcome))
 }
 
@@ -229,7 +229,14 @@ impl<T: Transport> Mux<T> {
             .into_iter()
             .chain(self.addrs.iter().copied().filter(|a| Some(*a) != leader));
         for addr in order {
-            match dial(&self.transport, addr, self.role, &self.name, self.max_frame).await {
+            match dial(
+                &self.transport,
+                addr,
+                &self.transport.hello(self.role, &self.name),
+                self.max_frame,
+            )
+            .await
+            {
                 Ok((reader, writer, _)) => {
                     return Ok((reader.retype(), writer, addr, unreachable));
                 }

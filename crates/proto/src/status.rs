@@ -186,8 +186,7 @@ pub async fn ask_status<T: crate::transport::Transport>(
         let (reader, mut writer, _) = crate::mux::dial(
             transport,
             addr,
-            crate::message::Role::Admin,
-            name,
+            &transport.hello(crate::message::Role::Admin, name),
             crate::DEFAULT_MAX_FRAME,
         )
         .await?;

@@ -2,10 +2,15 @@
 //! ([`Listener`]). Every connection above this module — handshakes, sessions, the
 //! multiplexer, the worker runtime — works on the two halves these return, so the same code
 //! runs on real TCP ([`Tcp`], `tokio::net::TcpListener`) and on a simulated network.
+//! [`Secure`] wraps any transport in TLS and introduces the process with its credentials.
 
+use crate::credentials::Credentials;
+use crate::message::{Hello, Role};
+use crate::tls::{SecureRead, SecureWrite};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -26,6 +31,12 @@ pub trait Transport: Clone + Send + Sync + 'static {
         &self,
         addr: SocketAddr,
     ) -> impl Future<Output = io::Result<(Self::Read, Self::Write)>> + Send;
+
+    /// The hello a connection made as `role` opens with: a plain transport introduces
+    /// itself in the default cluster without a token.
+    fn hello(&self, role: Role, name: &str) -> Hello {
+        Hello::new(role, name)
+    }
 }
 
 /// Accepts connections.
@@ -79,5 +90,50 @@ impl Listener for TcpListener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         TcpListener::local_addr(self)
+    }
+}
+
+/// A transport whose connections use the process's [`Credentials`]: TLS when they hold the
+/// cluster's CA, and hellos that carry the cluster's name and the role's token. Without
+/// TLS it passes connections through untouched.
+#[derive(Clone, Debug)]
+pub struct Secure<T = Tcp> {
+    inner: T,
+    credentials: Arc<Credentials>,
+}
+
+impl<T> Secure<T> {
+    /// Dials over `inner` with `credentials`.
+    pub fn new(inner: T, credentials: Arc<Credentials>) -> Self {
+        Self { inner, credentials }
+    }
+
+    /// The credentials it connects with.
+    pub fn credentials(&self) -> &Arc<Credentials> {
+        &self.credentials
+    }
+}
+
+impl Secure<Tcp> {
+    /// Plain TCP in the default cluster: what a process without secrets uses.
+    pub fn plain() -> Self {
+        Self::new(Tcp, Arc::new(Credentials::plain()))
+    }
+}
+
+impl<T: Transport> Transport for Secure<T> {
+    type Read = SecureRead<T::Read, T::Write>;
+    type Write = SecureWrite<T::Read, T::Write>;
+
+    async fn connect(&self, addr: SocketAddr) -> io::Result<(Self::Read, Self::Write)> {
+        let (read, write) = self.inner.connect(addr).await?;
+        match &self.credentials.tls {
+            Some(tls) => tls.connect(addr, read, write).await,
+            None => Ok((SecureRead::Plain(read), SecureWrite::Plain(write))),
+        }
+    }
+
+    fn hello(&self, role: Role, name: &str) -> Hello {
+        self.credentials.hello(role, name)
     }
 }

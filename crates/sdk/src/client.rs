@@ -4,9 +4,10 @@
 //! (the connection lost, `Overloaded`, `Unavailable`) are retried with the same task id, so a
 //! retry never runs a task twice.
 
+use dtc_proto::credentials::Credentials;
 use dtc_proto::message::{RequestBody, Role};
 use dtc_proto::mux::{Mux, dial};
-use dtc_proto::transport::{Tcp, Transport};
+use dtc_proto::transport::{Secure, Tcp, Transport};
 use dtc_proto::{DEFAULT_MAX_FRAME, TaskId, TaskSpec, TaskView, WireError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,9 @@ pub struct ClientConfig {
     pub max_inflight: usize,
     /// The largest frame.
     pub max_frame: usize,
+    /// What the client proves itself with (TLS and the client token, when the cluster has
+    /// secrets); plain by default.
+    pub credentials: Arc<Credentials>,
 }
 
 impl ClientConfig {
@@ -39,7 +43,14 @@ impl ClientConfig {
             retry_for: Duration::from_secs(60),
             max_inflight: 4096,
             max_frame: DEFAULT_MAX_FRAME,
+            credentials: Arc::new(Credentials::plain()),
         }
+    }
+
+    /// The same, with `credentials`.
+    pub fn with_credentials(mut self, credentials: Arc<Credentials>) -> Self {
+        self.credentials = credentials;
+        self
     }
 }
 
@@ -90,10 +101,12 @@ impl Client {
         Self::with_config(ClientConfig::new(vec![addr])).await
     }
 
-    /// Connects over TCP as `config` says. Fails at once if no address answers; after that,
-    /// a lost connection is re-established by itself.
+    /// Connects over TCP (with TLS when `config.credentials` have it) as `config` says.
+    /// Fails at once if no address answers or the server refuses the credentials; after
+    /// that, a lost connection is re-established by itself.
     pub async fn with_config(config: ClientConfig) -> Result<Self, ClientError> {
-        Self::with_transport(config, Tcp).await
+        let transport = Secure::new(Tcp, Arc::clone(&config.credentials));
+        Self::with_transport(config, transport).await
     }
 
     /// Connects as `config` says, over `transport` (TCP, or a simulated network).
@@ -104,15 +117,8 @@ impl Client {
         let mut last = String::from("no address given");
         let mut reachable = false;
         for &addr in &config.addrs {
-            match dial(
-                &transport,
-                addr,
-                Role::Client,
-                &config.name,
-                config.max_frame,
-            )
-            .await
-            {
+            let hello = transport.hello(Role::Client, &config.name);
+            match dial(&transport, addr, &hello, config.max_frame).await {
                 Ok(_) => {
                     reachable = true;
                     break;

@@ -29,10 +29,11 @@ use crate::handlers;
 use crate::timer::PreciseTimer;
 use bytes::Bytes;
 use dtc_proto::connection::{FrameReader, write_loop};
+use dtc_proto::credentials::Credentials;
 use dtc_proto::message::{Assignment, Completion, CoordMsg, Role, WorkerMsg};
 use dtc_proto::mux::dial;
-use dtc_proto::transport::{Tcp, Transport};
-use dtc_proto::{DEFAULT_MAX_FRAME, Outcome, TaskId, WireError};
+use dtc_proto::transport::{Secure, Tcp, Transport};
+use dtc_proto::{DEFAULT_MAX_FRAME, Outcome, ProtoError, TaskId, WireError};
 use foldhash::HashMap;
 use futures_util::FutureExt;
 use std::collections::VecDeque;
@@ -82,6 +83,7 @@ pub struct WorkerBuilder {
     heartbeat: Duration,
     max_frame: usize,
     builtins: bool,
+    credentials: Arc<Credentials>,
 }
 
 impl WorkerBuilder {
@@ -141,6 +143,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// What the worker proves itself with (TLS and the worker token, when the cluster has
+    /// secrets); plain by default.
+    pub fn credentials(mut self, credentials: Arc<Credentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
     /// Checks the settings and builds the worker.
     pub fn build(mut self) -> Result<Worker, WorkerError> {
         if self.slots == 0 {
@@ -166,6 +175,7 @@ impl WorkerBuilder {
             name: self.name,
             heartbeat: self.heartbeat,
             max_frame: self.max_frame,
+            credentials: self.credentials,
         })
     }
 }
@@ -178,6 +188,7 @@ pub struct Worker {
     name: String,
     heartbeat: Duration,
     max_frame: usize,
+    credentials: Arc<Credentials>,
 }
 
 /// What the run loop tracks across connections.
@@ -228,10 +239,12 @@ impl Worker {
             heartbeat: Duration::from_millis(200),
             max_frame: DEFAULT_MAX_FRAME,
             builtins: false,
+            credentials: Arc::new(Credentials::plain()),
         }
     }
 
-    /// Runs against the coordinator at the first reachable of `addrs`, over TCP, until
+    /// Runs against the coordinator at the first reachable of `addrs`, over TCP (with TLS
+    /// when its credentials have it), until
     /// `shutdown` fires and the running tasks have finished and been reported (or, if no
     /// coordinator can be reached, until they have finished).
     pub async fn run(
@@ -239,7 +252,8 @@ impl Worker {
         addrs: Vec<SocketAddr>,
         shutdown: CancellationToken,
     ) -> Result<(), WorkerError> {
-        self.run_on(Tcp, addrs, shutdown).await
+        let transport = Secure::new(Tcp, Arc::clone(&self.credentials));
+        self.run_on(transport, addrs, shutdown).await
     }
 
     /// [`run`](Self::run) over `transport` (TCP, or a simulated network).
@@ -291,11 +305,16 @@ impl Worker {
             let order = leader
                 .into_iter()
                 .chain(addrs.iter().copied().filter(|a| Some(*a) != leader));
+            let hello = transport.hello(Role::Worker, &self.name);
             for addr in order {
-                match dial(&transport, addr, Role::Worker, &self.name, self.max_frame).await {
+                match dial(&transport, addr, &hello, self.max_frame).await {
                     Ok((reader, writer, _)) => {
                         connected = Some((reader, writer, addr));
                         break;
+                    }
+                    Err(ProtoError::Refused(WireError::Auth { reason })) => {
+                        tracing::warn!(%addr, %reason, "the coordinator refused this worker");
+                        unreachable.push(addr);
                     }
                     Err(e) => {
                         tracing::debug!(%addr, error = %e, "cannot reach coordinator");

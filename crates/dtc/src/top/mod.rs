@@ -12,7 +12,7 @@ use crate::cli::TopArgs;
 use anyhow::Context;
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use dtc_proto::status::{AdminResponse, ClusterStatus, ShardStatus, ask_replica, ask_status};
-use dtc_proto::transport::Tcp;
+use dtc_proto::transport::{Secure, Tcp};
 use futures_util::future::join_all;
 use model::{Key, Top};
 use std::net::SocketAddr;
@@ -27,8 +27,8 @@ const REFRESH: Duration = Duration::from_secs(1);
 
 /// Reads the cluster's status through `addr`: a router answers for every shard; a
 /// coordinator for itself, so its shard's other replicas are asked too.
-pub async fn read(addr: SocketAddr) -> Result<ClusterStatus, String> {
-    match ask_status(&Tcp, addr, "dtc top").await {
+pub async fn read(transport: &Secure<Tcp>, addr: SocketAddr) -> Result<ClusterStatus, String> {
+    match ask_status(transport, addr, "dtc top").await {
         Ok(AdminResponse::Cluster(c)) => Ok(c),
         Ok(AdminResponse::Replica(me)) => {
             let asks = me.replicas.iter().map(|(_, a)| {
@@ -39,7 +39,7 @@ pub async fn read(addr: SocketAddr) -> Result<ClusterStatus, String> {
                     } else {
                         match a.parse::<SocketAddr>() {
                             Err(e) => Err(format!("bad address: {e}")),
-                            Ok(sa) => ask_replica(&Tcp, sa, "dtc top").await,
+                            Ok(sa) => ask_replica(transport, sa, "dtc top").await,
                         }
                     };
                     (a.clone(), answer)
@@ -64,9 +64,10 @@ pub async fn run(args: TopArgs, shutdown: CancellationToken) -> anyhow::Result<(
         std::io::IsTerminal::is_terminal(&std::io::stdout()),
         "dtc top needs a terminal; for a script use: dtc status {addr} --json"
     );
+    let transport = Secure::new(Tcp, args.security.credentials()?);
     let (readings, mut readings_rx) = mpsc::channel(4);
     let poll_cancel = shutdown.child_token();
-    let poller = tokio::spawn(poll(addr, readings, poll_cancel.clone()));
+    let poller = tokio::spawn(poll(transport, addr, readings, poll_cancel.clone()));
     let (keys, mut keys_rx) = mpsc::channel(64);
     let stop_keys = Arc::new(AtomicBool::new(false));
     let key_thread = {
@@ -104,6 +105,7 @@ pub async fn run(args: TopArgs, shutdown: CancellationToken) -> anyhow::Result<(
 
 /// Asks once a second and hands each reading over, until `cancel` fires.
 async fn poll(
+    transport: Secure<Tcp>,
     addr: SocketAddr,
     readings: mpsc::Sender<Result<ClusterStatus, String>>,
     cancel: CancellationToken,
@@ -116,7 +118,7 @@ async fn poll(
             () = cancel.cancelled() => return,
         }
         let reading = tokio::select! {
-            r = read(addr) => r,
+            r = read(&transport, addr) => r,
             () = cancel.cancelled() => return,
         };
         if readings.send(reading).await.is_err() {

@@ -10,7 +10,10 @@ mod admin;
 mod stats;
 mod worker_session;
 
-use crate::net::{Accepted, Limits, Reply, RequestSink, accept_loop, serve_admin, serve_client};
+use crate::net::{
+    Conn, Gate, GateError, Limits, Reply, RequestSink, accept_loop, check_exposure, serve_admin,
+    serve_client,
+};
 use crate::shard::peer::{self, PeerNetwork};
 use crate::shard::{
     Durability, LeaderWrites, LogStore, MemDisk, MemLogStore, Node, NodeId, Retention, ShardRaft,
@@ -18,9 +21,10 @@ use crate::shard::{
 };
 use actor::{Actor, Event};
 use dtc_proto::WireError;
-use dtc_proto::message::{RequestBody, Role};
+use dtc_proto::credentials::Credentials;
+use dtc_proto::message::{RequestBody, Role, ShardId};
 use dtc_proto::status::AdminResponse;
-use dtc_proto::transport::{Listener, Tcp, Transport};
+use dtc_proto::transport::{Listener, Secure, Tcp, Transport};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +39,9 @@ const DATA_FORMAT: &str = "dtc data format 1";
 
 /// The file in a data directory that names its format.
 const FORMAT_FILE: &str = "FORMAT";
+
+/// The file in a data directory that holds the shard's identity.
+const SHARD_FILE: &str = "SHARD";
 
 /// Raft's timing and log compaction.
 #[derive(Clone, Copy, Debug)]
@@ -101,8 +108,12 @@ pub struct CoordinatorConfig {
     pub commit_linger: Duration,
     /// Retention of results and the queue bound.
     pub retention: Retention,
-    /// Frame and in-flight bounds per connection.
+    /// Frame, in-flight and connection bounds.
     pub limits: Limits,
+    /// What this replica proves itself with and checks others against (plain by default).
+    pub credentials: Arc<Credentials>,
+    /// Serve on a non-loopback address without secrets (`--insecure`).
+    pub insecure: bool,
 }
 
 impl Default for CoordinatorConfig {
@@ -121,6 +132,8 @@ impl Default for CoordinatorConfig {
             commit_linger: Duration::from_millis(1),
             retention: Retention::default(),
             limits: Limits::default(),
+            credentials: Arc::new(Credentials::plain()),
+            insecure: false,
         }
     }
 }
@@ -155,12 +168,17 @@ pub enum StartError {
     /// Raft refused its configuration or failed to start.
     #[error("raft: {0}")]
     Raft(String),
+    /// The credentials cannot serve.
+    #[error(transparent)]
+    Credentials(#[from] GateError),
 }
 
 /// A started coordinator, ready to [`run`](Coordinator::run).
 pub struct Coordinator<L = TcpListener> {
     listener: L,
     config: CoordinatorConfig,
+    gate: Arc<Gate>,
+    shard: ShardId,
     raft: ShardRaft,
     table: SharedTable,
     durability: Durability,
@@ -170,6 +188,12 @@ impl Coordinator {
     /// Binds a TCP listening socket at `config.listen` (port 0 picks a free port) and starts
     /// the replica's Raft node over TCP.
     pub async fn bind(config: CoordinatorConfig) -> Result<Self, StartError> {
+        check_exposure(
+            "a coordinator",
+            config.listen,
+            &config.credentials,
+            config.insecure,
+        )?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -177,7 +201,8 @@ impl Coordinator {
                     addr: config.listen,
                     source,
                 })?;
-        Self::start(listener, Tcp, config).await
+        let transport = Secure::new(Tcp, Arc::clone(&config.credentials));
+        Self::start(listener, transport, config).await
     }
 }
 
@@ -209,30 +234,32 @@ impl<L: Listener> Coordinator<L> {
                     .join(", "),
             });
         }
+        let shard = ShardId::derive(members.iter().map(|(id, a)| (*id, a.as_str())));
         let raft_config = raft_config(&config.raft)?;
         let writes = LeaderWrites {
             replica: config.id,
             parallel: members.len() > 1,
         };
         let name = format!("replica {}", config.id);
-        let (raft, table, durability) = match &config.data_dir {
+        let (raft, table, durability, shard) = match &config.data_dir {
             Some(dir) => {
                 let data_err = |reason: String| StartError::DataDir {
                     dir: dir.clone(),
                     reason,
                 };
                 check_format(dir).map_err(data_err)?;
+                let shard = shard_identity(dir, shard).map_err(data_err)?;
                 let log = LogStore::open(&dir.join("raft-log"), writes)
                     .map_err(|e| data_err(e.to_string()))?;
                 let durability = log.durability().clone();
-                let network = PeerNetwork::new(transport, name, durability.clone());
+                let network = PeerNetwork::new(transport, &name, shard, durability.clone());
                 let sm =
                     TableStore::open(dir, config.retention).map_err(|e| data_err(e.to_string()))?;
                 let table = sm.shared();
                 let raft = ShardRaft::new(config.id, raft_config, network, log, sm)
                     .await
                     .map_err(|e| StartError::Raft(e.to_string()))?;
-                (raft, table, durability)
+                (raft, table, durability, shard)
             }
             None => {
                 let disk = config.mem_disk.clone().unwrap_or_default();
@@ -241,11 +268,11 @@ impl<L: Listener> Coordinator<L> {
                 let table = sm.shared();
                 let log = MemLogStore::open(&disk, writes);
                 let durability = log.durability().clone();
-                let network = PeerNetwork::new(transport, name, durability.clone());
+                let network = PeerNetwork::new(transport, &name, shard, durability.clone());
                 let raft = ShardRaft::new(config.id, raft_config, network, log, sm)
                     .await
                     .map_err(|e| StartError::Raft(e.to_string()))?;
-                (raft, table, durability)
+                (raft, table, durability, shard)
             }
         };
         let initialized = raft
@@ -263,8 +290,16 @@ impl<L: Listener> Coordinator<L> {
                 tracing::info!(error = %e, "the shard group was already initialised");
             }
         }
+        let gate = Gate::new(
+            Arc::clone(&config.credentials),
+            "coordinator",
+            &Role::ALL,
+            Some(shard),
+        )?;
         Ok(Self {
             listener,
+            gate: Arc::new(gate),
+            shard,
             config: CoordinatorConfig {
                 replicas: members,
                 ..config
@@ -283,6 +318,11 @@ impl<L: Listener> Coordinator<L> {
     /// The replica's Raft handle (its metrics tell who leads, the term, the log's progress).
     pub fn raft(&self) -> &ShardRaft {
         &self.raft
+    }
+
+    /// The shard's identity: only its replicas are admitted as peers.
+    pub fn shard(&self) -> ShardId {
+        self.shard
     }
 
     /// The replica's task table (what it has applied).
@@ -320,7 +360,7 @@ impl<L: Listener> Coordinator<L> {
         };
         let export = crate::telemetry::installed()
             .then(|| tokio::spawn(admin::export(sources.clone(), replica, cancel.clone())));
-        let handler = move |a: Accepted<L::Read, L::Write>| {
+        let handler = move |a: Conn<L>| {
             let sink = Arc::clone(&sink);
             let events = events_tx.clone();
             let cancel = conn_cancel.clone();
@@ -350,6 +390,7 @@ impl<L: Listener> Coordinator<L> {
             self.listener,
             format!("coordinator {addr}"),
             limits,
+            self.gate,
             cancel.clone(),
             handler,
         )
@@ -412,6 +453,23 @@ fn check_format(dir: &Path) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::write(&path, format!("{DATA_FORMAT}\n"))
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// The shard's identity as the data directory keeps it; a directory without one takes
+/// `derived` (from the shard's first membership) and keeps it from then on.
+fn shard_identity(dir: &Path, derived: ShardId) -> Result<ShardId, String> {
+    let path = dir.join(SHARD_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .parse()
+            .map_err(|e| format!("{} is not a shard identity: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, format!("{derived}\n"))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(derived)
         }
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }

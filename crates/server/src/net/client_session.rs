@@ -83,6 +83,7 @@ pub async fn serve_client<R, W, S>(
     let Limits {
         max_frame,
         max_inflight,
+        ..
     } = limits;
     let mut reader = reader.retype::<Request>();
     let (tx, rx) = mpsc::channel::<WithPermit<Response>>(max_inflight);

@@ -1,14 +1,30 @@
-//! Accepting connections: [`accept_loop`] owns a [`Listener`]; every connection is
-//! handshaken in its own task and handed, with the peer's role, to the caller's handler.
+//! Accepting connections: [`accept_loop`] owns a [`Listener`]; every connection is taken
+//! through TLS (when the node serves it), its hello read and judged by the node's [`Gate`],
+//! each in its own task, and handed, with the peer's role, to the caller's handler.
+//!
+//! Connections are bounded in total and per remote address; a connection over the total
+//! bound is closed at once, one over its address's bound is told why in the handshake.
+//! On shutdown the loop waits for every connection's task to end.
 
-use dtc_proto::connection::{FrameReader, HELLO_MAX_FRAME, accept_handshake};
-use dtc_proto::message::Hello;
+use super::gate::Gate;
+use dtc_proto::connection::{FrameReader, HANDSHAKE_TIMEOUT, HELLO_MAX_FRAME, accept_handshake};
+use dtc_proto::message::{Hello, HelloFrame};
+use dtc_proto::tls::{self, AcceptError, SecureRead, SecureWrite};
 use dtc_proto::transport::Listener;
-use dtc_proto::{DEFAULT_MAX_FRAME, DEFAULT_MAX_INFLIGHT};
+use dtc_proto::{DEFAULT_MAX_FRAME, DEFAULT_MAX_INFLIGHT, ProtoError, WireError};
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The default bound on a node's connections (handshakes included).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+
+/// The default bound on one remote address's connections.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
 
 /// Bounds that every connection of a node obeys.
 #[derive(Clone, Copy, Debug)]
@@ -17,6 +33,13 @@ pub struct Limits {
     pub max_frame: usize,
     /// The most requests in flight on one connection.
     pub max_inflight: usize,
+    /// The most connections at once, handshakes included; past it a new one is closed.
+    pub max_connections: usize,
+    /// The most connections at once from one remote address; past it a new one is refused
+    /// in its handshake.
+    pub max_connections_per_ip: usize,
+    /// How long the TLS handshake and the hello may take together.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -24,6 +47,9 @@ impl Default for Limits {
         Self {
             max_frame: DEFAULT_MAX_FRAME,
             max_inflight: DEFAULT_MAX_INFLIGHT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -35,61 +61,194 @@ pub struct Accepted<R, W> {
     /// The peer's address.
     pub peer: SocketAddr,
     /// The reading half, positioned after the handshake.
-    pub reader: FrameReader<R, Hello>,
+    pub reader: FrameReader<R, HelloFrame>,
     /// The writing half.
     pub writer: W,
 }
 
-/// Accepts connections from `listener` until `cancel` fires. Each connection's handshake and
-/// handler run in their own task; a failed handshake is logged and closes only that
-/// connection. The handler is given the connection and must itself stop when `cancel` fires.
+/// What a listener's handler is given: an admitted connection, plain or inside TLS.
+pub type Conn<L> = Accepted<
+    SecureRead<<L as Listener>::Read, <L as Listener>::Write>,
+    SecureWrite<<L as Listener>::Read, <L as Listener>::Write>,
+>;
+
+/// Open connections, in total and per remote address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_ip: HashMap<IpAddr, usize>,
+}
+
+/// One connection's place in [`Open`]; leaving it frees the place.
+struct Place {
+    open: Arc<Mutex<Open>>,
+    ip: IpAddr,
+    /// This connection is over its address's bound.
+    over_ip_bound: bool,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.open.lock() {
+            open.total = open.total.saturating_sub(1);
+            if let Some(n) = open.by_ip.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.by_ip.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// Takes a place for a connection from `ip`; `None` when the node is at its total bound.
+fn take_place(open: &Arc<Mutex<Open>>, ip: IpAddr, limits: &Limits) -> Option<Place> {
+    let mut guard = open.lock().ok()?;
+    if guard.total >= limits.max_connections {
+        return None;
+    }
+    guard.total += 1;
+    let n = guard.by_ip.entry(ip).or_insert(0);
+    *n += 1;
+    let over_ip_bound = *n > limits.max_connections_per_ip;
+    Some(Place {
+        open: Arc::clone(open),
+        ip,
+        over_ip_bound,
+    })
+}
+
+/// Accepts connections from `listener` until `cancel` fires, then waits for every
+/// connection's task to end. Each connection's TLS handshake, hello and handler run in
+/// their own task; a refused or failed handshake closes only that connection. The handler
+/// is given the admitted connection and must itself stop when `cancel` fires.
 pub async fn accept_loop<L, F, Fut>(
     mut listener: L,
     node: String,
     limits: Limits,
+    gate: Arc<Gate>,
     cancel: CancellationToken,
     handler: F,
 ) where
     L: Listener,
-    F: Fn(Accepted<L::Read, L::Write>) -> Fut + Send + Sync + 'static,
+    F: Fn(Conn<L>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let handler = Arc::new(handler);
+    let open = Arc::new(Mutex::new(Open::default()));
+    let tasks = TaskTracker::new();
     loop {
-        let (read, mut writer, peer) = tokio::select! {
+        let (read, writer, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = cancel.cancelled() => break,
         };
+        let Some(place) = take_place(&open, peer.ip(), &limits) else {
+            gate.refused(
+                peer.ip(),
+                None,
+                &format!(
+                    "the node is at its bound of {} connections; closed",
+                    limits.max_connections
+                ),
+            );
+            continue;
+        };
         let node = node.clone();
         let cancel = cancel.clone();
         let handler = Arc::clone(&handler);
-        tokio::spawn(async move {
-            let mut reader = FrameReader::new(read, HELLO_MAX_FRAME);
-            let handshake = accept_handshake(&mut reader, &mut writer, &node, limits.max_frame);
-            let hello = tokio::select! {
-                h = handshake => h,
+        let gate = Arc::clone(&gate);
+        tasks.spawn(async move {
+            let opening = open_connection(read, writer, peer, &node, &limits, &gate, &place);
+            let opened = tokio::select! {
+                o = tokio::time::timeout(limits.handshake_timeout, opening) => o,
                 () = cancel.cancelled() => return,
             };
-            match hello {
-                Ok(hello) => {
-                    reader.set_max_frame(limits.max_frame);
-                    handler(Accepted {
-                        hello,
-                        peer,
-                        reader,
-                        writer,
-                    })
-                    .await;
+            match opened {
+                Ok(Some(accepted)) => handler(accepted).await,
+                Ok(None) => {}
+                Err(_) => {
+                    tracing::info!(%peer, "closed a connection whose handshake took too long")
                 }
-                Err(e) => tracing::info!(%peer, error = %e, "refused a connection"),
             }
+            drop(place);
         });
+    }
+    tasks.close();
+    tasks.wait().await;
+}
+
+/// TLS (when the node serves it), then the hello, judged by the gate. `None` when the
+/// connection is refused or fails; refusals are recorded with the gate.
+async fn open_connection<R, W>(
+    read: R,
+    write: W,
+    peer: SocketAddr,
+    node: &str,
+    limits: &Limits,
+    gate: &Gate,
+    place: &Place,
+) -> Option<Accepted<SecureRead<R, W>, SecureWrite<R, W>>>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let (read, mut writer, member) = match gate.tls().and_then(|t| t.acceptor()) {
+        None => (SecureRead::Plain(read), SecureWrite::Plain(write), false),
+        Some(acceptor) => match tls::accept(acceptor, read, write).await {
+            Ok(a) => (a.read, a.write, a.member),
+            Err(AcceptError::Io(e)) => {
+                tracing::debug!(%peer, error = %e, "connection closed before its TLS handshake");
+                return None;
+            }
+            Err(e) => {
+                gate.refused(peer.ip(), None, &e.to_string());
+                return None;
+            }
+        },
+    };
+    let mut reader = FrameReader::new(read, HELLO_MAX_FRAME);
+    let mut refused_role = None;
+    let admit = |hello: &Hello| {
+        if place.over_ip_bound {
+            refused_role = Some(hello.role);
+            return Err(WireError::Auth {
+                reason: format!(
+                    "too many connections from {}: at most {} at once",
+                    peer.ip(),
+                    limits.max_connections_per_ip
+                ),
+            });
+        }
+        let verdict = gate.admit(hello, member);
+        if verdict.is_err() {
+            refused_role = Some(hello.role);
+        }
+        verdict
+    };
+    match accept_handshake(&mut reader, &mut writer, node, limits.max_frame, admit).await {
+        Ok(hello) => {
+            reader.set_max_frame(limits.max_frame);
+            Some(Accepted {
+                hello,
+                peer,
+                reader,
+                writer,
+            })
+        }
+        Err(ProtoError::Handshake(reason)) if refused_role.is_some() => {
+            gate.refused(peer.ip(), refused_role, &reason);
+            None
+        }
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "refused a connection");
+            None
+        }
     }
 }

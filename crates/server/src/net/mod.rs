@@ -1,11 +1,15 @@
 //! Connection plumbing shared by the coordinator and the router: the accept loop with its
-//! handshake, the session that serves a client's multiplexed requests, and the operator's
-//! (admin) session.
+//! TLS and handshake, the gate that admits each role, the session that serves a client's
+//! multiplexed requests, and the operator's (admin) session.
 
 mod admin_session;
 mod client_session;
+mod gate;
 mod listener;
 
 pub use admin_session::serve_admin;
 pub use client_session::{Reply, RequestSink, serve_client};
-pub use listener::{Accepted, Limits, accept_loop};
+pub use gate::{Gate, GateError, check_exposure};
+pub use listener::{
+    Accepted, Conn, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, Limits, accept_loop,
+};

@@ -218,6 +218,8 @@ fn wire_error(e: &WireError) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         }
         WireError::VersionMismatch { .. } => (StatusCode::BAD_GATEWAY, "version_mismatch"),
+        // The router's own credentials were refused by the shard: a configuration error.
+        WireError::Auth { .. } => (StatusCode::BAD_GATEWAY, "shard_refused_router"),
     };
     error(status, code, e)
 }

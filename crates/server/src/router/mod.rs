@@ -8,12 +8,16 @@ mod admin;
 pub mod http;
 pub mod shard_map;
 
-use crate::net::{Accepted, Limits, Reply, RequestSink, accept_loop, serve_admin, serve_client};
+use crate::net::{
+    Conn, Gate, GateError, Limits, Reply, RequestSink, accept_loop, check_exposure, serve_admin,
+    serve_client,
+};
+use dtc_proto::credentials::Credentials;
 use dtc_proto::message::{RequestBody, Role};
 use dtc_proto::mux::Answer;
 use dtc_proto::mux::Mux;
 use dtc_proto::status::AdminResponse;
-use dtc_proto::transport::{Listener, Tcp, Transport};
+use dtc_proto::transport::{Listener, Secure, Tcp, Transport};
 use dtc_proto::{TaskView, WireError};
 use shard_map::ShardMap;
 use std::net::SocketAddr;
@@ -29,15 +33,23 @@ pub struct RouterConfig {
     pub listen: SocketAddr,
     /// For each shard, its coordinators' addresses in order of preference.
     pub shards: Vec<Vec<SocketAddr>>,
-    /// Frame and in-flight bounds per connection.
+    /// Frame, in-flight and connection bounds.
     pub limits: Limits,
     /// The HTTP API's address and body bound, if it is served.
     pub http: Option<http::HttpConfig>,
+    /// What the router proves itself with to coordinators, and checks clients against.
+    pub credentials: Arc<Credentials>,
+    /// Serve on a non-loopback address without secrets (`--insecure`).
+    pub insecure: bool,
 }
 
+/// The roles a router serves: programs submitting tasks, operator tools, other routers.
+const ROUTER_ROLES: &[Role] = &[Role::Client, Role::Admin, Role::Router];
+
 /// A bound router, ready to [`run`](Router::run).
-pub struct Router<L = TcpListener, T = Tcp> {
+pub struct Router<L = TcpListener, T = Secure<Tcp>> {
     listener: L,
+    gate: Arc<Gate>,
     /// The HTTP API's bound socket and its settings.
     http: Option<(TcpListener, http::HttpConfig)>,
     transport: T,
@@ -71,13 +83,30 @@ pub enum RouterError {
         /// Why.
         source: std::io::Error,
     },
+    /// The credentials cannot serve.
+    #[error(transparent)]
+    Credentials(#[from] GateError),
 }
 
 impl Router {
     /// Checks the shard list and binds a TCP listening socket at `config.listen` (and the
     /// HTTP API's, when configured).
     pub async fn bind(config: RouterConfig) -> Result<Self, RouterError> {
-        check(&config)?;
+        let gate = gate(&config)?;
+        check_exposure(
+            "a router",
+            config.listen,
+            &config.credentials,
+            config.insecure,
+        )?;
+        if let Some(h) = &config.http {
+            check_exposure(
+                "the HTTP API",
+                h.listen,
+                &config.credentials,
+                config.insecure,
+            )?;
+        }
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -99,21 +128,29 @@ impl Router {
         };
         Ok(Self {
             listener,
+            gate,
             http,
-            transport: Tcp,
+            transport: Secure::new(Tcp, Arc::clone(&config.credentials)),
             config,
         })
     }
 }
 
-fn check(config: &RouterConfig) -> Result<(), RouterError> {
+/// Checks the shard list and makes the router's gate.
+fn gate(config: &RouterConfig) -> Result<Arc<Gate>, RouterError> {
     if config.shards.is_empty() {
         return Err(RouterError::NoShards);
     }
     if let Some(i) = config.shards.iter().position(Vec::is_empty) {
         return Err(RouterError::EmptyShard(i));
     }
-    Ok(())
+    let gate = Gate::new(
+        Arc::clone(&config.credentials),
+        "router",
+        ROUTER_ROLES,
+        None,
+    )?;
+    Ok(Arc::new(gate))
 }
 
 impl<L: Listener, T: Transport> Router<L, T> {
@@ -125,9 +162,10 @@ impl<L: Listener, T: Transport> Router<L, T> {
         transport: T,
         config: RouterConfig,
     ) -> Result<Self, RouterError> {
-        check(&config)?;
+        let gate = gate(&config)?;
         Ok(Self {
             listener,
+            gate,
             http: None,
             transport,
             config,
@@ -199,16 +237,15 @@ impl<L: Listener, T: Transport> Router<L, T> {
         let conn_cancel = cancel.clone();
         let transport = self.transport.clone();
         let shards = self.config.shards.clone();
-        let handler = move |a: Accepted<L::Read, L::Write>| {
+        let handler = move |a: Conn<L>| {
             let sink = Arc::clone(&sink);
             let cancel = conn_cancel.clone();
             let transport = transport.clone();
             let shards = shards.clone();
             async move {
                 match a.hello.role {
-                    Role::Worker | Role::Peer => {
-                        tracing::info!(peer = %a.peer, role = ?a.hello.role, "refusing a non-client at the router");
-                    }
+                    // Not among ROUTER_ROLES: the gate refused them in the handshake.
+                    Role::Worker | Role::Peer => {}
                     Role::Admin => {
                         serve_admin(a, limits.max_frame, cancel, || async {
                             AdminResponse::Cluster(admin::gather(&transport, &shards).await)
@@ -224,6 +261,7 @@ impl<L: Listener, T: Transport> Router<L, T> {
             self.listener,
             format!("router {addr}"),
             limits,
+            self.gate,
             cancel,
             handler,
         )
@@ -256,6 +294,7 @@ impl Answer for Answerer {
                 WireError::Unavailable { .. } => "unavailable",
                 WireError::VersionMismatch { .. } => "version_mismatch",
                 WireError::ShuttingDown => "shutting_down",
+                WireError::Auth { .. } => "auth",
             };
             metrics::counter!("dtc_router_errors_total", "kind" => kind).increment(1);
         }

@@ -13,7 +13,7 @@
 use super::durability::Durability;
 use super::raft_types::{Node, NodeId, ShardRaft, TypeConfig};
 use dtc_proto::connection::{FrameReader, write_one};
-use dtc_proto::message::{Hello, Role};
+use dtc_proto::message::{Hello, HelloFrame, Role, ShardId};
 use dtc_proto::mux::dial;
 use dtc_proto::transport::Transport;
 use openraft::error::{
@@ -59,19 +59,20 @@ pub enum PeerResponse {
 #[derive(Clone, Debug)]
 pub struct PeerNetwork<T> {
     transport: T,
-    /// This replica's name, for the handshake.
-    name: String,
+    /// This replica's hello: its name, cluster, shard and credential.
+    hello: Hello,
     /// How far this replica's own log is durable.
     durability: Durability,
 }
 
 impl<T: Transport> PeerNetwork<T> {
-    /// Dials peers over `transport`, introducing itself as `name`; followers'
-    /// acknowledgements wait on `durability`, this replica's own log.
-    pub fn new(transport: T, name: String, durability: Durability) -> Self {
+    /// Dials peers over `transport`, introducing itself as `name`, a replica of `shard`;
+    /// followers' acknowledgements wait on `durability`, this replica's own log.
+    pub fn new(transport: T, name: &str, shard: ShardId, durability: Durability) -> Self {
+        let hello = transport.hello(Role::Peer, name).of_shard(shard);
         Self {
             transport,
-            name,
+            hello,
             durability,
         }
     }
@@ -83,7 +84,7 @@ impl<T: Transport> RaftNetworkFactory<TypeConfig> for PeerNetwork<T> {
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient<T> {
         PeerClient {
             transport: self.transport.clone(),
-            name: self.name.clone(),
+            hello: self.hello.clone(),
             target,
             addr: node.addr.parse().ok(),
             label: node.addr.clone(),
@@ -102,7 +103,7 @@ type Conn<T> = (
 /// The connection to one target replica.
 pub struct PeerClient<T: Transport> {
     transport: T,
-    name: String,
+    hello: Hello,
     target: NodeId,
     addr: Option<SocketAddr>,
     label: String,
@@ -159,15 +160,9 @@ impl<T: Transport> PeerClient<T> {
                     self.target, self.label
                 ))));
             };
-            let (reader, writer, _) = dial(
-                &self.transport,
-                addr,
-                Role::Peer,
-                &self.name,
-                PEER_MAX_FRAME,
-            )
-            .await
-            .map_err(|e| CallError::Unreachable(std::io::Error::other(e.to_string())))?;
+            let (reader, writer, _) = dial(&self.transport, addr, &self.hello, PEER_MAX_FRAME)
+                .await
+                .map_err(|e| CallError::Unreachable(std::io::Error::other(e.to_string())))?;
             self.conn = Some((reader.retype(), writer));
         }
         let Some((reader, writer)) = self.conn.as_mut() else {
@@ -273,7 +268,7 @@ impl<T: Transport> RaftNetwork<TypeConfig> for PeerClient<T> {
 /// Serves one replica's connection: answers each request through `raft` until the
 /// connection closes, sends a bad frame, or `cancel` fires.
 pub async fn serve<R, W>(
-    reader: FrameReader<R, Hello>,
+    reader: FrameReader<R, HelloFrame>,
     mut writer: W,
     raft: ShardRaft,
     peer: SocketAddr,
@@ -331,10 +326,12 @@ mod tests {
         let mut first = true;
         while let Ok((stream, _)) = listener.accept().await {
             let (read, mut write) = stream.into_split();
-            let mut reader = FrameReader::<_, Hello>::new(read, PEER_MAX_FRAME);
-            if accept_handshake(&mut reader, &mut write, "follower", PEER_MAX_FRAME)
-                .await
-                .is_err()
+            let mut reader = FrameReader::<_, HelloFrame>::new(read, PEER_MAX_FRAME);
+            if accept_handshake(&mut reader, &mut write, "follower", PEER_MAX_FRAME, |_| {
+                Ok(())
+            })
+            .await
+            .is_err()
             {
                 continue;
             }
@@ -372,7 +369,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         tokio::spawn(follower(listener));
-        let mut network = PeerNetwork::new(Tcp, "leader".into(), Durability::new(None));
+        let mut network = PeerNetwork::new(Tcp, "leader", ShardId(1), Durability::new(None));
         let mut client = network.new_client(2, &Node::new(addr.to_string())).await;
         let option = RPCOption::new(Duration::from_secs(5));
         // openraft drops an RPC past its deadline: here, one the follower holds.
