@@ -6,7 +6,7 @@
 mod common;
 
 use anyhow::{Context, bail, ensure};
-use common::{Proc, TempDir, free_port};
+use common::{Proc, Shard};
 use dtc_proto::status::{AdminResponse, ClusterStatus, ask_status};
 use dtc_proto::transport::Tcp;
 use dtc_sdk::{Client, ClientConfig, Outcome, TaskId, TaskSpec, TaskState};
@@ -15,60 +15,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// One shard's replica processes and addresses.
-struct Shard {
-    addrs: Vec<SocketAddr>,
-    procs: Vec<Proc>,
-    dirs: Vec<TempDir>,
-}
-
-impl Shard {
-    /// Starts `n` replicas on free ports, each naming the others as peers.
-    fn start(n: usize, extra: &[&str]) -> anyhow::Result<Self> {
-        let mut addrs = Vec::new();
-        for _ in 0..n {
-            addrs.push(SocketAddr::from(([127, 0, 0, 1], free_port()?)));
-        }
-        let mut shard = Self {
-            addrs,
-            procs: Vec::new(),
-            dirs: Vec::new(),
-        };
-        for i in 0..n {
-            shard.dirs.push(TempDir::new("replica")?);
-            let p = shard.spawn(i, extra)?;
-            shard.procs.push(p);
-        }
-        Ok(shard)
-    }
-
-    /// Starts replica `i` (again) on its port and data directory.
-    fn spawn(&self, i: usize, extra: &[&str]) -> anyhow::Result<Proc> {
-        let port = self.addrs[i].port().to_string();
-        let data = self.dirs[i].arg();
-        let peers: Vec<String> = self
-            .addrs
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, a)| a.to_string())
-            .collect();
-        let mut args = vec!["coordinator", "-p", &port, "--data-dir", &data];
-        for p in &peers {
-            args.push("--peer");
-            args.push(p);
-        }
-        args.extend_from_slice(extra);
-        Proc::start(&args)
-    }
-
-    /// The replica list as `-s` takes it.
-    fn list(&self) -> String {
-        let v: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
-        v.join(",")
-    }
-}
 
 /// The cluster's status through the router.
 async fn cluster_status(router: SocketAddr) -> anyhow::Result<ClusterStatus> {

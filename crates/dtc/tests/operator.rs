@@ -350,11 +350,18 @@ async fn top_shows_every_shard_its_leader_throughput_and_every_worker() -> anyho
             seed: 1,
         };
         let router = cluster.router;
-        let load = tokio::spawn(async move { dtc::bench::run(router, &args, Default::default()).await.map(drop) });
+        let load = tokio::spawn(async move {
+            dtc::bench::run(router, &args, Default::default())
+                .await
+                .map(drop)
+        });
         let mut top = Top::new(router.to_string());
         // Readings until both shards show a throughput, bounded in count.
         for _ in 0..20 {
-            top.update(dtc::top::read(&Secure::plain(), router).await, Instant::now());
+            top.update(
+                dtc::top::read(&Secure::plain(), router).await,
+                Instant::now(),
+            );
             if top.rates.len() == 2 && top.rates.values().all(|r| r.now.unwrap_or(0.0) > 0.0) {
                 break;
             }

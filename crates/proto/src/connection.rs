@@ -42,9 +42,19 @@ impl<R: AsyncRead + Unpin, In: DeserializeOwned> FrameReader<R, In> {
         }
     }
 
-    /// The next message; `Ok(None)` when the peer closed cleanly between frames.
+    /// The next message; `Ok(None)` when the peer closed cleanly between frames. A TLS
+    /// peer that closes its socket between frames without TLS's close notice counts as a
+    /// clean close too: nothing was cut short.
     pub async fn next(&mut self) -> Result<Option<In>, ProtoError> {
-        self.inner.next().await.transpose()
+        match self.inner.next().await.transpose() {
+            Err(ProtoError::Io(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof
+                    && self.inner.read_buffer().is_empty() =>
+            {
+                Ok(None)
+            }
+            other => other,
+        }
     }
 
     /// The next message, or [`ProtoError::Closed`] if the peer closed.

@@ -8,7 +8,7 @@ use dtc_proto::credentials::Credentials;
 use dtc_proto::message::{RequestBody, Role};
 use dtc_proto::mux::{Mux, dial};
 use dtc_proto::transport::{Secure, Tcp, Transport};
-use dtc_proto::{DEFAULT_MAX_FRAME, TaskId, TaskSpec, TaskView, WireError};
+use dtc_proto::{DEFAULT_MAX_FRAME, ProtoError, TaskId, TaskSpec, TaskView, WireError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +68,14 @@ pub enum ClientError {
         /// The last failure.
         reason: String,
     },
+    /// A server refused the client's credentials (or its cluster).
+    #[error("{addr} refused this client: {reason}")]
+    Refused {
+        /// The server.
+        addr: SocketAddr,
+        /// What it said is missing or wrong.
+        reason: String,
+    },
     /// The client was shut down.
     #[error("the client has shut down")]
     Closed,
@@ -122,6 +130,9 @@ impl Client {
                 Ok(_) => {
                     reachable = true;
                     break;
+                }
+                Err(ProtoError::Refused(WireError::Auth { reason })) => {
+                    return Err(ClientError::Refused { addr, reason });
                 }
                 Err(e) => last = e.to_string(),
             }

@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: starting real `dtc` processes on loopback and
-//! finding the ports they bound.
+//! Helpers shared by the integration tests: starting real `dtc` processes on loopback
+//! (one process, or a shard of replicas) and finding the ports they bound.
 
 #![allow(dead_code)]
 
@@ -163,6 +163,63 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.child.kill().ok();
         self.child.wait().ok();
+    }
+}
+
+/// One shard's replica processes and addresses.
+pub struct Shard {
+    /// The replicas' addresses.
+    pub addrs: Vec<SocketAddr>,
+    /// The replicas' processes, in the order of `addrs`.
+    pub procs: Vec<Proc>,
+    /// Their data directories.
+    pub dirs: Vec<TempDir>,
+}
+
+impl Shard {
+    /// Starts `n` replicas on free ports, each naming the others as peers.
+    pub fn start(n: usize, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut addrs = Vec::new();
+        for _ in 0..n {
+            addrs.push(SocketAddr::from(([127, 0, 0, 1], free_port()?)));
+        }
+        let mut shard = Self {
+            addrs,
+            procs: Vec::new(),
+            dirs: Vec::new(),
+        };
+        for i in 0..n {
+            shard.dirs.push(TempDir::new("replica")?);
+            let p = shard.spawn(i, extra)?;
+            shard.procs.push(p);
+        }
+        Ok(shard)
+    }
+
+    /// Starts replica `i` (again) on its port and data directory.
+    pub fn spawn(&self, i: usize, extra: &[&str]) -> anyhow::Result<Proc> {
+        let port = self.addrs[i].port().to_string();
+        let data = self.dirs[i].arg();
+        let peers: Vec<String> = self
+            .addrs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, a)| a.to_string())
+            .collect();
+        let mut args = vec!["coordinator", "-p", &port, "--data-dir", &data];
+        for p in &peers {
+            args.push("--peer");
+            args.push(p);
+        }
+        args.extend_from_slice(extra);
+        Proc::start(&args)
+    }
+
+    /// The replica list as `-s` takes it.
+    pub fn list(&self) -> String {
+        let v: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        v.join(",")
     }
 }
 

@@ -1,0 +1,425 @@
+//! A secured cluster of real `dtc` processes (`dtc secrets init`, then a shard of three
+//! replicas, a router and a worker, all with `--secrets`): every role is refused without its
+//! own credential, a coordinator of another shard is refused even with a valid certificate,
+//! forged Raft messages from unauthenticated connections change nothing, and servers
+//! refuse to listen beyond loopback without secrets.
+
+mod common;
+
+use anyhow::Context;
+use bytes::BytesMut;
+use common::{Proc, Shard, TempDir};
+use dtc_proto::codec::encode_frame;
+use dtc_proto::credentials::{CA_CERT, CredentialSources, Credentials};
+use dtc_proto::message::{Hello, HelloReply, Role, ShardId};
+use dtc_proto::mux::dial;
+use dtc_proto::status::{AdminResponse, ReplicaStatus, ask_status};
+use dtc_proto::tls::{Tls, TlsFiles};
+use dtc_proto::token::{RoleTokens, Token};
+use dtc_proto::transport::{Secure, Tcp, Transport};
+use dtc_sdk::{Client, ClientConfig, ClientError, TaskSpec};
+use dtc_server::shard::TypeConfig;
+use dtc_server::shard::peer::PeerRequest;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `dtc secrets init DIR`, as a user runs it.
+fn init_secrets() -> anyhow::Result<(TempDir, PathBuf)> {
+    let dir = TempDir::new("secrets")?;
+    let secrets = dir.path().join("secrets");
+    let out = Command::new(env!("CARGO_BIN_EXE_dtc"))
+        .args(["secrets", "init"])
+        .arg(&secrets)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "dtc secrets init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((dir, secrets))
+}
+
+/// A shard of three secured replicas with a worker, and a secured router in front.
+struct Secured {
+    secrets: PathBuf,
+    shard: Shard,
+    router: Proc,
+    _worker: Proc,
+    _dir: TempDir,
+}
+
+impl Secured {
+    fn start() -> anyhow::Result<Self> {
+        let (dir, secrets) = init_secrets()?;
+        let s = secrets.display().to_string();
+        let shard = Shard::start(3, &["--secrets", &s])?;
+        let list = shard.list();
+        let worker = Proc::start(&["worker", "-s", &list, "-w", "2", "--secrets", &s])?;
+        let router = Proc::start(&[
+            "router",
+            "-p",
+            "0",
+            "--http",
+            "off",
+            "-s",
+            &list,
+            "--secrets",
+            &s,
+        ])?;
+        Ok(Self {
+            secrets,
+            shard,
+            router,
+            _worker: worker,
+            _dir: dir,
+        })
+    }
+
+    /// The cluster's full credentials (every token, the members' certificate).
+    fn full(&self) -> anyhow::Result<Arc<Credentials>> {
+        let sources = CredentialSources {
+            secrets: Some(self.secrets.clone()),
+            ..CredentialSources::default()
+        };
+        Ok(Arc::new(Credentials::load(&sources)?))
+    }
+
+    /// TLS with the cluster's CA but no certificate, and these tokens.
+    fn ca_only(&self, tokens: RoleTokens) -> anyhow::Result<Arc<Credentials>> {
+        let files = TlsFiles {
+            ca: self.secrets.join(CA_CERT),
+            cert: None,
+            key: None,
+        };
+        Ok(Arc::new(Credentials {
+            cluster: self.full()?.cluster.clone(),
+            tls: Some(Tls::load(&files, None)?),
+            tokens,
+        }))
+    }
+
+    /// The shard's identity, as replica 0 keeps it in its data directory.
+    fn shard_id(&self) -> anyhow::Result<ShardId> {
+        let text = std::fs::read_to_string(self.shard.dirs[0].path().join("SHARD"))?;
+        Ok(text.parse()?)
+    }
+
+    /// Every replica's status, asked with the admin token.
+    async fn replicas(&self) -> anyhow::Result<Vec<ReplicaStatus>> {
+        let transport = Secure::new(Tcp, self.full()?);
+        let mut all = Vec::new();
+        for &addr in &self.shard.addrs {
+            match ask_status(&transport, addr, "security test").await? {
+                AdminResponse::Replica(r) => all.push(r),
+                AdminResponse::Cluster(_) => anyhow::bail!("{addr} answered as a router"),
+            }
+        }
+        Ok(all)
+    }
+}
+
+/// Connects to `addr` as `role` with `credentials` (as a replica of `shard`, for peers);
+/// the handshake's outcome, as text.
+async fn try_dial(
+    credentials: Arc<Credentials>,
+    addr: SocketAddr,
+    role: Role,
+    shard: Option<ShardId>,
+) -> Result<(), String> {
+    let transport = Secure::new(Tcp, credentials);
+    let mut hello = transport.hello(role, "security test");
+    hello.shard = shard;
+    dial(&transport, addr, &hello, 1 << 20)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn tokens_with(role: Role, token: Token) -> RoleTokens {
+    let mut t = RoleTokens::default();
+    match role {
+        Role::Peer => t.peer = Some(token),
+        Role::Router => t.router = Some(token),
+        Role::Worker => t.worker = Some(token),
+        Role::Client => t.client = Some(token),
+        Role::Admin => t.admin = Some(token),
+    }
+    t
+}
+
+fn expect_refused(what: &str, got: Result<(), String>, says: &str) {
+    match got {
+        Ok(()) => panic!("{what}: admitted"),
+        Err(e) => assert!(e.contains(says), "{what}: refused with {e:?}, not {says:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_is_refused_without_its_own_credential() -> anyhow::Result<()> {
+    common::bounded(async {
+        let c = Secured::start()?;
+        let full = c.full()?;
+        let shard = Some(c.shard_id()?);
+        let coordinator = c.shard.addrs[0];
+        for role in Role::ALL {
+            let peer_shard = shard.filter(|_| role == Role::Peer);
+            let plain = Arc::new(Credentials::plain());
+            let what = format!("{role} without TLS");
+            let got = try_dial(plain, coordinator, role, peer_shard).await;
+            expect_refused(&what, got, "serves TLS only");
+
+            let what = format!("{role} with TLS but no token");
+            let got = try_dial(c.ca_only(RoleTokens::default())?, coordinator, role, peer_shard);
+            expect_refused(&what, got.await, "authentication required");
+
+            // Another role's token, presented as this role's.
+            let other = Role::ALL
+                .into_iter()
+                .find(|r| *r != role)
+                .and_then(|r| full.tokens.get(r).cloned())
+                .context("no other token")?;
+            let borrowed = c.ca_only(tokens_with(role, other))?;
+            let what = format!("{role} with another role's token");
+            let got = try_dial(borrowed, coordinator, role, peer_shard).await;
+            if matches!(role, Role::Peer | Role::Router) {
+                expect_refused(&what, got, "certificate");
+            } else {
+                expect_refused(&what, got, "role not allowed for this credential");
+            }
+
+            let own = full.tokens.get(role).cloned().context("no token")?;
+            let got = try_dial(c.ca_only(tokens_with(role, own))?, coordinator, role, peer_shard);
+            if matches!(role, Role::Peer | Role::Router) {
+                let what = format!("{role} with its token but no certificate");
+                expect_refused(&what, got.await, "certificate");
+            } else {
+                assert_eq!(got.await, Ok(()), "{role} with its own token");
+            }
+            let got = try_dial(Arc::clone(&full), coordinator, role, peer_shard).await;
+            assert_eq!(got, Ok(()), "{role} with the full credentials");
+        }
+        // A member certificate with another role's token is still refused.
+        let mut wrong = (*full).clone();
+        wrong.tokens.peer = full.tokens.router.clone();
+        let got = try_dial(Arc::new(wrong), coordinator, Role::Peer, shard).await;
+        expect_refused("a peer with the router's token", got, "role not allowed");
+
+        // The router serves clients and operators, not workers or peers.
+        let router = c.router.addr()?;
+        let got = try_dial(Arc::clone(&full), router, Role::Worker, None).await;
+        expect_refused("a worker at the router", got, "not served");
+
+        // With its credentials a client's task runs through the secured router; without,
+        // the client is told what is missing.
+        let config = ClientConfig::new(vec![router]).with_credentials(Arc::clone(&full));
+        let client = Client::with_config(config).await?;
+        let view = client.run(TaskSpec::new("wordcount", "one two three")).await?;
+        assert_eq!(view.outcome, Some(dtc_sdk::Outcome::Succeeded("3".into())));
+        let refused = Client::connect(router).await;
+        assert!(
+            matches!(&refused, Err(ClientError::Refused { reason, .. }) if reason.contains("authentication required")),
+            "{:?}",
+            refused.err()
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_of_another_shard_is_refused_even_with_a_valid_certificate()
+-> anyhow::Result<()> {
+    common::bounded(async {
+        let c = Secured::start()?;
+        let full = c.full()?;
+        let ours = c.shard_id()?;
+        let theirs = ShardId(ours.0 ^ 1);
+        let got = try_dial(
+            Arc::clone(&full),
+            c.shard.addrs[1],
+            Role::Peer,
+            Some(theirs),
+        )
+        .await;
+        expect_refused("a replica of another shard", got, "wrong shard");
+        let mut elsewhere = (*full).clone();
+        elsewhere.cluster = "another-cluster".into();
+        let got = try_dial(
+            Arc::new(elsewhere),
+            c.shard.addrs[1],
+            Role::Peer,
+            Some(ours),
+        )
+        .await;
+        expect_refused("a replica of another cluster", got, "wrong cluster");
+        Ok(())
+    })
+    .await
+}
+
+/// A hello as `role` followed at once by forged Raft RPCs from a leader of a far later
+/// term, as frames.
+fn forged_frames(shard: ShardId) -> anyhow::Result<BytesMut> {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+    let term = 1_000;
+    let mut buf = BytesMut::new();
+    let hello = Hello::new(Role::Peer, "forger").of_shard(shard);
+    encode_frame(&hello, &mut buf, 1 << 20)?;
+    let append = PeerRequest::Append(openraft::raft::AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(term, 9),
+        prev_log_id: None,
+        leader_commit: Some(LogId::new(CommittedLeaderId::new(term, 9), 1)),
+        entries: vec![Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 9), 1),
+            payload: EntryPayload::Blank,
+        }],
+    });
+    encode_frame(&append, &mut buf, 1 << 20)?;
+    let vote = PeerRequest::Vote(openraft::raft::VoteRequest {
+        vote: Vote::new(u64::MAX, 9),
+        last_log_id: Some(LogId::new(CommittedLeaderId::new(u64::MAX, 9), u64::MAX)),
+    });
+    encode_frame(&vote, &mut buf, 1 << 20)?;
+    Ok(buf)
+}
+
+/// Sends `frames` in one write over a connection made by `transport`, then reads what
+/// comes back until the server closes; returns the handshake's answer.
+async fn send_forged<T: Transport>(
+    transport: &T,
+    addr: SocketAddr,
+    frames: &[u8],
+) -> anyhow::Result<Option<HelloReply>> {
+    let (mut read, mut write) = transport.connect(addr).await?;
+    write.write_all(frames).await?;
+    write.flush().await?;
+    let mut got = Vec::new();
+    tokio::time::timeout(common::TEST_LIMIT, read.read_to_end(&mut got))
+        .await
+        .context("the server kept a refused connection open")?
+        .ok();
+    let reply = (got.len() > 4).then(|| postcard::from_bytes::<HelloReply>(&got[4..]).ok());
+    Ok(reply.flatten())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_raft_messages_from_unauthenticated_connections_change_nothing() -> anyhow::Result<()>
+{
+    common::bounded(async {
+        let c = Secured::start()?;
+        // A task first, so that the log holds more than the election's entries.
+        let config = ClientConfig::new(vec![c.router.addr()?]).with_credentials(c.full()?);
+        let client = Client::with_config(config).await?;
+        client.run(TaskSpec::new("wordcount", "a b")).await?;
+        let before = c.replicas().await?;
+        let frames = forged_frames(c.shard_id()?)?;
+        let full = c.full()?;
+        let peer_token = tokens_with(
+            Role::Peer,
+            full.tokens.peer.clone().context("no peer token")?,
+        );
+        for &addr in &c.shard.addrs {
+            // Plain TCP: told to use TLS before any frame is read.
+            let reply = send_forged(&Tcp, addr, &frames).await?;
+            assert!(
+                matches!(&reply, Some(Err(e)) if e.to_string().contains("TLS only")),
+                "{reply:?}"
+            );
+            // TLS and the peer token, but no member certificate: refused at the hello.
+            let tls = Secure::new(Tcp, c.ca_only(peer_token.clone())?);
+            let reply = send_forged(&tls, addr, &frames).await?;
+            assert!(
+                matches!(&reply, Some(Err(e)) if e.to_string().contains("certificate")),
+                "{reply:?}"
+            );
+        }
+        let after = c.replicas().await?;
+        for (b, a) in before.iter().zip(&after) {
+            assert_eq!(
+                (b.term, b.last_log, b.committed),
+                (a.term, a.last_log, a.committed),
+                "replica {}",
+                b.id
+            );
+            assert_eq!(b.leader, a.leader, "replica {}", b.id);
+        }
+        // The same with `dtc status`, as an operator sees it.
+        let out = Command::new(env!("CARGO_BIN_EXE_dtc"))
+            .args(["status", "--json", "--secrets"])
+            .arg(&c.secrets)
+            .arg(c.shard.addrs[0].to_string())
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        assert_eq!(status["Replica"]["term"].as_u64(), Some(before[0].term));
+        // And the shard still serves.
+        client
+            .run(TaskSpec::new("wordcount", "still serving"))
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Runs `dtc ARGS…` expecting it to refuse to start; returns what it printed on stderr.
+fn refused_start(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_dtc"))
+        .args(args)
+        .output()?;
+    anyhow::ensure!(!out.status.success(), "dtc {args:?} started");
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn listening_beyond_loopback_without_secrets_is_refused_with_the_fix() -> anyhow::Result<()> {
+    let dir = TempDir::new("exposed")?;
+    let data = dir.arg();
+    for args in [
+        vec![
+            "coordinator",
+            "--bind",
+            "0.0.0.0",
+            "-p",
+            "0",
+            "--data-dir",
+            &data,
+        ],
+        vec![
+            "router",
+            "--bind",
+            "0.0.0.0",
+            "-p",
+            "0",
+            "-s",
+            "127.0.0.1:1",
+        ],
+        vec![
+            "router",
+            "-p",
+            "0",
+            "-s",
+            "127.0.0.1:1",
+            "--http",
+            "0.0.0.0:0",
+        ],
+        vec!["worker", "-p", "1", "--metrics", "0.0.0.0:0"],
+    ] {
+        let stderr = refused_start(&args)?;
+        assert!(
+            stderr.contains("dtc secrets init") && stderr.contains("--insecure"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(
+        !Path::new(&data).join("raft-log").exists(),
+        "nothing was started"
+    );
+    Ok(())
+}
