@@ -317,6 +317,10 @@ pub struct CoordinatorArgs {
     /// replica).
     #[arg(long, env = "DTC_MAX_RESULTS", default_value_t = 200_000)]
     pub max_results: usize,
+    /// The most slots one worker gets, whatever it asks for (it also takes ahead at most as
+    /// many tasks as it has slots).
+    #[arg(long, env = "DTC_MAX_WORKER_SLOTS", default_value_t = dtc_server::coordinator::DEFAULT_MAX_WORKER_SLOTS)]
+    pub max_worker_slots: u32,
     /// Serve Prometheus metrics at http://ADDR/metrics (tasks, queue, Raft term and indexes).
     #[arg(long, env = "DTC_METRICS", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,

@@ -256,6 +256,7 @@ async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         limits: limits(&args.net),
         credentials,
         insecure: args.net.insecure,
+        max_worker_slots: args.max_worker_slots,
         ..CoordinatorConfig::default()
     };
     let coordinator = Coordinator::bind(config).await?;

@@ -423,3 +423,76 @@ fn listening_beyond_loopback_without_secrets_is_refused_with_the_fix() -> anyhow
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cannot_complete_or_claim_a_task_it_does_not_hold() -> anyhow::Result<()> {
+    use dtc_proto::connection::{FrameReader, write_one};
+    use dtc_proto::message::{Completion, CoordMsg, WorkerMsg};
+    use dtc_proto::status::RaftRole;
+    use dtc_sdk::{Outcome, TaskState};
+    common::bounded(async {
+        let c = Secured::start()?;
+        let full = c.full()?;
+        let config = ClientConfig::new(vec![c.router.addr()?]).with_credentials(Arc::clone(&full));
+        let client = Client::with_config(config).await?;
+        // No worker has a handler for this type: the task waits in the queue.
+        let spec = TaskSpec::new("nobody-runs-this", "x");
+        let id = spec.id;
+        client.submit(spec).await?;
+        let leader = loop {
+            let replicas = c.replicas().await?;
+            if let Some(l) = replicas.iter().find(|r| r.role == RaftRole::Leader) {
+                break l.addr.parse::<SocketAddr>()?;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        // A worker with a valid worker token that claims the task at registration, asks for
+        // a million slots, then reports the task done.
+        let transport = Secure::new(Tcp, Arc::clone(&full));
+        let hello = transport.hello(Role::Worker, "rogue");
+        let (reader, mut writer, _) = dial(&transport, leader, &hello, 1 << 20).await?;
+        let mut reader: FrameReader<_, CoordMsg> = reader.retype();
+        let register = WorkerMsg::Register {
+            slots: 1_000_000,
+            prefetch: 1_000_000,
+            kinds: vec!["noop".into()],
+            running: vec![(id, 1)],
+        };
+        write_one(&mut writer, &register, 1 << 20).await?;
+        let forged = Completion {
+            id,
+            attempt: 1,
+            outcome: Outcome::Succeeded("forged".into()),
+        };
+        write_one(&mut writer, &WorkerMsg::Completed(forged), 1 << 20).await?;
+        // The answer to a heartbeat comes after the actor handled the completion.
+        write_one(&mut writer, &WorkerMsg::Heartbeat, 1 << 20).await?;
+        loop {
+            match reader.expect().await? {
+                CoordMsg::Alive => break,
+                CoordMsg::Assign(_) => {}
+                CoordMsg::Error(e) => anyhow::bail!("the leader refused the worker: {e}"),
+            }
+        }
+        // A task run after it goes through a later log entry: once it is done, anything the
+        // forged completion could have proposed has been applied.
+        client.run(TaskSpec::new("wordcount", "a b")).await?;
+        let view = client.get(id).await?;
+        assert_eq!(view.state, TaskState::Queued, "{view:?}");
+        assert_eq!(view.outcome, None);
+        let status = c.replicas().await?;
+        let me = status
+            .iter()
+            .find(|r| r.role == RaftRole::Leader)
+            .and_then(|r| r.workers.iter().find(|w| w.name == "rogue"))
+            .context("the rogue worker is not listed")?;
+        assert_eq!(me.slots, dtc_server::coordinator::DEFAULT_MAX_WORKER_SLOTS);
+        assert_eq!(
+            me.capacity,
+            2 * dtc_server::coordinator::DEFAULT_MAX_WORKER_SLOTS
+        );
+        assert_eq!(me.busy, 0, "the claimed task is not counted as held");
+        Ok(())
+    })
+    .await
+}

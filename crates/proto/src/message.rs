@@ -273,8 +273,9 @@ pub struct Response {
 /// What a worker sends its coordinator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkerMsg {
-    /// Sent once, first: the worker's capacity and the tasks it is still running (after a
-    /// reconnect), which the coordinator does not run again.
+    /// Sent once, first: the worker's capacity and the attempts it still holds (after a
+    /// reconnect: running, or finished with their completion not yet sent), which a newly
+    /// elected coordinator does not run again.
     Register {
         /// How many tasks it runs at once.
         slots: u32,
@@ -282,8 +283,8 @@ pub enum WorkerMsg {
         prefetch: u32,
         /// The task types it has handlers for.
         kinds: Vec<String>,
-        /// Tasks still running on it from before a reconnect.
-        running: Vec<TaskId>,
+        /// Attempts it still holds from before a reconnect: task and attempt number.
+        running: Vec<(TaskId, u32)>,
     },
     /// Liveness, sent every heartbeat interval.
     Heartbeat,

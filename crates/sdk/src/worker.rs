@@ -397,7 +397,14 @@ impl Worker {
             slots: self.slots,
             prefetch: self.prefetch,
             kinds,
-            running: st.running.keys().copied().collect(),
+            // Finished attempts whose completion is still to be sent are held too: the
+            // completion follows the registration on this connection.
+            running: st
+                .running
+                .iter()
+                .map(|(id, attempt)| (*id, *attempt))
+                .chain(st.outbox.iter().map(|c| (c.id, c.attempt)))
+                .collect(),
         };
         let mut ok = tx.try_send(register).is_ok()
             && (!st.draining || tx.try_send(WorkerMsg::Draining).is_ok());

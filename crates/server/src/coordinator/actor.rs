@@ -45,7 +45,7 @@ use crate::shard::{
 use dtc_proto::message::{Assignment, CoordMsg, RequestBody, WorkerMsg};
 use dtc_proto::status::{LeaderStats, WorkerStatus};
 use dtc_proto::{TaskId, TaskState, TaskView, WireError};
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use openraft::ServerState;
@@ -101,7 +101,7 @@ pub(super) enum Event {
         /// The tasks it takes at once: its slots and those it takes ahead.
         capacity: u32,
         kinds: Vec<String>,
-        running: Vec<TaskId>,
+        running: Vec<(TaskId, u32)>,
         cancel: CancellationToken,
     },
     /// A message from a registered worker.
@@ -211,8 +211,10 @@ pub(super) struct Actor {
     pending: VecDeque<Pending>,
     inflight: FuturesOrdered<InFlight>,
     /// Unfinished tasks found at election, enqueued once the grace has passed.
-    reclaim: Vec<TaskId>,
+    reclaim: HashSet<TaskId>,
     reclaim_at: Option<Instant>,
+    /// Attempts workers said they hold before the election barrier was applied.
+    early_claims: Vec<(WorkerId, Vec<(TaskId, u32)>)>,
     /// The election barrier's index: tasks created or re-queued by entries up to it are in
     /// the rebuilt queue already.
     rebuilt_upto: u64,
@@ -239,6 +241,10 @@ pub(super) struct Actor {
     /// The leader openraft last named, to count changes of leader.
     known_leader: Option<NodeId>,
     leader_changes: metrics::Counter,
+    /// Completions from a worker session that does not hold the attempt: ignored.
+    ignored_completions: metrics::Counter,
+    /// Attempts a registering worker said it holds that it does not: ignored.
+    ignored_reports: metrics::Counter,
 }
 
 impl Actor {
@@ -255,6 +261,14 @@ impl Actor {
             known_leader: None,
             leader_changes: metrics::counter!(
                 "dtc_raft_leader_changes_total",
+                "replica" => replica.to_owned()
+            ),
+            ignored_completions: metrics::counter!(
+                "dtc_worker_completions_ignored_total",
+                "replica" => replica.to_owned()
+            ),
+            ignored_reports: metrics::counter!(
+                "dtc_worker_reports_ignored_total",
                 "replica" => replica.to_owned()
             ),
             raft,
@@ -275,8 +289,9 @@ impl Actor {
             reads: Vec::new(),
             pending: VecDeque::new(),
             inflight: FuturesOrdered::new(),
-            reclaim: Vec::new(),
+            reclaim: HashSet::default(),
             reclaim_at: None,
+            early_claims: Vec::new(),
             rebuilt_upto: 0,
             last_expire: now(),
             barrier_due: false,
@@ -368,17 +383,8 @@ impl Actor {
                 running,
                 cancel,
             } => {
-                let still: Vec<(TaskId, u32)> = {
-                    let t = self.table.lock();
-                    running
-                        .into_iter()
-                        .filter(|id| self.sched.running_on(*id).is_none())
-                        .filter_map(|id| {
-                            t.table.queued_input(id).map(|(attempt, ..)| (id, attempt))
-                        })
-                        .collect()
-                };
-                self.sched.add_worker(worker, capacity, kinds, still, now);
+                self.sched.add_worker(worker, capacity, kinds, now);
+                self.claim(worker, running);
                 self.workers.insert(
                     worker,
                     WorkerConn {
@@ -403,7 +409,13 @@ impl Actor {
                     WorkerMsg::Register { .. } => {}
                     WorkerMsg::Draining => self.sched.drain(worker),
                     WorkerMsg::Completed(c) => {
+                        // Only the session holding the task's current attempt completes it.
+                        let holds = self.sched.running_on(c.id) == Some((worker, c.attempt));
                         self.sched.completed(worker, c.id);
+                        if !holds {
+                            self.ignored_completions.increment(1);
+                            return;
+                        }
                         if let Some(w) = self.workers.get_mut(&worker) {
                             w.done += 1;
                         }
@@ -879,6 +891,7 @@ impl Actor {
         self.stats.reset(now());
         self.reclaim.clear();
         self.reclaim_at = None;
+        self.early_claims.clear();
         self.speculative.clear();
         self.submitting.clear();
         for (_, u) in self.unlogged.drain() {
@@ -905,9 +918,50 @@ impl Actor {
             "election barrier applied; re-queueing unfinished tasks after the grace"
         );
         self.rebuilt_upto = barrier_index;
-        self.reclaim = queued;
+        self.reclaim = queued.into_iter().collect();
         self.reclaim_at = Some(now() + self.reclaim_grace);
         self.part = Part::Leader { ready: true };
+        for (worker, running) in std::mem::take(&mut self.early_claims) {
+            if self.workers.contains_key(&worker) {
+                self.claim(worker, running);
+            }
+        }
+    }
+
+    /// A registering worker says it holds these attempts. Its word is taken only where this
+    /// leader cannot know better: for a task unfinished at its election and not yet
+    /// re-queued (within the grace), and only for the task's current attempt. Anything else
+    /// is ignored (and counted), and runs as usual. Claims made before the election barrier
+    /// is applied are judged once it is.
+    fn claim(&mut self, worker: WorkerId, running: Vec<(TaskId, u32)>) {
+        if running.is_empty() {
+            return;
+        }
+        if self.part == (Part::Leader { ready: false }) {
+            self.early_claims.push((worker, running));
+            return;
+        }
+        let reported = running.len();
+        let held: Vec<(TaskId, u32)> = if self.reclaim_at.is_some() {
+            let t = self.table.lock();
+            running
+                .into_iter()
+                .filter(|(id, _)| self.reclaim.contains(id))
+                .filter(|(id, _)| self.sched.running_on(*id).is_none())
+                .filter(|(id, attempt)| {
+                    t.table
+                        .queued_input(*id)
+                        .is_some_and(|(current, ..)| current == *attempt)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if held.len() < reported {
+            self.ignored_reports
+                .increment((reported - held.len()) as u64);
+        }
+        self.sched.hold(worker, held);
     }
 
     /// A submit of `id` has been applied (or has failed).

@@ -10,6 +10,8 @@ mod admin;
 mod stats;
 mod worker_session;
 
+pub use worker_session::DEFAULT_MAX_WORKER_SLOTS;
+
 use crate::net::{
     Conn, Gate, GateError, Limits, Reply, RequestSink, accept_loop, check_exposure, serve_admin,
     serve_client,
@@ -114,6 +116,8 @@ pub struct CoordinatorConfig {
     pub credentials: Arc<Credentials>,
     /// Serve on a non-loopback address without secrets (`--insecure`).
     pub insecure: bool,
+    /// The most slots one worker gets, whatever it registers.
+    pub max_worker_slots: u32,
 }
 
 impl Default for CoordinatorConfig {
@@ -134,6 +138,7 @@ impl Default for CoordinatorConfig {
             limits: Limits::default(),
             credentials: Arc::new(Credentials::plain()),
             insecure: false,
+            max_worker_slots: worker_session::DEFAULT_MAX_WORKER_SLOTS,
         }
     }
 }
@@ -351,6 +356,7 @@ impl<L: Listener> Coordinator<L> {
             cancel.clone(),
         ));
         let limits = self.config.limits;
+        let max_worker_slots = self.config.max_worker_slots;
         let sink = Arc::new(ActorSink(events_tx.clone()));
         let conn_cancel = cancel.clone();
         let sources = admin::Sources {
@@ -377,7 +383,14 @@ impl<L: Listener> Coordinator<L> {
                         .await;
                     }
                     Role::Worker => {
-                        worker_session::serve(a, events, limits.max_frame, cancel).await;
+                        worker_session::serve(
+                            a,
+                            events,
+                            limits.max_frame,
+                            max_worker_slots,
+                            cancel,
+                        )
+                        .await;
                     }
                     Role::Peer => {
                         peer::serve(a.reader, a.writer, sources.raft, a.peer, cancel).await;

@@ -11,19 +11,25 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// The most tasks one worker may hold at once, whatever it registers.
-const MAX_CAPACITY: u32 = 1 << 16;
+/// The default bound on one worker's slots (`--max-worker-slots`); a worker that registers
+/// more gets this many.
+pub const DEFAULT_MAX_WORKER_SLOTS: u32 = 1024;
 
 /// The most task types one worker may register.
 const MAX_KINDS: usize = 1024;
 
+/// The longest task type name a worker may register (longer ones are left out).
+pub const MAX_KIND_LEN: usize = 256;
+
 static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
 
-/// Serves a worker connection until it closes, misbehaves, or the actor drops it.
+/// Serves a worker connection until it closes, misbehaves, or the actor drops it. A worker
+/// gets at most `max_slots` slots, and takes ahead at most as many tasks as it has slots.
 pub(super) async fn serve<R, W>(
     a: Accepted<R, W>,
     events: mpsc::Sender<Event>,
     max_frame: usize,
+    max_slots: u32,
     cancel: CancellationToken,
 ) where
     R: AsyncRead + Unpin,
@@ -43,12 +49,14 @@ pub(super) async fn serve<R, W>(
             prefetch,
             kinds,
             running,
-        }) if slots > 0 => (
-            slots.min(MAX_CAPACITY),
-            slots.saturating_add(prefetch).min(MAX_CAPACITY),
-            kinds,
-            running,
-        ),
+        }) if slots > 0 => {
+            let max_slots = max_slots.max(1);
+            if slots > max_slots {
+                tracing::warn!(%peer, name = %hello.name, slots, max_slots, "a worker asked for more slots than allowed (--max-worker-slots); it gets the bound");
+            }
+            let slots = slots.min(max_slots);
+            (slots, slots + prefetch.min(slots), kinds, running)
+        }
         Ok(other) => {
             let reason =
                 format!("a worker must first send Register with at least one slot, not {other:?}");
@@ -72,7 +80,12 @@ pub(super) async fn serve<R, W>(
     let (tx, rx) = mpsc::channel(capacity as usize + 64);
     let writer_task = tokio::spawn(write_loop(writer, rx, max_frame, worker_cancel.clone()));
     tracing::info!(%peer, worker = id, name = %hello.name, capacity, ?kinds, "worker registered");
-    let kinds = kinds.into_iter().take(MAX_KINDS).collect();
+    let kinds = kinds
+        .into_iter()
+        .filter(|k| k.len() <= MAX_KIND_LEN)
+        .take(MAX_KINDS)
+        .collect();
+    let running = running.into_iter().take(capacity as usize).collect();
     let up = Event::WorkerUp {
         worker: id,
         name: hello.name.clone(),

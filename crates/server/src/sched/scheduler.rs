@@ -73,32 +73,37 @@ impl Scheduler {
         }
     }
 
-    /// A worker registered with `slots` slots and handlers for `kinds`. `still_running` are
-    /// tasks it reports running from before a reconnect, with their attempt numbers: they
-    /// keep their slot and are not run again (the caller passes only tasks that are still
-    /// unfinished).
+    /// A worker registered with `slots` slots and handlers for `kinds`.
     pub fn add_worker(
         &mut self,
         id: WorkerId,
         slots: u32,
         kinds: impl IntoIterator<Item = String>,
-        still_running: impl IntoIterator<Item = (TaskId, u32)>,
         now: Instant,
     ) {
-        let mut worker = Worker {
+        let worker = Worker {
             slots,
             kinds: kinds.into_iter().collect(),
             busy: HashSet::default(),
             last_seen: now,
             draining: false,
         };
-        for (task, attempt) in still_running {
+        self.workers.insert(id, worker);
+    }
+
+    /// The worker holds these attempts from before it reconnected: they keep their slot and
+    /// are not run again (the caller passes only tasks that are still unfinished; a task
+    /// already running elsewhere stays there).
+    pub fn hold(&mut self, id: WorkerId, attempts: impl IntoIterator<Item = (TaskId, u32)>) {
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
+        for (task, attempt) in attempts {
             if let std::collections::hash_map::Entry::Vacant(slot) = self.running.entry(task) {
                 slot.insert((id, attempt));
                 worker.busy.insert(task);
             }
         }
-        self.workers.insert(id, worker);
     }
 
     /// The worker is gone: returns the attempts it was running, which must be re-queued.
@@ -269,7 +274,7 @@ mod tests {
     fn tasks_go_only_to_workers_with_their_handler_oldest_first() {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
-        s.add_worker(1, 4, ["sleep".to_string()], [], now);
+        s.add_worker(1, 4, ["sleep".to_string()], now);
         s.enqueue(t(1), "render");
         s.enqueue(t(2), "sleep");
         s.enqueue(t(3), "sleep");
@@ -280,7 +285,7 @@ mod tests {
             "nobody renders yet; the sleeps go in order"
         );
         assert_eq!(s.ready_len(), 1);
-        s.add_worker(2, 1, ["render".to_string()], [], now);
+        s.add_worker(2, 1, ["render".to_string()], now);
         s.enqueue(t(4), "sleep");
         let got = s.assign(|_| Some(1));
         assert_eq!(
@@ -304,8 +309,8 @@ mod tests {
     fn fills_the_least_loaded_worker_first() {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
-        s.add_worker(1, 2, kinds(), [], now);
-        s.add_worker(2, 4, kinds(), [], now);
+        s.add_worker(1, 2, kinds(), now);
+        s.add_worker(2, 4, kinds(), now);
         for n in 0..5 {
             s.enqueue(t(n), "noop");
         }
@@ -328,7 +333,7 @@ mod tests {
         let mut s = Scheduler::new(Duration::from_secs(1));
         s.enqueue(t(1), "noop");
         assert!(s.assign(|_| Some(1)).is_empty(), "no worker yet");
-        s.add_worker(1, 1, kinds(), [], now);
+        s.add_worker(1, 1, kinds(), now);
         s.enqueue(t(2), "noop");
         let got = s.assign(|id| (id != t(1)).then_some(1));
         assert_eq!(
@@ -346,8 +351,8 @@ mod tests {
     fn a_dead_worker_gives_back_its_tasks() {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_millis(1000));
-        s.add_worker(1, 2, kinds(), [], now);
-        s.add_worker(2, 2, kinds(), [], now);
+        s.add_worker(1, 2, kinds(), now);
+        s.add_worker(2, 2, kinds(), now);
         s.enqueue(t(1), "noop");
         s.enqueue(t(2), "noop");
         let got = s.assign(|_| Some(1));
@@ -363,7 +368,7 @@ mod tests {
     fn completion_frees_the_slot_and_draining_takes_nothing() {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
-        s.add_worker(1, 1, kinds(), [], now);
+        s.add_worker(1, 1, kinds(), now);
         s.enqueue(t(1), "noop");
         s.enqueue(t(2), "noop");
         assert_eq!(s.assign(|_| Some(1)).len(), 1);
@@ -377,7 +382,8 @@ mod tests {
     fn reported_running_tasks_are_not_run_again() {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
-        s.add_worker(7, 2, kinds(), [(t(1), 1)], now);
+        s.add_worker(7, 2, kinds(), now);
+        s.hold(7, [(t(1), 1)]);
         s.enqueue(t(1), "noop");
         s.enqueue(t(2), "noop");
         let got = s.assign(|_| Some(1));
@@ -456,7 +462,7 @@ mod tests {
                                 continue;
                             }
                             let kinds = if sleeps { vec!["noop".to_string(), "sleep".to_string()] } else { vec!["noop".to_string()] };
-                            s.add_worker(worker, slots, kinds, [], now);
+                            s.add_worker(worker, slots, kinds, now);
                             handles.insert(worker, sleeps);
                         }
                         Op::Leave { worker } => {
