@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 fn lifecycle(c: &mut Criterion) {
     let mut table = TaskTable::new(Retention::default());
     let mut sched = Scheduler::new(Duration::from_secs(1));
-    sched.add_worker(1, 64, ["noop".to_string()], [], Instant::now());
+    sched.add_worker(1, 64, ["noop".to_string()], Instant::now());
     let mut n: u128 = 0;
     c.bench_function(
         "task lifecycle: submit, assign, complete (200k results kept)",
