@@ -251,6 +251,18 @@ pub struct NetArgs {
     /// The most connections at once from one remote address; past it new ones are refused.
     #[arg(long, env = "DTC_MAX_CONNECTIONS_PER_IP", default_value_t = dtc_server::net::DEFAULT_MAX_CONNECTIONS_PER_IP)]
     pub max_connections_per_ip: usize,
+    /// The most bytes of requests (payloads) in flight on one connection; past it the
+    /// connection is read again once answers free some.
+    #[arg(long, env = "DTC_MAX_INFLIGHT_BYTES", value_name = "BYTES", default_value_t = dtc_server::net::DEFAULT_MAX_INFLIGHT_BYTES)]
+    pub max_inflight_bytes: usize,
+    /// The most requests on one client connection that wait for their task to finish; past
+    /// it such requests are answered "limit reached".
+    #[arg(long, env = "DTC_MAX_WAITS", default_value_t = dtc_server::net::DEFAULT_MAX_WAITS)]
+    pub max_waits: usize,
+    /// Seconds after which a client or operator connection with nothing in flight is
+    /// closed (the SDK reconnects by itself).
+    #[arg(long, env = "DTC_IDLE_TIMEOUT_S", default_value_t = dtc_server::net::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    pub idle_timeout_s: u64,
     /// Serve without secrets on a non-loopback address: anyone who reaches the port can
     /// act as any role. Prefer `dtc secrets init`.
     #[arg(long, env = "DTC_INSECURE", help_heading = "Security")]
@@ -321,6 +333,9 @@ pub struct CoordinatorArgs {
     /// many tasks as it has slots).
     #[arg(long, env = "DTC_MAX_WORKER_SLOTS", default_value_t = dtc_server::coordinator::DEFAULT_MAX_WORKER_SLOTS)]
     pub max_worker_slots: u32,
+    /// The largest task payload accepted, in bytes (it must also fit in a frame).
+    #[arg(long, env = "DTC_MAX_PAYLOAD", value_name = "BYTES", default_value_t = dtc_proto::TaskSpec::DEFAULT_MAX_PAYLOAD)]
+    pub max_payload: usize,
     /// Serve Prometheus metrics at http://ADDR/metrics (tasks, queue, Raft term and indexes).
     #[arg(long, env = "DTC_METRICS", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,

@@ -39,11 +39,13 @@ fn main() -> ExitCode {
             | Command::Secrets(_)
     ) || matches!(&cli.command, Command::Local(l) if l.bench);
     // openraft logs an unreachable peer (routine while a replica restarts) as an error;
-    // dtc reports what matters itself. RUST_LOG=openraft=info brings its logs back.
+    // dtc reports what matters itself. Other libraries speak at warn: under load raft-log
+    // alone would write hundreds of info lines a second. RUST_LOG overrides (e.g.
+    // RUST_LOG=info,openraft=info brings everything back).
     init_logs(if quiet {
         "warn,openraft=off"
     } else {
-        "info,openraft=off"
+        "warn,dtc=info,dtc_server=info,dtc_sdk=info,dtc_proto=info,openraft=off"
     });
     let threads = match &cli.command {
         Command::Local(l) => l.threads.max(1),
@@ -257,6 +259,7 @@ async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         credentials,
         insecure: args.net.insecure,
         max_worker_slots: args.max_worker_slots,
+        max_payload: args.max_payload,
         ..CoordinatorConfig::default()
     };
     let coordinator = Coordinator::bind(config).await?;
@@ -272,6 +275,9 @@ fn limits(net: &dtc::cli::NetArgs) -> Limits {
         max_frame: net.max_frame,
         max_connections: net.max_connections,
         max_connections_per_ip: net.max_connections_per_ip,
+        max_inflight_bytes: net.max_inflight_bytes,
+        max_waits: net.max_waits,
+        idle_timeout: Duration::from_secs(net.idle_timeout_s.max(1)),
         ..Limits::default()
     }
 }

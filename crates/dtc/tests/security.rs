@@ -496,3 +496,113 @@ async fn a_worker_cannot_complete_or_claim_a_task_it_does_not_hold() -> anyhow::
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_parking_16384_waits_does_not_stop_another_clients_tasks() -> anyhow::Result<()> {
+    use dtc_sdk::WireError;
+    common::bounded(async {
+        let c = Secured::start()?;
+        let full = c.full()?;
+        let router = c.router.addr()?;
+        let mut greedy = ClientConfig::new(vec![router]).with_credentials(Arc::clone(&full));
+        greedy.max_inflight = 20_000;
+        greedy.retry_for = std::time::Duration::ZERO;
+        let greedy = Client::with_config(greedy).await?;
+        // A task nobody runs, and 16,384 waits for it on one connection.
+        let stuck = TaskSpec::new("nobody-runs-this", "");
+        let id = stuck.id;
+        greedy.submit(stuck).await?;
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut waits = tokio::task::JoinSet::new();
+        for _ in 0..16_384 {
+            let greedy = greedy.clone();
+            let refused = Arc::clone(&refused);
+            waits.spawn(async move {
+                if let Err(ClientError::Wire(WireError::LimitReached { .. })) =
+                    greedy.wait(id).await
+                {
+                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        // Once the bound has turned the excess away, the rest are parked at the router.
+        let excess = 16_384 - dtc_server::net::DEFAULT_MAX_WAITS;
+        while refused.load(std::sync::atomic::Ordering::Relaxed) < excess {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let other = ClientConfig::new(vec![router]).with_credentials(Arc::clone(&full));
+        let other = Client::with_config(other).await?;
+        let mut runs = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let other = other.clone();
+            runs.spawn(async move {
+                other
+                    .run(TaskSpec::new("wordcount", format!("a b {i}")))
+                    .await
+            });
+        }
+        while let Some(r) = runs.join_next().await {
+            let view = r??;
+            assert_eq!(view.state, dtc_sdk::TaskState::Succeeded, "{view:?}");
+        }
+        assert_eq!(refused.load(std::sync::atomic::Ordering::Relaxed), excess);
+        waits.abort_all();
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_chunk_at_a_huge_offset_is_refused_and_the_replica_keeps_serving()
+-> anyhow::Result<()> {
+    use dtc_proto::connection::write_one;
+    use dtc_server::shard::peer::{PEER_MAX_FRAME, PeerResponse};
+    use openraft::{SnapshotMeta, StoredMembership, Vote};
+    common::bounded(async {
+        let mut c = Secured::start()?;
+        let full = c.full()?;
+        let before = c.replicas().await?;
+        let target = c.shard.addrs[2];
+        let transport = Secure::new(Tcp, Arc::clone(&full));
+        // A peer with every credential: only the chunk itself is wrong.
+        let hello = transport
+            .hello(Role::Peer, "snapshot test")
+            .of_shard(c.shard_id()?);
+        let (reader, mut writer, _) = dial(&transport, target, &hello, PEER_MAX_FRAME).await?;
+        let mut reader = reader.retype::<PeerResponse>();
+        let leader = before.iter().find_map(|r| r.leader).unwrap_or(1);
+        let chunk = |offset: u64| {
+            PeerRequest::Snapshot(openraft::raft::InstallSnapshotRequest::<TypeConfig> {
+                vote: Vote::new_committed(before[2].term, leader),
+                meta: SnapshotMeta {
+                    last_log_id: None,
+                    last_membership: StoredMembership::default(),
+                    snapshot_id: "forged".into(),
+                },
+                offset,
+                data: vec![0; 16],
+                done: false,
+            })
+        };
+        // A snapshot begins; its next chunk claims to lie a terabyte further on.
+        write_one(&mut writer, &chunk(0), PEER_MAX_FRAME).await?;
+        let first = reader.expect().await?;
+        assert!(matches!(first, PeerResponse::Snapshot(Ok(_))), "{first:?}");
+        write_one(&mut writer, &chunk(1 << 40), PEER_MAX_FRAME).await?;
+        let answer = reader.expect().await?;
+        assert!(
+            matches!(answer, PeerResponse::Snapshot(Err(_))),
+            "{answer:?}"
+        );
+        assert!(c.shard.procs[2].alive(), "the replica is still running");
+        let after = c.replicas().await?;
+        assert_eq!(after[2].term, before[2].term);
+        let config = ClientConfig::new(vec![c.router.addr()?]).with_credentials(full);
+        Client::with_config(config)
+            .await?
+            .run(TaskSpec::new("wordcount", "still here"))
+            .await?;
+        Ok(())
+    })
+    .await
+}

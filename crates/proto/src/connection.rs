@@ -29,6 +29,10 @@ const COALESCE_ROUNDS: usize = 3;
 /// The most messages [`write_loop`] takes from its channel for one write.
 const WRITE_BATCH: usize = 512;
 
+/// Past this many encoded bytes [`write_loop`] writes what it has before encoding more, so
+/// that a batch of large messages is never all encoded at once.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
 /// The reading half of a connection: a stream of decoded messages of type `In`.
 pub struct FrameReader<R, In> {
     inner: FramedRead<R, FrameCodec<In>>,
@@ -127,9 +131,7 @@ where
         if n == 0 {
             break;
         }
-        for msg in batch.drain(..) {
-            encode_frame(&msg, &mut buf, max_frame)?;
-        }
+        encode_all(&mut io, &mut batch, &mut buf, max_frame).await?;
         // Let the tasks that are ready to run add to this write before it is made: yielding
         // turns a burst of single-message writes into one syscall. Keep yielding while
         // each round brings more (a busy node), a few rounds at most.
@@ -141,21 +143,37 @@ where
                     break;
                 }
                 more += n;
-                for msg in batch.drain(..) {
-                    encode_frame(&msg, &mut buf, max_frame)?;
-                }
+                encode_all(&mut io, &mut batch, &mut buf, max_frame).await?;
             }
             if more == 0 {
                 break;
             }
         }
         io.write_all(&buf).await?;
+        io.flush().await?;
         buf.clear();
         if buf.capacity() > 4 * 1024 * 1024 {
             buf = BytesMut::with_capacity(64 * 1024);
         }
     }
     io.shutdown().await.ok();
+    Ok(())
+}
+
+/// Encodes `batch` into `buf`, writing `buf` out whenever it passes [`WRITE_BUFFER`].
+async fn encode_all<W: AsyncWrite + Unpin, Out: Serialize>(
+    io: &mut W,
+    batch: &mut Vec<Out>,
+    buf: &mut BytesMut,
+    max_frame: usize,
+) -> Result<(), ProtoError> {
+    for msg in batch.drain(..) {
+        encode_frame(&msg, buf, max_frame)?;
+        if buf.len() >= WRITE_BUFFER {
+            io.write_all(buf).await?;
+            buf.clear();
+        }
+    }
     Ok(())
 }
 

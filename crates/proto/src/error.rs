@@ -41,6 +41,13 @@ pub enum WireError {
     /// The node is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// A bound of the connection or the node was reached (say, requests waiting for tasks
+    /// to finish); retry once earlier requests are answered.
+    #[error("limit reached: {reason}; retry when earlier requests are answered")]
+    LimitReached {
+        /// Which bound, and its value.
+        reason: String,
+    },
     /// The connection was refused: a credential is missing or does not admit the role, or
     /// the connector belongs to another cluster or shard. The connection closes.
     #[error("{reason}")]
@@ -57,6 +64,7 @@ impl WireError {
             self,
             Self::NotLeader { .. }
                 | Self::Overloaded
+                | Self::LimitReached { .. }
                 | Self::Unavailable { .. }
                 | Self::ShuttingDown
         )

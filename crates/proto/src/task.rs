@@ -1,6 +1,6 @@
 //! The task model shared by clients, coordinators and workers.
 
-use crate::TaskId;
+use crate::{TaskId, WireError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +36,45 @@ impl TaskSpec {
     pub fn with_id(mut self, id: TaskId) -> Self {
         self.id = id;
         self
+    }
+
+    /// The longest task type name.
+    pub const MAX_KIND_LEN: usize = 256;
+
+    /// The most attempts a task may ask for.
+    pub const MAX_ATTEMPTS: u32 = 100;
+
+    /// The default bound on a payload (a node's `--max-payload`).
+    pub const DEFAULT_MAX_PAYLOAD: usize = 8 * 1024 * 1024;
+
+    /// Whether the spec is within dtc's bounds and a payload of at most `max_payload` bytes;
+    /// if not, the answer to give its submitter.
+    pub fn check(&self, max_payload: usize) -> Result<(), WireError> {
+        let bad = |reason: String| Err(WireError::BadRequest { reason });
+        if self.kind.is_empty() {
+            return bad("the task type is empty".into());
+        }
+        if self.kind.len() > Self::MAX_KIND_LEN {
+            return bad(format!(
+                "the task type is {} bytes long; at most {} are allowed",
+                self.kind.len(),
+                Self::MAX_KIND_LEN
+            ));
+        }
+        if self.max_attempts > Self::MAX_ATTEMPTS {
+            return bad(format!(
+                "max_attempts is {}; at most {} are allowed",
+                self.max_attempts,
+                Self::MAX_ATTEMPTS
+            ));
+        }
+        if self.payload.len() > max_payload {
+            return bad(format!(
+                "the payload is {} bytes; this cluster takes at most {max_payload} (--max-payload)",
+                self.payload.len()
+            ));
+        }
+        Ok(())
     }
 }
 

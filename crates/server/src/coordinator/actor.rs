@@ -229,6 +229,8 @@ pub(super) struct Actor {
     submitting: HashMap<TaskId, u32>,
     /// The queue bound the table applies, mirrored to schedule only what it will accept.
     max_queued: usize,
+    /// The largest payload accepted.
+    max_payload: usize,
     /// Entries proposed and not yet applied, past which commands gather into the next one.
     max_in_flight: usize,
     /// Under load, the least time between two entries' proposals.
@@ -299,6 +301,7 @@ impl Actor {
             unlogged: HashMap::default(),
             submitting: HashMap::default(),
             max_queued: config.retention.max_queued,
+            max_payload: config.max_payload,
             max_in_flight: config.entries_in_flight.max(1),
             linger: config.commit_linger,
             last_proposed: now(),
@@ -468,6 +471,10 @@ impl Actor {
     fn on_request(&mut self, body: RequestBody, reply: Reply, now: Instant, at_ms: u64) {
         match body {
             RequestBody::Submit { task, wait } => {
+                if let Err(e) = task.check(self.max_payload) {
+                    reply.send(Err(e));
+                    return;
+                }
                 if let Some(u) = self.unlogged.get_mut(&task.id) {
                     if wait {
                         u.replies.push(reply);

@@ -118,6 +118,8 @@ pub struct CoordinatorConfig {
     pub insecure: bool,
     /// The most slots one worker gets, whatever it registers.
     pub max_worker_slots: u32,
+    /// The largest task payload accepted, in bytes.
+    pub max_payload: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -139,6 +141,7 @@ impl Default for CoordinatorConfig {
             credentials: Arc::new(Credentials::plain()),
             insecure: false,
             max_worker_slots: worker_session::DEFAULT_MAX_WORKER_SLOTS,
+            max_payload: dtc_proto::TaskSpec::DEFAULT_MAX_PAYLOAD,
         }
     }
 }
@@ -176,6 +179,9 @@ pub enum StartError {
     /// The credentials cannot serve.
     #[error(transparent)]
     Credentials(#[from] GateError),
+    /// A setting is out of its range.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A started coordinator, ready to [`run`](Coordinator::run).
@@ -240,6 +246,13 @@ impl<L: Listener> Coordinator<L> {
             });
         }
         let shard = ShardId::derive(members.iter().map(|(id, a)| (*id, a.as_str())));
+        if config.limits.max_frame > peer::PEER_MAX_FRAME / 2 {
+            return Err(StartError::Config(format!(
+                "--max-frame is {} bytes; a coordinator takes at most {} (half its replicas' frame)",
+                config.limits.max_frame,
+                peer::PEER_MAX_FRAME / 2
+            )));
+        }
         let raft_config = raft_config(&config.raft)?;
         let writes = LeaderWrites {
             replica: config.id,
@@ -357,6 +370,7 @@ impl<L: Listener> Coordinator<L> {
         ));
         let limits = self.config.limits;
         let max_worker_slots = self.config.max_worker_slots;
+        let snapshots = peer::SnapshotProgress::default();
         let sink = Arc::new(ActorSink(events_tx.clone()));
         let conn_cancel = cancel.clone();
         let sources = admin::Sources {
@@ -371,13 +385,14 @@ impl<L: Listener> Coordinator<L> {
             let events = events_tx.clone();
             let cancel = conn_cancel.clone();
             let sources = sources.clone();
+            let snapshots = snapshots.clone();
             async move {
                 match a.hello.role {
                     Role::Client | Role::Router => {
                         serve_client(a, sink, limits, cancel).await;
                     }
                     Role::Admin => {
-                        serve_admin(a, limits.max_frame, cancel, || async {
+                        serve_admin(a, limits.max_frame, limits.idle_timeout, cancel, || async {
                             AdminResponse::Replica(admin::status(&sources).await)
                         })
                         .await;
@@ -393,7 +408,8 @@ impl<L: Listener> Coordinator<L> {
                         .await;
                     }
                     Role::Peer => {
-                        peer::serve(a.reader, a.writer, sources.raft, a.peer, cancel).await;
+                        peer::serve(a.reader, a.writer, sources.raft, snapshots, a.peer, cancel)
+                            .await;
                     }
                 }
             }

@@ -18,9 +18,6 @@ pub const DEFAULT_MAX_WORKER_SLOTS: u32 = 1024;
 /// The most task types one worker may register.
 const MAX_KINDS: usize = 1024;
 
-/// The longest task type name a worker may register (longer ones are left out).
-pub const MAX_KIND_LEN: usize = 256;
-
 static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
 
 /// Serves a worker connection until it closes, misbehaves, or the actor drops it. A worker
@@ -82,7 +79,7 @@ pub(super) async fn serve<R, W>(
     tracing::info!(%peer, worker = id, name = %hello.name, capacity, ?kinds, "worker registered");
     let kinds = kinds
         .into_iter()
-        .filter(|k| k.len() <= MAX_KIND_LEN)
+        .filter(|k| k.len() <= dtc_proto::TaskSpec::MAX_KIND_LEN)
         .take(MAX_KINDS)
         .collect();
     let running = running.into_iter().take(capacity as usize).collect();

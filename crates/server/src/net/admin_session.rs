@@ -1,6 +1,6 @@
 //! An operator's connection (`Role::Admin`), on a coordinator or a router: reads each
 //! [`AdminRequest`] and writes the answer its owner gives, until the connection closes, sends
-//! a bad frame, or the node stops.
+//! a bad frame, stays idle past its idle timeout, or the node stops.
 
 use super::Accepted;
 use dtc_proto::connection::write_one;
@@ -10,9 +10,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 /// Serves one admin connection; `status` describes the node (or the cluster) when asked.
+/// A connection that asks nothing for `idle` is closed.
 pub async fn serve_admin<R, W, F, Fut>(
     a: Accepted<R, W>,
     max_frame: usize,
+    idle: std::time::Duration,
     cancel: CancellationToken,
     mut status: F,
 ) where
@@ -31,6 +33,10 @@ pub async fn serve_admin<R, W, F, Fut>(
     loop {
         let req = tokio::select! {
             r = reader.next() => r,
+            () = tokio::time::sleep(idle) => {
+                tracing::debug!(%peer, "closing an idle admin connection");
+                return;
+            }
             () = cancel.cancelled() => return,
         };
         match req {

@@ -1,18 +1,20 @@
-//! Serving one client connection: requests are read as they come, each with a permit from
-//! the connection's in-flight bound, and handed to a [`RequestSink`] with a [`Reply`] handle
-//! that answers it later, in any order. Used by the coordinator (the sink is its actor) and
-//! by the router (the sink picks a shard).
+//! Serving one client connection: requests are read as they come, each with permits from
+//! the connection's bounds — requests in flight, their bytes, and requests that wait for a
+//! task to finish — and handed to a [`RequestSink`] with a [`Reply`] handle that answers it
+//! later, in any order. A client connection that stays idle (nothing in flight) past its
+//! idle timeout is closed. Used by the coordinator (the sink is its actor) and by the
+//! router (the sink picks a shard).
 
 use super::{Accepted, Limits};
 use dtc_proto::ProtoError;
 use dtc_proto::connection::{WithPermit, write_loop};
-use dtc_proto::message::{CONNECTION_ERROR, Request, RequestBody, Response};
+use dtc_proto::message::{CONNECTION_ERROR, Request, RequestBody, Response, Role};
 use dtc_proto::mux::Answer;
 use dtc_proto::{TaskView, WireError};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// How long a connection whose client has stopped sending still delivers owed answers.
@@ -20,12 +22,21 @@ const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The way back to the client that sent one request. Dropping it unanswered is allowed (the
 /// client then times out); answering never blocks: the connection's in-flight permit this
-/// reply carries guarantees room in the writer's queue.
+/// reply carries guarantees room in the writer's queue. The request's byte and wait permits
+/// are released with the answer.
 #[derive(Debug)]
 pub struct Reply {
     tx: mpsc::Sender<WithPermit<Response>>,
     req: u64,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
+    held: Held,
+}
+
+/// What a request holds of its connection's bounds besides its place in flight.
+#[derive(Debug)]
+struct Held {
+    _bytes: Option<OwnedSemaphorePermit>,
+    _wait: Option<OwnedSemaphorePermit>,
 }
 
 impl Answer for Reply {
@@ -41,6 +52,7 @@ impl Reply {
     }
     /// Sends the answer. If the client has gone, the answer is dropped.
     pub fn send(self, body: Result<TaskView, WireError>) {
+        drop(self.held);
         let msg = WithPermit(
             Response {
                 req: self.req,
@@ -62,8 +74,11 @@ pub trait RequestSink: Send + Sync + 'static {
 }
 
 /// Serves one client (or router) connection until it closes, it sends something malformed,
-/// or `cancel` fires. A malformed frame is answered with `BadRequest` where it can be and
-/// closes the connection; the node and its other connections carry on.
+/// it stays idle past `limits.idle_timeout`, or `cancel` fires. A malformed frame is
+/// answered with `BadRequest` where it can be and closes the connection; the node and its
+/// other connections carry on. A client may have `limits.max_waits` waiting requests at once
+/// (past it, a waiting request is answered `LimitReached`); a router's connection carries
+/// the waits of all its clients and has no bound but its requests in flight.
 pub async fn serve_client<R, W, S>(
     conn: Accepted<R, W>,
     sink: Arc<S>,
@@ -83,19 +98,36 @@ pub async fn serve_client<R, W, S>(
     let Limits {
         max_frame,
         max_inflight,
+        max_inflight_bytes,
+        max_waits,
+        idle_timeout,
         ..
     } = limits;
+    let from_router = hello.role == Role::Router;
     let mut reader = reader.retype::<Request>();
     let (tx, rx) = mpsc::channel::<WithPermit<Response>>(max_inflight);
     let permits = Arc::new(Semaphore::new(max_inflight));
+    let byte_budget = max_inflight_bytes.max(max_frame).min(u32::MAX as usize);
+    let bytes = Arc::new(Semaphore::new(byte_budget));
+    let waits = (!from_router).then(|| Arc::new(Semaphore::new(max_waits)));
     let conn_cancel = cancel.child_token();
     let writer_task = tokio::spawn(write_loop(writer, rx, max_frame, conn_cancel.clone()));
     tracing::debug!(%peer, name = %hello.name, role = ?hello.role, "client connected");
     let stop = conn_cancel.cancelled();
     tokio::pin!(stop);
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
     loop {
         let next = tokio::select! {
             n = reader.next() => n,
+            () = &mut idle, if !from_router => {
+                if permits.available_permits() == max_inflight {
+                    tracing::debug!(%peer, "closing an idle client connection");
+                    break;
+                }
+                idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
+                continue;
+            }
             () = &mut stop => break,
         };
         let request = match next {
@@ -121,17 +153,53 @@ pub async fn serve_client<R, W, S>(
                 break;
             }
         };
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + idle_timeout);
+        let size = request_bytes(&request.body).clamp(1, byte_budget);
+        let (permit, bytes) = tokio::select! {
+            p = async {
+                let permit = Arc::clone(&permits).acquire_owned().await;
+                let bytes = Arc::clone(&bytes)
+                    .acquire_many_owned(u32::try_from(size).unwrap_or(u32::MAX))
+                    .await;
+                (permit, bytes)
+            } => match p {
+                (Ok(p), Ok(b)) => (p, b),
+                _ => break,
             },
             () = &mut stop => break,
+        };
+        let wait = match (&waits, waits_for_end(&request.body)) {
+            (Some(waits), true) => match Arc::clone(waits).try_acquire_owned() {
+                Ok(w) => Some(w),
+                Err(_) => {
+                    let reply = Reply {
+                        tx: tx.clone(),
+                        req: request.req,
+                        permit,
+                        held: Held {
+                            _bytes: Some(bytes),
+                            _wait: None,
+                        },
+                    };
+                    reply.send(Err(WireError::LimitReached {
+                        reason: format!(
+                            "this connection already has {max_waits} requests waiting for tasks to finish"
+                        ),
+                    }));
+                    continue;
+                }
+            },
+            _ => None,
         };
         let reply = Reply {
             tx: tx.clone(),
             req: request.req,
             permit,
+            held: Held {
+                _bytes: Some(bytes),
+                _wait: wait,
+            },
         };
         sink.request(request.body, reply).await;
     }
@@ -148,4 +216,20 @@ pub async fn serve_client<R, W, S>(
         writer_task.await.ok();
     }
     tracing::debug!(%peer, "client disconnected");
+}
+
+/// What a request weighs against its connection's byte bound: its payload and type name.
+fn request_bytes(body: &RequestBody) -> usize {
+    match body {
+        RequestBody::Submit { task, .. } => task.payload.len() + task.kind.len() + 64,
+        RequestBody::Get { .. } | RequestBody::Cancel { .. } => 64,
+    }
+}
+
+/// Whether a request is answered only when its task has finished.
+fn waits_for_end(body: &RequestBody) -> bool {
+    matches!(
+        body,
+        RequestBody::Submit { wait: true, .. } | RequestBody::Get { wait: true, .. }
+    )
 }

@@ -26,6 +26,15 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 /// The default bound on one remote address's connections.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
 
+/// The default bound on the bytes of requests in flight on one connection (64 MiB).
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 64 * 1024 * 1024;
+
+/// The default bound on one client connection's waiting requests.
+pub const DEFAULT_MAX_WAITS: usize = 4096;
+
+/// How long a client or operator connection may stay idle by default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Bounds that every connection of a node obeys.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -40,6 +49,13 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// How long the TLS handshake and the hello may take together.
     pub handshake_timeout: Duration,
+    /// The most bytes of requests (payloads and type names) in flight on one connection;
+    /// past it the connection is not read until answers free some (at least one frame).
+    pub max_inflight_bytes: usize,
+    /// The most requests on one client connection that wait for a task to finish.
+    pub max_waits: usize,
+    /// A client or operator connection with nothing in flight for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -50,6 +66,9 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             handshake_timeout: HANDSHAKE_TIMEOUT,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
+            max_waits: DEFAULT_MAX_WAITS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }

@@ -11,5 +11,6 @@ pub use admin_session::serve_admin;
 pub use client_session::{Reply, RequestSink, serve_client};
 pub use gate::{Gate, GateError, check_exposure};
 pub use listener::{
-    Accepted, Conn, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, Limits, accept_loop,
+    Accepted, Conn, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_WAITS, Limits, accept_loop,
 };

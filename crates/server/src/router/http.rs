@@ -67,7 +67,7 @@ impl Api {
     /// Asks the task's shard, as a client connection would.
     async fn ask(&self, body: RequestBody) -> Result<TaskView, WireError> {
         let (tx, rx) = oneshot::channel();
-        self.sink.forward(body, Answerer::Http(tx)).await;
+        self.sink.forward(body, Answerer::http(tx)).await;
         rx.await.unwrap_or(Err(WireError::ShuttingDown))
     }
 
@@ -82,7 +82,7 @@ impl Api {
             return Some(Err(WireError::Overloaded));
         };
         let (tx, rx) = oneshot::channel();
-        self.sink.forward(body, Answerer::Http(tx)).await;
+        self.sink.forward(body, Answerer::http(tx)).await;
         let (back, answer) = oneshot::channel();
         let cancel = self.cancel.clone();
         tokio::spawn(async move {
@@ -220,6 +220,7 @@ fn wire_error(e: &WireError) -> Response {
         WireError::VersionMismatch { .. } => (StatusCode::BAD_GATEWAY, "version_mismatch"),
         // The router's own credentials were refused by the shard: a configuration error.
         WireError::Auth { .. } => (StatusCode::BAD_GATEWAY, "shard_refused_router"),
+        WireError::LimitReached { .. } => (StatusCode::SERVICE_UNAVAILABLE, "limit_reached"),
     };
     error(status, code, e)
 }

@@ -23,7 +23,7 @@ use shard_map::ShardMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// How a router runs.
@@ -207,6 +207,9 @@ impl<L: Listener, T: Transport> Router<L, T> {
             |kind: &'static str| metrics::counter!("dtc_router_requests_total", "kind" => kind);
         let sink = Arc::new(ShardSink {
             map: ShardMap::new(senders.len()),
+            waits: (0..senders.len())
+                .map(|_| Arc::new(Semaphore::new(limits.max_inflight / 2)))
+                .collect(),
             shards: senders,
             requests: [counter("submit"), counter("get"), counter("cancel")],
         });
@@ -247,7 +250,7 @@ impl<L: Listener, T: Transport> Router<L, T> {
                     // Not among ROUTER_ROLES: the gate refused them in the handshake.
                     Role::Worker | Role::Peer => {}
                     Role::Admin => {
-                        serve_admin(a, limits.max_frame, cancel, || async {
+                        serve_admin(a, limits.max_frame, limits.idle_timeout, cancel, || async {
                             AdminResponse::Cluster(admin::gather(&transport, &shards).await)
                         })
                         .await;
@@ -274,13 +277,38 @@ impl<L: Listener, T: Transport> Router<L, T> {
 }
 
 /// Who waits for a forwarded request's answer: a binary-protocol client's connection, or
-/// an HTTP request.
+/// an HTTP request; a request that waits for its task to finish also holds a place in its
+/// shard connection's wait budget until answered.
 #[derive(Debug)]
-pub(crate) enum Answerer {
+pub(crate) struct Answerer {
+    to: AnswerTo,
+    wait: Option<OwnedSemaphorePermit>,
+}
+
+#[derive(Debug)]
+enum AnswerTo {
     /// A client (or router) connection.
     Conn(Reply),
     /// An HTTP API request.
     Http(oneshot::Sender<Result<TaskView, WireError>>),
+}
+
+impl Answerer {
+    /// Answers go back over a client's connection.
+    pub(crate) fn conn(reply: Reply) -> Self {
+        Self {
+            to: AnswerTo::Conn(reply),
+            wait: None,
+        }
+    }
+
+    /// Answers go to an HTTP request.
+    pub(crate) fn http(tx: oneshot::Sender<Result<TaskView, WireError>>) -> Self {
+        Self {
+            to: AnswerTo::Http(tx),
+            wait: None,
+        }
+    }
 }
 
 impl Answer for Answerer {
@@ -295,12 +323,14 @@ impl Answer for Answerer {
                 WireError::VersionMismatch { .. } => "version_mismatch",
                 WireError::ShuttingDown => "shutting_down",
                 WireError::Auth { .. } => "auth",
+                WireError::LimitReached { .. } => "limit_reached",
             };
             metrics::counter!("dtc_router_errors_total", "kind" => kind).increment(1);
         }
-        match self {
-            Self::Conn(reply) => reply.send(body),
-            Self::Http(tx) => {
+        drop(self.wait);
+        match self.to {
+            AnswerTo::Conn(reply) => reply.send(body),
+            AnswerTo::Http(tx) => {
                 tx.send(body).ok();
             }
         }
@@ -311,19 +341,23 @@ impl Answer for Answerer {
 pub(crate) struct ShardSink {
     map: ShardMap,
     shards: Vec<mpsc::Sender<(RequestBody, Answerer)>>,
+    /// Per shard, the places for requests that wait for their task to finish: at most half
+    /// of the shard connection's requests in flight, so that waits parked on tasks that
+    /// never end cannot stall everyone's other requests.
+    waits: Vec<Arc<Semaphore>>,
     /// Requests forwarded: submits, lookups, cancels.
     requests: [metrics::Counter; 3],
 }
 
 impl RequestSink for ShardSink {
     async fn request(&self, body: RequestBody, reply: Reply) {
-        self.forward(body, Answerer::Conn(reply)).await;
+        self.forward(body, Answerer::conn(reply)).await;
     }
 }
 
 impl ShardSink {
     /// Sends `body` to its task's shard; the answer goes to `reply`.
-    pub(crate) async fn forward(&self, body: RequestBody, reply: Answerer) {
+    pub(crate) async fn forward(&self, body: RequestBody, mut reply: Answerer) {
         self.requests[match body {
             RequestBody::Submit { .. } => 0,
             RequestBody::Get { .. } => 1,
@@ -331,12 +365,28 @@ impl ShardSink {
         }]
         .increment(1);
         let shard = self.map.shard_of(body.task_id());
-        let Some(tx) = self.shards.get(shard) else {
+        let (Some(tx), Some(waits)) = (self.shards.get(shard), self.waits.get(shard)) else {
             reply.answer(Err(WireError::Unavailable {
                 reason: format!("no shard {shard}"),
             }));
             return;
         };
+        if matches!(
+            body,
+            RequestBody::Submit { wait: true, .. } | RequestBody::Get { wait: true, .. }
+        ) {
+            match Arc::clone(waits).try_acquire_owned() {
+                Ok(permit) => reply.wait = Some(permit),
+                Err(_) => {
+                    reply.answer(Err(WireError::LimitReached {
+                        reason: format!(
+                            "the router's connection to shard {shard} already carries its most waiting requests"
+                        ),
+                    }));
+                    return;
+                }
+            }
+        }
         if let Err(mpsc::error::SendError((_, reply))) = tx.send((body, reply)).await {
             reply.answer(Err(WireError::ShuttingDown));
         }

@@ -12,12 +12,15 @@
 
 use super::durability::Durability;
 use super::raft_types::{Node, NodeId, ShardRaft, TypeConfig};
+use dtc_proto::ProtoError;
 use dtc_proto::connection::{FrameReader, write_one};
 use dtc_proto::message::{Hello, HelloFrame, Role, ShardId};
 use dtc_proto::mux::dial;
 use dtc_proto::transport::Transport;
+use openraft::SnapshotSegmentId;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    SnapshotMismatch, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -26,12 +29,19 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-/// The largest frame between replicas: an append-entries request carries several batches.
-pub const PEER_MAX_FRAME: usize = 1 << 30;
+/// The largest frame between replicas. An append-entries request that would be larger is
+/// not sent: openraft is told `PayloadTooLarge` and sends fewer entries at once. One entry
+/// is at most a sealed batch plus one command, well under half of this (a coordinator
+/// refuses a `--max-frame` that would allow more).
+pub const PEER_MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// The largest snapshot a replica receives.
+pub const MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 /// A request from one replica to another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -119,13 +129,15 @@ pub struct PeerClient<T: Transport> {
 enum CallError {
     Unreachable(std::io::Error),
     Network(std::io::Error),
+    /// The request does not fit in a frame; nothing was sent.
+    TooLarge(std::io::Error),
 }
 
 impl CallError {
     fn into_rpc<E: std::error::Error>(self) -> RPCError<NodeId, Node, E> {
         match self {
             Self::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
-            Self::Network(e) => RPCError::Network(NetworkError::new(&e)),
+            Self::Network(e) | Self::TooLarge(e) => RPCError::Network(NetworkError::new(&e)),
         }
     }
 }
@@ -170,7 +182,12 @@ impl<T: Transport> PeerClient<T> {
         };
         write_one(writer, req, PEER_MAX_FRAME)
             .await
-            .map_err(|e| CallError::Network(std::io::Error::other(e.to_string())))?;
+            .map_err(|e| match e {
+                ProtoError::FrameTooLarge { .. } => {
+                    CallError::TooLarge(std::io::Error::other(e.to_string()))
+                }
+                e => CallError::Network(std::io::Error::other(e.to_string())),
+            })?;
         reader
             .expect()
             .await
@@ -204,9 +221,14 @@ impl<T: Transport> RaftNetwork<TypeConfig> for PeerClient<T> {
             .map(|e| e.log_id.index)
             .or(rpc.prev_log_id.map(|p| p.index));
         let ttl = option.hard_ttl();
+        let entries = rpc.entries.len() as u64;
         let answer = match self.call(&PeerRequest::Append(rpc), ttl).await {
             Ok(PeerResponse::Append(r)) => r.map_err(|e| RemoteError::new(self.target, e))?,
             Ok(other) => return Err(self.unexpected(&other)),
+            // Too many entries for one frame: openraft sends fewer at once.
+            Err(CallError::TooLarge(_)) if entries > 1 => {
+                return Err(PayloadTooLarge::new_entries_hint(entries / 2).into());
+            }
             Err(e) => return Err(e.into_rpc()),
         };
         // The follower holds those entries; they count once the leader's copy is durable too.
@@ -265,12 +287,58 @@ impl<T: Transport> RaftNetwork<TypeConfig> for PeerClient<T> {
     }
 }
 
+/// How far the snapshot a replica is receiving has come: its id and the end of the bytes
+/// received. Shared by the replica's peer connections (a leader may redial mid-snapshot).
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotProgress(Arc<Mutex<Option<(String, u64)>>>);
+
+impl SnapshotProgress {
+    /// Whether a chunk of `len` bytes at `offset` of snapshot `id` may be taken: a snapshot
+    /// starts at offset 0, and a chunk may repeat bytes already received but not leave a
+    /// gap, nor pass [`MAX_SNAPSHOT_BYTES`]. A refusal names the offset expected.
+    pub fn admit(&self, id: &str, offset: u64, len: u64) -> Result<(), SnapshotMismatch> {
+        let Ok(mut progress) = self.0.lock() else {
+            return Err(mismatch(id, 0, offset));
+        };
+        let end = offset.saturating_add(len);
+        if end > MAX_SNAPSHOT_BYTES {
+            let next = progress
+                .as_ref()
+                .filter(|(i, _)| i == id)
+                .map_or(0, |p| p.1);
+            return Err(mismatch(id, next, offset));
+        }
+        match progress.as_mut() {
+            _ if offset == 0 => *progress = Some((id.to_owned(), end)),
+            Some((current, next)) if current == id && offset <= *next => *next = (*next).max(end),
+            Some((current, next)) if current == id => return Err(mismatch(id, *next, offset)),
+            _ => return Err(mismatch(id, 0, offset)),
+        }
+        Ok(())
+    }
+}
+
+fn mismatch(id: &str, expect: u64, got: u64) -> SnapshotMismatch {
+    SnapshotMismatch {
+        expect: SnapshotSegmentId {
+            id: id.to_owned(),
+            offset: expect,
+        },
+        got: SnapshotSegmentId {
+            id: id.to_owned(),
+            offset: got,
+        },
+    }
+}
+
 /// Serves one replica's connection: answers each request through `raft` until the
-/// connection closes, sends a bad frame, or `cancel` fires.
+/// connection closes, sends a bad frame, or `cancel` fires. Snapshot chunks are checked
+/// against `snapshots` before openraft sees them.
 pub async fn serve<R, W>(
     reader: FrameReader<R, HelloFrame>,
     mut writer: W,
     raft: ShardRaft,
+    snapshots: SnapshotProgress,
     peer: SocketAddr,
     cancel: CancellationToken,
 ) where
@@ -288,7 +356,14 @@ pub async fn serve<R, W>(
             Ok(Some(PeerRequest::Append(r))) => PeerResponse::Append(raft.append_entries(r).await),
             Ok(Some(PeerRequest::Vote(r))) => PeerResponse::Vote(raft.vote(r).await),
             Ok(Some(PeerRequest::Snapshot(r))) => {
-                PeerResponse::Snapshot(raft.install_snapshot(r).await)
+                let id = &r.meta.snapshot_id;
+                match snapshots.admit(id, r.offset, r.data.len() as u64) {
+                    Ok(()) => PeerResponse::Snapshot(raft.install_snapshot(r).await),
+                    Err(refused) => {
+                        tracing::warn!(%peer, offset = r.offset, len = r.data.len(), "refusing a snapshot chunk that leaves a gap or passes the snapshot bound");
+                        PeerResponse::Snapshot(Err(RaftError::APIError(refused.into())))
+                    }
+                }
             }
             Ok(None) => return,
             Err(e) => {
@@ -361,6 +436,29 @@ mod tests {
                 }
             });
         }
+    }
+
+    #[test]
+    fn snapshot_chunks_must_follow_on_from_what_was_received() {
+        let p = SnapshotProgress::default();
+        assert!(
+            p.admit("a", 1 << 40, 10).is_err(),
+            "no snapshot starts mid-way"
+        );
+        assert!(p.admit("a", 0, 100).is_ok());
+        assert!(p.admit("a", 100, 50).is_ok());
+        assert!(p.admit("a", 100, 50).is_ok(), "a chunk sent again");
+        assert!(p.admit("a", 151, 10).is_err(), "a gap");
+        assert!(p.admit("a", 1 << 40, 10).is_err(), "a huge offset");
+        assert!(p.admit("b", 150, 10).is_err(), "another snapshot mid-way");
+        assert!(
+            p.admit("b", 0, 10).is_ok(),
+            "another snapshot from its start"
+        );
+        assert!(
+            p.admit("b", 10, MAX_SNAPSHOT_BYTES).is_err(),
+            "past the bound"
+        );
     }
 
     #[tokio::test]
