@@ -170,14 +170,22 @@ async fn metrics(
     serve: Option<SocketAddr>,
     recorder: bool,
     insecure: bool,
+    credentials: &Arc<Credentials>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Option<SocketAddr>> {
     if serve.is_none() && !recorder {
         return Ok(None);
     }
+    // A member (coordinator, router) serves them inside TLS for the admin token; anyone else
+    // serves plain HTTP, off loopback only with --insecure.
+    let member = credentials.tls.as_ref().is_some_and(|t| t.is_member());
+    let credentials = if member {
+        Arc::clone(credentials)
+    } else {
+        Arc::new(Credentials::plain())
+    };
     if let Some(addr) = serve {
-        // The metrics endpoint is plain HTTP: off loopback only with --insecure.
-        dtc_server::net::check_exposure("metrics", addr, &Credentials::plain(), insecure)?;
+        dtc_server::net::check_exposure("metrics", addr, &credentials, insecure)?;
     }
     dtc_server::telemetry::install()?;
     tokio::spawn(dtc_server::telemetry::upkeep(cancel.clone()));
@@ -188,7 +196,7 @@ async fn metrics(
         let addr = listener.local_addr()?;
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            if let Err(e) = dtc_server::telemetry::serve(listener, cancel).await {
+            if let Err(e) = dtc_server::telemetry::serve(listener, credentials, cancel).await {
                 tracing::error!(error = %e, "the metrics endpoint stopped");
             }
         });
@@ -208,7 +216,14 @@ fn print_metrics(addr: Option<SocketAddr>) {
 async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     let credentials = args.net.security.credentials()?;
     let shutdown = shutdown_signal();
-    let metrics_addr = metrics(args.metrics, false, args.net.insecure, &shutdown).await?;
+    let metrics_addr = metrics(
+        args.metrics,
+        false,
+        args.net.insecure,
+        &credentials,
+        &shutdown,
+    )
+    .await?;
     let listen = SocketAddr::new(args.net.bind, args.port);
     let (id, mut replicas) =
         dtc::membership::resolve(args.advertise.unwrap_or(listen), args.id, &args.peer)
@@ -256,7 +271,7 @@ async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
             max_queued: args.max_queue,
         },
         limits: limits(&args.net),
-        credentials,
+        credentials: Arc::clone(&credentials),
         insecure: args.net.insecure,
         max_worker_slots: args.max_worker_slots,
         max_payload: args.max_payload,
@@ -283,6 +298,7 @@ fn limits(net: &dtc::cli::NetArgs) -> Limits {
 }
 
 async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let credentials = args.security.credentials()?;
     let addrs = match args.port {
         Some(port) => vec![SocketAddr::new(args.ip, port)],
         None if !args.shard.is_empty() => args.shard,
@@ -295,7 +311,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         .slots(args.slots)
         .heartbeat(Duration::from_millis(args.heartbeat_ms.max(1)))
         .max_frame(args.max_frame)
-        .credentials(args.security.credentials()?);
+        .credentials(Arc::clone(&credentials));
     if let Some(prefetch) = args.prefetch {
         builder = builder.prefetch(prefetch);
     }
@@ -303,7 +319,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         builder = builder.name(name);
     }
     let shutdown = shutdown_signal();
-    let metrics_addr = metrics(args.metrics, false, args.insecure, &shutdown).await?;
+    let metrics_addr = metrics(args.metrics, false, args.insecure, &credentials, &shutdown).await?;
     let worker = builder.build()?;
     println!("worker with {} slots serving {:?}", args.slots, addrs);
     print_metrics(metrics_addr);
@@ -318,6 +334,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
         args.metrics,
         args.http.0.is_some(),
         args.net.insecure,
+        &credentials,
         &shutdown,
     )
     .await?;
@@ -325,7 +342,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
         listen: SocketAddr::new(args.net.bind, args.port),
         shards: args.shards,
         limits: limits(&args.net),
-        credentials,
+        credentials: Arc::clone(&credentials),
         insecure: args.net.insecure,
         http: args.http.0.map(|listen| HttpConfig {
             listen,
@@ -337,7 +354,12 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
     println!("router listening on {}", router.local_addr()?);
     print_metrics(metrics_addr);
     if let Some(http) = router.http_addr() {
-        println!("http: http://{http}/ (API under /v1, metrics at /metrics)");
+        let scheme = if credentials.is_secure() {
+            "https"
+        } else {
+            "http"
+        };
+        println!("http: {scheme}://{http}/ (API under /v1, metrics at /metrics)");
     }
     router.run(shutdown).await;
     Ok(())
@@ -350,7 +372,7 @@ async fn local(args: LocalArgs) -> anyhow::Result<()> {
         None if args.bench => None,
         None => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
     };
-    metrics(None, http.is_some(), false, &shutdown).await?;
+    metrics(None, http.is_some(), false, &Default::default(), &shutdown).await?;
     let spec = LocalSpec {
         shards: args.shards,
         workers: args.workers,
@@ -374,7 +396,12 @@ async fn local(args: LocalArgs) -> anyhow::Result<()> {
         );
         println!("router: {}", cluster.router);
         if let Some(http) = cluster.http {
-            println!("http: http://{http}/ (dashboard; API under /v1, metrics at /metrics)");
+            let scheme = if cluster.credentials.is_secure() {
+                "https"
+            } else {
+                "http"
+            };
+            println!("http: {scheme}://{http}/ (dashboard; API under /v1, metrics at /metrics)");
         }
         for (i, c) in cluster.coordinators.iter().enumerate() {
             let list: Vec<String> = c.iter().map(ToString::to_string).collect();

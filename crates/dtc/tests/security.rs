@@ -47,32 +47,48 @@ struct Secured {
     secrets: PathBuf,
     shard: Shard,
     router: Proc,
+    /// The router's HTTP API, when served.
+    http: Option<SocketAddr>,
     _worker: Proc,
     _dir: TempDir,
 }
 
 impl Secured {
     fn start() -> anyhow::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// With `http`, the router serves its HTTP API on a free port.
+    fn start_with(http: bool) -> anyhow::Result<Self> {
         let (dir, secrets) = init_secrets()?;
         let s = secrets.display().to_string();
         let shard = Shard::start(3, &["--secrets", &s])?;
         let list = shard.list();
         let worker = Proc::start(&["worker", "-s", &list, "-w", "2", "--secrets", &s])?;
-        let router = Proc::start(&[
+        let listen = if http { "127.0.0.1:0" } else { "off" };
+        let args = [
             "router",
             "-p",
             "0",
             "--http",
-            "off",
+            listen,
             "-s",
             &list,
             "--secrets",
             &s,
-        ])?;
+        ];
+        let (router, lines) = Proc::start_lines(&args, if http { 2 } else { 1 })?;
+        // "http: https://ADDR/ (…)"
+        let http = lines
+            .get(1)
+            .and_then(|l| l.split("https://").nth(1))
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|a| a.parse().ok());
         Ok(Self {
             secrets,
             shard,
             router,
+            http,
             _worker: worker,
             _dir: dir,
         })
@@ -602,6 +618,105 @@ async fn a_snapshot_chunk_at_a_huge_offset_is_refused_and_the_replica_keeps_serv
             .await?
             .run(TaskSpec::new("wordcount", "still here"))
             .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// One HTTPS request to the router's API (trusting the cluster's CA); its status and body.
+async fn https(
+    c: &Secured,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    let addr = c.http.context("the router serves no HTTP")?;
+    let tls = c
+        .ca_only(RoleTokens::default())?
+        .tls
+        .clone()
+        .context("no TLS")?;
+    let (read, write) = Tcp.connect(addr).await?;
+    let (mut read, mut write) = tls.connect(addr, read, write).await?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    write.write_all(request.as_bytes()).await?;
+    write.flush().await?;
+    let mut answer = Vec::new();
+    read.read_to_end(&mut answer).await.ok();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("not an HTTP answer: {text:?}"))?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    Ok((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secured_http_api_wants_tls_a_token_json_and_its_own_origin() -> anyhow::Result<()> {
+    common::bounded(async {
+        let c = Secured::start_with(true)?;
+        let full = c.full()?;
+        let client = format!(
+            "Bearer {}",
+            full.tokens.client.as_ref().context("no token")?.expose()
+        );
+        let admin = format!(
+            "Bearer {}",
+            full.tokens.admin.as_ref().context("no token")?.expose()
+        );
+        let json = ("Content-Type", "application/json");
+        let task = r#"{"type":"wordcount","payload":"one two","wait":true}"#;
+
+        let (status, body) = https(&c, "POST", "/v1/tasks", &[json], task).await?;
+        assert_eq!(status, 401, "{body}");
+        let (status, _) = https(&c, "GET", "/v1/cluster", &[], "").await?;
+        assert_eq!(status, 401);
+        let auth = ("Authorization", client.as_str());
+        let (status, body) = https(&c, "POST", "/v1/tasks", &[auth], task).await?;
+        assert_eq!(status, 415, "{body}");
+        let form = ("Content-Type", "application/x-www-form-urlencoded");
+        let (status, _) = https(&c, "POST", "/v1/tasks", &[auth, form], task).await?;
+        assert_eq!(status, 415);
+        let evil = ("Origin", "https://evil.example");
+        let (status, body) = https(&c, "POST", "/v1/tasks", &[auth, json, evil], task).await?;
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("cross_origin"), "{body}");
+        let (status, body) = https(&c, "POST", "/v1/tasks", &[auth, json], task).await?;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(r#""result":"2""#), "{body}");
+        // The admin token reads the cluster and cannot submit; the client token the reverse.
+        let as_admin = ("Authorization", admin.as_str());
+        let (status, body) = https(&c, "GET", "/v1/cluster", &[as_admin], "").await?;
+        assert_eq!(status, 200, "{body}");
+        let (status, _) = https(&c, "POST", "/v1/tasks", &[as_admin, json], task).await?;
+        assert_eq!(status, 403);
+        let (status, _) = https(&c, "GET", "/v1/cluster", &[auth], "").await?;
+        assert_eq!(status, 403);
+        let (status, _) = https(&c, "GET", "/metrics", &[as_admin], "").await?;
+        assert_eq!(status, 200);
+        // The dashboard page itself needs no token (it asks for one).
+        let (status, _) = https(&c, "GET", "/", &[], "").await?;
+        assert_eq!(status, 200);
+        // Plain HTTP to the TLS port gets no answer.
+        let addr = c.http.context("no HTTP")?;
+        let mut plain = tokio::net::TcpStream::connect(addr).await?;
+        plain
+            .write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await?;
+        let mut got = Vec::new();
+        plain.read_to_end(&mut got).await.ok();
+        assert!(!String::from_utf8_lossy(&got).contains("200 OK"));
         Ok(())
     })
     .await

@@ -5,11 +5,13 @@
 //! [`render`]. Components record through the `metrics` macros, which cost next to nothing
 //! in a process that installed no recorder (the tests, a library user).
 
+use crate::net::{HttpGuard, HttpLimits, serve_http};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use dtc_proto::credentials::Credentials;
 use metrics::{describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -82,12 +84,23 @@ pub async fn metrics_handler() -> axum::response::Response {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `cancel` fires.
-pub async fn serve(listener: TcpListener, cancel: CancellationToken) -> std::io::Result<()> {
-    let app = axum::Router::new().route("/metrics", axum::routing::get(metrics_handler));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+/// Serves `GET /metrics` on `listener` until `cancel` fires: inside TLS, for the admin token,
+/// when `credentials` hold the member certificate; plain otherwise.
+pub async fn serve(
+    listener: TcpListener,
+    credentials: Arc<Credentials>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let guard = HttpGuard::new(Arc::clone(&credentials), loopback);
+    let tls = credentials.tls.as_ref().and_then(|t| t.acceptor()).cloned();
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics_handler))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::net::guard,
+        ));
+    serve_http(listener, app, tls, HttpLimits::default(), cancel).await
 }
 
 fn describe() {

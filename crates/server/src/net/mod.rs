@@ -5,11 +5,15 @@
 mod admin_session;
 mod client_session;
 mod gate;
+mod http;
+mod http_guard;
 mod listener;
 
 pub use admin_session::serve_admin;
 pub use client_session::{Reply, RequestSink, serve_client};
 pub use gate::{Gate, GateError, check_exposure};
+pub use http::{HttpLimits, serve_http};
+pub use http_guard::{HttpGuard, Refusal, guard};
 pub use listener::{
     Accepted, Conn, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
     DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_WAITS, Limits, accept_loop,

@@ -5,6 +5,7 @@
 //! answer; nothing here holds state of its own. `docs/http-api.md` documents it.
 
 use super::{Answerer, ShardSink};
+use crate::net::{HttpGuard, HttpLimits, serve_http};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// The largest request body accepted by default.
@@ -100,11 +102,14 @@ impl Api {
     }
 }
 
-/// Serves the API on `listener` until `cancel` fires.
+/// Serves the API on `listener` (inside TLS with `tls`) until `cancel` fires; `guard` says
+/// who may do what.
 pub(super) async fn serve(
     listener: TcpListener,
     api: Api,
     max_body: usize,
+    guard: HttpGuard,
+    tls: Option<TlsAcceptor>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let app = axum::Router::new()
@@ -115,10 +120,12 @@ pub(super) async fn serve(
         .route("/metrics", get(crate::telemetry::metrics_handler))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::net::guard,
+        ))
         .with_state(api);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+    serve_http(listener, app, tls, HttpLimits::default(), cancel).await
 }
 
 async fn dashboard() -> Html<&'static str> {

@@ -9,8 +9,8 @@ pub mod http;
 pub mod shard_map;
 
 use crate::net::{
-    Conn, Gate, GateError, Limits, Reply, RequestSink, accept_loop, check_exposure, serve_admin,
-    serve_client,
+    Conn, Gate, GateError, HttpGuard, Limits, Reply, RequestSink, accept_loop, check_exposure,
+    serve_admin, serve_client,
 };
 use dtc_proto::credentials::Credentials;
 use dtc_proto::message::{RequestBody, Role};
@@ -231,8 +231,12 @@ impl<L: Listener, T: Transport> Router<L, T> {
                 .map(|a| a.to_string())
                 .unwrap_or_default();
             let cancel = cancel.clone();
+            let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+            let guard = HttpGuard::new(Arc::clone(&self.config.credentials), loopback);
+            let tls = self.gate.tls().and_then(|t| t.acceptor()).cloned();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = http::serve(listener, api, http_config.max_body, cancel).await {
+                let max_body = http_config.max_body;
+                if let Err(e) = http::serve(listener, api, max_body, guard, tls, cancel).await {
                     tracing::error!(addr = %http_addr, error = %e, "the HTTP API stopped");
                 }
             }));
