@@ -78,9 +78,34 @@ pub enum Command {
     /// leaders, terms, queues, throughput with a minute of history, latency, workers.
     /// Keys: q quits, Tab or ←/→ switch panes, ↑/↓ move, s sorts the workers.
     Top(TopArgs),
+    /// Change a shard's settings — how long and how many results are kept, how many tasks
+    /// may queue — through its leader. They live in the shard's log, so every replica
+    /// applies the same; `dtc status` shows them. With secrets this needs the member
+    /// certificate (--secrets DIR of a coordinator or router), not just the admin token.
+    Configure(ConfigureArgs),
     /// Make and manage the cluster's credentials (TLS certificates and role tokens).
     #[command(subcommand)]
     Secrets(SecretsCommand),
+}
+
+/// `dtc configure`.
+#[derive(Debug, Args)]
+pub struct ConfigureArgs {
+    /// Any replica of the shard (its leader is found from there).
+    #[arg(value_name = "ADDR")]
+    pub addr: SocketAddr,
+    /// Seconds a finished task's result is kept.
+    #[arg(long)]
+    pub result_ttl_s: Option<u64>,
+    /// The most finished results kept; the oldest are forgotten first.
+    #[arg(long)]
+    pub max_results: Option<u64>,
+    /// The most tasks that may wait in the queue; past it a submit is answered Overloaded.
+    #[arg(long)]
+    pub max_queue: Option<u64>,
+    /// Credentials.
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// `dtc secrets …`.
@@ -317,16 +342,17 @@ pub struct CoordinatorArgs {
     /// run elsewhere.
     #[arg(long, env = "DTC_HEARTBEAT_TIMEOUT_MS", default_value_t = 1000)]
     pub heartbeat_timeout_ms: u64,
-    /// The most tasks that may wait in the queue; past it a submit is answered Overloaded
-    /// (give every replica of a shard the same value).
+    /// The most tasks that may wait in the queue; past it a submit is answered Overloaded.
+    /// Like the two settings below, it takes effect when this replica is a new shard's
+    /// first leader; from then on the shard's log holds it (change it with dtc configure).
     #[arg(long, env = "DTC_MAX_QUEUE", default_value_t = 100_000)]
     pub max_queue: usize,
-    /// Seconds a finished task's result is kept, for late or retried waiters (the same on
-    /// every replica).
+    /// Seconds a finished task's result is kept, for late or retried waiters (a new shard's
+    /// setting; see --max-queue).
     #[arg(long, env = "DTC_RESULT_TTL_S", default_value_t = 600)]
     pub result_ttl_s: u64,
-    /// The most finished results kept; the oldest are forgotten first (the same on every
-    /// replica).
+    /// The most finished results kept; the oldest are forgotten first (a new shard's
+    /// setting; see --max-queue).
     #[arg(long, env = "DTC_MAX_RESULTS", default_value_t = 200_000)]
     pub max_results: usize,
     /// The most slots one worker gets, whatever it asks for (it also takes ahead at most as

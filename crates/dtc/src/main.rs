@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             | Command::Cancel(_)
             | Command::Status(_)
             | Command::Top(_)
+            | Command::Configure(_)
             | Command::Secrets(_)
     ) || matches!(&cli.command, Command::Local(l) if l.bench);
     // openraft logs an unreachable peer (routine while a replica restarts) as an error;
@@ -109,6 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => dtc::task_cmd::get(args).await.map(drop),
         Command::Cancel(args) => dtc::task_cmd::cancel(args).await.map(drop),
         Command::Status(args) => dtc::status_cmd::run(args).await,
+        Command::Configure(args) => dtc::status_cmd::configure(args).await,
         Command::Top(args) => dtc::top::run(args, shutdown_signal()).await,
         Command::Secrets(SecretsCommand::Init(args)) => {
             let made = dtc::secrets::init(&args)?;

@@ -1,9 +1,12 @@
 //! `dtc status`: asks a router (the whole cluster) or one coordinator replica for its
 //! status and prints it as text or, with `--json`, as one JSON object.
 
-use crate::cli::StatusArgs;
+use crate::cli::{ConfigureArgs, StatusArgs};
 use anyhow::Context;
-use dtc_proto::status::{AdminResponse, ClusterStatus, RaftRole, ReplicaStatus, ask_status};
+use dtc_proto::status::{
+    AdminRequest, AdminResponse, ClusterStatus, RaftRole, ReplicaStatus, SettingsChange,
+    ShardSettings, ask_admin, ask_status,
+};
 use dtc_proto::transport::{Secure, Tcp};
 use std::fmt::Write;
 
@@ -32,7 +35,19 @@ pub fn render(answer: &AdminResponse) -> String {
             out
         }
         AdminResponse::Cluster(c) => cluster(c),
+        AdminResponse::Configured(Ok(s)) => settings_line(s),
+        AdminResponse::Configured(Err(e)) => format!("not configured: {e}\n"),
     }
+}
+
+/// A shard's settings, as one line.
+pub fn settings_line(s: &ShardSettings) -> String {
+    format!(
+        "  settings: results kept {} s, at most {} results, at most {} queued\n",
+        s.result_ttl_ms / 1000,
+        s.max_results,
+        s.max_queued
+    )
 }
 
 fn cluster(c: &ClusterStatus) -> String {
@@ -83,6 +98,7 @@ fn runtime_lines(out: &mut String, r: &ReplicaStatus) {
     if r.role != RaftRole::Leader {
         return;
     }
+    out.push_str(&settings_line(&r.settings));
     let s = &r.stats;
     let _ = writeln!(
         out,
@@ -111,4 +127,45 @@ fn runtime_lines(out: &mut String, r: &ReplicaStatus) {
             w.heartbeat_age_ms
         );
     }
+}
+
+/// Runs `dtc configure`: changes a shard's settings through its leader (found from any of
+/// its replicas), once the change is committed; prints them.
+pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
+    let change = SettingsChange {
+        result_ttl_ms: args.result_ttl_s.map(|s| s.saturating_mul(1000)),
+        max_results: args.max_results,
+        max_queued: args.max_queue,
+    };
+    anyhow::ensure!(
+        change != SettingsChange::default(),
+        "say what to change: --result-ttl-s, --max-results or --max-queue"
+    );
+    let transport = Secure::new(Tcp, args.security.credentials()?);
+    let request = AdminRequest::Configure(change);
+    let mut addr = args.addr;
+    // A follower names its leader; follow it once or twice (an election may be under way).
+    for _ in 0..3 {
+        let answer = ask_admin(&transport, addr, "dtc configure", &request)
+            .await
+            .with_context(|| format!("asking {addr} to change its shard's settings"))?;
+        match answer {
+            AdminResponse::Configured(Ok(s)) => {
+                print!("{}", settings_line(&s));
+                return Ok(());
+            }
+            AdminResponse::Configured(Err(dtc_proto::WireError::NotLeader {
+                leader: Some(leader),
+            })) => {
+                addr = leader
+                    .parse()
+                    .with_context(|| format!("the leader's address {leader:?}"))?;
+            }
+            AdminResponse::Configured(Err(e)) => anyhow::bail!("{addr} refused: {e}"),
+            AdminResponse::Replica(_) | AdminResponse::Cluster(_) => {
+                anyhow::bail!("{addr} answered another question")
+            }
+        }
+    }
+    anyhow::bail!("the shard has no leader now; try again")
 }

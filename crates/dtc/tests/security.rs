@@ -130,7 +130,7 @@ impl Secured {
         for &addr in &self.shard.addrs {
             match ask_status(&transport, addr, "security test").await? {
                 AdminResponse::Replica(r) => all.push(r),
-                AdminResponse::Cluster(_) => anyhow::bail!("{addr} answered as a router"),
+                other => anyhow::bail!("{addr} answered {other:?}"),
             }
         }
         Ok(all)
@@ -717,6 +717,40 @@ async fn the_secured_http_api_wants_tls_a_token_json_and_its_own_origin() -> any
         let mut got = Vec::new();
         plain.read_to_end(&mut got).await.ok();
         assert!(!String::from_utf8_lossy(&got).contains("200 OK"));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_reads_but_only_a_member_changes_a_shards_settings() -> anyhow::Result<()> {
+    use dtc_proto::status::{AdminRequest, SettingsChange, ask_admin};
+    common::bounded(async {
+        let c = Secured::start()?;
+        let full = c.full()?;
+        let admin_only = tokens_with(Role::Admin, full.tokens.admin.clone().context("no token")?);
+        let request = AdminRequest::Configure(SettingsChange {
+            max_results: Some(7),
+            ..SettingsChange::default()
+        });
+        let reader = Secure::new(Tcp, c.ca_only(admin_only)?);
+        let addr = c.shard.addrs[0];
+        let status = ask_admin(&reader, addr, "test", &dtc_proto::status::AdminRequest::Status).await?;
+        assert!(matches!(status, AdminResponse::Replica(_)), "{status:?}");
+        let refused = ask_admin(&reader, addr, "test", &request).await?;
+        assert!(
+            matches!(&refused, AdminResponse::Configured(Err(e)) if e.to_string().contains("read-only")),
+            "{refused:?}"
+        );
+        // With the member certificate, through whichever replica leads.
+        let member = Secure::new(Tcp, full);
+        let mut done = None;
+        for &addr in &c.shard.addrs {
+            if let AdminResponse::Configured(Ok(s)) = ask_admin(&member, addr, "test", &request).await? {
+                done = Some(s);
+            }
+        }
+        assert_eq!(done.map(|s| s.max_results), Some(7));
         Ok(())
     })
     .await

@@ -14,15 +14,45 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
 pub enum AdminRequest {
     /// Describe yourself (a coordinator) or the whole cluster (a router).
     Status,
+    /// Change the shard's settings (to a coordinator, which must lead its shard). With
+    /// secrets, only a connection that proved itself a member of the cluster (its
+    /// certificate) may: the admin token alone is read-only.
+    Configure(SettingsChange),
 }
 
 /// The answer to an [`AdminRequest`].
+// One answer per operator's request: the size of the enum does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminResponse {
     /// A coordinator's own state.
     Replica(ReplicaStatus),
     /// Every shard, as a router sees it.
     Cluster(ClusterStatus),
+    /// The shard's settings after a [`AdminRequest::Configure`], once committed.
+    Configured(Result<ShardSettings, crate::WireError>),
+}
+
+/// The settings every replica of a shard applies alike, kept in the shard's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardSettings {
+    /// Finished tasks are forgotten this many ms after they finished.
+    pub result_ttl_ms: u64,
+    /// At most this many finished tasks are kept; the oldest go first.
+    pub max_results: u64,
+    /// At most this many tasks may be queued; a submit past it is answered `Overloaded`.
+    pub max_queued: u64,
+}
+
+/// A change to some of a shard's settings; what is `None` stays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsChange {
+    /// A new result TTL, in ms.
+    pub result_ttl_ms: Option<u64>,
+    /// A new bound on kept results.
+    pub max_results: Option<u64>,
+    /// A new bound on queued tasks.
+    pub max_queued: Option<u64>,
 }
 
 /// A replica's part in its shard's Raft group.
@@ -81,6 +111,8 @@ pub struct ReplicaStatus {
     pub running: u64,
     /// Workers attached (the leader only).
     pub workers: Vec<WorkerStatus>,
+    /// The shard's settings as this replica's table holds them.
+    pub settings: ShardSettings,
     /// What this replica has done as leader (zeros on a follower; counted from its election).
     pub stats: LeaderStats,
 }
@@ -172,6 +204,7 @@ pub async fn ask_replica<T: crate::transport::Transport>(
     match ask_status(transport, addr, name).await {
         Ok(AdminResponse::Replica(r)) => Ok(r),
         Ok(AdminResponse::Cluster(_)) => Err("a router, not a coordinator".to_string()),
+        Ok(AdminResponse::Configured(_)) => Err("an answer to another question".to_string()),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -182,6 +215,16 @@ pub async fn ask_status<T: crate::transport::Transport>(
     addr: std::net::SocketAddr,
     name: &str,
 ) -> Result<AdminResponse, crate::ProtoError> {
+    ask_admin(transport, addr, name, &AdminRequest::Status).await
+}
+
+/// Sends one operator's request to the node at `addr` over `transport`; its answer.
+pub async fn ask_admin<T: crate::transport::Transport>(
+    transport: &T,
+    addr: std::net::SocketAddr,
+    name: &str,
+    request: &AdminRequest,
+) -> Result<AdminResponse, crate::ProtoError> {
     let exchange = async {
         let (reader, mut writer, _) = crate::mux::dial(
             transport,
@@ -190,8 +233,7 @@ pub async fn ask_status<T: crate::transport::Transport>(
             crate::DEFAULT_MAX_FRAME,
         )
         .await?;
-        crate::connection::write_one(&mut writer, &AdminRequest::Status, crate::DEFAULT_MAX_FRAME)
-            .await?;
+        crate::connection::write_one(&mut writer, request, crate::DEFAULT_MAX_FRAME).await?;
         let mut reader = reader.retype::<AdminResponse>();
         reader.expect().await
     };

@@ -36,13 +36,16 @@
 //! and drops its workers with `NotLeader`, and they follow the new leader.
 
 use super::CoordinatorConfig;
+use super::clock::LeaderClock;
 use super::stats::Stats;
 use crate::net::Reply;
 use crate::sched::{Scheduler, WorkerId};
+use crate::shard::Retention;
 use crate::shard::{
     Applied, Batch, BatchApplied, Command, NodeId, ShardRaft, SharedTable, SubmitOutcome,
 };
 use dtc_proto::message::{Assignment, CoordMsg, RequestBody, WorkerMsg};
+use dtc_proto::status::SettingsChange;
 use dtc_proto::status::{LeaderStats, WorkerStatus};
 use dtc_proto::{TaskId, TaskState, TaskView, WireError};
 use foldhash::{HashMap, HashSet};
@@ -55,7 +58,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -110,6 +113,11 @@ pub(super) enum Event {
     WorkerDown { worker: WorkerId },
     /// An operator asks what the scheduler holds.
     Status(oneshot::Sender<Runtime>),
+    /// An operator changes the shard's settings (answered once the change is applied).
+    Configure {
+        change: SettingsChange,
+        reply: oneshot::Sender<Result<Retention, WireError>>,
+    },
 }
 
 /// The leader's runtime state, for `dtc status`.
@@ -133,6 +141,8 @@ enum Then {
     },
     /// Answer a cancel.
     Cancelled(Reply),
+    /// Answer an operator's change of settings.
+    Configured(oneshot::Sender<Result<Retention, WireError>>),
     /// An attempt of this task ended (a completion or a lost worker): if the attempt was
     /// stale and the task is still queued but runs nowhere, it must be made ready again.
     Ended(TaskId),
@@ -227,8 +237,10 @@ pub(super) struct Actor {
     unlogged: HashMap<TaskId, Unlogged>,
     /// Tasks whose submit is proposed and not yet applied.
     submitting: HashMap<TaskId, u32>,
-    /// The queue bound the table applies, mirrored to schedule only what it will accept.
-    max_queued: usize,
+    /// The shard's settings, proposed by its first leader (this replica, if it is).
+    initial_settings: Retention,
+    /// The time stamped on the commands this replica proposes while it leads.
+    clock: LeaderClock,
     /// The largest payload accepted.
     max_payload: usize,
     /// Entries proposed and not yet applied, past which commands gather into the next one.
@@ -300,7 +312,8 @@ impl Actor {
             speculative: HashMap::default(),
             unlogged: HashMap::default(),
             submitting: HashMap::default(),
-            max_queued: config.retention.max_queued,
+            initial_settings: config.retention,
+            clock: LeaderClock::start_now(0),
             max_payload: config.max_payload,
             max_in_flight: config.entries_in_flight.max(1),
             linger: config.commit_linger,
@@ -323,7 +336,7 @@ impl Actor {
                         break;
                     }
                     let now = now();
-                    let at_ms = wall_ms();
+                    let at_ms = self.clock.at(now);
                     for event in events.drain(..) {
                         self.on_event(event, now, at_ms);
                     }
@@ -341,7 +354,10 @@ impl Actor {
                     }
                     self.on_metrics();
                 }
-                _ = tick.tick() => self.on_tick(now(), wall_ms()),
+                _ = tick.tick() => {
+                    let now = now();
+                    self.on_tick(now, self.clock.at(now));
+                }
                 () = sleep_until(self.linger_until), if self.linger_until.is_some() => {}
                 () = &mut stop => break,
             }
@@ -368,6 +384,9 @@ impl Actor {
                     // The worker reads this, closes, and goes to the leader; dropping `tx`
                     // lets the connection's writer send it and finish.
                     tx.try_send(CoordMsg::Error(err)).ok();
+                }
+                Event::Configure { reply, .. } => {
+                    reply.send(Err(err)).ok();
                 }
                 Event::Worker { .. } | Event::WorkerDown { .. } | Event::Status(_) => {}
             }
@@ -435,6 +454,17 @@ impl Actor {
                 }
             }
             Event::WorkerDown { worker } => self.drop_worker(worker, at_ms),
+            Event::Configure { change, reply } => {
+                let current = self.table.lock().table.retention();
+                match changed(current, change) {
+                    Ok(retention) => {
+                        self.push(Command::Configure { retention }, Then::Configured(reply));
+                    }
+                    Err(e) => {
+                        reply.send(Err(e)).ok();
+                    }
+                }
+            }
             Event::Status(_) => {}
         }
     }
@@ -490,7 +520,7 @@ impl Actor {
                     let t = self.table.lock();
                     let new = t.table.view(task.id).is_none()
                         && t.table.queued_len() + self.speculative.len() + self.unlogged.len()
-                            < self.max_queued;
+                            < t.table.retention().max_queued;
                     drop(t);
                     if new {
                         self.stats.arrived(task.id, now);
@@ -806,6 +836,12 @@ impl Actor {
                 }
             }
             (Applied::CancelRefused(_, e), Then::Cancelled(reply)) => reply.send(Err(e)),
+            (Applied::Configured(retention), then) => {
+                tracing::info!(?retention, "the shard's settings are set");
+                if let Then::Configured(tx) = then {
+                    tx.send(Ok(retention)).ok();
+                }
+            }
             (applied, Then::Submitted { reply, .. } | Then::Cancelled(reply)) => {
                 tracing::error!(?applied, "a command yielded an unexpected result");
                 reply.send(Err(WireError::Unavailable {
@@ -820,6 +856,16 @@ impl Actor {
                 {
                     self.enqueue(id);
                 }
+            }
+            (
+                Applied::Submitted(_) | Applied::CancelRefused(..) | Applied::Nothing,
+                Then::Configured(tx),
+            ) => {
+                tracing::error!("a change of settings yielded an unexpected result");
+                tx.send(Err(WireError::Unavailable {
+                    reason: "internal error".into(),
+                }))
+                .ok();
             }
             (
                 Applied::Submitted(_) | Applied::CancelRefused(..) | Applied::Nothing,
@@ -851,6 +897,7 @@ impl Actor {
                     "leading the shard; applying the log before scheduling"
                 );
                 self.part = Part::Leader { ready: false };
+                self.clock = LeaderClock::start_now(self.table.lock().table.clock_ms());
                 self.sched = Scheduler::new(self.heartbeat_timeout);
                 self.stats.reset(now());
                 self.last_expire = now();
@@ -925,6 +972,11 @@ impl Actor {
             "election barrier applied; re-queueing unfinished tasks after the grace"
         );
         self.rebuilt_upto = barrier_index;
+        if !self.table.lock().table.configured() {
+            // The shard's first leader: its flags become the shard's settings.
+            let retention = self.initial_settings;
+            self.push(Command::Configure { retention }, Then::Nothing);
+        }
         self.reclaim = queued.into_iter().collect();
         self.reclaim_at = Some(now() + self.reclaim_grace);
         self.part = Part::Leader { ready: true };
@@ -1047,7 +1099,7 @@ impl Actor {
             }
         }
         if !broken.is_empty() {
-            let at_ms = wall_ms();
+            let at_ms = self.clock.at(now());
             for worker in broken {
                 self.drop_worker(worker, at_ms);
             }
@@ -1076,16 +1128,36 @@ impl Actor {
     }
 }
 
+/// The settings `current` with `change` made, or why the change is refused.
+fn changed(current: Retention, change: SettingsChange) -> Result<Retention, WireError> {
+    let count = |n: u64, what: &str| {
+        usize::try_from(n)
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| WireError::BadRequest {
+                reason: format!("{what} must be at least 1, not {n}"),
+            })
+    };
+    Ok(Retention {
+        result_ttl_ms: change.result_ttl_ms.unwrap_or(current.result_ttl_ms),
+        max_results: match change.max_results {
+            Some(n) => count(n, "max_results")?,
+            None => current.max_results,
+        },
+        max_queued: match change.max_queued {
+            Some(n) => count(n, "max_queued")?,
+            None => current.max_queued,
+        },
+    })
+}
+
 /// Answers whoever waits on `then` with `err`.
 fn fail(then: Then, err: &WireError) {
     match then {
         Then::Submitted { reply, .. } | Then::Cancelled(reply) => reply.send(Err(err.clone())),
+        Then::Configured(tx) => {
+            tx.send(Err(err.clone())).ok();
+        }
         Then::Ended(_) | Then::Nothing => {}
     }
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -5,8 +5,9 @@
 //! ([`export`]) where the process has a metrics recorder.
 
 use super::actor::{Event, Runtime};
-use crate::shard::{NodeId, ShardRaft, SharedTable};
-use dtc_proto::status::{RaftRole, ReplicaStatus};
+use crate::shard::{NodeId, Retention, ShardRaft, SharedTable};
+use dtc_proto::WireError;
+use dtc_proto::status::{AdminRequest, AdminResponse, RaftRole, ReplicaStatus, ShardSettings};
 use openraft::ServerState;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -20,6 +21,36 @@ pub(super) struct Sources {
     pub events: mpsc::Sender<Event>,
 }
 
+/// The answer to an operator's request.
+pub(super) async fn answer(sources: &Sources, request: AdminRequest) -> AdminResponse {
+    match request {
+        AdminRequest::Status => AdminResponse::Replica(status(sources).await),
+        AdminRequest::Configure(change) => {
+            let (tx, rx) = oneshot::channel();
+            let result = if sources
+                .events
+                .send(Event::Configure { change, reply: tx })
+                .await
+                .is_ok()
+            {
+                rx.await.unwrap_or(Err(WireError::ShuttingDown))
+            } else {
+                Err(WireError::ShuttingDown)
+            };
+            AdminResponse::Configured(result.map(|r| settings(&r)))
+        }
+    }
+}
+
+/// A table's settings as the operator sees them.
+pub(super) fn settings(r: &Retention) -> ShardSettings {
+    ShardSettings {
+        result_ttl_ms: r.result_ttl_ms,
+        max_results: r.max_results as u64,
+        max_queued: r.max_queued as u64,
+    }
+}
+
 /// This replica's status.
 pub(super) async fn status(sources: &Sources) -> ReplicaStatus {
     let m = sources.raft.metrics().borrow().clone();
@@ -30,9 +61,13 @@ pub(super) async fn status(sources: &Sources) -> ReplicaStatus {
         .ok()
         .flatten()
         .unwrap_or(0);
-    let (queued, tasks) = {
+    let (queued, tasks, retention) = {
         let t = sources.table.lock();
-        (t.table.queued_len() as u64, t.table.len() as u64)
+        (
+            t.table.queued_len() as u64,
+            t.table.len() as u64,
+            t.table.retention(),
+        )
     };
     let (tx, rx) = oneshot::channel();
     let runtime = if sources.events.send(Event::Status(tx)).await.is_ok() {
@@ -69,6 +104,7 @@ pub(super) async fn status(sources: &Sources) -> ReplicaStatus {
         tasks,
         running: runtime.running,
         workers: runtime.workers,
+        settings: settings(&retention),
         stats: runtime.stats,
     }
 }

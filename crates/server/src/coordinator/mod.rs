@@ -7,6 +7,7 @@
 
 mod actor;
 mod admin;
+mod clock;
 mod stats;
 mod worker_session;
 
@@ -25,7 +26,6 @@ use actor::{Actor, Event};
 use dtc_proto::WireError;
 use dtc_proto::credentials::Credentials;
 use dtc_proto::message::{RequestBody, Role, ShardId};
-use dtc_proto::status::AdminResponse;
 use dtc_proto::transport::{Listener, Secure, Tcp, Transport};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -108,7 +108,9 @@ pub struct CoordinatorConfig {
     /// synthetic 13.8 → 15.9 k/s, mixed 14.5 → 16.4 k/s, noop 21.5 → 24.6 k/s with 1 ms).
     /// Zero proposes at once; with logs in memory the rounds are cheap and it is zero.
     pub commit_linger: Duration,
-    /// Retention of results and the queue bound.
+    /// The shard's settings (retention of results, the queue bound) if this replica is the
+    /// shard's first leader; they are then kept in the shard's log, where an operator
+    /// changes them (`dtc configure`), and every replica applies the logged ones.
     pub retention: Retention,
     /// Frame, in-flight and connection bounds.
     pub limits: Limits,
@@ -271,8 +273,7 @@ impl<L: Listener> Coordinator<L> {
                     .map_err(|e| data_err(e.to_string()))?;
                 let durability = log.durability().clone();
                 let network = PeerNetwork::new(transport, &name, shard, durability.clone());
-                let sm =
-                    TableStore::open(dir, config.retention).map_err(|e| data_err(e.to_string()))?;
+                let sm = TableStore::open(dir).map_err(|e| data_err(e.to_string()))?;
                 let table = sm.shared();
                 let raft = ShardRaft::new(config.id, raft_config, network, log, sm)
                     .await
@@ -281,8 +282,8 @@ impl<L: Listener> Coordinator<L> {
             }
             None => {
                 let disk = config.mem_disk.clone().unwrap_or_default();
-                let sm = TableStore::on_mem_disk(&disk, config.retention)
-                    .map_err(|e| StartError::Raft(e.to_string()))?;
+                let sm =
+                    TableStore::on_mem_disk(&disk).map_err(|e| StartError::Raft(e.to_string()))?;
                 let table = sm.shared();
                 let log = MemLogStore::open(&disk, writes);
                 let durability = log.durability().clone();
@@ -392,8 +393,9 @@ impl<L: Listener> Coordinator<L> {
                         serve_client(a, sink, limits, cancel).await;
                     }
                     Role::Admin => {
-                        serve_admin(a, limits.max_frame, limits.idle_timeout, cancel, || async {
-                            AdminResponse::Replica(admin::status(&sources).await)
+                        serve_admin(a, limits.max_frame, limits.idle_timeout, cancel, |req| {
+                            let sources = sources.clone();
+                            async move { admin::answer(&sources, req).await }
                         })
                         .await;
                     }

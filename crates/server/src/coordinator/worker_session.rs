@@ -37,6 +37,7 @@ pub(super) async fn serve<R, W>(
         peer,
         reader,
         mut writer,
+        ..
     } = a;
     let mut reader = reader.retype::<WorkerMsg>();
     // A worker takes up to `slots + prefetch` tasks at once (bounded, whatever it claims).

@@ -3,28 +3,32 @@
 //! a bad frame, stays idle past its idle timeout, or the node stops.
 
 use super::Accepted;
+use dtc_proto::WireError;
 use dtc_proto::connection::write_one;
 use dtc_proto::status::{AdminRequest, AdminResponse};
 use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-/// Serves one admin connection; `status` describes the node (or the cluster) when asked.
+/// Serves one admin connection; `answer` answers each request (the node's or the
+/// cluster's status, a change of settings). A change of settings from a connection that did
+/// not prove itself a member of the cluster is refused here: the admin token is read-only.
 /// A connection that asks nothing for `idle` is closed.
 pub async fn serve_admin<R, W, F, Fut>(
     a: Accepted<R, W>,
     max_frame: usize,
     idle: std::time::Duration,
     cancel: CancellationToken,
-    mut status: F,
+    mut answer: F,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
-    F: FnMut() -> Fut,
+    F: FnMut(AdminRequest) -> Fut,
     Fut: Future<Output = AdminResponse>,
 {
     let Accepted {
         peer,
+        member,
         reader,
         mut writer,
         ..
@@ -40,8 +44,15 @@ pub async fn serve_admin<R, W, F, Fut>(
             () = cancel.cancelled() => return,
         };
         match req {
-            Ok(Some(AdminRequest::Status)) => {
-                let answer = status().await;
+            Ok(Some(request)) => {
+                let answer = match request {
+                    AdminRequest::Configure(_) if !member => {
+                        AdminResponse::Configured(Err(WireError::Auth {
+                            reason: "role not allowed for this credential: the admin token is read-only; changing a shard's settings needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
+                        }))
+                    }
+                    request => answer(request).await,
+                };
                 if write_one(&mut writer, &answer, max_frame).await.is_err() {
                     return;
                 }

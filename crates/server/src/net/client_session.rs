@@ -94,6 +94,7 @@ pub async fn serve_client<R, W, S>(
         peer,
         reader,
         writer,
+        ..
     } = conn;
     let Limits {
         max_frame,

@@ -79,6 +79,10 @@ pub struct Accepted<R, W> {
     pub hello: Hello,
     /// The peer's address.
     pub peer: SocketAddr,
+    /// Whether the connector proved itself a member of the cluster with a certificate
+    /// signed by the cluster CA (always true without secrets, where every connection, on
+    /// loopback, is trusted alike).
+    pub member: bool,
     /// The reading half, positioned after the handshake.
     pub reader: FrameReader<R, HelloFrame>,
     /// The writing half.
@@ -257,6 +261,7 @@ where
             Some(Accepted {
                 hello,
                 peer,
+                member: member || gate.tls().is_none(),
                 reader,
                 writer,
             })

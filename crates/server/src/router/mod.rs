@@ -16,7 +16,7 @@ use dtc_proto::credentials::Credentials;
 use dtc_proto::message::{RequestBody, Role};
 use dtc_proto::mux::Answer;
 use dtc_proto::mux::Mux;
-use dtc_proto::status::AdminResponse;
+use dtc_proto::status::{AdminRequest, AdminResponse};
 use dtc_proto::transport::{Listener, Secure, Tcp, Transport};
 use dtc_proto::{TaskView, WireError};
 use shard_map::ShardMap;
@@ -254,8 +254,21 @@ impl<L: Listener, T: Transport> Router<L, T> {
                     // Not among ROUTER_ROLES: the gate refused them in the handshake.
                     Role::Worker | Role::Peer => {}
                     Role::Admin => {
-                        serve_admin(a, limits.max_frame, limits.idle_timeout, cancel, || async {
-                            AdminResponse::Cluster(admin::gather(&transport, &shards).await)
+                        serve_admin(a, limits.max_frame, limits.idle_timeout, cancel, |req| {
+                            let transport = transport.clone();
+                            let shards = shards.clone();
+                            async move {
+                                match req {
+                                    AdminRequest::Status => AdminResponse::Cluster(
+                                        admin::gather(&transport, &shards).await,
+                                    ),
+                                    AdminRequest::Configure(_) => {
+                                        AdminResponse::Configured(Err(WireError::BadRequest {
+                                            reason: "a router keeps no settings: ask a coordinator of the shard".into(),
+                                        }))
+                                    }
+                                }
+                            }
                         })
                         .await;
                     }

@@ -3,6 +3,7 @@
 //! Commands carry every input `apply` needs, time included, so that applying the same
 //! commands in the same order gives the same table on every replica.
 
+use super::Retention;
 use dtc_proto::{Outcome, TaskId, TaskSpec, TaskView, WireError};
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +49,11 @@ pub enum Command {
         /// The leader's clock when it proposed this.
         at_ms: u64,
     },
+    /// Set the shard's settings (the first leader's flags, or an operator's change).
+    Configure {
+        /// The new settings.
+        retention: Retention,
+    },
 }
 
 impl Command {
@@ -61,7 +67,22 @@ impl Command {
                 Outcome::Failed(s) => s.len(),
                 Outcome::Cancelled => 0,
             },
-            Self::Requeue { .. } | Self::Cancel { .. } | Self::Expire { .. } => 0,
+            Self::Requeue { .. }
+            | Self::Cancel { .. }
+            | Self::Expire { .. }
+            | Self::Configure { .. } => 0,
+        }
+    }
+
+    /// The leader's clock when it proposed the command, for those that carry it.
+    pub fn at_ms(&self) -> Option<u64> {
+        match self {
+            Self::Submit { at_ms, .. }
+            | Self::Complete { at_ms, .. }
+            | Self::Requeue { at_ms, .. }
+            | Self::Cancel { at_ms, .. }
+            | Self::Expire { at_ms } => Some(*at_ms),
+            Self::Configure { .. } => None,
         }
     }
 }
@@ -86,6 +107,8 @@ pub enum Applied {
     Finished(TaskView),
     /// The answer to a [`Command::Cancel`] that could not cancel.
     CancelRefused(TaskId, WireError),
+    /// The shard's settings are now these.
+    Configured(Retention),
     /// Nothing changed that anyone waits for (a stale completion, an expiry).
     Nothing,
 }

@@ -1,8 +1,11 @@
 //! The shard's task table: a deterministic state machine over [`Command`]s.
 //!
-//! It owns every task's spec and lifecycle, and the retention of finished results (bounded
-//! by age and by count). It never reads a clock, does no I/O and draws no random numbers:
-//! time arrives inside the commands. The coordinator (later: every Raft replica) owns one.
+//! It owns every task's spec and lifecycle, the retention of finished results (bounded by
+//! age and by count) and the shard's settings ([`Retention`], changed only by a logged
+//! [`Command::Configure`], so that every replica applies the same). It never reads a clock,
+//! does no I/O and draws no random numbers: time arrives inside the commands, and the
+//! table's own time is the latest a command carried, so that a command stamped earlier than
+//! one before it (a leader whose clock is behind) reorders nothing.
 
 use super::{Applied, Command, SubmitOutcome};
 use bytes::Bytes;
@@ -11,8 +14,10 @@ use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
-/// How long and how many finished tasks are kept, and how many may wait in the queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The shard's settings: how long and how many finished tasks are kept, and how many may
+/// wait in the queue. Part of the replicated table: set by the shard's first leader from its
+/// flags, changed by an operator through the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retention {
     /// Finished tasks are forgotten this many ms after they finished.
     pub result_ttl_ms: u64,
@@ -57,7 +62,17 @@ pub struct TaskTable {
     /// Finished tasks in the order they finished, with when.
     finished: VecDeque<(u64, TaskId)>,
     queued: usize,
+    settings: Settings,
+    /// The latest time a command carried (ms since the Unix epoch).
+    clock_ms: u64,
+}
+
+/// The settings in force, and whether a [`Command::Configure`] has set them (until one has,
+/// they are the defaults the table was made with).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Settings {
     retention: Retention,
+    configured: bool,
 }
 
 /// The table's content as a snapshot holds it. Tasks are sorted by id, so that equal tables
@@ -66,6 +81,8 @@ pub struct TaskTable {
 struct Image {
     tasks: Vec<(TaskId, Record)>,
     finished: VecDeque<(u64, TaskId)>,
+    settings: Settings,
+    clock_ms: u64,
 }
 
 /// A copy of the table's content, taken quickly (under the table's lock) and encoded later
@@ -88,29 +105,60 @@ impl TableImage {
 pub struct CorruptSnapshot(#[from] postcard::Error);
 
 impl TaskTable {
-    /// An empty table with the given retention.
+    /// An empty table whose settings, until configured, are `retention`.
     pub fn new(retention: Retention) -> Self {
         Self {
-            retention,
+            settings: Settings {
+                retention,
+                configured: false,
+            },
             ..Self::default()
         }
     }
 
+    /// The settings in force.
+    pub fn retention(&self) -> Retention {
+        self.settings.retention
+    }
+
+    /// Whether a [`Command::Configure`] has set the settings.
+    pub fn configured(&self) -> bool {
+        self.settings.configured
+    }
+
+    /// The latest time a command carried (ms since the Unix epoch).
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
     /// Applies one command. Deterministic: the same commands give the same table.
     pub fn apply(&mut self, cmd: Command) -> Applied {
+        if let Some(at_ms) = cmd.at_ms() {
+            self.clock_ms = self.clock_ms.max(at_ms);
+        }
+        // Time inside the table never goes back, whatever a command says.
+        let at_ms = self.clock_ms;
         match cmd {
-            Command::Submit { spec, at_ms } => Applied::Submitted(self.submit(spec, at_ms)),
+            Command::Submit { spec, .. } => Applied::Submitted(self.submit(spec, at_ms)),
             Command::Complete {
                 id,
                 attempt,
                 outcome,
-                at_ms,
+                ..
             } => self.complete(id, attempt, outcome, at_ms),
-            Command::Requeue { id, attempt, at_ms } => self.requeue(id, attempt, at_ms),
-            Command::Cancel { id, at_ms } => self.cancel(id, at_ms),
-            Command::Expire { at_ms } => {
+            Command::Requeue { id, attempt, .. } => self.requeue(id, attempt, at_ms),
+            Command::Cancel { id, .. } => self.cancel(id, at_ms),
+            Command::Expire { .. } => {
                 self.expire(at_ms);
                 Applied::Nothing
+            }
+            Command::Configure { retention } => {
+                self.settings = Settings {
+                    retention,
+                    configured: true,
+                };
+                self.trim();
+                Applied::Configured(retention)
             }
         }
     }
@@ -161,11 +209,13 @@ impl TaskTable {
         TableImage(Image {
             tasks: self.tasks.iter().map(|(id, r)| (*id, r.clone())).collect(),
             finished: self.finished.clone(),
+            settings: self.settings,
+            clock_ms: self.clock_ms,
         })
     }
 
     /// A table restored from [`TaskTable::snapshot`] bytes.
-    pub fn restore(bytes: &[u8], retention: Retention) -> Result<Self, CorruptSnapshot> {
+    pub fn restore(bytes: &[u8]) -> Result<Self, CorruptSnapshot> {
         let image: Image = postcard::from_bytes(bytes)?;
         let queued = image
             .tasks
@@ -176,7 +226,8 @@ impl TaskTable {
             tasks: image.tasks.into_iter().collect(),
             finished: image.finished,
             queued,
-            retention,
+            settings: image.settings,
+            clock_ms: image.clock_ms,
         })
     }
 
@@ -192,7 +243,7 @@ impl TaskTable {
                 reason: "the task type is empty".into(),
             });
         }
-        if self.queued >= self.retention.max_queued {
+        if self.queued >= self.settings.retention.max_queued {
             return Err(WireError::Overloaded);
         }
         self.expire(at_ms);
@@ -275,16 +326,21 @@ impl TaskTable {
         let view = view_of(id, r);
         self.queued -= 1;
         self.finished.push_back((at_ms, id));
-        while self.finished.len() > self.retention.max_results {
+        self.trim();
+        Applied::Finished(view)
+    }
+
+    /// Forgets the oldest finished tasks past the bound on their number.
+    fn trim(&mut self) {
+        while self.finished.len() > self.settings.retention.max_results {
             if let Some((_, old)) = self.finished.pop_front() {
                 self.tasks.remove(&old);
             }
         }
-        Applied::Finished(view)
     }
 
     fn expire(&mut self, at_ms: u64) {
-        let cutoff = at_ms.saturating_sub(self.retention.result_ttl_ms);
+        let cutoff = at_ms.saturating_sub(self.settings.retention.result_ttl_ms);
         while let Some(&(done_at, id)) = self.finished.front() {
             if done_at > cutoff {
                 break;

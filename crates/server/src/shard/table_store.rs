@@ -70,7 +70,6 @@ struct SnapshotFile {
 #[derive(Debug)]
 pub struct TableStore {
     shared: SharedTable,
-    retention: Retention,
     dir: Option<PathBuf>,
     /// Or the in-memory disk snapshots go to.
     mem: Option<MemDisk>,
@@ -103,14 +102,14 @@ pub enum SnapshotFileError {
 }
 
 impl TableStore {
-    /// A state machine in memory only (nothing survives the process).
-    pub fn in_memory(retention: Retention) -> Self {
+    /// A state machine in memory only (nothing survives the process). Its table has the
+    /// default settings until the log configures them.
+    pub fn in_memory() -> Self {
         Self {
             shared: SharedTable(Arc::new(Mutex::new(Applied {
-                table: TaskTable::new(retention),
+                table: TaskTable::new(Retention::default()),
                 ..Applied::default()
             }))),
-            retention,
             dir: None,
             mem: None,
             current: Arc::default(),
@@ -119,8 +118,8 @@ impl TableStore {
     }
 
     /// A state machine whose snapshots live in `dir`, starting from the one found there.
-    pub fn open(dir: &Path, retention: Retention) -> Result<Self, SnapshotFileError> {
-        let mut store = Self::in_memory(retention);
+    pub fn open(dir: &Path) -> Result<Self, SnapshotFileError> {
+        let mut store = Self::in_memory();
         store.dir = Some(dir.to_path_buf());
         let path = dir.join(SNAPSHOT_FILE);
         let bytes = match std::fs::read(&path) {
@@ -144,8 +143,8 @@ impl TableStore {
     }
 
     /// A state machine whose snapshots live on `disk`, starting from the one found there.
-    pub fn on_mem_disk(disk: &MemDisk, retention: Retention) -> Result<Self, CorruptSnapshot> {
-        let mut store = Self::in_memory(retention);
+    pub fn on_mem_disk(disk: &MemDisk) -> Result<Self, CorruptSnapshot> {
+        let mut store = Self::in_memory();
         store.mem = Some(disk.clone());
         if let Some((meta, file)) = disk.snapshot() {
             let decoded: SnapshotFile = postcard::from_bytes(&file)?;
@@ -171,7 +170,7 @@ impl TableStore {
         meta: &SnapshotMeta<NodeId, Node>,
         table: &[u8],
     ) -> Result<(), CorruptSnapshot> {
-        let table = TaskTable::restore(table, self.retention)?;
+        let table = TaskTable::restore(table)?;
         let mut s = self.shared.lock();
         s.table = table;
         s.last_applied = meta.last_log_id;
@@ -297,7 +296,6 @@ impl RaftStateMachine<TypeConfig> for TableStore {
     async fn get_snapshot_builder(&mut self) -> Self {
         Self {
             shared: self.shared.clone(),
-            retention: self.retention,
             dir: self.dir.clone(),
             mem: self.mem.clone(),
             current: Arc::clone(&self.current),
