@@ -179,8 +179,8 @@ pub struct SecurityArgs {
         help_heading = "Security"
     )]
     pub tls_key: Option<PathBuf>,
-    /// A TOML file of role tokens in the format of DIR/secrets.toml (a [tokens] table;
-    /// only the roles this process needs), instead of DIR/secrets.toml.
+    /// A TOML file of role tokens in the format of DIR/secrets.toml (its tokens table,
+    /// with only the roles this process needs), instead of DIR/secrets.toml.
     #[arg(
         long,
         env = "DTC_TOKEN_FILE",

@@ -148,9 +148,9 @@ impl LocalCluster {
                 let coordinator = Coordinator::start(listener, transport, config)
                     .await
                     .with_context(|| format!("starting shard {shard} replica {id}"))?;
-                coordinators
-                    .tasks
-                    .push(tokio::spawn(coordinator.run(coordinators.cancel.clone())));
+                coordinators.tasks.push(tokio::spawn(stopped_on_failure(
+                    coordinator.run(coordinators.cancel.clone()),
+                )));
             }
             addrs.push(shard_addrs);
         }
@@ -208,5 +208,14 @@ impl LocalCluster {
         if let Some((dir, true)) = self.data_dir {
             std::fs::remove_dir_all(&dir).ok();
         }
+    }
+}
+
+/// Logs a replica's storage failure (the rest of the local cluster carries on without it).
+async fn stopped_on_failure(
+    run: impl std::future::Future<Output = Result<(), dtc_server::coordinator::StorageFailed>>,
+) {
+    if let Err(e) = run.await {
+        tracing::error!(error = %e, "a replica stopped");
     }
 }

@@ -282,7 +282,7 @@ async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     let coordinator = Coordinator::bind(config).await?;
     println!("coordinator listening on {}", coordinator.local_addr()?);
     print_metrics(metrics_addr);
-    coordinator.run(shutdown).await;
+    coordinator.run(shutdown).await?;
     Ok(())
 }
 

@@ -186,7 +186,8 @@ fn run_seed(seed: u64) -> Result<(), String> {
                 lock(&world)
                     .replicas
                     .insert(id, (c.raft().clone(), c.table().clone()));
-                c.run(CancellationToken::new()).await;
+                // The simulated disk does not fail; a replica that stops does so on a crash.
+                c.run(CancellationToken::new()).await?;
                 Ok(())
             }
         });

@@ -179,17 +179,24 @@ pub struct Shard {
 impl Shard {
     /// Starts `n` replicas on free ports, each naming the others as peers.
     pub fn start(n: usize, extra: &[&str]) -> anyhow::Result<Self> {
+        let dirs = (0..n)
+            .map(|_| TempDir::new("replica"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Self::start_in(dirs, extra)
+    }
+
+    /// Starts one replica per data directory in `dirs`, on free ports.
+    pub fn start_in(dirs: Vec<TempDir>, extra: &[&str]) -> anyhow::Result<Self> {
         let mut addrs = Vec::new();
-        for _ in 0..n {
+        for _ in 0..dirs.len() {
             addrs.push(SocketAddr::from(([127, 0, 0, 1], free_port()?)));
         }
         let mut shard = Self {
             addrs,
             procs: Vec::new(),
-            dirs: Vec::new(),
+            dirs,
         };
-        for i in 0..n {
-            shard.dirs.push(TempDir::new("replica")?);
+        for i in 0..shard.dirs.len() {
             let p = shard.spawn(i, extra)?;
             shard.procs.push(p);
         }
@@ -220,6 +227,34 @@ impl Shard {
     pub fn list(&self) -> String {
         let v: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
         v.join(",")
+    }
+}
+
+/// A tmpfs of a given size mounted on a directory (the machine's own size-limited
+/// filesystem, to fill up); unmounted when dropped. Needs root, as CI and the developers'
+/// machines run.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes` on `dir`.
+    pub fn mount(dir: &Path, bytes: u64) -> anyhow::Result<Self> {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .context("running mount")?;
+        anyhow::ensure!(
+            status.success(),
+            "mounting a tmpfs on {} failed",
+            dir.display()
+        );
+        Ok(Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        Command::new("umount").arg("-l").arg(&self.0).status().ok();
     }
 }
 

@@ -36,8 +36,9 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// The data directory's format; a replica refuses a directory of another format.
-const DATA_FORMAT: &str = "dtc data format 1";
+/// The data directory's format; a replica refuses a directory of another format. Format 2:
+/// snapshots with the shard's settings and a checksum, the shard's identity file.
+const DATA_FORMAT: &str = "dtc data format 2";
 
 /// The file in a data directory that names its format.
 const FORMAT_FILE: &str = "FORMAT";
@@ -350,7 +351,13 @@ impl<L: Listener> Coordinator<L> {
     }
 
     /// Serves until `cancel` fires, then closes every connection, stops Raft and returns.
-    pub async fn run(self, cancel: CancellationToken) {
+    /// When the replica's storage fails (its log or a snapshot cannot be written: a full
+    /// disk, an I/O error), it stops the same way by itself and returns the failure, so that
+    /// its process can exit non-zero and be restarted by its supervisor rather than serve
+    /// without a disk.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), StorageFailed> {
+        let outer = cancel;
+        let cancel = outer.child_token();
         let addr = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let (events_tx, events_rx) = mpsc::channel(4096);
         // The replica's name in its metrics: its address in the shard's membership.
@@ -364,7 +371,7 @@ impl<L: Listener> Coordinator<L> {
             events_rx,
         );
         let actor_task = tokio::spawn(actor.run(cancel.clone()));
-        let log_guard = tokio::spawn(stop_on_log_failure(
+        let storage_guard = tokio::spawn(stop_on_storage_failure(
             self.durability.clone(),
             self.raft.clone(),
             cancel.clone(),
@@ -427,7 +434,7 @@ impl<L: Listener> Coordinator<L> {
         )
         .await;
         actor_task.await.ok();
-        log_guard.await.ok();
+        let failed = storage_guard.await.ok().flatten();
         if let Some(export) = export {
             export.await.ok();
         }
@@ -435,22 +442,53 @@ impl<L: Listener> Coordinator<L> {
             tracing::warn!(error = %e, "raft did not stop cleanly");
         }
         tracing::info!(%addr, "coordinator stopped");
+        match failed {
+            Some(failure) => Err(failure),
+            None => Ok(()),
+        }
     }
 }
 
-/// Stops the replica's Raft when its log can no longer be written — what openraft does itself
-/// when a write it waits for fails; a leader's own appends are not waited for (see
-/// `crate::shard::durability`). The other replicas then elect a leader among themselves.
-async fn stop_on_log_failure(durability: Durability, raft: ShardRaft, cancel: CancellationToken) {
-    tokio::select! {
-        () = durability.failure() => {
-            tracing::error!("this replica's raft log can no longer be written; stopping its raft");
-            if let Err(e) = raft.shutdown().await {
-                tracing::warn!(error = %e, "raft did not stop cleanly");
+/// The replica's storage failed: it stopped rather than serve without a disk.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this replica's storage failed ({0}); it stopped. Free or repair the disk of its data directory, then restart it: it rejoins its shard from what it had synced"
+)]
+pub struct StorageFailed(pub String);
+
+/// Stops the replica when its storage fails: its log can no longer be written (a leader's
+/// own appends are not waited for by openraft, see `crate::shard::durability`, so this is
+/// watched here), or openraft stopped on a storage error of its own (a snapshot that could
+/// not be written, a log write it waited for). Cancels `cancel`, which stops the whole
+/// coordinator; the other replicas elect a leader among themselves. Returns the failure,
+/// or `None` if the coordinator was stopped for another reason.
+async fn stop_on_storage_failure(
+    durability: Durability,
+    raft: ShardRaft,
+    cancel: CancellationToken,
+) -> Option<StorageFailed> {
+    let mut metrics = raft.metrics();
+    let fatal = async {
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "raft stopped".to_owned();
             }
         }
-        () = cancel.cancelled() => {}
+    };
+    let failure = tokio::select! {
+        () = durability.failure() => "the raft log can no longer be written".to_owned(),
+        reason = fatal => reason,
+        () = cancel.cancelled() => return None,
+    };
+    tracing::error!(%failure, "this replica's storage failed; stopping it");
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft did not stop cleanly");
     }
+    cancel.cancel();
+    Some(StorageFailed(failure))
 }
 
 fn raft_config(t: &RaftTiming) -> Result<Arc<openraft::Config>, StartError> {

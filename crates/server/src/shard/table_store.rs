@@ -6,7 +6,9 @@
 //! (assignments need a queued task's input; lookups need its view): one lock per shard,
 //! taken for the length of one apply batch or one actor turn.
 //!
-//! A snapshot is the postcard image of the table plus where it stands in the log. The
+//! A snapshot is the postcard image of the table plus where it stands in the log, followed
+//! by a CRC-32 of those bytes, checked wherever a snapshot is read (a file at start, one
+//! installed from the leader): a damaged snapshot is refused, never loaded. The
 //! current one is kept in memory and, when the replica has a data directory, in
 //! `snapshot.bin` (written to a temporary file, fsynced, renamed), so that a restarted
 //! replica starts from it once the log before it has been purged. Building one copies the
@@ -29,7 +31,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The snapshot file's format version; a replica refuses a file of another version.
-const SNAPSHOT_VERSION: u32 = 1;
+/// Version 2 added the shard's settings and time to the table, and the checksum.
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// The name of the snapshot file in a data directory.
 const SNAPSHOT_FILE: &str = "snapshot.bin";
@@ -131,10 +134,7 @@ impl TableStore {
             path: path.clone(),
             reason,
         };
-        let file: SnapshotFile = postcard::from_bytes(&bytes).map_err(|e| format(e.to_string()))?;
-        if file.version != SNAPSHOT_VERSION {
-            return Err(format(format!("it has version {}", file.version)));
-        }
+        let file = decode_file(&bytes).map_err(format)?;
         store
             .load(&file.meta, &file.table)
             .map_err(|e| format(e.to_string()))?;
@@ -143,12 +143,18 @@ impl TableStore {
     }
 
     /// A state machine whose snapshots live on `disk`, starting from the one found there.
-    pub fn on_mem_disk(disk: &MemDisk) -> Result<Self, CorruptSnapshot> {
+    pub fn on_mem_disk(disk: &MemDisk) -> Result<Self, SnapshotFileError> {
         let mut store = Self::in_memory();
         store.mem = Some(disk.clone());
         if let Some((meta, file)) = disk.snapshot() {
-            let decoded: SnapshotFile = postcard::from_bytes(&file)?;
-            store.load(&meta, &decoded.table)?;
+            let format = |reason: String| SnapshotFileError::Format {
+                path: PathBuf::from("(the in-memory disk)"),
+                reason,
+            };
+            let decoded = decode_file(&file).map_err(format)?;
+            store
+                .load(&meta, &decoded.table)
+                .map_err(|e| format(e.to_string()))?;
             *store.current_lock() = Some((meta, file));
         }
         Ok(store)
@@ -217,13 +223,39 @@ fn write_file(dir: &Path, file: &[u8]) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// A snapshot file's bytes: the encoded [`SnapshotFile`], then its CRC-32 (little-endian).
 fn encode_file(meta: &SnapshotMeta<NodeId, Node>, table: Vec<u8>) -> io::Result<Vec<u8>> {
-    postcard::to_allocvec(&SnapshotFile {
+    let mut bytes = postcard::to_allocvec(&SnapshotFile {
         version: SNAPSHOT_VERSION,
         meta: meta.clone(),
         table,
     })
-    .map_err(io::Error::other)
+    .map_err(io::Error::other)?;
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    Ok(bytes)
+}
+
+/// Reads a snapshot file's bytes: the checksum must match and the version be this one's.
+fn decode_file(bytes: &[u8]) -> Result<SnapshotFile, String> {
+    let Some(split) = bytes.len().checked_sub(4) else {
+        return Err(format!("{} bytes are too few for a snapshot", bytes.len()));
+    };
+    let (body, crc) = bytes.split_at(split);
+    let mut stored = [0u8; 4];
+    stored.copy_from_slice(crc);
+    let computed = crc32fast::hash(body);
+    if u32::from_le_bytes(stored) != computed {
+        return Err(format!(
+            "its checksum does not match (stored {:08x}, computed {computed:08x}): the file is damaged",
+            u32::from_le_bytes(stored)
+        ));
+    }
+    let file: SnapshotFile = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+    if file.version != SNAPSHOT_VERSION {
+        return Err(format!("it has version {}", file.version));
+    }
+    Ok(file)
 }
 
 fn snapshot_of(meta: SnapshotMeta<NodeId, Node>, file: Vec<u8>) -> Snapshot<TypeConfig> {
@@ -316,11 +348,7 @@ impl RaftStateMachine<TypeConfig> for TableStore {
         let read_err = |reason: String| {
             StorageIOError::read_snapshot(Some(meta.signature()), &io::Error::other(reason))
         };
-        let decoded: SnapshotFile =
-            postcard::from_bytes(&file).map_err(|e| read_err(e.to_string()))?;
-        if decoded.version != SNAPSHOT_VERSION {
-            return Err(read_err(format!("snapshot version {}", decoded.version)).into());
-        }
+        let decoded = decode_file(&file).map_err(read_err)?;
         self.load(meta, &decoded.table)
             .map_err(|e| read_err(e.to_string()))?;
         let file = self
@@ -337,5 +365,32 @@ impl RaftStateMachine<TypeConfig> for TableStore {
             .current_lock()
             .as_ref()
             .map(|(meta, file)| snapshot_of(meta.clone(), file.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_file_with_any_byte_changed_is_refused() -> io::Result<()> {
+        let table = TaskTable::new(Retention::default()).snapshot();
+        let bytes = encode_file(&SnapshotMeta::default(), table)?;
+        assert!(decode_file(&bytes).is_ok());
+        for at in [0, bytes.len() / 2, bytes.len() - 5, bytes.len() - 1] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x10;
+            let refused = decode_file(&damaged);
+            assert!(
+                refused
+                    .as_ref()
+                    .err()
+                    .is_some_and(|e| e.contains("checksum")),
+                "a flip at byte {at}: {:?}",
+                refused.map(|f| f.version)
+            );
+        }
+        assert!(decode_file(&bytes[..3]).is_err());
+        Ok(())
     }
 }
