@@ -116,16 +116,24 @@ pub async fn serve_client<R, W, S>(
     tracing::debug!(%peer, name = %hello.name, role = ?hello.role, "client connected");
     let stop = conn_cancel.cancelled();
     tokio::pin!(stop);
+    // The idle timer is not touched per request (a timer-wheel update each time costs on the
+    // hot path): when it fires, a connection that read a request since, or has some in
+    // flight, gets another round.
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
+    let mut requests: u64 = 0;
+    let mut requests_at_last_check: u64 = 0;
     loop {
         let next = tokio::select! {
             n = reader.next() => n,
             () = &mut idle, if !from_router => {
-                if permits.available_permits() == max_inflight {
+                let quiet = requests == requests_at_last_check
+                    && permits.available_permits() == max_inflight;
+                if quiet {
                     tracing::debug!(%peer, "closing an idle client connection");
                     break;
                 }
+                requests_at_last_check = requests;
                 idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
                 continue;
             }
@@ -154,8 +162,7 @@ pub async fn serve_client<R, W, S>(
                 break;
             }
         };
-        idle.as_mut()
-            .reset(tokio::time::Instant::now() + idle_timeout);
+        requests += 1;
         let size = request_bytes(&request.body).clamp(1, byte_budget);
         let (permit, bytes) = tokio::select! {
             p = async {

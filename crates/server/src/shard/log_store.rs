@@ -140,9 +140,25 @@ fn decode_framed<T: DeserializeOwned, R: Read>(mut r: R) -> io::Result<T> {
             format!("a log record announces {len} bytes"),
         ));
     }
-    let mut bytes = vec![0u8; len as usize];
-    r.read_exact(&mut bytes)?;
+    // Grow with what the reader holds, not with what the length announces.
+    let mut bytes = Vec::new();
+    r.take(u64::from(len)).read_to_end(&mut bytes)?;
+    if bytes.len() != len as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "a log record announces {len} bytes and holds {}",
+                bytes.len()
+            ),
+        ));
+    }
     postcard::from_bytes(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Reads one log entry's payload as the log stores it (what a replica replays at start):
+/// the entry, or why its bytes are refused.
+pub fn read_log_payload(bytes: &[u8]) -> io::Result<EntryPayload<TypeConfig>> {
+    decode_framed(bytes)
 }
 
 /// Stores a wrapper as its inner value's framed postcard encoding.

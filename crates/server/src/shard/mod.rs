@@ -19,10 +19,10 @@ mod table_store;
 
 pub use command::{Applied, Command, SubmitOutcome};
 pub use durability::{Durability, LeaderWrites};
-pub use log_store::LogStore;
+pub use log_store::{LogStore, read_log_payload};
 pub use mem_log_store::{MemDisk, MemLogStore};
 pub use openraft::ServerState;
-pub use raft_types::{Batch, BatchApplied, Node, NodeId, ShardRaft, TypeConfig};
+pub use raft_types::{Batch, BatchApplied, Entry, Node, NodeId, ShardRaft, TypeConfig};
 pub use runtime::seed_thread_rng;
 pub use state_machine::{CorruptSnapshot, Retention, TableImage, TaskTable};
-pub use table_store::{SharedTable, SnapshotFileError, TableStore};
+pub use table_store::{SharedTable, SnapshotFileError, TableStore, read_snapshot_file};

@@ -236,6 +236,14 @@ fn encode_file(meta: &SnapshotMeta<NodeId, Node>, table: Vec<u8>) -> io::Result<
     Ok(bytes)
 }
 
+/// Reads a snapshot file's bytes as a replica does (at start, or installed from its
+/// leader): where it stands in the log and the table it holds, or why it is refused.
+pub fn read_snapshot_file(bytes: &[u8]) -> Result<(SnapshotMeta<NodeId, Node>, TaskTable), String> {
+    let file = decode_file(bytes)?;
+    let table = TaskTable::restore(&file.table).map_err(|e| e.to_string())?;
+    Ok((file.meta, table))
+}
+
 /// Reads a snapshot file's bytes: the checksum must match and the version be this one's.
 fn decode_file(bytes: &[u8]) -> Result<SnapshotFile, String> {
     let Some(split) = bytes.len().checked_sub(4) else {
