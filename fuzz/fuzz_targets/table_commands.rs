@@ -58,7 +58,11 @@ fuzz_target!(|data: &[u8]| {
         b.apply(c);
     }
     let image = a.snapshot();
-    assert_eq!(image, b.snapshot(), "the same commands gave different tables");
+    assert_eq!(
+        image,
+        b.snapshot(),
+        "the same commands gave different tables"
+    );
     let restored = TaskTable::restore(&image).map(|t| t.snapshot());
     assert_eq!(restored.ok(), Some(image));
 });
