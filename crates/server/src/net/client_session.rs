@@ -35,7 +35,7 @@ pub struct Reply {
 /// What a request holds of its connection's bounds besides its place in flight.
 #[derive(Debug)]
 struct Held {
-    _bytes: Option<OwnedSemaphorePermit>,
+    _bytes: OwnedSemaphorePermit,
     _wait: Option<OwnedSemaphorePermit>,
 }
 
@@ -177,19 +177,19 @@ pub async fn serve_client<R, W, S>(
             },
             () = &mut stop => break,
         };
-        let wait = match (&waits, waits_for_end(&request.body)) {
-            (Some(waits), true) => match Arc::clone(waits).try_acquire_owned() {
-                Ok(w) => Some(w),
+        let mut reply = Reply {
+            tx: tx.clone(),
+            req: request.req,
+            permit,
+            held: Held {
+                _bytes: bytes,
+                _wait: None,
+            },
+        };
+        if let (Some(waits), true) = (&waits, waits_for_end(&request.body)) {
+            match Arc::clone(waits).try_acquire_owned() {
+                Ok(w) => reply.held._wait = Some(w),
                 Err(_) => {
-                    let reply = Reply {
-                        tx: tx.clone(),
-                        req: request.req,
-                        permit,
-                        held: Held {
-                            _bytes: Some(bytes),
-                            _wait: None,
-                        },
-                    };
                     reply.send(Err(WireError::LimitReached {
                         reason: format!(
                             "this connection already has {max_waits} requests waiting for tasks to finish"
@@ -197,18 +197,8 @@ pub async fn serve_client<R, W, S>(
                     }));
                     continue;
                 }
-            },
-            _ => None,
-        };
-        let reply = Reply {
-            tx: tx.clone(),
-            req: request.req,
-            permit,
-            held: Held {
-                _bytes: Some(bytes),
-                _wait: wait,
-            },
-        };
+            }
+        }
         sink.request(request.body, reply).await;
     }
     drop(tx);
