@@ -330,7 +330,8 @@ pub struct CoordinatorArgs {
     /// starts an election.
     #[arg(long, env = "DTC_ELECTION_TIMEOUT_MS", default_value_t = 150)]
     pub election_timeout_ms: u64,
-    /// Take a snapshot, and purge the log before it, every this many log entries.
+    /// Take a snapshot, and purge the log before it, every this many log entries (plus up
+    /// to half as many, different for each replica, so that replicas snapshot apart).
     #[arg(long, env = "DTC_SNAPSHOT_EVERY", default_value_t = 10_000)]
     pub snapshot_every: u64,
     /// Under load (8 or more tasks running on the shard's workers), the leader proposes a

@@ -53,7 +53,8 @@ pub struct RaftTiming {
     pub heartbeat: Duration,
     /// A follower that hears no leader for a random time in this range starts an election.
     pub election_timeout: (Duration, Duration),
-    /// A snapshot is taken, and the log before it purged, every this many entries.
+    /// A snapshot is taken, and the log before it purged, every this many entries, plus up
+    /// to half as many more, which differs per replica (so that replicas snapshot apart).
     pub snapshot_every: u64,
     /// How many entries before the last snapshot are kept, so that a replica that lags by
     /// fewer catches up from the log rather than from a whole snapshot.
@@ -256,7 +257,7 @@ impl<L: Listener> Coordinator<L> {
                 peer::PEER_MAX_FRAME / 2
             )));
         }
-        let raft_config = raft_config(&config.raft)?;
+        let raft_config = raft_config(&config.raft, shard.0 ^ config.id)?;
         let writes = LeaderWrites {
             replica: config.id,
             parallel: members.len() > 1,
@@ -491,14 +492,22 @@ async fn stop_on_storage_failure(
     Some(StorageFailed(failure))
 }
 
-fn raft_config(t: &RaftTiming) -> Result<Arc<openraft::Config>, StartError> {
+/// openraft's configuration. Each replica snapshots every `snapshot_every` entries plus a
+/// share of up to half of that drawn from `spread` (its shard and id): replicas that carry
+/// the same load then snapshot at different moments instead of all at once, which stalled
+/// every shard of a loaded machine together.
+fn raft_config(t: &RaftTiming, spread: u64) -> Result<Arc<openraft::Config>, StartError> {
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let mixed = spread.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    let snapshot_every = t
+        .snapshot_every
+        .saturating_add(t.snapshot_every.saturating_mul(mixed % 500) / 1000);
     let config = openraft::Config {
         cluster_name: "dtc-shard".into(),
         heartbeat_interval: ms(t.heartbeat),
         election_timeout_min: ms(t.election_timeout.0),
         election_timeout_max: ms(t.election_timeout.1),
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(t.snapshot_every),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every),
         max_in_snapshot_log_to_keep: t.keep_before_snapshot,
         max_payload_entries: 64,
         ..openraft::Config::default()

@@ -3,7 +3,9 @@
 //!
 //! [`PeerNetwork`] is openraft's network factory: one [`PeerClient`] per target replica, each
 //! owning one connection over the coordinator's [`Transport`] (dialled on first use, dropped
-//! on any failure and dialled again on the next call). openraft sends one RPC at a time per
+//! on a failure and dialled again on the next call). A call whose answer comes late (past
+//! openraft's deadline) keeps the connection: its answer is read and dropped before the
+//! next one, so that a slow moment does not cost a new connection and TLS handshake. openraft sends one RPC at a time per
 //! target and batches entries into it, so a connection carries one request at a time.
 //! A follower's acknowledgement of entries is handed to openraft only once the leader's own
 //! copy of them is durable (see `shard::durability`): the leader writes its log while the
@@ -12,7 +14,9 @@
 
 use super::durability::Durability;
 use super::raft_types::{Node, NodeId, ShardRaft, TypeConfig};
+use bytes::BytesMut;
 use dtc_proto::ProtoError;
+use dtc_proto::codec::encode_frame;
 use dtc_proto::connection::{FrameReader, write_one};
 use dtc_proto::message::{Hello, HelloFrame, Role, ShardId};
 use dtc_proto::mux::dial;
@@ -31,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -99,7 +104,8 @@ impl<T: Transport> RaftNetworkFactory<TypeConfig> for PeerNetwork<T> {
             addr: node.addr.parse().ok(),
             label: node.addr.clone(),
             conn: None,
-            in_call: false,
+            stage: Stage::Idle,
+            owed: 0,
             durability: self.durability.clone(),
         }
     }
@@ -118,12 +124,29 @@ pub struct PeerClient<T: Transport> {
     addr: Option<SocketAddr>,
     label: String,
     conn: Option<Conn<T>>,
-    /// A call is under way on `conn`. Still set when a call begins, the previous one was cut
-    /// off mid-exchange (openraft drops an RPC that outlives its deadline), and its answer
-    /// may yet arrive: the connection cannot carry another request.
-    in_call: bool,
+    /// Where the exchange on `conn` stands. Not `Idle` when a call begins: the previous one
+    /// was cut off (openraft drops an RPC that outlives its deadline).
+    stage: Stage,
+    /// Answers still to come on `conn` for requests whose callers stopped waiting: read and
+    /// dropped before the next answer, so the connection (and its TLS session) is kept
+    /// across a late answer instead of being dialled again.
+    owed: u32,
     durability: Durability,
 }
+
+/// Where one exchange on a peer connection stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Nothing under way.
+    Idle,
+    /// The request is being written: cut off here, the stream holds half a frame.
+    Writing,
+    /// The request is written; its answer is awaited.
+    Awaiting,
+}
+
+/// The most late answers a connection may owe before it is given up and dialled again.
+const MAX_OWED: u32 = 4;
 
 /// Why a call failed, before it is shaped into openraft's error type.
 enum CallError {
@@ -144,27 +167,54 @@ impl CallError {
 
 impl<T: Transport> PeerClient<T> {
     async fn call(&mut self, req: &PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
-        if std::mem::replace(&mut self.in_call, true) {
-            self.conn = None;
+        self.settle_cut_off();
+        match tokio::time::timeout(ttl, self.exchange(req)).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(CallError::TooLarge(e))) => Err(CallError::TooLarge(e)),
+            Ok(Err(e)) => {
+                self.conn = None;
+                self.stage = Stage::Idle;
+                self.owed = 0;
+                Err(e)
+            }
+            Err(_) => {
+                // Late: its answer is owed and the connection kept (or given up if the
+                // request was cut off while being written).
+                self.settle_cut_off();
+                Err(CallError::Network(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "replica {} at {} did not answer in {ttl:?}",
+                        self.target, self.label
+                    ),
+                )))
+            }
         }
-        let result = tokio::time::timeout(ttl, self.exchange(req)).await;
-        self.in_call = false;
-        let result = result.unwrap_or_else(|_| {
-            Err(CallError::Network(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "replica {} at {} did not answer in {ttl:?}",
-                    self.target, self.label
-                ),
-            )))
-        });
-        if result.is_err() {
-            self.conn = None;
+    }
+
+    /// Accounts for an exchange that stopped before its end: a request cut off while its
+    /// answer was awaited leaves that answer owed; one cut off while being written (or too
+    /// many owed answers) gives the connection up.
+    fn settle_cut_off(&mut self) {
+        match std::mem::replace(&mut self.stage, Stage::Idle) {
+            Stage::Idle => {}
+            Stage::Awaiting if self.owed < MAX_OWED => self.owed += 1,
+            Stage::Awaiting | Stage::Writing => {
+                self.conn = None;
+                self.owed = 0;
+            }
         }
-        result
     }
 
     async fn exchange(&mut self, req: &PeerRequest) -> Result<PeerResponse, CallError> {
+        let network = |e: ProtoError| CallError::Network(std::io::Error::other(e.to_string()));
+        let mut frame = BytesMut::new();
+        encode_frame(req, &mut frame, PEER_MAX_FRAME).map_err(|e| match e {
+            ProtoError::FrameTooLarge { .. } => {
+                CallError::TooLarge(std::io::Error::other(e.to_string()))
+            }
+            e => network(e),
+        })?;
         if self.conn.is_none() {
             let Some(addr) = self.addr else {
                 return Err(CallError::Unreachable(std::io::Error::other(format!(
@@ -176,22 +226,29 @@ impl<T: Transport> PeerClient<T> {
                 .await
                 .map_err(|e| CallError::Unreachable(std::io::Error::other(e.to_string())))?;
             self.conn = Some((reader.retype(), writer));
+            self.owed = 0;
         }
         let Some((reader, writer)) = self.conn.as_mut() else {
             return Err(CallError::Network(std::io::Error::other("no connection")));
         };
-        write_one(writer, req, PEER_MAX_FRAME)
+        self.stage = Stage::Writing;
+        writer
+            .write_all(&frame)
             .await
-            .map_err(|e| match e {
-                ProtoError::FrameTooLarge { .. } => {
-                    CallError::TooLarge(std::io::Error::other(e.to_string()))
-                }
-                e => CallError::Network(std::io::Error::other(e.to_string())),
-            })?;
-        reader
-            .expect()
-            .await
-            .map_err(|e| CallError::Network(std::io::Error::other(e.to_string())))
+            .map_err(|e| network(e.into()))?;
+        writer.flush().await.map_err(|e| network(e.into()))?;
+        self.stage = Stage::Awaiting;
+        loop {
+            let answer = reader.expect().await.map_err(network)?;
+            // Answers come in the order of the requests: first those owed to callers that
+            // stopped waiting.
+            if self.owed > 0 {
+                self.owed -= 1;
+                continue;
+            }
+            self.stage = Stage::Idle;
+            return Ok(answer);
+        }
     }
 
     fn unexpected<E: std::error::Error>(
@@ -395,11 +452,13 @@ mod tests {
         }
     }
 
-    /// A follower that holds its first connection's answers until a second request arrives
-    /// on it, then answers both `Conflict`; on any later connection it answers `Success`.
-    async fn follower(listener: TcpListener) {
+    /// A follower that holds the first answer on its first connection until a second
+    /// request arrives, then answers the first `Conflict` and the second `Success`; it
+    /// answers `Success` to everything else. Counts the connections it accepts.
+    async fn follower(listener: TcpListener, accepted: Arc<std::sync::atomic::AtomicUsize>) {
         let mut first = true;
         while let Ok((stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (read, mut write) = stream.into_split();
             let mut reader = FrameReader::<_, HelloFrame>::new(read, PEER_MAX_FRAME);
             if accept_handshake(&mut reader, &mut write, "follower", PEER_MAX_FRAME, |_| {
@@ -413,26 +472,23 @@ mod tests {
             let mut reader = reader.retype::<PeerRequest>();
             let held = std::mem::take(&mut first);
             tokio::spawn(async move {
-                let mut waiting = 0;
+                let mut seen = 0;
                 while let Ok(Some(_)) = reader.next().await {
-                    if held {
-                        waiting += 1;
-                        if waiting < 2 {
-                            continue;
-                        }
-                    }
-                    for _ in 0..waiting.max(1) {
-                        let answer = if held {
-                            AppendEntriesResponse::Conflict
-                        } else {
-                            AppendEntriesResponse::Success
-                        };
+                    seen += 1;
+                    let answers = match (held, seen) {
+                        (true, 1) => continue,
+                        (true, 2) => vec![
+                            AppendEntriesResponse::Conflict,
+                            AppendEntriesResponse::Success,
+                        ],
+                        _ => vec![AppendEntriesResponse::Success],
+                    };
+                    for answer in answers {
                         let resp = PeerResponse::Append(Ok(answer));
                         if write_one(&mut write, &resp, PEER_MAX_FRAME).await.is_err() {
                             return;
                         }
                     }
-                    waiting = 0;
                 }
             });
         }
@@ -466,7 +522,8 @@ mod tests {
     -> std::io::Result<()> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        tokio::spawn(follower(listener));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(follower(listener, Arc::clone(&accepted)));
         let mut network = PeerNetwork::new(Tcp, "leader", ShardId(1), Durability::new(None));
         let mut client = network.new_client(2, &Node::new(addr.to_string())).await;
         let option = RPCOption::new(Duration::from_secs(5));
@@ -477,10 +534,20 @@ mod tests {
         )
         .await;
         assert!(cut.is_err(), "the follower holds the first answer");
-        let next = client.append_entries(heartbeat(), option).await;
+        let next = client.append_entries(heartbeat(), option.clone()).await;
         assert!(
             matches!(next, Ok(AppendEntriesResponse::Success)),
             "the next RPC got {next:?}, not its own answer"
+        );
+        let again = client.append_entries(heartbeat(), option).await;
+        assert!(
+            matches!(again, Ok(AppendEntriesResponse::Success)),
+            "{again:?}"
+        );
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "the connection is kept across the late answer"
         );
         Ok(())
     }
