@@ -173,11 +173,6 @@ impl Tls {
         self.acceptor.as_ref()
     }
 
-    /// The server's rustls configuration, for members (the HTTP API serves with it too).
-    pub fn server_config(&self) -> Option<Arc<ServerConfig>> {
-        self.acceptor.as_ref().map(|a| Arc::clone(a.config()))
-    }
-
     /// Wraps a dialled connection to `addr` in TLS.
     pub async fn connect<R, W>(
         &self,

@@ -107,11 +107,6 @@ impl<T> Secure<T> {
     pub fn new(inner: T, credentials: Arc<Credentials>) -> Self {
         Self { inner, credentials }
     }
-
-    /// The credentials it connects with.
-    pub fn credentials(&self) -> &Arc<Credentials> {
-        &self.credentials
-    }
 }
 
 impl Secure<Tcp> {

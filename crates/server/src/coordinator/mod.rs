@@ -193,7 +193,6 @@ pub struct Coordinator<L = TcpListener> {
     listener: L,
     config: CoordinatorConfig,
     gate: Arc<Gate>,
-    shard: ShardId,
     raft: ShardRaft,
     table: SharedTable,
     durability: Durability,
@@ -320,7 +319,6 @@ impl<L: Listener> Coordinator<L> {
         Ok(Self {
             listener,
             gate: Arc::new(gate),
-            shard,
             config: CoordinatorConfig {
                 replicas: members,
                 ..config
@@ -339,11 +337,6 @@ impl<L: Listener> Coordinator<L> {
     /// The replica's Raft handle (its metrics tell who leads, the term, the log's progress).
     pub fn raft(&self) -> &ShardRaft {
         &self.raft
-    }
-
-    /// The shard's identity: only its replicas are admitted as peers.
-    pub fn shard(&self) -> ShardId {
-        self.shard
     }
 
     /// The replica's task table (what it has applied).
