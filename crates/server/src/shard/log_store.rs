@@ -9,6 +9,7 @@
 //! marked in the log's [`Durability`] when fsynced (see [`super::durability`]).
 
 use super::durability::{Durability, LeaderWrites};
+use super::log_tail::check_log_tail;
 use super::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{EntryPayload, OptionalSend, RaftLogId, StorageIOError};
@@ -38,11 +39,11 @@ const CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 /// A log id as `raft-log` stores it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct WalLogId(LogId);
+pub struct WalLogId(pub(super) LogId);
 
 /// An entry's payload as `raft-log` stores it.
 #[derive(Clone, Debug)]
-pub struct WalPayload(EntryPayload<TypeConfig>);
+pub struct WalPayload(pub(super) EntryPayload<TypeConfig>);
 
 /// A vote as `raft-log` stores it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd)]
@@ -196,10 +197,12 @@ impl Debug for LogStore {
 
 impl LogStore {
     /// Opens (or creates) the log in `dir`, replaying what an earlier run wrote. A record
-    /// torn by a crash at the end of the last chunk is dropped. `writes` says whose appends
-    /// may be reported before they are fsynced.
+    /// torn by a crash at the end of the last chunk is dropped; a damaged record that other
+    /// records follow is an error, and nothing is dropped (see [`check_log_tail`]).
+    /// `writes` says whose appends may be reported before they are fsynced.
     pub fn open(dir: &Path, writes: LeaderWrites) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        check_log_tail(dir).map_err(io::Error::other)?;
         let mut config = raft_log::Config::new(dir.display());
         config.log_cache_max_items = Some(CACHE_ITEMS);
         config.log_cache_capacity = Some(CACHE_BYTES);

@@ -1,15 +1,16 @@
 //! The replicated part of a shard: the commands that change its task table, the
 //! deterministic state machine that applies them, and the Raft plumbing that replicates
 //! them: log entries carrying batches of commands (`raft_types`), the durable log
-//! (`log_store`, or `mem_log_store` on an in-memory disk) and how far it is durable
-//! (`durability`, which lets a leader write its log in parallel with replicating it), the
-//! state-machine store with
-//! its snapshots (`table_store`), the replicas' RPCs (`peer`) and the runtime openraft runs
+//! (`log_store`, which `log_tail` checks for damage before it opens, or `mem_log_store`
+//! on an in-memory disk) and how far it is durable (`durability`, which lets a leader
+//! write its log in parallel with replicating it), the state-machine store with its
+//! snapshots (`table_store`), the replicas' RPCs (`peer`) and the runtime openraft runs
 //! on, with its seedable random numbers (`runtime`).
 
 mod command;
 mod durability;
 mod log_store;
+mod log_tail;
 mod mem_log_store;
 pub mod peer;
 mod raft_types;
