@@ -147,6 +147,7 @@ mod tests {
     use super::*;
     use crate::shard::log_store::{Flushed, WalLogId, WalPayload};
     use crate::shard::{LeaderWrites, LogStore};
+    use anyhow::{Context, ensure};
     use openraft::storage::RaftLogStorage;
     use openraft::{CommittedLeaderId, EntryPayload, LogId};
     use raft_log::RaftLog;
@@ -162,37 +163,35 @@ mod tests {
 
     /// Writes entries 1..=`n` (blank, term 1) to a fresh log in `dir`, fsynced; returns its
     /// one chunk file and the offset at which each record starts.
-    fn write_log(dir: &Path, n: u64) -> (PathBuf, Vec<usize>) {
-        std::fs::create_dir_all(dir).expect("make the log's directory");
-        let mut log = RaftLog::<WalTypes>::open(Arc::new(raft_log::Config::new(dir.display())))
-            .expect("open a fresh log");
+    fn write_log(dir: &Path, n: u64) -> anyhow::Result<(PathBuf, Vec<usize>)> {
+        std::fs::create_dir_all(dir)?;
+        let mut log = RaftLog::<WalTypes>::open(Arc::new(raft_log::Config::new(dir.display())))?;
         log.append((1..=n).map(|i| {
             let id = LogId::new(CommittedLeaderId::new(1, 0), i);
             (WalLogId(id), WalPayload(EntryPayload::Blank))
-        }))
-        .expect("append");
+        }))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        log.flush(true, Some(Flushed::Notify(tx))).expect("flush");
-        rx.blocking_recv().expect("flushed").expect("fsynced");
+        log.flush(true, Some(Flushed::Notify(tx)))?;
+        rx.blocking_recv()??;
         drop(log);
-        let mut files = chunk_files(dir).expect("list chunks");
-        assert_eq!(files.len(), 1, "a small log fits one chunk");
-        let file = files.remove(0);
-        let bytes = std::fs::read(&file).expect("read chunk");
+        let files = chunk_files(dir)?;
+        ensure!(files.len() == 1, "a small log fits one chunk: {files:?}");
+        let file = files.into_iter().next().context("one chunk")?;
+        let bytes = std::fs::read(&file)?;
         let mut starts = vec![0];
-        while let Ok(len) = read_record(&bytes[*starts.last().unwrap_or(&0)..]) {
-            let next = starts.last().unwrap_or(&0) + len;
-            if next == bytes.len() {
+        let mut at = 0;
+        while let Ok(len) = read_record(&bytes[at..]) {
+            at += len;
+            if at == bytes.len() {
                 break;
             }
-            starts.push(next);
+            starts.push(at);
         }
-        assert_eq!(
-            starts.len() as u64,
-            n + 1,
-            "a checkpoint, then one record per entry"
+        ensure!(
+            starts.len() as u64 == n + 1,
+            "a checkpoint, then a record per entry"
         );
-        (file, starts)
+        Ok((file, starts))
     }
 
     /// The last entry the log in `dir` holds, opened as a replica opens it.
@@ -210,37 +209,34 @@ mod tests {
     }
 
     #[test]
-    fn a_write_torn_at_the_end_is_dropped_and_the_rest_kept() {
+    fn a_write_torn_at_the_end_is_dropped_and_the_rest_kept() -> anyhow::Result<()> {
         let dir = scratch("torn");
-        let (file, starts) = write_log(&dir, 5);
-        let len = std::fs::metadata(&file).expect("stat").len();
-        let last = starts.last().copied().unwrap_or(0) as u64;
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&file)
-            .expect("open chunk");
-        f.set_len(last + (len - last) / 2)
-            .expect("tear the last record");
+        let (file, starts) = write_log(&dir, 5)?;
+        let len = std::fs::metadata(&file)?.len();
+        let last = starts[5];
+        let f = std::fs::OpenOptions::new().write(true).open(&file)?;
+        f.set_len((last as u64 + len) / 2)?;
         drop(f);
-        assert_eq!(
-            read_tail(&std::fs::read(&file).expect("read")),
-            Tail::Torn(last as usize)
-        );
-        assert_eq!(reopen(&dir).expect("a torn tail opens"), Some(4));
-        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(read_tail(&std::fs::read(&file)?), Tail::Torn(last));
+        assert_eq!(reopen(&dir)?, Some(4));
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 
     #[test]
-    fn a_damaged_length_with_records_after_it_stops_the_replica_and_truncates_nothing() {
+    fn a_damaged_length_with_records_after_it_stops_the_replica_and_truncates_nothing()
+    -> anyhow::Result<()> {
         let dir = scratch("damaged");
-        let (file, starts) = write_log(&dir, 5);
-        let mut bytes = std::fs::read(&file).expect("read chunk");
+        let (file, starts) = write_log(&dir, 5)?;
+        let mut bytes = std::fs::read(&file)?;
         // Entry 2's record: its type (4 bytes), then its log id's length field, made to
         // announce 16 MiB, more than the file holds: read alone, a torn write.
         let at = starts[2] + 4;
         bytes[at..at + 4].copy_from_slice(&(16u32 << 20).to_be_bytes());
-        std::fs::write(&file, &bytes).expect("damage the chunk");
-        let err = reopen(&dir).expect_err("a damaged log must not open");
+        std::fs::write(&file, &bytes)?;
+        let Err(err) = reopen(&dir) else {
+            anyhow::bail!("a damaged log opened");
+        };
         let message = err.to_string();
         let name = file
             .file_name()
@@ -255,36 +251,35 @@ mod tests {
             message.contains(&format!("offset {}", starts[3])),
             "{message}"
         );
-        assert_eq!(
-            std::fs::read(&file).expect("reread"),
-            bytes,
-            "nothing truncated"
-        );
-        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(std::fs::read(&file)?, bytes, "nothing truncated");
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 
     #[test]
-    fn a_flipped_bit_in_the_last_chunk_start_keeps_the_chunk() {
+    fn a_flipped_bit_in_the_last_chunk_start_keeps_the_chunk() -> anyhow::Result<()> {
         let dir = scratch("checkpoint");
-        let (file, starts) = write_log(&dir, 3);
-        let mut bytes = std::fs::read(&file).expect("read chunk");
+        let (file, starts) = write_log(&dir, 3)?;
+        let mut bytes = std::fs::read(&file)?;
         bytes[starts[1] - 1] ^= 0x10;
-        std::fs::write(&file, &bytes).expect("damage the checkpoint");
+        std::fs::write(&file, &bytes)?;
         assert!(matches!(
             check_log_tail(&dir),
             Err(LogTailError::Damaged { offset: 0, .. })
         ));
         assert!(file.exists(), "the chunk is not removed");
-        std::fs::remove_dir_all(&dir).ok();
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 
     #[test]
-    fn a_clean_log_and_a_missing_one_pass() {
+    fn a_clean_log_and_a_missing_one_pass() -> anyhow::Result<()> {
         let dir = scratch("clean");
-        assert!(check_log_tail(&dir).is_ok());
-        write_log(&dir, 2);
-        assert!(check_log_tail(&dir).is_ok());
-        assert_eq!(reopen(&dir).expect("a clean log opens"), Some(2));
-        std::fs::remove_dir_all(&dir).ok();
+        check_log_tail(&dir)?;
+        write_log(&dir, 2)?;
+        check_log_tail(&dir)?;
+        assert_eq!(reopen(&dir)?, Some(2));
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 }
