@@ -6,8 +6,11 @@
 //! a snapshot sent by the leader. Each replica's disk takes its own time to sync (0.1 to
 //! 30 ms), so a leader's own log often becomes durable after its followers' copies — the
 //! case its parallel log write must get right (`dtc_server::shard`'s durability rules;
-//! without either rule, some of the first 100 seeds fail). After the faults heal, the run
-//! must finish and these must hold:
+//! without either rule, some of the first 100 seeds fail). Disks fail too: a replica's disk
+//! fails every write for a while (EIO, or ENOSPC), so the replica stops and its supervisor
+//! restarts it until the disk is healed; or a bit flips in a synced entry or the snapshot,
+//! so the replica stops when it reads the damage and then refuses to start (it stays down;
+//! the other two carry on). After the faults heal, the run must finish and these must hold:
 //!
 //! - no acknowledged task is lost: every task whose submit was acknowledged finishes, with
 //!   the right result (a third of the tasks are submitted with wait, whose acknowledgement
@@ -15,7 +18,8 @@
 //! - every finished task has exactly one result: what the client was told is what every
 //!   replica holds;
 //! - replicas that have applied the same log index hold equal tables;
-//! - no two replicas led in the same term.
+//! - no two replicas led in the same term;
+//! - a replica refuses to start only if its disk was damaged.
 //!
 //! `DTC_SIM_SEEDS=N` runs N seeds (default 100); `DTC_SIM_SEED=S` runs seed S alone. A
 //! failing seed is printed with the command that replays it. The fault schedule, the
@@ -24,10 +28,10 @@
 mod common;
 
 use dtc_proto::TaskId;
-use dtc_proto::transport::{Listener, Transport};
+use dtc_proto::transport::{CONNECT_TIMEOUT, Listener, Transport};
 use dtc_sdk::{Client, ClientConfig, Outcome, TaskSpec, TaskState, Worker};
 use dtc_server::coordinator::{Coordinator, CoordinatorConfig, RaftTiming};
-use dtc_server::shard::{MemDisk, ShardRaft, SharedTable, seed_thread_rng};
+use dtc_server::shard::{DiskFault, MemDisk, ShardRaft, SharedTable, seed_thread_rng};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
@@ -45,7 +49,8 @@ const TASKS: usize = 40;
 /// Faults are injected during this much simulated time, then healed.
 const CHAOS: Duration = Duration::from_secs(15);
 
-/// turmoil's network as dtc's transport seam.
+/// turmoil's network as dtc's transport seam, with TCP's connect timeout (turmoil's own
+/// connect waits for ever on a host whose software is not running).
 #[derive(Clone, Copy, Debug)]
 struct SimNet;
 
@@ -54,7 +59,14 @@ impl Transport for SimNet {
     type Write = OwnedWriteHalf;
 
     async fn connect(&self, addr: SocketAddr) -> io::Result<(OwnedReadHalf, OwnedWriteHalf)> {
-        Ok(turmoil::net::TcpStream::connect(addr).await?.into_split())
+        let connect = turmoil::net::TcpStream::connect(addr);
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(stream) => Ok(stream?.into_split()),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connecting to {addr} timed out"),
+            )),
+        }
     }
 }
 
@@ -90,6 +102,12 @@ struct World {
     expected: HashMap<TaskId, Vec<u8>>,
     /// The client is done.
     done: bool,
+    /// Replicas that stopped because their disk failed, and how often.
+    storage_stops: BTreeMap<u64, usize>,
+    /// Replicas that refused to start, and why.
+    refused: BTreeMap<u64, String>,
+    /// What was damaged on each replica's disk.
+    damaged: BTreeMap<u64, String>,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -181,13 +199,22 @@ fn run_seed(seed: u64) -> Result<(), String> {
                     },
                     ..CoordinatorConfig::default()
                 };
-                let c = Coordinator::start(SimListener(listener), SimNet, config).await?;
+                let c = match Coordinator::start(SimListener(listener), SimNet, config).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        lock(&world).refused.insert(id, e.to_string());
+                        return Ok(());
+                    }
+                };
                 watch_leaders(c.raft().clone(), Arc::clone(&world));
                 lock(&world)
                     .replicas
                     .insert(id, (c.raft().clone(), c.table().clone()));
-                // The simulated disk does not fail; a replica that stops does so on a crash.
-                c.run(CancellationToken::new()).await?;
+                // A replica whose disk fails stops, as the process exits non-zero, and
+                // the fault schedule restarts it as a supervisor would.
+                if c.run(CancellationToken::new()).await.is_err() {
+                    *lock(&world).storage_stops.entry(id).or_default() += 1;
+                }
                 Ok(())
             }
         });
@@ -282,12 +309,33 @@ fn run_seed(seed: u64) -> Result<(), String> {
     let mut next_fault = Duration::from_millis(rng.random_range(200..1000));
     let mut down: Vec<(&str, Duration)> = Vec::new();
     let mut cuts: Vec<(&str, &str, Duration)> = Vec::new();
+    // Disks failing every write, each until its time.
+    let mut failing: Vec<(usize, Duration)> = Vec::new();
+    // A replica whose disk was damaged may be down for good.
+    let mut damaged: Option<usize> = None;
     let mut healed = false;
     loop {
         let finished = sim
             .step()
             .map_err(|e| format!("simulation error: {e}; {}", summary(&lock(&world))))?;
         let now = sim.elapsed();
+        failing.retain(|(r, until)| {
+            let sick = now < *until;
+            if !sick {
+                disks[*r].heal();
+            }
+            sick
+        });
+        // The supervisor: a replica that stopped on its own is restarted after a while
+        // (one that refused to start stays down).
+        for (r, h) in REPLICAS.iter().enumerate() {
+            let stopped = !sim.is_host_running(*h)
+                && !down.iter().any(|(d, _)| d == h)
+                && !lock(&world).refused.contains_key(&(r as u64 + 1));
+            if stopped {
+                down.push((*h, now + Duration::from_millis(rng.random_range(200..2000))));
+            }
+        }
         let mut i = 0;
         while i < down.len() {
             if now >= down[i].1 {
@@ -309,16 +357,42 @@ fn run_seed(seed: u64) -> Result<(), String> {
         if now < CHAOS && now >= next_fault {
             next_fault = now + Duration::from_millis(rng.random_range(200..1500));
             let back = now + Duration::from_millis(rng.random_range(100..3000));
-            match rng.random_range(0..6) {
-                // Crash a replica (at most one down at a time keeps a majority) or a worker.
+            // At most one replica down (crashed, on a failing disk or damaged) at a time
+            // keeps a majority.
+            let replicas_down = down.iter().filter(|(d, _)| d.starts_with('c')).count()
+                + failing.len()
+                + usize::from(damaged.is_some());
+            match rng.random_range(0..8) {
+                // Crash a replica or a worker.
                 0 | 1 => {
                     let h = hosts[rng.random_range(0..hosts.len())];
-                    let replicas_down = down.iter().filter(|(d, _)| d.starts_with('c')).count();
                     if !down.iter().any(|(d, _)| *d == h)
                         && (h.starts_with('w') || replicas_down == 0)
                     {
                         sim.crash(h);
                         down.push((h, back));
+                    }
+                }
+                // A replica's disk fails every write for a while.
+                6 => {
+                    if replicas_down == 0 {
+                        let r = rng.random_range(0..REPLICAS.len());
+                        let fault = if rng.random_bool(0.5) {
+                            DiskFault::Io
+                        } else {
+                            DiskFault::Full
+                        };
+                        disks[r].fail_writes(fault);
+                        failing.push((r, back));
+                    }
+                }
+                // A bit flips on a replica's disk (now and then: the replica may stay
+                // down for the rest of the run).
+                7 if replicas_down == 0 && rng.random_bool(0.3) => {
+                    let r = rng.random_range(0..REPLICAS.len());
+                    if let Some(what) = disks[r].flip_bit(rng.random()) {
+                        lock(&world).damaged.insert(r as u64 + 1, what);
+                        damaged = Some(r);
                     }
                 }
                 // Cut a link both ways, or one way.
@@ -354,6 +428,9 @@ fn run_seed(seed: u64) -> Result<(), String> {
         }
         if (now >= CHAOS || finished) && !healed {
             healed = true;
+            for (r, _) in failing.drain(..) {
+                disks[r].heal();
+            }
             for (h, _) in down.drain(..) {
                 sim.bounce(h);
             }
@@ -390,10 +467,13 @@ fn run_seed(seed: u64) -> Result<(), String> {
             .unwrap_or(0)
     };
     loop {
-        let caught_up = lock(&world)
+        let w = lock(&world);
+        let caught_up = w
             .replicas
-            .values()
-            .all(|(r, _)| r.metrics().borrow().last_applied.map_or(0, |l| l.index) >= target);
+            .iter()
+            .filter(|(id, _)| !w.refused.contains_key(id))
+            .all(|(_, (r, _))| r.metrics().borrow().last_applied.map_or(0, |l| l.index) >= target);
+        drop(w);
         if caught_up {
             break;
         }
@@ -439,9 +519,12 @@ fn summary(w: &World) -> String {
         .collect();
     replicas.sort();
     format!(
-        "{} acknowledged, {unfinished} without a result; {}",
+        "{} acknowledged, {unfinished} without a result; {}; storage stops {:?}, damaged {:?}, refused to start {:?}",
         w.acked.len(),
-        replicas.join("; ")
+        replicas.join("; "),
+        w.storage_stops,
+        w.damaged,
+        w.refused
     )
 }
 
@@ -452,6 +535,11 @@ fn check(w: &World) -> Result<(), String> {
     }
     if !w.done {
         return Err("the client did not finish".into());
+    }
+    if let Some((id, why)) = w.refused.iter().find(|(id, _)| !w.damaged.contains_key(id)) {
+        return Err(format!(
+            "replica {id} refused to start on an undamaged disk: {why}"
+        ));
     }
     for (id, told) in &w.acked {
         let want = w.expected.get(id).cloned().unwrap_or_default();

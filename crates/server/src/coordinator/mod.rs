@@ -286,7 +286,8 @@ impl<L: Listener> Coordinator<L> {
                 let sm =
                     TableStore::on_mem_disk(&disk).map_err(|e| StartError::Raft(e.to_string()))?;
                 let table = sm.shared();
-                let log = MemLogStore::open(&disk, writes);
+                let log = MemLogStore::open(&disk, writes)
+                    .map_err(|e| StartError::Raft(format!("the in-memory disk: {e}")))?;
                 let durability = log.durability().clone();
                 let network = PeerNetwork::new(transport, &name, shard, durability.clone());
                 let raft = ShardRaft::new(config.id, raft_config, network, log, sm)

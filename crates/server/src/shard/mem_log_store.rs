@@ -10,13 +10,19 @@
 //! log's [`Durability`] when synced, as the disk log does (see [`super::durability`]).
 //! openraft's core owns the [`MemLogStore`]; its replication tasks read through clones of
 //! it.
+//!
+//! The simulation injects faults into a disk, as a real one has them: every write failing
+//! (EIO, or ENOSPC when the filesystem is full) until the disk is healed, and a bit flipped
+//! in an entry or the snapshot, which their checksums catch when read: a damaged entry
+//! fails the read, and a replica does not open a log or a snapshot holding one.
 
 use super::durability::{Durability, LeaderWrites};
 use super::raft_types::{Entry, LogId, Node, NodeId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{OptionalSend, RaftLogId, SnapshotMeta};
-use std::collections::BTreeMap;
+use openraft::{OptionalSend, RaftLogId, SnapshotMeta, StorageIOError};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
+use std::io;
 use std::ops::RangeBounds;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -35,6 +41,46 @@ struct Disk {
     committed: Option<LogId>,
     purged: Option<LogId>,
     snapshot: Option<StoredSnapshot>,
+    /// Every write fails with this until the disk is healed.
+    failing: Option<DiskFault>,
+    /// Entries whose bytes no longer match their checksum.
+    damaged: BTreeSet<u64>,
+}
+
+impl Disk {
+    /// Whether a write can be made now.
+    fn writable(&self) -> io::Result<()> {
+        self.failing.map_or(Ok(()), |f| Err(f.error()))
+    }
+
+    /// Refuses a read of entries in `range` if any of them is damaged.
+    fn readable(&self, range: impl RangeBounds<u64>) -> io::Result<()> {
+        match self.damaged.range(range).next() {
+            Some(index) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("log entry {index} fails its checksum"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A write fault of a [`MemDisk`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskFault {
+    /// The device fails every write (EIO).
+    Io,
+    /// The filesystem is full (ENOSPC).
+    Full,
+}
+
+impl DiskFault {
+    fn error(self) -> io::Error {
+        io::Error::from_raw_os_error(match self {
+            Self::Io => 5,
+            Self::Full => 28,
+        })
+    }
 }
 
 /// A replica's disk, in memory; clones share it.
@@ -65,9 +111,53 @@ impl MemDisk {
     }
 
     /// Writes a snapshot (atomically, durably).
-    pub(crate) fn put_snapshot(&self, snapshot: StoredSnapshot) {
-        self.lock().snapshot = Some(snapshot);
+    pub(crate) fn put_snapshot(&self, snapshot: StoredSnapshot) -> io::Result<()> {
+        let mut d = self.lock();
+        d.writable()?;
+        d.snapshot = Some(snapshot);
+        Ok(())
     }
+
+    /// From now on every write fails with `fault`, until [`MemDisk::heal`].
+    pub fn fail_writes(&self, fault: DiskFault) {
+        self.lock().failing = Some(fault);
+    }
+
+    /// Writes succeed again (damaged data stays damaged).
+    pub fn heal(&self) {
+        self.lock().failing = None;
+    }
+
+    /// Flips a bit in what the disk holds, chosen by `pick`: in one of its synced entries,
+    /// or in its snapshot's bytes. Says what was damaged, or `None` if the disk is empty.
+    pub fn flip_bit(&self, pick: u64) -> Option<String> {
+        let mut d = self.lock();
+        let synced = d.synced;
+        let entries: Vec<u64> = d.entries.range(..=synced).map(|(i, _)| *i).collect();
+        let snapshot = usize::from(d.snapshot.is_some());
+        let choices = entries.len() + snapshot;
+        if choices == 0 {
+            return None;
+        }
+        let choice = (pick % choices as u64) as usize;
+        match entries.get(choice) {
+            Some(&index) => {
+                d.damaged.insert(index);
+                Some(format!("log entry {index}"))
+            }
+            None => {
+                let (_, bytes) = d.snapshot.as_mut()?;
+                let at = (pick / 8) as usize % bytes.len().max(1);
+                let byte = bytes.get_mut(at)?;
+                *byte ^= 1 << (pick % 8);
+                Some(format!("snapshot byte {at}"))
+            }
+        }
+    }
+}
+
+fn write_err(e: &io::Error) -> StorageError {
+    StorageIOError::write_logs(e).into()
 }
 
 /// An in-memory Raft log on a [`MemDisk`]; clones share one log.
@@ -80,19 +170,22 @@ pub struct MemLogStore {
 
 impl MemLogStore {
     /// Opens the log on `disk`, as a replica starting up: entries that were never synced are
-    /// gone. `writes` says whose appends may be reported before they are synced.
-    pub fn open(disk: &MemDisk, writes: LeaderWrites) -> Self {
+    /// gone; a damaged entry is an error, as the disk log's checksums make it. `writes`
+    /// says whose appends may be reported before they are synced.
+    pub fn open(disk: &MemDisk, writes: LeaderWrites) -> io::Result<Self> {
         let last = {
             let mut d = disk.lock();
             let synced = d.synced;
             d.entries.split_off(&(synced + 1));
+            d.damaged.split_off(&(synced + 1));
+            d.readable(..)?;
             d.entries.keys().next_back().copied()
         };
-        Self {
+        Ok(Self {
             disk: disk.clone(),
             writes,
             durability: Durability::new(last),
-        }
+        })
     }
 
     /// How far this log is durable.
@@ -106,13 +199,10 @@ impl RaftLogReader<TypeConfig> for MemLogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(self
-            .disk
-            .lock()
-            .entries
-            .range(range)
-            .map(|(_, e)| e.clone())
-            .collect())
+        let d = self.disk.lock();
+        d.readable(range.clone())
+            .map_err(|e| StorageIOError::read_logs(&e))?;
+        Ok(d.entries.range(range).map(|(_, e)| e.clone()).collect())
     }
 }
 
@@ -134,6 +224,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let mut d = self.disk.lock();
+        d.writable().map_err(|e| StorageIOError::write_vote(&e))?;
         d.vote = Some(*vote);
         if let Some(&last) = d.entries.keys().next_back() {
             d.synced = d.synced.max(last);
@@ -148,7 +239,9 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.disk.lock().committed = committed;
+        let mut d = self.disk.lock();
+        d.writable().map_err(|e| write_err(&e))?;
+        d.committed = committed;
         Ok(())
     }
 
@@ -167,6 +260,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     {
         let (upto, generation, early) = {
             let mut d = self.disk.lock();
+            d.writable().map_err(|e| write_err(&e))?;
             let mut upto = d.synced;
             let mut early = None;
             for e in entries {
@@ -188,13 +282,20 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         };
         let sync = move || {
             let mut d = disk.lock();
-            if d.generation == generation {
+            let res = d.writable();
+            if res.is_ok() && d.generation == generation {
                 d.synced = d.synced.max(upto);
             }
             drop(d);
-            durability.synced(marked, upto);
+            match &res {
+                Ok(()) => durability.synced(marked, upto),
+                Err(e) => {
+                    tracing::error!(error = %e, "the raft log could not be synced");
+                    durability.failed();
+                }
+            }
             if let Some(callback) = callback {
-                callback.log_io_completed(Ok(()));
+                callback.log_io_completed(res);
             }
         };
         if self.disk.sync_delay.is_zero() {
@@ -212,7 +313,9 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut d = self.disk.lock();
+        d.writable().map_err(|e| write_err(&e))?;
         d.entries.split_off(&log_id.index);
+        d.damaged.split_off(&log_id.index);
         d.synced = d.synced.min(log_id.index.saturating_sub(1));
         d.generation += 1;
         self.durability.truncated(log_id.index);
@@ -221,8 +324,11 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut d = self.disk.lock();
+        d.writable().map_err(|e| write_err(&e))?;
         let keep = d.entries.split_off(&(log_id.index + 1));
         d.entries = keep;
+        let damaged = d.damaged.split_off(&(log_id.index + 1));
+        d.damaged = damaged;
         d.purged = Some(log_id);
         Ok(())
     }

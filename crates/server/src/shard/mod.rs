@@ -21,7 +21,7 @@ mod table_store;
 pub use command::{Applied, Command, SubmitOutcome};
 pub use durability::{Durability, LeaderWrites};
 pub use log_store::{LogStore, read_log_payload};
-pub use mem_log_store::{MemDisk, MemLogStore};
+pub use mem_log_store::{DiskFault, MemDisk, MemLogStore};
 pub use openraft::ServerState;
 pub use raft_types::{Batch, BatchApplied, Entry, Node, NodeId, ShardRaft, TypeConfig};
 pub use runtime::seed_thread_rng;

@@ -203,12 +203,14 @@ impl TableStore {
         .map_err(io::Error::other)?
     }
 
-    /// Keeps a written snapshot as the current one (and on the in-memory disk, if any).
-    fn keep(&mut self, meta: SnapshotMeta<NodeId, Node>, file: Vec<u8>) {
+    /// Keeps a written snapshot as the current one (and writes it to the in-memory disk,
+    /// if any).
+    fn keep(&mut self, meta: SnapshotMeta<NodeId, Node>, file: Vec<u8>) -> io::Result<()> {
         if let Some(disk) = &self.mem {
-            disk.put_snapshot((meta.clone(), file.clone()));
+            disk.put_snapshot((meta.clone(), file.clone()))?;
         }
         *self.current_lock() = Some((meta, file));
+        Ok(())
     }
 }
 
@@ -294,7 +296,7 @@ impl RaftSnapshotBuilder<TypeConfig> for TableStore {
             .persist(move || encode_file(&file_meta, table.encode()))
             .await
             .map_err(write_err)?;
-        self.keep(meta.clone(), file.clone());
+        self.keep(meta.clone(), file.clone()).map_err(write_err)?;
         tracing::debug!(bytes = file.len(), ?meta.last_log_id, "snapshot built");
         Ok(snapshot_of(meta, file))
     }
@@ -363,7 +365,8 @@ impl RaftStateMachine<TypeConfig> for TableStore {
             .persist(move || Ok(file))
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        self.keep(meta.clone(), file);
+        self.keep(meta.clone(), file)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         tracing::info!(?meta.last_log_id, "installed a snapshot from the leader");
         Ok(())
     }
