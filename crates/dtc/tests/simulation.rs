@@ -162,6 +162,10 @@ fn run_seed(seed: u64) -> Result<(), String> {
         .simulation_duration(Duration::from_secs(300))
         .min_message_latency(Duration::from_micros(100))
         .max_message_latency(Duration::from_millis(rng.random_range(1..=20)))
+        // A listener's backlog as Linux sizes it (somaxconn): turmoil keeps the SYN of a
+        // connect abandoned at its timeout queued until accepted (a real kernel resets
+        // it), so a replica back from a long stop can find many waiting.
+        .tcp_capacity(4096)
         .rng_seed(seed)
         .build();
     let world: Shared = Arc::default();
@@ -476,6 +480,12 @@ fn run_seed(seed: u64) -> Result<(), String> {
         drop(w);
         if caught_up {
             break;
+        }
+        // The supervisor still restarts a replica that stopped on its disk's last failure.
+        for (r, h) in REPLICAS.iter().enumerate() {
+            if !sim.is_host_running(*h) && !lock(&world).refused.contains_key(&(r as u64 + 1)) {
+                sim.bounce(*h);
+            }
         }
         if sim.elapsed() > settle_until {
             return Err(format!(
