@@ -1,5 +1,7 @@
 //! The coordinator's per-task work without sockets: a task submitted, assigned and completed
-//! through the task table and the scheduler, with 200,000 results kept (the default bound).
+//! through the task table and the scheduler, with 200,000 results kept (the default bound);
+//! and a snapshot of such a table: the copy taken under the table's lock (which stalls
+//! `apply` while it lasts) and its encoding (done away from the lock).
 //! `cargo bench -p dtc-server`.
 
 use bytes::Bytes;
@@ -45,5 +47,44 @@ fn lifecycle(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, lifecycle);
+/// A table holding 200,000 finished tasks, as the default run leaves it.
+fn full_table() -> TaskTable {
+    let mut table = TaskTable::new(Retention::default());
+    for n in 0..200_000u128 {
+        let id = TaskId(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let spec = TaskSpec {
+            id,
+            kind: "wordcount".into(),
+            payload: Bytes::from_static(b"the quick brown fox"),
+            max_attempts: 3,
+        };
+        // Times past the result TTL, so that nothing expires.
+        let at_ms = 1_000_000 + n as u64;
+        table.apply(Command::Submit { spec, at_ms });
+        let outcome = Outcome::Succeeded(Bytes::from_static(b"4"));
+        table.apply(Command::Complete {
+            id,
+            attempt: 1,
+            outcome,
+            at_ms,
+        });
+    }
+    table
+}
+
+fn snapshot(c: &mut Criterion) {
+    let table = full_table();
+    c.bench_function("snapshot: copy under the lock (200k tasks)", |b| {
+        b.iter(|| table.image())
+    });
+    c.bench_function("snapshot: encode the copy (200k tasks)", |b| {
+        b.iter_batched(
+            || table.image(),
+            dtc_server::shard::TableImage::encode,
+            criterion::BatchSize::LargeInput,
+        )
+    });
+}
+
+criterion_group!(benches, lifecycle, snapshot);
 criterion_main!(benches);
