@@ -50,6 +50,22 @@ impl TaskSpec {
     /// Whether the spec is within dtc's bounds and a payload of at most `max_payload` bytes;
     /// if not, the answer to give its submitter.
     pub fn check(&self, max_payload: usize) -> Result<(), WireError> {
+        self.check_shape()?;
+        if self.payload.len() > max_payload {
+            return Err(WireError::BadRequest {
+                reason: format!(
+                    "the payload is {} bytes; this cluster takes at most {max_payload} \
+                     (--max-payload)",
+                    self.payload.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the task's type and attempts are within bounds (what every replica checks
+    /// alike; the payload's bound is a coordinator's flag, checked by [`TaskSpec::check`]).
+    pub fn check_shape(&self) -> Result<(), WireError> {
         let bad = |reason: String| Err(WireError::BadRequest { reason });
         if self.kind.is_empty() {
             return bad("the task type is empty".into());
@@ -66,12 +82,6 @@ impl TaskSpec {
                 "max_attempts is {}; at most {} are allowed",
                 self.max_attempts,
                 Self::MAX_ATTEMPTS
-            ));
-        }
-        if self.payload.len() > max_payload {
-            return bad(format!(
-                "the payload is {} bytes; this cluster takes at most {max_payload} (--max-payload)",
-                self.payload.len()
             ));
         }
         Ok(())

@@ -2,12 +2,17 @@
 //! fellow replicas on one port. The shard's task table is replicated by Raft (openraft, with
 //! the durable log and state machine of `crate::shard`); the replica that leads also runs
 //! the scheduler, through a single actor loop (`actor.rs`) that connection tasks talk to
-//! through one bounded channel. Replicas that do not lead answer `NotLeader` with the
+//! through one bounded channel: the leader's runtime of its term (`leader.rs`, with the
+//! tasks it knows before the table does in `early.rs`) decides, group commit
+//! (`proposer.rs`) gathers its commands into Raft entries, and the actor performs both. Replicas that do not lead answer `NotLeader` with the
 //! leader's address.
 
 mod actor;
 mod admin;
 mod clock;
+mod early;
+mod leader;
+mod proposer;
 mod stats;
 mod worker_session;
 

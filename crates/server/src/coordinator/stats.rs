@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// The latency window `dtc top` shows.
 const WINDOW: Duration = Duration::from_secs(1);
 
-/// Counters since this replica last became leader.
+/// Counters of one term as leader (made at election, dropped with the leader's runtime).
 pub(super) struct Stats {
     now: LeaderStats,
     /// When each task still to finish arrived.
@@ -55,17 +55,6 @@ impl Stats {
                 latency: histogram!("dtc_task_duration_seconds", &label),
             },
         }
-    }
-
-    /// Starts again, for a new term as leader.
-    pub(super) fn reset(&mut self, now: Instant) {
-        self.now = LeaderStats::default();
-        self.arrived.clear();
-        if let Some(h) = &mut self.current {
-            h.reset();
-        }
-        self.last = (None, None);
-        self.window_start = now;
     }
 
     /// A new task reached this leader.

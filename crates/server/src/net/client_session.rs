@@ -46,6 +46,34 @@ impl Answer for Reply {
 }
 
 impl Reply {
+    /// A reply to request `req` on a connection of its own, and that connection's queue of
+    /// answers.
+    #[cfg(test)]
+    pub(crate) fn for_test(req: u64) -> (Self, mpsc::Receiver<WithPermit<Response>>) {
+        let (tx, rx) = mpsc::channel(16);
+        let permit = || {
+            Arc::new(Semaphore::new(1))
+                .try_acquire_owned()
+                .unwrap_or_else(|_| unreachable!("a new semaphore has a permit"))
+        };
+        let reply = Self {
+            tx,
+            req,
+            permit: permit(),
+            held: Held {
+                _bytes: permit(),
+                _wait: None,
+            },
+        };
+        (reply, rx)
+    }
+
+    /// The request this reply answers.
+    #[cfg(test)]
+    pub(crate) fn req(&self) -> u64 {
+        self.req
+    }
+
     /// Whether the client's connection has gone (its answer would be dropped).
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()

@@ -231,6 +231,22 @@ impl TaskTable {
         })
     }
 
+    /// The one admission rule for a submit, applied by the table to every submit and by a
+    /// leader deciding whether to run a task before its submit is applied: `Ok(true)` if
+    /// `spec` would be a new task, `Ok(false)` if its id is known (the submit changes
+    /// nothing), or why it is refused — a malformed spec, or no room in the queue with
+    /// `ahead` more tasks queued outside the table (those a leader runs ahead).
+    pub fn admits(&self, spec: &TaskSpec, ahead: usize) -> Result<bool, WireError> {
+        if self.tasks.contains_key(&spec.id) {
+            return Ok(false);
+        }
+        spec.check_shape()?;
+        if self.queued + ahead >= self.settings.retention.max_queued {
+            return Err(WireError::Overloaded);
+        }
+        Ok(true)
+    }
+
     fn submit(&mut self, spec: TaskSpec, at_ms: u64) -> Result<SubmitOutcome, WireError> {
         if let Some(r) = self.tasks.get(&spec.id) {
             return Ok(SubmitOutcome {
@@ -238,14 +254,7 @@ impl TaskTable {
                 created: false,
             });
         }
-        if spec.kind.is_empty() {
-            return Err(WireError::BadRequest {
-                reason: "the task type is empty".into(),
-            });
-        }
-        if self.queued >= self.settings.retention.max_queued {
-            return Err(WireError::Overloaded);
-        }
+        self.admits(&spec, 0)?;
         self.expire(at_ms);
         let record = Record {
             kind: spec.kind,
