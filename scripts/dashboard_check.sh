@@ -8,11 +8,7 @@
 #   DTC=target/debug/dtc scripts/dashboard_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DTC=${DTC:-target/release/dtc}
-[[ -x /usr/bin/chromium || -n "${CHROMIUM:-}" ]] || { echo "needs chromium: apt-get install chromium" >&2; exit 2; }
-if [[ $DTC == target/release/dtc ]]; then cargo build --release -q -p dtc; fi
-(cd scripts/dashboard && [[ -d node_modules/playwright-core ]] || npm ci --no-audit --no-fund -s)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source scripts/dashboard/prepare.sh
 ROUTER=$(free_port); HTTP=$(free_port)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

@@ -2,24 +2,15 @@
 // anything wrong: console errors, no shards or leaders, a throughput figure that does not
 // move, a submitted task whose result does not appear, a page wider than a narrow window.
 // Usage: node check.mjs BASE_URL SCREENSHOT_DIR   (run by ../dashboard_check.sh)
-import { chromium } from "playwright-core";
+import { checks, launch } from "./browser.mjs";
 
 const [base, shots] = process.argv.slice(2);
 if (!base || !shots) {
   console.error("usage: node check.mjs BASE_URL SCREENSHOT_DIR");
   process.exit(2);
 }
-const problems = [];
-const check = (ok, what) => {
-  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
-  if (!ok) problems.push(what);
-};
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const { check, finish } = checks();
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   const errors = [];
@@ -79,8 +70,4 @@ try {
 } finally {
   await browser.close();
 }
-if (problems.length) {
-  console.error(`dashboard check failed: ${problems.length} problem(s)`);
-  process.exit(1);
-}
-console.log("dashboard check passed");
+finish("dashboard check");

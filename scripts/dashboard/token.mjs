@@ -1,24 +1,15 @@
 // The secured dashboard in headless Chromium: it asks for a token once (kept for the tab),
 // shows the cluster with the admin token, and does not ask again on reload.
 // Usage: node token.mjs BASE_URL ADMIN_TOKEN   (run by ../dashboard_token_check.sh)
-import { chromium } from "playwright-core";
+import { checks, launch } from "./browser.mjs";
 
 const [base, token] = process.argv.slice(2);
 if (!base || !token) {
   console.error("usage: node token.mjs BASE_URL ADMIN_TOKEN");
   process.exit(2);
 }
-const problems = [];
-const check = (ok, what) => {
-  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
-  if (!ok) problems.push(what);
-};
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const { check, finish } = checks();
+const browser = await launch();
 try {
   // The cluster's certificate comes from its own CA, which this browser does not know.
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
@@ -42,7 +33,4 @@ try {
 } finally {
   await browser.close();
 }
-if (problems.length) {
-  console.error(`${problems.length} problem(s)`);
-  process.exit(1);
-}
+finish("dashboard token check");

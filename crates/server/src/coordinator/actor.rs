@@ -25,7 +25,6 @@ use super::proposer::Proposer;
 use crate::net::Reply;
 use crate::sched::WorkerId;
 use crate::shard::{Batch, BatchApplied, NodeId, Retention, ShardRaft, SharedTable};
-use dtc_proto::TaskId;
 use dtc_proto::WireError;
 use dtc_proto::message::{CoordMsg, RequestBody, WorkerMsg};
 use dtc_proto::status::SettingsChange;
@@ -36,7 +35,6 @@ use openraft::ServerState;
 use openraft::error::ClientWriteError;
 use openraft::metrics::RaftServerMetrics;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -63,19 +61,7 @@ pub(super) enum Event {
     /// A client's request.
     Request { body: RequestBody, reply: Reply },
     /// A worker registered.
-    WorkerUp {
-        worker: WorkerId,
-        name: String,
-        peer: SocketAddr,
-        tx: mpsc::Sender<CoordMsg>,
-        /// The tasks it runs at once.
-        slots: u32,
-        /// The tasks it takes at once: its slots and those it takes ahead.
-        capacity: u32,
-        kinds: Vec<String>,
-        running: Vec<(TaskId, u32)>,
-        cancel: CancellationToken,
-    },
+    WorkerUp(NewWorker),
     /// A message from a registered worker.
     Worker { worker: WorkerId, msg: WorkerMsg },
     /// A worker's connection closed.
@@ -226,30 +212,7 @@ impl Actor {
                 Event::Request { body, reply } => {
                     leader.request(body, reply, table, now, &mut out);
                 }
-                Event::WorkerUp {
-                    worker,
-                    name,
-                    peer,
-                    tx,
-                    slots,
-                    capacity,
-                    kinds,
-                    running,
-                    cancel,
-                } => {
-                    let w = NewWorker {
-                        worker,
-                        name,
-                        peer,
-                        tx,
-                        slots,
-                        capacity,
-                        kinds,
-                        running,
-                        cancel,
-                    };
-                    leader.worker_up(w, table, now);
-                }
+                Event::WorkerUp(w) => leader.worker_up(w, table, now),
                 Event::Worker { worker, msg } => leader.worker_msg(worker, msg, now, &mut out),
                 Event::WorkerDown { worker } => {
                     leader.drop_worker(worker, leader.at_ms(now), &mut out);
@@ -549,10 +512,10 @@ fn refuse(event: Event, leader: &Option<String>) {
     };
     match event {
         Event::Request { reply, .. } => reply.send(Err(err)),
-        Event::WorkerUp { tx, .. } => {
-            // The worker reads this, closes, and goes to the leader; dropping `tx` lets the
-            // connection's writer send it and finish.
-            tx.try_send(CoordMsg::Error(err)).ok();
+        Event::WorkerUp(w) => {
+            // The worker reads this, closes, and goes to the leader; dropping its queue lets
+            // the connection's writer send it and finish.
+            w.tx.try_send(CoordMsg::Error(err)).ok();
         }
         Event::Configure { reply, .. } => {
             reply.send(Err(err)).ok();

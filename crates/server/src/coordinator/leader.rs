@@ -136,6 +136,7 @@ struct WorkerConn {
 }
 
 /// A worker that registered, as its session reports it.
+#[derive(Debug)]
 pub(super) struct NewWorker {
     pub worker: WorkerId,
     pub name: String,

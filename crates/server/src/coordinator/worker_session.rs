@@ -2,6 +2,7 @@
 //! message to the actor, and writes the actor's assignments back through a batched writer.
 
 use super::actor::Event;
+use super::leader::NewWorker;
 use crate::net::Accepted;
 use dtc_proto::WireError;
 use dtc_proto::connection::{write_loop, write_one};
@@ -84,7 +85,7 @@ pub(super) async fn serve<R, W>(
         .take(MAX_KINDS)
         .collect();
     let running = running.into_iter().take(capacity as usize).collect();
-    let up = Event::WorkerUp {
+    let up = Event::WorkerUp(NewWorker {
         worker: id,
         name: hello.name.clone(),
         peer,
@@ -94,7 +95,7 @@ pub(super) async fn serve<R, W>(
         kinds,
         running,
         cancel: worker_cancel.clone(),
-    };
+    });
     if events.send(up).await.is_err() {
         return;
     }
