@@ -198,7 +198,7 @@ impl Debug for LogStore {
 impl LogStore {
     /// Opens (or creates) the log in `dir`, replaying what an earlier run wrote. A record
     /// torn by a crash at the end of the last chunk is dropped; a damaged record that other
-    /// records follow is an error, and nothing is dropped (see [`check_log_tail`]).
+    /// records follow is an error, and nothing is dropped (see `shard::log_tail`).
     /// `writes` says whose appends may be reported before they are fsynced.
     pub fn open(dir: &Path, writes: LeaderWrites) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
