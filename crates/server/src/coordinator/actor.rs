@@ -270,6 +270,7 @@ impl Actor {
                 return;
             }
             let at_ms = leader.at_ms(now);
+            broken.sort_unstable();
             broken.dedup();
             for worker in broken {
                 leader.drop_worker(worker, at_ms, &mut out);

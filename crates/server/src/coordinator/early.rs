@@ -70,12 +70,13 @@ impl EarlyTasks {
     }
 
     fn insert(&mut self, spec: TaskSpec, unlogged: Option<Vec<Reply>>, submits: u32) {
+        let id = spec.id;
         let early = Early {
-            spec: Some(spec.clone()),
+            spec: Some(spec),
             unlogged,
             submits,
         };
-        if let Some(old) = self.tasks.insert(spec.id, early)
+        if let Some(old) = self.tasks.insert(id, early)
             && old.spec.is_some()
         {
             self.ahead -= 1;
