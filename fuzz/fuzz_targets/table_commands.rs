@@ -4,7 +4,7 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use dtc_proto::{Outcome, TaskId, TaskSpec};
+use dtc_proto::{Backoff, Outcome, Retry, Start, TaskId, TaskSpec};
 use dtc_server::shard::{Command, Retention, TaskTable};
 use libfuzzer_sys::fuzz_target;
 
@@ -12,11 +12,26 @@ fn command(u: &mut Unstructured<'_>) -> arbitrary::Result<Command> {
     let id = TaskId(u128::from(u.int_in_range(0u8..=15)?));
     let at_ms = u64::from(u.int_in_range(0u16..=2000)?);
     let attempt = u.int_in_range(0u32..=4)?;
-    Ok(match u.int_in_range(0u8..=5)? {
+    Ok(match u.int_in_range(0u8..=7)? {
         0 => {
             let mut spec = TaskSpec::new(String::arbitrary(u)?, Vec::<u8>::arbitrary(u)?);
             spec.id = id;
             spec.max_attempts = u.int_in_range(0u32..=4)?;
+            spec.options.start = match u.int_in_range(0u8..=2)? {
+                0 => Start::Now,
+                1 => Start::After(u64::arbitrary(u)?),
+                _ => Start::At(u64::arbitrary(u)?),
+            };
+            spec.options.timeout_ms = Option::<u64>::arbitrary(u)?;
+            spec.options.expires_ms = Option::<u64>::arbitrary(u)?;
+            if bool::arbitrary(u)? {
+                spec.options.backoff = Some(Backoff {
+                    initial_ms: u64::arbitrary(u)?,
+                    multiplier_pct: u32::arbitrary(u)?,
+                    max_ms: u64::arbitrary(u)?,
+                    jitter_pct: u8::arbitrary(u)?,
+                });
+            }
             Command::Submit { spec, at_ms }
         }
         1 => Command::Complete {
@@ -27,16 +42,25 @@ fn command(u: &mut Unstructured<'_>) -> arbitrary::Result<Command> {
                 1 => Outcome::Failed(String::arbitrary(u)?),
                 _ => Outcome::Cancelled,
             },
+            retry: match u.int_in_range(0u8..=2)? {
+                0 => Retry::Policy,
+                1 => Retry::Never,
+                _ => Retry::After(u64::arbitrary(u)?),
+            },
             at_ms,
         },
         2 => Command::Requeue { id, attempt, at_ms },
         3 => Command::Cancel { id, at_ms },
         4 => Command::Expire { at_ms },
+        5 => Command::Retry { id, at_ms },
+        6 => Command::Lapse { id, at_ms },
         _ => Command::Configure {
             retention: Retention {
                 result_ttl_ms: u64::from(u.int_in_range(0u16..=1000)?),
                 max_results: u.int_in_range(1usize..=8)?,
                 max_queued: u.int_in_range(1usize..=8)?,
+                failed_ttl_ms: u64::from(u.int_in_range(0u16..=1000)?),
+                max_failed: u.int_in_range(1usize..=8)?,
             },
         },
     })

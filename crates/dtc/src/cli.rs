@@ -5,6 +5,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 /// dtc — a distributed task coordinator.
 ///
@@ -69,8 +70,11 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Look a task up by id and print it (with --wait, once it has finished).
     Get(GetArgs),
-    /// Cancel a queued task.
-    Cancel(CancelArgs),
+    /// Cancel an unfinished task: scheduled, queued, retrying or running (its handler is
+    /// told to stop). A finished task cannot be cancelled.
+    Cancel(IdArgs),
+    /// Run a failed task again, with fresh attempts (its past errors are kept).
+    Retry(IdArgs),
     /// Show the cluster (through a router) or one coordinator replica: each shard's
     /// replicas, leader, term, log/commit/applied indexes, queue, running tasks, workers.
     Status(StatusArgs),
@@ -103,6 +107,12 @@ pub struct ConfigureArgs {
     /// The most tasks that may wait in the queue; past it a submit is answered Overloaded.
     #[arg(long)]
     pub max_queue: Option<u64>,
+    /// Seconds a failed task is kept.
+    #[arg(long)]
+    pub failed_ttl_s: Option<u64>,
+    /// The most failed tasks kept; the oldest are forgotten first.
+    #[arg(long)]
+    pub max_failed: Option<u64>,
     /// Credentials.
     #[command(flatten)]
     pub security: SecurityArgs,
@@ -356,6 +366,14 @@ pub struct CoordinatorArgs {
     /// setting; see --max-queue).
     #[arg(long, env = "DTC_MAX_RESULTS", default_value_t = 200_000)]
     pub max_results: usize,
+    /// Seconds a failed task is kept (with each attempt's error) to be looked at, retried
+    /// with dtc retry or purged (a new shard's setting; see --max-queue).
+    #[arg(long, env = "DTC_FAILED_TTL_S", default_value_t = 7 * 24 * 3600)]
+    pub failed_ttl_s: u64,
+    /// The most failed tasks kept; the oldest are forgotten first (a new shard's setting;
+    /// see --max-queue).
+    #[arg(long, env = "DTC_MAX_FAILED", default_value_t = 100_000)]
+    pub max_failed: usize,
     /// The most slots one worker gets, whatever it asks for (it also takes ahead at most as
     /// many tasks as it has slots).
     #[arg(long, env = "DTC_MAX_WORKER_SLOTS", default_value_t = dtc_server::coordinator::DEFAULT_MAX_WORKER_SLOTS)]
@@ -612,6 +630,34 @@ pub struct SubmitArgs {
     /// How many times the task may run before it fails for good.
     #[arg(long, default_value_t = dtc_proto::TaskSpec::DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: u32,
+    /// Start the task this long after it is accepted, e.g. 30s, 5m, 1h 30m (it is held as
+    /// scheduled until then; the shard's log keeps the time, so it survives restarts).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "at")]
+    pub delay: Option<Duration>,
+    /// Start the task at this time, RFC 3339 (2026-12-01T09:00:00Z, or with an offset).
+    #[arg(long, value_name = "TIME", value_parser = parse_rfc3339)]
+    pub at: Option<SystemTime>,
+    /// How long one attempt may run; one that runs longer fails (and is retried while
+    /// attempts remain) and its handler is told to stop. Default: no limit.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Fail the task as expired if it has not started this long after it was accepted.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub expires: Option<Duration>,
+    /// The wait before the second attempt after a failed first; it grows by
+    /// --backoff-multiplier with each further failure. Default 1s.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub backoff: Option<Duration>,
+    /// How much the wait grows after each failed attempt. Default 2.
+    #[arg(long, value_name = "FACTOR")]
+    pub backoff_multiplier: Option<f64>,
+    /// The longest wait between attempts. Default 10m.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub backoff_max: Option<Duration>,
+    /// Up to this percent is added to each wait at random, so that tasks that failed
+    /// together do not retry together. Default 20.
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub backoff_jitter: Option<u8>,
     /// Return once the task is accepted instead of waiting for its result.
     #[arg(long)]
     pub no_wait: bool,
@@ -633,14 +679,21 @@ pub struct GetArgs {
     pub target: TargetArgs,
 }
 
-/// `dtc cancel`.
+/// `dtc cancel`, `dtc retry`: one task, by id.
 #[derive(Debug, Args)]
-pub struct CancelArgs {
+pub struct IdArgs {
     /// The task id.
     pub id: dtc_proto::TaskId,
     /// Where to connect.
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+/// A time in RFC 3339, e.g. `2026-12-01T09:00:00Z`.
+fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(SystemTime::from)
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2026-12-01T09:00:00Z: {e}"))
 }
 
 fn parse_shard(s: &str) -> Result<Vec<SocketAddr>, String> {

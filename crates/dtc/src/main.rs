@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             | Command::Submit(_)
             | Command::Get(_)
             | Command::Cancel(_)
+            | Command::Retry(_)
             | Command::Status(_)
             | Command::Top(_)
             | Command::Configure(_)
@@ -109,6 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Get(args) => dtc::task_cmd::get(args).await.map(drop),
         Command::Cancel(args) => dtc::task_cmd::cancel(args).await.map(drop),
+        Command::Retry(args) => dtc::task_cmd::retry(args).await.map(drop),
         Command::Status(args) => dtc::status_cmd::run(args).await,
         Command::Configure(args) => dtc::status_cmd::configure(args).await,
         Command::Top(args) => dtc::top::run(args, shutdown_signal()).await,
@@ -271,6 +273,8 @@ async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
             result_ttl_ms: args.result_ttl_s.saturating_mul(1000),
             max_results: args.max_results,
             max_queued: args.max_queue,
+            failed_ttl_ms: args.failed_ttl_s.saturating_mul(1000),
+            max_failed: args.max_failed,
         },
         limits: limits(&args.net),
         credentials: Arc::clone(&credentials),

@@ -43,10 +43,13 @@ pub fn render(answer: &AdminResponse) -> String {
 /// A shard's settings, as one line.
 pub fn settings_line(s: &ShardSettings) -> String {
     format!(
-        "  settings: results kept {} s, at most {} results, at most {} queued\n",
+        "  settings: results kept {} s, at most {} results, at most {} queued; failed tasks \
+         kept {} s, at most {}\n",
         s.result_ttl_ms / 1000,
         s.max_results,
-        s.max_queued
+        s.max_queued,
+        s.failed_ttl_ms / 1000,
+        s.max_failed
     )
 }
 
@@ -136,10 +139,13 @@ pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
         result_ttl_ms: args.result_ttl_s.map(|s| s.saturating_mul(1000)),
         max_results: args.max_results,
         max_queued: args.max_queue,
+        failed_ttl_ms: args.failed_ttl_s.map(|s| s.saturating_mul(1000)),
+        max_failed: args.max_failed,
     };
     anyhow::ensure!(
         change != SettingsChange::default(),
-        "say what to change: --result-ttl-s, --max-results or --max-queue"
+        "say what to change: --result-ttl-s, --max-results, --max-queue, --failed-ttl-s or \
+         --max-failed"
     );
     let transport = Secure::new(Tcp, args.security.credentials()?);
     let request = AdminRequest::Configure(change);

@@ -1,10 +1,11 @@
-//! `dtc submit`, `dtc get`, `dtc cancel`: one request each against a router (or a
-//! coordinator), printing the task as text or JSON.
+//! `dtc submit`, `dtc get`, `dtc cancel`, `dtc retry`: one request each against a router
+//! (or a coordinator), printing the task as text or JSON.
 
-use crate::cli::{CancelArgs, GetArgs, SubmitArgs, TargetArgs};
+use crate::cli::{GetArgs, IdArgs, SubmitArgs, TargetArgs};
 
-use dtc_sdk::{Client, ClientConfig, Outcome, TaskSpec, TaskView};
+use dtc_sdk::{Backoff, Client, ClientConfig, Outcome, TaskSpec, TaskView};
 use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 async fn connect(target: &TargetArgs) -> anyhow::Result<Client> {
     let addr = SocketAddr::new(target.ip, target.port);
@@ -15,11 +16,7 @@ async fn connect(target: &TargetArgs) -> anyhow::Result<Client> {
 /// Submits one task; prints it when it has finished (or when accepted, with `--no-wait`).
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<TaskView> {
     let client = connect(&args.target).await?;
-    let mut spec = TaskSpec::new(args.kind, args.payload.into_bytes());
-    spec.max_attempts = args.max_attempts.max(1);
-    if let Some(id) = args.id {
-        spec = spec.with_id(id);
-    }
+    let spec = spec(args.kind.clone(), args.payload.clone().into_bytes(), &args)?;
     let view = if args.no_wait {
         client.submit(spec).await?
     } else {
@@ -27,6 +24,47 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<TaskView> {
     };
     print(&view, args.target.json)?;
     Ok(view)
+}
+
+/// The task `dtc submit` asks for.
+fn spec(kind: String, payload: Vec<u8>, args: &SubmitArgs) -> anyhow::Result<TaskSpec> {
+    let mut spec = TaskSpec::new(kind, payload).with_max_attempts(args.max_attempts);
+    if let Some(id) = args.id {
+        spec = spec.with_id(id);
+    }
+    if let Some(delay) = args.delay {
+        spec = spec.with_delay(delay);
+    }
+    if let Some(at) = args.at {
+        spec = spec.with_start_at(at);
+    }
+    if let Some(timeout) = args.timeout {
+        spec = spec.with_timeout(timeout);
+    }
+    if let Some(ttl) = args.expires {
+        spec = spec.with_expiry(ttl);
+    }
+    let custom = args.backoff.is_some()
+        || args.backoff_multiplier.is_some()
+        || args.backoff_max.is_some()
+        || args.backoff_jitter.is_some();
+    if custom {
+        let default = Backoff::default();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let multiplier = args.backoff_multiplier.unwrap_or(2.0);
+        anyhow::ensure!(
+            (1.0..=100.0).contains(&multiplier),
+            "--backoff-multiplier must be from 1 to 100, not {multiplier}"
+        );
+        spec = spec.with_backoff(Backoff {
+            initial_ms: args.backoff.map_or(default.initial_ms, ms),
+            // In range 100..=10_000 after the check above.
+            multiplier_pct: (multiplier * 100.0).round() as u32,
+            max_ms: args.backoff_max.map_or(default.max_ms, ms),
+            jitter_pct: args.backoff_jitter.unwrap_or(default.jitter_pct),
+        });
+    }
+    Ok(spec)
 }
 
 /// Looks a task up.
@@ -41,12 +79,40 @@ pub async fn get(args: GetArgs) -> anyhow::Result<TaskView> {
     Ok(view)
 }
 
-/// Cancels a queued task.
-pub async fn cancel(args: CancelArgs) -> anyhow::Result<TaskView> {
+/// Cancels an unfinished task.
+pub async fn cancel(args: IdArgs) -> anyhow::Result<TaskView> {
     let client = connect(&args.target).await?;
     let view = client.cancel(args.id).await?;
     print(&view, args.target.json)?;
     Ok(view)
+}
+
+/// Runs a failed task again.
+pub async fn retry(args: IdArgs) -> anyhow::Result<TaskView> {
+    let client = connect(&args.target).await?;
+    let view = client.retry(args.id).await?;
+    print(&view, args.target.json)?;
+    Ok(view)
+}
+
+/// A time as RFC 3339 (UTC), from ms since the Unix epoch.
+fn rfc3339(ms: u64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(ms);
+    time::OffsetDateTime::from(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| format!("{ms} ms after the epoch"))
+}
+
+/// How far `ms` (since the epoch) is from now, for people: "in 2.5s", "3s ago".
+fn from_now(ms: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    if ms >= now {
+        format!("in {:.1}s", (ms - now) as f64 / 1000.0)
+    } else {
+        format!("{:.1}s ago", (now - ms) as f64 / 1000.0)
+    }
 }
 
 fn print(view: &TaskView, json: bool) -> anyhow::Result<()> {
@@ -60,21 +126,37 @@ fn print(view: &TaskView, json: bool) -> anyhow::Result<()> {
     if json {
         let value = serde_json::json!({
             "id": view.id.to_string(),
-            "state": format!("{:?}", view.state).to_lowercase(),
+            "type": view.kind,
+            "state": view.state.name(),
             "attempts": view.attempts,
+            "created": rfc3339(view.created_ms),
+            "due": view.due_ms.map(rfc3339),
             "result": result,
             "error": error,
+            "errors": view.errors,
         });
         println!("{value}");
     } else {
         println!("id: {}", view.id);
-        println!("state: {}", format!("{:?}", view.state).to_lowercase());
+        if !view.kind.is_empty() {
+            println!("type: {}", view.kind);
+        }
+        println!("state: {}", view.state.name());
         println!("attempts: {}", view.attempts);
+        if let Some(due) = view.due_ms {
+            println!("due: {} ({})", rfc3339(due), from_now(due));
+        }
         if let Some(r) = result {
             println!("result: {r}");
         }
         if let Some(e) = error {
             println!("error: {e}");
+        }
+        if view.errors.len() > 1 || (view.errors.len() == 1 && view.outcome.is_none()) {
+            println!("attempt errors (oldest first):");
+            for e in &view.errors {
+                println!("  - {e}");
+            }
         }
     }
     Ok(())

@@ -514,6 +514,7 @@ async fn a_worker_cannot_complete_or_claim_a_task_it_does_not_hold() -> anyhow::
             id,
             attempt: 1,
             outcome: Outcome::Succeeded("forged".into()),
+            retry: dtc_proto::Retry::Policy,
         };
         write_one(&mut writer, &WorkerMsg::Completed(forged), 1 << 20).await?;
         // The answer to a heartbeat comes after the actor handled the completion.
@@ -521,7 +522,7 @@ async fn a_worker_cannot_complete_or_claim_a_task_it_does_not_hold() -> anyhow::
         loop {
             match reader.expect().await? {
                 CoordMsg::Alive => break,
-                CoordMsg::Assign(_) => {}
+                CoordMsg::Assign(_) | CoordMsg::Cancel { .. } => {}
                 CoordMsg::Error(e) => anyhow::bail!("the leader refused the worker: {e}"),
             }
         }

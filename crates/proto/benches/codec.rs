@@ -37,9 +37,13 @@ fn codec(c: &mut Criterion) {
         req: 42,
         body: Ok(TaskView {
             id: TaskId::new(),
+            kind: "wordcount".into(),
             state: TaskState::Succeeded,
             attempts: 1,
             outcome: Some(Outcome::Succeeded("127".into())),
+            created_ms: 1_800_000_000_000,
+            due_ms: None,
+            errors: Vec::new(),
         }),
     };
     round_trip(c, "result response: encode + decode", &answer);

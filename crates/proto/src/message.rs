@@ -8,7 +8,7 @@
 //! | worker → coordinator | [`WorkerMsg`] | [`CoordMsg`] |
 
 use crate::token::Token;
-use crate::{Outcome, TaskId, TaskSpec, TaskView, WireError};
+use crate::{Outcome, Retry, TaskId, TaskSpec, TaskView, WireError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -240,8 +240,13 @@ pub enum RequestBody {
         /// Answer only when the task has finished.
         wait: bool,
     },
-    /// Cancel a queued task.
+    /// Cancel an unfinished task (a running one's worker is told to stop it).
     Cancel {
+        /// The task's id.
+        id: TaskId,
+    },
+    /// Run a failed task again, with fresh attempts.
+    Retry {
         /// The task's id.
         id: TaskId,
     },
@@ -252,7 +257,7 @@ impl RequestBody {
     pub fn task_id(&self) -> TaskId {
         match self {
             Self::Submit { task, .. } => task.id,
-            Self::Get { id, .. } | Self::Cancel { id } => *id,
+            Self::Get { id, .. } | Self::Cancel { id } | Self::Retry { id } => *id,
         }
     }
 }
@@ -303,6 +308,8 @@ pub struct Completion {
     pub attempt: u32,
     /// What the handler returned.
     pub outcome: Outcome,
+    /// If it failed: how to retry.
+    pub retry: Retry,
 }
 
 /// What a coordinator sends a worker.
@@ -315,6 +322,14 @@ pub enum CoordMsg {
     /// The answer to a heartbeat: the coordinator still leads and holds this worker. A worker
     /// that hears nothing for a while reconnects.
     Alive,
+    /// Stop running this attempt (it timed out or the task was cancelled); its result will
+    /// not count.
+    Cancel {
+        /// The task.
+        id: TaskId,
+        /// The attempt to stop.
+        attempt: u32,
+    },
 }
 
 /// One attempt of a task, given to a worker.

@@ -36,12 +36,16 @@ pub enum AdminResponse {
 /// The settings every replica of a shard applies alike, kept in the shard's log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardSettings {
-    /// Finished tasks are forgotten this many ms after they finished.
+    /// Succeeded and cancelled tasks are forgotten this many ms after they finished.
     pub result_ttl_ms: u64,
-    /// At most this many finished tasks are kept; the oldest go first.
+    /// At most this many succeeded and cancelled tasks are kept; the oldest go first.
     pub max_results: u64,
-    /// At most this many tasks may be queued; a submit past it is answered `Overloaded`.
+    /// At most this many tasks may be unfinished; a submit past it is answered `Overloaded`.
     pub max_queued: u64,
+    /// Failed tasks are kept this many ms.
+    pub failed_ttl_ms: u64,
+    /// At most this many failed tasks are kept; the oldest go first.
+    pub max_failed: u64,
 }
 
 /// A change to some of a shard's settings; what is `None` stays.
@@ -53,6 +57,10 @@ pub struct SettingsChange {
     pub max_results: Option<u64>,
     /// A new bound on queued tasks.
     pub max_queued: Option<u64>,
+    /// A new retention of failed tasks, in ms.
+    pub failed_ttl_ms: Option<u64>,
+    /// A new bound on kept failed tasks.
+    pub max_failed: Option<u64>,
 }
 
 /// A replica's part in its shard's Raft group.

@@ -3,6 +3,12 @@
 use crate::{TaskId, WireError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A duration in whole ms, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// What a submitter asks to run: a type name (which handler runs it) and a byte payload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +22,93 @@ pub struct TaskSpec {
     /// How many times the task may run before it is given up as failed (a failed or lost
     /// attempt is retried while attempts remain). At least 1.
     pub max_attempts: u32,
+    /// When it may start, how long an attempt may run, how failures are retried.
+    pub options: TaskOptions,
+}
+
+/// When a task may first start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Start {
+    /// As soon as a worker is free.
+    #[default]
+    Now,
+    /// This many ms after the shard accepted it.
+    After(u64),
+    /// At this time (ms since the Unix epoch), or at once if that has passed.
+    At(u64),
+}
+
+/// How long to wait before the next attempt after a failed one: `initial_ms` after the
+/// first failure, multiplied by `multiplier_pct`/100 after each further one, at most
+/// `max_ms`, plus up to `jitter_pct` percent (drawn from the task's id and attempt, so that
+/// every replica computes the same wait).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    /// The wait after the first failed attempt.
+    pub initial_ms: u64,
+    /// How the wait grows with each failure, in percent (200 doubles it).
+    pub multiplier_pct: u32,
+    /// The longest wait.
+    pub max_ms: u64,
+    /// Up to this percent is added to each wait at random, so that tasks that failed
+    /// together do not all retry together (0–100).
+    pub jitter_pct: u8,
+}
+
+impl Default for Backoff {
+    /// 1 s, doubling, at most 10 minutes, 20% jitter.
+    fn default() -> Self {
+        Self {
+            initial_ms: 1_000,
+            multiplier_pct: 200,
+            max_ms: 10 * 60 * 1_000,
+            jitter_pct: 20,
+        }
+    }
+}
+
+impl Backoff {
+    /// The longest wait a policy may ask for (one week).
+    pub const MAX_WAIT_MS: u64 = 7 * 24 * 3600 * 1000;
+
+    /// The wait after attempt number `attempt` (from 1) of task `id` failed: at least the
+    /// backoff's wait for that attempt, at most that plus its jitter.
+    pub fn wait_ms(&self, id: TaskId, attempt: u32) -> u64 {
+        let mut wait = self.initial_ms.min(self.max_ms);
+        for _ in 1..attempt {
+            wait = (u128::from(wait) * u128::from(self.multiplier_pct) / 100)
+                .min(u128::from(self.max_ms))
+                .try_into()
+                .unwrap_or(self.max_ms);
+            if wait >= self.max_ms {
+                break;
+            }
+        }
+        let jitter = u64::from(self.jitter_pct.min(100));
+        // A draw in 0..=1000 from the id and attempt (splitmix64): the same on every replica.
+        let mut z = (id.0 as u64 ^ (id.0 >> 64) as u64)
+            .wrapping_add(u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let draw = u128::from(z % 1001);
+        let extra = u128::from(wait) * u128::from(jitter) * draw / 100_000;
+        wait.saturating_add(u64::try_from(extra).unwrap_or(0))
+    }
+}
+
+/// A task's options beyond its input. `None` takes the shard's default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskOptions {
+    /// When it may first start.
+    pub start: Start,
+    /// How long one attempt may run before the leader fails it (and tells its worker to
+    /// stop); none by default.
+    pub timeout_ms: Option<u64>,
+    /// A task not started within this many ms of being accepted fails as expired.
+    pub expires_ms: Option<u64>,
+    /// How failed attempts are retried.
+    pub backoff: Option<Backoff>,
 }
 
 impl TaskSpec {
@@ -29,6 +122,7 @@ impl TaskSpec {
             kind: kind.into(),
             payload: payload.into(),
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            options: TaskOptions::default(),
         }
     }
 
@@ -38,11 +132,52 @@ impl TaskSpec {
         self
     }
 
+    /// The same spec allowed `attempts` attempts (at least 1).
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The same spec, to start `delay` after the shard accepts it.
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.options.start = Start::After(millis(delay));
+        self
+    }
+
+    /// The same spec, to start at `at` (at once if that has passed).
+    pub fn with_start_at(mut self, at: SystemTime) -> Self {
+        let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        self.options.start = Start::At(millis(since_epoch));
+        self
+    }
+
+    /// The same spec with each attempt limited to `timeout`: an attempt that runs longer is
+    /// failed (and retried while attempts remain) and its handler told to stop.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout_ms = Some(millis(timeout).max(1));
+        self
+    }
+
+    /// The same spec, failing as expired if not started within `ttl` of being accepted.
+    pub fn with_expiry(mut self, ttl: Duration) -> Self {
+        self.options.expires_ms = Some(millis(ttl));
+        self
+    }
+
+    /// The same spec with failed attempts retried after `backoff`.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.options.backoff = Some(backoff);
+        self
+    }
+
     /// The longest task type name.
     pub const MAX_KIND_LEN: usize = 256;
 
     /// The most attempts a task may ask for.
     pub const MAX_ATTEMPTS: u32 = 100;
+
+    /// The longest delay a task may ask for (a year).
+    pub const MAX_DELAY_MS: u64 = 366 * 24 * 3600 * 1000;
 
     /// The default bound on a payload (a node's `--max-payload`).
     pub const DEFAULT_MAX_PAYLOAD: usize = 8 * 1024 * 1024;
@@ -84,13 +219,46 @@ impl TaskSpec {
                 Self::MAX_ATTEMPTS
             ));
         }
+        let o = &self.options;
+        if let Some(b) = o.backoff {
+            if b.initial_ms > Backoff::MAX_WAIT_MS || b.max_ms > Backoff::MAX_WAIT_MS {
+                return bad(format!(
+                    "a backoff wait is at most {} ms (a week)",
+                    Backoff::MAX_WAIT_MS
+                ));
+            }
+            if b.multiplier_pct < 100 || b.multiplier_pct > 10_000 {
+                return bad(format!(
+                    "the backoff multiplier is {}%; it must be 100% to 10000%",
+                    b.multiplier_pct
+                ));
+            }
+            if b.jitter_pct > 100 {
+                return bad(format!("the jitter is {}%; at most 100%", b.jitter_pct));
+            }
+        }
+        if o.timeout_ms == Some(0) {
+            return bad("a timeout must be at least 1 ms".into());
+        }
+        if let Start::After(ms) = o.start
+            && ms > Self::MAX_DELAY_MS
+        {
+            return bad(format!(
+                "a delay is at most {} ms (a year)",
+                Self::MAX_DELAY_MS
+            ));
+        }
         Ok(())
     }
 }
 
-/// Where a task is in its lifecycle: `Queued → Running → Succeeded | Failed`, or `Cancelled`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a task is in its lifecycle: `Scheduled → Queued → Running → Succeeded | Failed`,
+/// with `Retrying` between a failed attempt and the next, or `Cancelled` from any
+/// unfinished state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TaskState {
+    /// Waiting for its start time.
+    Scheduled,
     /// Waiting for a free worker slot.
     Queued,
     /// Assigned to a worker.
@@ -99,11 +267,42 @@ pub enum TaskState {
     Succeeded,
     /// Finished; its handler failed (or its attempts ran out).
     Failed,
-    /// Cancelled before it ran.
+    /// Cancelled before it finished.
     Cancelled,
+    /// An attempt failed; waiting for the time of the next.
+    Retrying,
 }
 
 impl TaskState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [TaskState; 7] = [
+        Self::Scheduled,
+        Self::Queued,
+        Self::Running,
+        Self::Retrying,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// The state's name in the CLI, the HTTP API and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// The state named `name` (as [`TaskState::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     /// Whether the task has finished for good.
     pub fn is_finished(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
@@ -117,8 +316,20 @@ pub enum Outcome {
     Succeeded(Bytes),
     /// Why the handler failed.
     Failed(String),
-    /// The task was cancelled before it ran.
+    /// The task was cancelled.
     Cancelled,
+}
+
+/// How a failed attempt asks to be retried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Retry {
+    /// As the task's backoff says, while attempts remain.
+    #[default]
+    Policy,
+    /// After this many ms, while attempts remain.
+    After(u64),
+    /// Never: the task fails for good (a fatal error).
+    Never,
 }
 
 impl Outcome {
@@ -137,10 +348,76 @@ impl Outcome {
 pub struct TaskView {
     /// The task's id.
     pub id: TaskId,
+    /// Its type.
+    pub kind: String,
     /// Its lifecycle state.
     pub state: TaskState,
     /// How many attempts have started so far.
     pub attempts: u32,
     /// The outcome, once finished.
     pub outcome: Option<Outcome>,
+    /// When it was accepted (ms since the Unix epoch, the leader's clock).
+    pub created_ms: u64,
+    /// While scheduled or retrying: when it may run next (ms since the Unix epoch).
+    pub due_ms: Option<u64>,
+    /// The error of each failed attempt, oldest first (the last
+    /// [`TaskView::MAX_ERRORS`], each at most [`TaskView::MAX_ERROR_LEN`] bytes).
+    pub errors: Vec<String>,
+}
+
+impl TaskView {
+    /// How many attempts' errors a task keeps.
+    pub const MAX_ERRORS: usize = 16;
+    /// How much of one error is kept.
+    pub const MAX_ERROR_LEN: usize = 4096;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_bound_with_bounded_jitter_the_same_everywhere() {
+        let exact = Backoff {
+            initial_ms: 100,
+            multiplier_pct: 200,
+            max_ms: 1_000,
+            jitter_pct: 0,
+        };
+        let waits: Vec<u64> = (1..=6).map(|a| exact.wait_ms(TaskId(7), a)).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1_000, 1_000]);
+        let jittered = Backoff {
+            jitter_pct: 50,
+            ..exact
+        };
+        let mut distinct = std::collections::HashSet::new();
+        for n in 0..200u128 {
+            let wait = jittered.wait_ms(TaskId(n), 2);
+            assert!((200..=300).contains(&wait), "{wait}");
+            assert_eq!(wait, jittered.wait_ms(TaskId(n), 2), "a pure function");
+            distinct.insert(wait);
+        }
+        assert!(
+            distinct.len() > 20,
+            "the jitter spreads retries: {distinct:?}"
+        );
+    }
+
+    #[test]
+    fn options_out_of_bounds_are_refused() {
+        let base = TaskSpec::new("noop", "");
+        assert!(
+            base.clone()
+                .with_timeout(Duration::from_millis(5))
+                .check(10)
+                .is_ok()
+        );
+        let slow = base.clone().with_backoff(Backoff {
+            multiplier_pct: 50,
+            ..Backoff::default()
+        });
+        assert!(slow.check(10).is_err(), "a backoff that shrinks");
+        let late = base.with_delay(Duration::from_millis(TaskSpec::MAX_DELAY_MS + 1));
+        assert!(late.check(10).is_err());
+    }
 }

@@ -240,8 +240,13 @@ impl Client {
             .await
     }
 
-    /// Cancels a queued task.
+    /// Cancels an unfinished task; a running one's handler is told to stop.
     pub async fn cancel(&self, id: TaskId) -> Result<TaskView, ClientError> {
         self.call_retrying(RequestBody::Cancel { id }).await
+    }
+
+    /// Runs a failed task again with fresh attempts.
+    pub async fn retry(&self, id: TaskId) -> Result<TaskView, ClientError> {
+        self.call_retrying(RequestBody::Retry { id }).await
     }
 }

@@ -5,7 +5,9 @@
 //! | `noop` | ignored | empty |
 //! | `sleep` | a whole number of microseconds, as text (`"100"`) | empty, after that long |
 //! | `wordcount` | UTF-8 text | the number of whitespace-separated words, as text |
+//! | `fail` | the error to fail with; `fatal:` first fails for good | never succeeds |
 
+use crate::TaskError;
 use crate::timer::PreciseTimer;
 use bytes::Bytes;
 use std::time::Duration;
@@ -32,6 +34,16 @@ pub async fn sleep(timer: &PreciseTimer, payload: &[u8]) -> Result<Bytes, String
     }
     timer.sleep(d).await;
     Ok(Bytes::new())
+}
+
+/// `fail`: fails with the payload as its error, fatally (no more attempts) if it starts
+/// with `fatal:`. For demos and tests of retries.
+pub fn fail(payload: &[u8]) -> Result<Bytes, TaskError> {
+    let text = String::from_utf8_lossy(payload);
+    match text.strip_prefix("fatal:") {
+        Some(rest) => Err(TaskError::fatal(rest.trim())),
+        None => Err(TaskError::retryable(text)),
+    }
 }
 
 /// `wordcount`: counts the words of a UTF-8 text.
@@ -63,6 +75,14 @@ mod tests {
         );
         assert_eq!(count_words(b"").ok(), Some(Bytes::from_static(b"0")));
         assert!(count_words(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn fail_fails_fatally_only_when_asked() {
+        let soft = fail(b"disk full");
+        assert_eq!(soft, Err(TaskError::retryable("disk full")));
+        let hard = fail(b"fatal: bad input");
+        assert_eq!(hard, Err(TaskError::fatal("bad input")));
     }
 
     #[tokio::test]

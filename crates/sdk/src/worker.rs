@@ -5,10 +5,14 @@
 //! still running so they are not run twice), and drains on shutdown: it stops taking tasks,
 //! finishes the running ones, reports them, then returns.
 //!
-//! Handlers are plain async functions of a [`Task`](crate::Task). They share the runtime
+//! Handlers are plain async functions of a [`Task`]. They share the runtime
 //! with the heartbeats, so a handler must not block it: run long CPU work or blocking calls
 //! with `tokio::task::spawn_blocking` (a worker whose heartbeats stop for the coordinator's
 //! timeout is declared dead, and its tasks run elsewhere).
+//!
+//! When the coordinator says an attempt must stop (it overran its timeout, or the task was
+//! cancelled), the attempt's [`Task::cancelled`] fires and the slot stops waiting for the
+//! handler at once (its future is dropped), reports the attempt and takes the next task.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dtc_sdk::WorkerError> {
@@ -26,6 +30,7 @@
 //! ```
 
 use crate::handlers;
+use crate::task::{Task, TaskError};
 use crate::timer::PreciseTimer;
 use bytes::Bytes;
 use dtc_proto::connection::{FrameReader, write_loop};
@@ -33,11 +38,10 @@ use dtc_proto::credentials::Credentials;
 use dtc_proto::message::{Assignment, Completion, CoordMsg, Role, WorkerMsg};
 use dtc_proto::mux::dial;
 use dtc_proto::transport::{Secure, Tcp, Transport};
-use dtc_proto::{DEFAULT_MAX_FRAME, Outcome, ProtoError, TaskId, WireError};
+use dtc_proto::{DEFAULT_MAX_FRAME, Outcome, ProtoError, Retry, TaskId, WireError};
 use foldhash::HashMap;
 use futures_util::FutureExt;
 use std::collections::VecDeque;
-use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -49,8 +53,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>>;
-type Handler = Arc<dyn Fn(Assignment) -> BoxFuture + Send + Sync>;
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Bytes, TaskError>> + Send>>;
+type Handler = Arc<dyn Fn(Task) -> BoxFuture + Send + Sync>;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
 
@@ -88,24 +92,25 @@ pub struct WorkerBuilder {
 
 impl WorkerBuilder {
     /// Registers `f` as the handler of tasks of type `kind`. It gets the task and returns its
-    /// result bytes, or an error whose text becomes the task's failure.
+    /// result bytes, or an error (a [`TaskError`], or anything that converts into one such as
+    /// a `String`) whose text becomes the attempt's error.
     pub fn handler<F, Fut, O, E>(mut self, kind: &str, f: F) -> Self
     where
-        F: Fn(Assignment) -> Fut + Send + Sync + 'static,
+        F: Fn(Task) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<O, E>> + Send + 'static,
         O: Into<Bytes>,
-        E: Display,
+        E: Into<TaskError>,
     {
         let f = Arc::new(f);
         let handler: Handler = Arc::new(move |task| {
             let fut = f(task);
-            Box::pin(async move { fut.await.map(Into::into).map_err(|e| e.to_string()) })
+            Box::pin(async move { fut.await.map(Into::into).map_err(Into::into) })
         });
         self.handlers.insert(kind.to_string(), handler);
         self
     }
 
-    /// Adds the built-in `noop`, `sleep` and `wordcount` handlers (see [`handlers`]).
+    /// Adds the built-in `noop`, `sleep`, `wordcount` and `fail` handlers (see [`handlers`]).
     pub fn builtins(mut self) -> Self {
         self.builtins = true;
         self
@@ -163,7 +168,8 @@ impl WorkerBuilder {
                     let timer = timer.clone();
                     async move { handlers::sleep(&timer, &task.payload).await }
                 })
-                .handler("wordcount", |task| handlers::wordcount(task.payload));
+                .handler("wordcount", |task| handlers::wordcount(task.payload))
+                .handler("fail", |task| async move { handlers::fail(&task.payload) });
         }
         if self.handlers.is_empty() {
             return Err(WorkerError::NoHandlers);
@@ -193,12 +199,13 @@ pub struct Worker {
 
 /// What the run loop tracks across connections.
 struct State {
-    /// Tasks assigned and not yet completed (running or waiting): id → attempt.
-    running: HashMap<TaskId, u32>,
+    /// Tasks assigned and not yet completed (running or waiting): id → attempt, and the
+    /// attempt's cancellation signal.
+    running: HashMap<TaskId, (u32, CancellationToken)>,
     /// The slots' shared queue of tasks to run.
-    inbox: mpsc::Sender<Assignment>,
+    inbox: mpsc::Sender<Task>,
     /// Tasks that did not fit in the inbox (only after a reconnect), in arrival order.
-    overflow: VecDeque<Assignment>,
+    overflow: VecDeque<Task>,
     /// Completions not yet handed to a connection.
     outbox: Vec<Completion>,
     draining: bool,
@@ -207,7 +214,9 @@ struct State {
 impl State {
     /// Hands a task to the slots (or keeps it until the inbox has room).
     fn give(&mut self, task: Assignment) {
-        self.running.insert(task.id, task.attempt);
+        let task = Task::assigned(task);
+        self.running
+            .insert(task.id, (task.attempt, task.cancel_token()));
         if !self.overflow.is_empty() {
             self.overflow.push_back(task);
         } else if let Err(e) = self.inbox.try_send(task) {
@@ -215,9 +224,24 @@ impl State {
         }
     }
 
+    /// The coordinator says `attempt` of `id` must stop.
+    fn cancel(&mut self, id: TaskId, attempt: u32) {
+        if let Some((held, token)) = self.running.get(&id)
+            && *held == attempt
+        {
+            token.cancel();
+        }
+    }
+
     /// An attempt ended: queue its completion and refill the inbox.
     fn finished(&mut self, c: Completion) {
-        self.running.remove(&c.id);
+        if self
+            .running
+            .get(&c.id)
+            .is_some_and(|(a, _)| *a == c.attempt)
+        {
+            self.running.remove(&c.id);
+        }
         self.outbox.push(c);
         while let Some(task) = self.overflow.pop_front() {
             if let Err(e) = self.inbox.try_send(task) {
@@ -267,8 +291,7 @@ impl Worker {
             return Err(WorkerError::NoAddress);
         }
         let (done_tx, mut done_rx) = mpsc::channel::<Completion>(self.slots as usize * 2 + 16);
-        let (inbox, inbox_rx) =
-            mpsc::channel::<Assignment>((self.slots + self.prefetch) as usize + 1);
+        let (inbox, inbox_rx) = mpsc::channel::<Task>((self.slots + self.prefetch) as usize + 1);
         let inbox_rx = Arc::new(tokio::sync::Mutex::new(inbox_rx));
         let label = [("worker", self.name.clone())];
         metrics::gauge!("dtc_worker_slots", &label).set(f64::from(self.slots));
@@ -402,7 +425,7 @@ impl Worker {
             running: st
                 .running
                 .iter()
-                .map(|(id, attempt)| (*id, *attempt))
+                .map(|(id, (attempt, _))| (*id, *attempt))
                 .chain(st.outbox.iter().map(|c| (c.id, c.attempt)))
                 .collect(),
         };
@@ -436,6 +459,10 @@ impl Worker {
                         st.give(task);
                     }
                     Ok(Some(CoordMsg::Alive)) => heard = Instant::now(),
+                    Ok(Some(CoordMsg::Cancel { id, attempt })) => {
+                        heard = Instant::now();
+                        st.cancel(id, attempt);
+                    }
                                         Ok(Some(CoordMsg::Error(e))) => {
                         if !matches!(e, WireError::NotLeader { .. }) {
                             tracing::warn!(error = %e, "the coordinator refused this worker");
@@ -495,14 +522,14 @@ struct SlotMeters {
 /// the next one at once, without a round trip through the connection's task.
 async fn slot(
     handlers: Arc<HashMap<String, Handler>>,
-    inbox: Arc<tokio::sync::Mutex<mpsc::Receiver<Assignment>>>,
+    inbox: Arc<tokio::sync::Mutex<mpsc::Receiver<Task>>>,
     done: mpsc::Sender<Completion>,
     meters: SlotMeters,
 ) {
     loop {
         let next = inbox.lock().await.recv().await;
         let Some(task) = next else { return };
-        let (id, attempt) = (task.id, task.attempt);
+        let (id, attempt, stop) = (task.id, task.attempt, task.cancel_token());
         let run: BoxFuture = match handlers.get(&task.kind) {
             Some(handler) => handler(task),
             None => {
@@ -513,11 +540,16 @@ async fn slot(
                     task.kind,
                     kinds.join(", ")
                 );
-                Box::pin(async move { Err(reason) })
+                Box::pin(async move { Err(TaskError::retryable(reason)) })
             }
         };
         meters.busy.increment(1.0);
-        let result = AssertUnwindSafe(run).catch_unwind().await;
+        // A stopped attempt's result does not count: the handler is dropped where it waits.
+        let result = tokio::select! {
+            biased;
+            () = stop.cancelled() => Ok(Err(TaskError::fatal("the attempt was stopped"))),
+            r = AssertUnwindSafe(run).catch_unwind() => r,
+        };
         meters.busy.decrement(1.0);
         let completion = completion(id, attempt, result);
         match completion.outcome {
@@ -534,23 +566,27 @@ async fn slot(
 fn completion(
     id: TaskId,
     attempt: u32,
-    result: std::thread::Result<Result<Bytes, String>>,
+    result: std::thread::Result<Result<Bytes, TaskError>>,
 ) -> Completion {
-    let outcome = match result {
-        Ok(Ok(bytes)) => Outcome::Succeeded(bytes),
-        Ok(Err(reason)) => Outcome::Failed(reason),
+    let (outcome, retry) = match result {
+        Ok(Ok(bytes)) => (Outcome::Succeeded(bytes), Retry::Policy),
+        Ok(Err(e)) => (Outcome::Failed(e.message().to_owned()), e.retry()),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            Outcome::Failed(format!("the handler panicked: {what}"))
+            (
+                Outcome::Failed(format!("the handler panicked: {what}")),
+                Retry::Policy,
+            )
         }
     };
     Completion {
         id,
         attempt,
         outcome,
+        retry,
     }
 }

@@ -162,6 +162,7 @@ impl Actor {
         tokio::pin!(stop);
         self.on_metrics();
         loop {
+            let timer = self.next_timer();
             tokio::select! {
                 n = self.events.recv_many(&mut events, EVENT_BATCH) => {
                     if n == 0 {
@@ -188,6 +189,9 @@ impl Actor {
                 _ = tick.tick() => self.on_tick(now()),
                 () = sleep_until(self.proposer.linger_until()),
                     if self.proposer.linger_until().is_some() => {}
+                () = sleep_until(timer), if timer.is_some() => {
+                    self.on_tick(now());
+                }
                 () = &mut stop => break,
             }
             self.schedule();
@@ -278,6 +282,14 @@ impl Actor {
         }
     }
 
+    /// When the leader's earliest timer is due.
+    fn next_timer(&self) -> Option<Instant> {
+        match &self.part {
+            Part::Leading(leader) => leader.next_timer(now()),
+            Part::Follower { .. } => None,
+        }
+    }
+
     fn on_tick(&mut self, now: Instant) {
         let Part::Leading(leader) = &mut self.part else {
             return;
@@ -296,8 +308,9 @@ impl Actor {
             return;
         }
         let mut out = Effects::default();
-        leader.schedule(&self.table.lock().table, &mut out);
-        self.perform(out, now());
+        let now = now();
+        leader.schedule(&self.table.lock().table, now, &mut out);
+        self.perform(out, now);
     }
 
     /// Proposes the entries that are due (the election barrier first) and attaches this
@@ -398,7 +411,7 @@ impl Actor {
                         leader.applied(applied, then, index, &t.table, now, &mut out);
                     }
                     for read in pending.reads {
-                        leader.read(read, &t.table, &mut out);
+                        leader.read(read, &t.table, now, &mut out);
                     }
                 }
                 self.perform(out, now);
@@ -421,13 +434,14 @@ impl Actor {
         match &mut self.part {
             Part::Leading(leader) => {
                 let mut out = Effects::default();
+                let now = now();
                 {
                     let t = self.table.lock();
                     for read in reads {
-                        leader.read(read, &t.table, &mut out);
+                        leader.read(read, &t.table, now, &mut out);
                     }
                 }
-                self.perform(out, now());
+                self.perform(out, now);
             }
             Part::Follower { leader } => {
                 let t = self.table.lock();

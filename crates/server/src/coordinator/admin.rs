@@ -48,6 +48,8 @@ pub(super) fn settings(r: &Retention) -> ShardSettings {
         result_ttl_ms: r.result_ttl_ms,
         max_results: r.max_results as u64,
         max_queued: r.max_queued as u64,
+        failed_ttl_ms: r.failed_ttl_ms,
+        max_failed: r.max_failed as u64,
     }
 }
 
@@ -64,7 +66,7 @@ pub(super) async fn status(sources: &Sources) -> ReplicaStatus {
     let (queued, tasks, retention) = {
         let t = sources.table.lock();
         (
-            t.table.queued_len() as u64,
+            t.table.unfinished_len() as u64,
             t.table.len() as u64,
             t.table.retention(),
         )

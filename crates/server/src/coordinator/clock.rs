@@ -23,12 +23,12 @@ impl LeaderClock {
         }
     }
 
-    /// A clock started now from the system's wall clock and the log's time.
-    pub(super) fn start_now(log_ms: u64) -> Self {
+    /// A clock that reads the system's wall clock (or the log's time) at `now`.
+    pub(super) fn start_now(log_ms: u64, now: Instant) -> Self {
         let wall_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Self::start(wall_ms, log_ms, Instant::now())
+        Self::start(wall_ms, log_ms, now)
     }
 
     /// The time to stamp at `now`.

@@ -11,7 +11,7 @@
 
 use crate::net::Reply;
 use bytes::Bytes;
-use dtc_proto::{TaskId, TaskSpec};
+use dtc_proto::{TaskId, TaskSpec, TaskState, TaskView};
 use foldhash::HashMap;
 
 /// A task the table may not hold yet.
@@ -43,9 +43,20 @@ impl EarlyTasks {
         self.tasks.get(&id).is_some_and(|e| e.submits > 0)
     }
 
-    /// Whether `id` runs unlogged.
-    pub(super) fn is_unlogged(&self, id: TaskId) -> bool {
-        self.tasks.get(&id).is_some_and(|e| e.unlogged.is_some())
+    /// What a lookup of an unlogged task shows (`created_ms`: now, as good as any time
+    /// before it is logged); `None` if `id` is not one.
+    pub(super) fn view(&self, id: TaskId, created_ms: u64) -> Option<TaskView> {
+        let e = self.tasks.get(&id).filter(|e| e.unlogged.is_some())?;
+        Some(TaskView {
+            id,
+            kind: e.spec.as_ref().map(|s| s.kind.clone()).unwrap_or_default(),
+            state: TaskState::Queued,
+            attempts: 0,
+            outcome: None,
+            created_ms,
+            due_ms: None,
+            errors: Vec::new(),
+        })
     }
 
     /// Adds a submitter waiting for an unlogged task; hands `reply` back if `id` is not one.
@@ -149,6 +160,7 @@ mod tests {
             kind: "noop".into(),
             payload: Bytes::from_static(b"x"),
             max_attempts: 1,
+            options: dtc_proto::TaskOptions::default(),
         }
     }
 
@@ -175,7 +187,7 @@ mod tests {
         let (first, _rx1) = Reply::for_test(1);
         let (second, _rx2) = Reply::for_test(2);
         early.run_unlogged(spec(7), first);
-        assert!(early.is_unlogged(TaskId(7)));
+        assert!(early.view(TaskId(7), 0).is_some());
         assert!(!early.submitting(TaskId(7)));
         assert!(early.wait_unlogged(TaskId(7), second).is_ok());
         let (third, _rx3) = Reply::for_test(3);
@@ -183,11 +195,11 @@ mod tests {
         // An unlogged task's submit applied by someone else's proposal does not end it.
         early.proposing(TaskId(7));
         assert!(!early.applied(TaskId(7)));
-        assert!(early.is_unlogged(TaskId(7)));
+        assert!(early.view(TaskId(7), 0).is_some());
         let (logged, replies) = early.log(TaskId(7)).ok_or("task 7 runs unlogged")?;
         assert_eq!(logged.id, TaskId(7));
         assert_eq!(replies.len(), 2);
-        assert!(!early.is_unlogged(TaskId(7)));
+        assert!(early.view(TaskId(7), 0).is_none());
         assert!(early.submitting(TaskId(7)));
         assert_eq!(
             early.ahead(),

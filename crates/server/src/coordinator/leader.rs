@@ -13,17 +13,24 @@
 //! applied, everything before it is in the table, and the ready queue is rebuilt from the
 //! table's unfinished tasks — after a short grace, so that workers reconnecting from the old
 //! leader can first report what they still run.
+//!
+//! Time drives the lifecycle through [`Timers`] set from the table: a scheduled or retrying
+//! task enters the ready queue when its time comes, a task not started by its expiry is
+//! failed (a committed `Lapse`), and an attempt that overruns its timeout is failed
+//! (a committed completion) and its worker told to stop it. A cancelled running task's
+//! worker is told the same once the cancel is committed.
 
 use super::actor::Runtime;
 use super::clock::LeaderClock;
 use super::early::EarlyTasks;
 use super::stats::Stats;
+use super::timers::Timers;
 use crate::net::Reply;
 use crate::sched::{Scheduler, WorkerId};
 use crate::shard::{Applied, Command, Retention, SubmitOutcome, TaskTable};
 use dtc_proto::message::{Assignment, CoordMsg, RequestBody, WorkerMsg};
 use dtc_proto::status::{SettingsChange, WorkerStatus};
-use dtc_proto::{TaskId, TaskState, TaskView, WireError};
+use dtc_proto::{Outcome, Retry, Start, TaskId, TaskState, TaskView, WireError};
 use foldhash::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -41,8 +48,8 @@ pub(super) enum Then {
         reply: Reply,
         wait: bool,
     },
-    /// Answer a cancel.
-    Cancelled(Reply),
+    /// Answer a cancel or a retry with the task as it then stands.
+    Answer(Reply),
     /// Answer an operator's change of settings.
     Configured(oneshot::Sender<Result<Retention, WireError>>),
     /// An attempt of this task ended (a completion or a lost worker): if the attempt was
@@ -56,7 +63,7 @@ impl Then {
     /// Answers whoever waits on this with `err`.
     pub(super) fn fail(self, err: &WireError) {
         match self {
-            Self::Submitted { reply, .. } | Self::Cancelled(reply) => {
+            Self::Submitted { reply, .. } | Self::Answer(reply) => {
                 reply.send(Err(err.clone()));
             }
             Self::Configured(tx) => {
@@ -81,10 +88,12 @@ impl Then {
                     reply.send(Ok(view));
                 }
             }
-            (Applied::Submitted(Err(e)) | Applied::CancelRefused(_, e), then) => {
+            (Applied::Submitted(Err(e)) | Applied::Refused(_, e), then) => {
                 then.fail(&e);
             }
-            (Applied::Finished(view), Self::Cancelled(reply)) => reply.send(Ok(view)),
+            (Applied::Finished(view) | Applied::Retried(view), Self::Answer(reply)) => {
+                reply.send(Ok(view));
+            }
             (Applied::Configured(retention), Self::Configured(tx)) => {
                 tx.send(Ok(retention)).ok();
             }
@@ -170,6 +179,8 @@ pub(super) struct Leader {
     /// the rebuilt queue already.
     rebuilt_upto: u64,
     last_expire: Instant,
+    /// Start times, expiries and attempt deadlines.
+    timers: Timers,
     /// The time stamped on the commands this leader proposes.
     clock: LeaderClock,
     stats: Stats,
@@ -186,7 +197,7 @@ impl Leader {
         Self {
             sched: Scheduler::new(config.heartbeat_timeout),
             stats: Stats::new(&label, now),
-            clock: LeaderClock::start_now(table.clock_ms()),
+            clock: LeaderClock::start_now(table.clock_ms(), now),
             ignored_completions: metrics::counter!(
                 "dtc_worker_completions_ignored_total",
                 "replica" => label.clone()
@@ -206,6 +217,7 @@ impl Leader {
             early_claims: Vec::new(),
             rebuilt_upto: 0,
             last_expire: now,
+            timers: Timers::default(),
         }
     }
 
@@ -227,6 +239,13 @@ impl Leader {
     /// How many attempts run on the workers.
     pub(super) fn running(&self) -> usize {
         self.sched.running_len()
+    }
+
+    /// When the earliest timer is due, for the actor to wake then.
+    pub(super) fn next_timer(&self, now: Instant) -> Option<Instant> {
+        let at = self.timers.next_ms()?;
+        let now_ms = self.clock.at(now);
+        Some(now + Duration::from_millis(at.saturating_sub(now_ms)))
     }
 
     /// A worker's queue, to send it what [`Effects::sends`] holds.
@@ -263,7 +282,11 @@ impl Leader {
                     reply
                 };
                 let id = task.id;
-                let new = self.ready
+                // A task that waits for a time, or whose attempts are timed, runs once
+                // the table holds it.
+                let plain = task.options.start == Start::Now && task.options.timeout_ms.is_none();
+                let new = plain
+                    && self.ready
                     && !self.early.submitting(id)
                     && table.admits(&task, self.early.ahead()).is_ok_and(|new| new);
                 if new {
@@ -285,16 +308,15 @@ impl Leader {
             // Answered once the proposals before it are applied, so that a lookup sees the
             // submits that came before it.
             RequestBody::Get { id, wait } => out.reads.push((id, wait, reply)),
+            // A running task's worker is told to stop once the cancel is committed.
             RequestBody::Cancel { id } => {
-                if self.sched.running_on(id).is_some() {
-                    let reason = "the task is running; only queued tasks can be cancelled".into();
-                    out.answers
-                        .push((reply, Err(WireError::BadRequest { reason })));
-                } else {
-                    self.log_unlogged(id, at_ms, out);
-                    out.propose
-                        .push((Command::Cancel { id, at_ms }, Then::Cancelled(reply)));
-                }
+                self.log_unlogged(id, at_ms, out);
+                out.propose
+                    .push((Command::Cancel { id, at_ms }, Then::Answer(reply)));
+            }
+            RequestBody::Retry { id } => {
+                out.propose
+                    .push((Command::Retry { id, at_ms }, Then::Answer(reply)));
             }
         }
     }
@@ -323,7 +345,7 @@ impl Leader {
     /// A worker registered.
     pub(super) fn worker_up(&mut self, w: NewWorker, table: &TaskTable, now: Instant) {
         self.sched.add_worker(w.worker, w.capacity, w.kinds, now);
-        self.claim(w.worker, w.running, table);
+        self.claim(w.worker, w.running, table, now);
         self.workers.insert(
             w.worker,
             WorkerConn {
@@ -354,7 +376,7 @@ impl Leader {
             WorkerMsg::Completed(c) => {
                 // Only the session holding the task's current attempt completes it.
                 let holds = self.sched.running_on(c.id) == Some((worker, c.attempt));
-                self.sched.completed(worker, c.id);
+                self.sched.completed(worker, c.id, c.attempt);
                 if !holds {
                     self.ignored_completions.increment(1);
                     return;
@@ -369,6 +391,7 @@ impl Leader {
                     id: c.id,
                     attempt: c.attempt,
                     outcome: c.outcome,
+                    retry: c.retry,
                     at_ms,
                 };
                 out.propose.push((cmd, Then::Ended(c.id)));
@@ -394,10 +417,11 @@ impl Leader {
     }
 
     /// Time passed: workers past their heartbeat deadline are dropped, the reclaim grace
-    /// ends, old results expire.
+    /// ends, due timers fire, old results expire.
     pub(super) fn tick(&mut self, now: Instant, table: &TaskTable, out: &mut Effects) {
         self.stats.tick(now);
         let at_ms = self.clock.at(now);
+        self.fire_timers(at_ms, table, out);
         for worker in self.sched.expired(now) {
             tracing::warn!(
                 worker,
@@ -409,13 +433,66 @@ impl Leader {
             self.reclaim_at = None;
             for id in std::mem::take(&mut self.reclaim) {
                 if self.sched.running_on(id).is_none() {
-                    self.enqueue(id, table);
+                    self.enqueue(id, table, now);
                 }
             }
         }
         if now.saturating_duration_since(self.last_expire) >= EXPIRE_EVERY {
             self.last_expire = now;
             out.propose.push((Command::Expire { at_ms }, Then::Nothing));
+        }
+    }
+
+    /// Acts on the timers due at `at_ms`: tasks whose time came enter the ready queue (in
+    /// due-time order); tasks not started by their expiry, and attempts past their
+    /// deadline, are failed through the log (the overrunning attempt's worker is told to
+    /// stop it). Timers that no longer apply are dropped.
+    fn fire_timers(&mut self, at_ms: u64, table: &TaskTable, out: &mut Effects) {
+        if !self.ready {
+            return;
+        }
+        let due = self.timers.take_due(at_ms);
+        for id in due.starts {
+            if self.sched.running_on(id).is_none()
+                && let Some((_, kind, _)) = table.runnable(id, at_ms)
+            {
+                self.sched.enqueue(id, kind);
+            }
+        }
+        for id in due.expiries {
+            let lapsed = self.sched.running_on(id).is_none()
+                && table
+                    .timing(id)
+                    .and_then(|t| t.expires_at_ms)
+                    .is_some_and(|t| t <= at_ms);
+            if lapsed {
+                out.propose
+                    .push((Command::Lapse { id, at_ms }, Then::Ended(id)));
+            }
+        }
+        for (id, attempt) in due.deadlines {
+            let Some((worker, running)) = self.sched.running_on(id) else {
+                continue;
+            };
+            if running != attempt {
+                continue;
+            }
+            let limit = table.timing(id).and_then(|t| t.timeout_ms).unwrap_or(0);
+            let outcome = Outcome::Failed(format!(
+                "timed out: attempt {attempt} ran longer than its timeout of {limit} ms"
+            ));
+            out.sends.push((worker, CoordMsg::Cancel { id, attempt }));
+            // The attempt no longer runs as far as scheduling goes; its worker keeps the
+            // slot until it reports that it stopped.
+            self.sched.forget(id);
+            let cmd = Command::Complete {
+                id,
+                attempt,
+                outcome,
+                retry: Retry::Policy,
+                at_ms,
+            };
+            out.propose.push((cmd, Then::Ended(id)));
         }
     }
 
@@ -455,10 +532,17 @@ impl Leader {
                     // An existing task's id: whatever arrived under it was not new.
                     self.stats.forget(view.id);
                 }
-                if created && fresh && !ran_ahead {
-                    self.enqueue(view.id, table);
+                if created && fresh {
+                    if ran_ahead {
+                        // Already in the ready queue (or running): only its expiry to time.
+                        if let Some(at) = table.timing(view.id).and_then(|t| t.expires_at_ms) {
+                            self.timers.expire_at(at, view.id);
+                        }
+                    } else {
+                        self.enqueue(view.id, table, now);
+                    }
                 }
-                let view = self.overlay(view);
+                let view = self.overlay(view, now);
                 if wait && !view.state.is_finished() {
                     self.wait_for(view.id, reply);
                 } else {
@@ -479,23 +563,45 @@ impl Leader {
                 }
                 out.answers.push((reply, Err(e)));
             }
-            (Applied::Requeued(id), _) => {
+            (Applied::Requeued(id) | Applied::Waiting(id), _) => {
                 self.stats.retried();
+                // The attempt that ended (a timed-out one may still be marked running).
+                self.sched.forget(id);
                 if fresh {
-                    self.enqueue(id, table);
+                    self.enqueue(id, table, now);
+                }
+            }
+            (Applied::Retried(view), then) => {
+                if fresh {
+                    self.enqueue(view.id, table, now);
+                }
+                if let Then::Answer(reply) = then {
+                    out.answers.push((reply, Ok(view)));
                 }
             }
             (Applied::Finished(view), then) => {
+                if view.state == TaskState::Cancelled
+                    && let Some((worker, attempt)) = self.sched.running_on(view.id)
+                {
+                    // Its worker stops it and keeps the slot until it reports that.
+                    out.sends.push((
+                        worker,
+                        CoordMsg::Cancel {
+                            id: view.id,
+                            attempt,
+                        },
+                    ));
+                }
                 self.sched.forget(view.id);
                 self.stats.finished(view.id, view.state, now);
                 for reply in self.waiters.remove(&view.id).unwrap_or_default() {
                     out.answers.push((reply, Ok(view.clone())));
                 }
-                if let Then::Cancelled(reply) = then {
+                if let Then::Answer(reply) = then {
                     out.answers.push((reply, Ok(view)));
                 }
             }
-            (Applied::CancelRefused(_, e), Then::Cancelled(reply)) => {
+            (Applied::Refused(_, e), Then::Answer(reply)) => {
                 out.answers.push((reply, Err(e)));
             }
             (Applied::Configured(retention), then) => {
@@ -508,20 +614,17 @@ impl Leader {
                 // A stale attempt ended; the current one may have been lost with an earlier
                 // connection of the same worker. Make sure the task can still run.
                 if self.ready && self.sched.running_on(id).is_none() {
-                    self.enqueue(id, table);
+                    self.enqueue(id, table, now);
                 }
             }
-            (
-                applied,
-                then @ (Then::Submitted { .. } | Then::Cancelled(_) | Then::Configured(_)),
-            ) => {
+            (applied, then @ (Then::Submitted { .. } | Then::Answer(_) | Then::Configured(_))) => {
                 tracing::error!(?applied, "a command yielded an unexpected result");
                 then.fail(&WireError::Unavailable {
                     reason: "internal error".into(),
                 });
             }
             (
-                Applied::Submitted(_) | Applied::CancelRefused(..) | Applied::Nothing,
+                Applied::Submitted(_) | Applied::Refused(..) | Applied::Nothing,
                 Then::Nothing | Then::Ended(_),
             ) => {}
         }
@@ -539,7 +642,7 @@ impl Leader {
         now: Instant,
         out: &mut Effects,
     ) {
-        let queued: HashSet<TaskId> = table.queued_tasks().map(|(id, _)| id).collect();
+        let queued: HashSet<TaskId> = table.unfinished_tasks().collect();
         tracing::info!(
             unfinished = queued.len(),
             "election barrier applied; re-queueing unfinished tasks after the grace"
@@ -556,7 +659,7 @@ impl Leader {
         self.ready = true;
         for (worker, running) in std::mem::take(&mut self.early_claims) {
             if self.workers.contains_key(&worker) {
-                self.claim(worker, running, table);
+                self.claim(worker, running, table, now);
             }
         }
     }
@@ -566,7 +669,13 @@ impl Leader {
     /// re-queued (within the grace), and only for the task's current attempt. Anything else
     /// is ignored (and counted), and runs as usual. Claims made before the election barrier
     /// is applied are judged once it is.
-    fn claim(&mut self, worker: WorkerId, running: Vec<(TaskId, u32)>, table: &TaskTable) {
+    fn claim(
+        &mut self,
+        worker: WorkerId,
+        running: Vec<(TaskId, u32)>,
+        table: &TaskTable,
+        now: Instant,
+    ) {
         if running.is_empty() {
             return;
         }
@@ -580,11 +689,7 @@ impl Leader {
                 .into_iter()
                 .filter(|(id, _)| self.reclaim.contains(id))
                 .filter(|(id, _)| self.sched.running_on(*id).is_none())
-                .filter(|(id, attempt)| {
-                    table
-                        .queued_input(*id)
-                        .is_some_and(|(current, ..)| current == *attempt)
-                })
+                .filter(|(id, attempt)| table.next_attempt(*id) == Some(*attempt))
                 .collect()
         } else {
             Vec::new()
@@ -592,6 +697,14 @@ impl Leader {
         if held.len() < reported {
             self.ignored_reports
                 .increment((reported - held.len()) as u64);
+        }
+        // A claimed attempt's deadline counts from now: when it started is not known here.
+        let now_ms = self.clock.at(now);
+        for (id, attempt) in &held {
+            if let Some(timeout) = table.timing(*id).and_then(|t| t.timeout_ms) {
+                self.timers
+                    .deadline(now_ms.saturating_add(timeout), *id, *attempt);
+            }
         }
         self.sched.hold(worker, held);
     }
@@ -604,17 +717,28 @@ impl Leader {
         waiting.push(reply);
     }
 
-    /// Puts a queued task in the scheduler's ready queue for its type.
-    fn enqueue(&mut self, id: TaskId, table: &TaskTable) {
-        if let Some((_, kind, _)) = table.queued_input(id) {
+    /// Puts an unfinished task in the scheduler's ready queue for its type, or, if it waits
+    /// for a time, sets its timer; a task that may expire gets that timer too.
+    fn enqueue(&mut self, id: TaskId, table: &TaskTable, now: Instant) {
+        let Some(timing) = table.timing(id) else {
+            return;
+        };
+        let now_ms = self.clock.at(now);
+        if let Some(at) = timing.expires_at_ms {
+            self.timers.expire_at(at, id);
+        }
+        if timing.due_ms > now_ms {
+            self.timers.start_at(timing.due_ms, id);
+        } else if let Some((_, kind, _)) = table.runnable(id, now_ms) {
             self.sched.enqueue(id, kind);
         }
     }
 
-    /// Hands ready tasks to free worker slots.
-    pub(super) fn schedule(&mut self, table: &TaskTable, out: &mut Effects) {
+    /// Hands ready tasks to free worker slots; a timed attempt's deadline is set.
+    pub(super) fn schedule(&mut self, table: &TaskTable, now: Instant, out: &mut Effects) {
+        let now_ms = self.clock.at(now);
         let early = &self.early;
-        let input = |id: TaskId| table.queued_input(id).or_else(|| early.input(id));
+        let input = |id: TaskId| table.runnable(id, now_ms).or_else(|| early.input(id));
         for a in self
             .sched
             .assign(|id| input(id).map(|(attempt, ..)| attempt))
@@ -622,6 +746,10 @@ impl Leader {
             let Some((_, kind, payload)) = input(a.id) else {
                 continue;
             };
+            if let Some(timeout) = table.timing(a.id).and_then(|t| t.timeout_ms) {
+                self.timers
+                    .deadline(now_ms.saturating_add(timeout), a.id, a.attempt);
+            }
             let msg = CoordMsg::Assign(Assignment {
                 id: a.id,
                 attempt: a.attempt,
@@ -633,32 +761,36 @@ impl Leader {
     }
 
     /// A lookup, answered from the table with what this leader knows of running tasks.
-    pub(super) fn read(&mut self, read: Read, table: &TaskTable, out: &mut Effects) {
+    pub(super) fn read(&mut self, read: Read, table: &TaskTable, now: Instant, out: &mut Effects) {
         let (id, wait, reply) = read;
-        match self.view(id, table) {
+        match self.view(id, table, now) {
             None => out.answers.push((reply, Err(WireError::NotFound))),
             Some(v) if wait && !v.state.is_finished() => self.wait_for(id, reply),
             Some(v) => out.answers.push((reply, Ok(v))),
         }
     }
 
-    /// The task as a client sees it: the table's view, with `Running` where it runs.
-    fn view(&self, id: TaskId, table: &TaskTable) -> Option<TaskView> {
-        let v = table.view(id).or_else(|| {
-            self.early.is_unlogged(id).then_some(TaskView {
-                id,
-                state: TaskState::Queued,
-                attempts: 0,
-                outcome: None,
-            })
-        });
-        v.map(|v| self.overlay(v))
+    /// The task as a client sees it: the table's view, with what only the leader knows.
+    fn view(&self, id: TaskId, table: &TaskTable, now: Instant) -> Option<TaskView> {
+        let v = table
+            .view(id)
+            .or_else(|| self.early.view(id, self.clock.at(now)));
+        v.map(|v| self.overlay(v, now))
     }
 
-    fn overlay(&self, mut view: TaskView) -> TaskView {
-        if view.state == TaskState::Queued && self.sched.running_on(view.id).is_some() {
+    /// A table's view with `Running` where the task runs, and `Queued` where its time has
+    /// come and it waits for a slot.
+    fn overlay(&self, mut view: TaskView, now: Instant) -> TaskView {
+        if view.state.is_finished() {
+            return view;
+        }
+        if self.sched.running_on(view.id).is_some() {
             view.state = TaskState::Running;
             view.attempts += 1;
+            view.due_ms = None;
+        } else if view.due_ms.is_some_and(|due| due <= self.clock.at(now)) {
+            view.state = TaskState::Queued;
+            view.due_ms = None;
         }
         view
     }
@@ -719,6 +851,11 @@ fn changed(current: Retention, change: SettingsChange) -> Result<Retention, Wire
             })
     };
     Ok(Retention {
+        failed_ttl_ms: change.failed_ttl_ms.unwrap_or(current.failed_ttl_ms),
+        max_failed: match change.max_failed {
+            Some(n) => count(n, "max_failed")?,
+            None => current.max_failed,
+        },
         result_ttl_ms: change.result_ttl_ms.unwrap_or(current.result_ttl_ms),
         max_results: match change.max_results {
             Some(n) => count(n, "max_results")?,
@@ -756,6 +893,7 @@ mod tests {
             kind: "noop".into(),
             payload: Bytes::from_static(b"in"),
             max_attempts: 3,
+            options: dtc_proto::TaskOptions::default(),
         }
     }
 
@@ -771,6 +909,7 @@ mod tests {
             id: TaskId(n),
             attempt,
             outcome: Outcome::Succeeded(Bytes::from_static(b"out")),
+            retry: dtc_proto::Retry::Policy,
         })
     }
 
@@ -852,10 +991,18 @@ mod tests {
             next
         }
 
+        /// Time passes by `ms`: the leader's tick, with what it decided.
+        fn advance(&mut self, ms: u64) -> Effects {
+            self.now += Duration::from_millis(ms);
+            let mut out = Effects::default();
+            self.leader.tick(self.now, &self.table, &mut out);
+            out
+        }
+
         /// The assignments the leader hands out now, as (worker, task, attempt).
         fn schedule(&mut self) -> Vec<(WorkerId, u128, u32)> {
             let mut out = Effects::default();
-            self.leader.schedule(&self.table, &mut out);
+            self.leader.schedule(&self.table, self.now, &mut out);
             out.sends
                 .into_iter()
                 .filter_map(|(w, msg)| match msg {
@@ -882,6 +1029,8 @@ mod tests {
                 Command::Complete { .. } => "complete",
                 Command::Requeue { .. } => "requeue",
                 Command::Cancel { .. } => "cancel",
+                Command::Retry { .. } => "retry",
+                Command::Lapse { .. } => "lapse",
                 Command::Expire { .. } => "expire",
                 Command::Configure { .. } => "configure",
             })
@@ -1025,36 +1174,136 @@ mod tests {
         assert_eq!(answered(&out), [(13, Err(WireError::Overloaded))]);
     }
 
+    /// The messages sent to workers that tell one to stop an attempt.
+    fn stops(out: &Effects) -> Vec<(WorkerId, u128, u32)> {
+        out.sends
+            .iter()
+            .filter_map(|(w, msg)| match msg {
+                CoordMsg::Cancel { id, attempt } => Some((*w, id.0, *attempt)),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
-    fn a_running_task_cannot_be_cancelled_and_a_queued_one_can() {
+    fn cancelling_a_running_task_commits_first_then_stops_its_worker() {
         let mut s = Shard::ready(TaskTable::new(Retention::default()));
         s.worker(1, 1, Vec::new());
-        let first = s.request(submit(1, false), 10);
-        let second = s.request(submit(2, false), 11);
-        s.commit(first);
-        s.commit(second);
-        assert_eq!(s.schedule().len(), 1, "one slot");
-        let running = if s.leader.sched.running_on(TaskId(1)).is_some() {
-            1
-        } else {
-            2
-        };
-        let queued = 3 - running;
-        let out = s.request(
-            RequestBody::Cancel {
-                id: TaskId(running),
-            },
-            20,
-        );
-        assert!(proposed(&out).is_empty());
-        assert!(matches!(
-            answered(&out)[..],
-            [(20, Err(WireError::BadRequest { .. }))]
-        ));
-        let out = s.request(RequestBody::Cancel { id: TaskId(queued) }, 21);
+        let out = s.request(submit(1, false), 10);
+        s.commit(out);
+        assert_eq!(s.schedule(), [(1, 1, 1)]);
+        let out = s.request(RequestBody::Cancel { id: TaskId(1) }, 20);
         assert_eq!(proposed(&out), ["cancel"]);
+        assert!(
+            stops(&out).is_empty(),
+            "nothing is stopped before the commit"
+        );
         let out = s.commit(out);
-        assert_eq!(answered(&out), [(21, Ok(TaskState::Cancelled))]);
+        assert_eq!(answered(&out), [(20, Ok(TaskState::Cancelled))]);
+        assert_eq!(stops(&out), [(1, 1, 1)]);
+        // The slot is held until the worker reports the attempt stopped.
+        s.request(submit(2, false), 11);
+        assert!(s.schedule().is_empty());
+        let late = s.worker_says(1, done(1, 1));
+        assert!(
+            proposed(&late).is_empty(),
+            "its late result changes nothing"
+        );
+        assert_eq!(s.schedule(), [(1, 2, 1)]);
+    }
+
+    #[test]
+    fn an_attempt_past_its_timeout_is_failed_stopped_and_retried_when_due() {
+        let mut s = Shard::ready(TaskTable::new(Retention::default()));
+        s.worker(1, 1, Vec::new());
+        let task = spec(1)
+            .with_timeout(Duration::from_millis(200))
+            .with_backoff(dtc_proto::Backoff {
+                initial_ms: 100,
+                multiplier_pct: 200,
+                max_ms: 1_000,
+                jitter_pct: 0,
+            });
+        let out = s.request(RequestBody::Submit { task, wait: false }, 10);
+        assert!(s.schedule().is_empty(), "a timed task waits for its commit");
+        s.commit(out);
+        assert_eq!(s.schedule(), [(1, 1, 1)]);
+        assert!(proposed(&s.advance(199)).is_empty());
+        let out = s.advance(1);
+        assert_eq!(proposed(&out), ["complete"], "the overrun is committed");
+        assert_eq!(stops(&out), [(1, 1, 1)]);
+        s.commit(out);
+        let v = s.table.view(TaskId(1)).unwrap_or_else(|| panic!("kept"));
+        assert_eq!(v.state, TaskState::Retrying);
+        assert!(v.errors[0].contains("timed out"), "{:?}", v.errors);
+        // The worker stops the attempt: its slot frees, its result counts for nothing.
+        assert!(proposed(&s.worker_says(1, done(1, 1))).is_empty());
+        s.advance(99);
+        assert!(s.schedule().is_empty(), "not before the backoff");
+        s.advance(1);
+        assert_eq!(s.schedule(), [(1, 1, 2)], "the second attempt");
+    }
+
+    #[test]
+    fn a_delayed_task_is_logged_then_started_when_due_in_due_order() {
+        let mut s = Shard::ready(TaskTable::new(Retention::default()));
+        s.worker(1, 4, Vec::new());
+        let later = spec(1).with_delay(Duration::from_millis(300));
+        let sooner = spec(2).with_delay(Duration::from_millis(100));
+        let out = s.request(
+            RequestBody::Submit {
+                task: later,
+                wait: true,
+            },
+            10,
+        );
+        assert_eq!(proposed(&out), ["submit"], "not run ahead: logged at once");
+        let out2 = s.request(
+            RequestBody::Submit {
+                task: sooner,
+                wait: false,
+            },
+            11,
+        );
+        let answers = s.commit(out);
+        assert!(answers.answers.is_empty(), "the waiting submitter waits");
+        let answers = s.commit(out2);
+        assert_eq!(answered(&answers), [(11, Ok(TaskState::Scheduled))]);
+        assert!(s.schedule().is_empty());
+        s.advance(100);
+        assert_eq!(s.schedule(), [(1, 2, 1)]);
+        s.advance(199);
+        assert!(s.schedule().is_empty());
+        s.advance(1);
+        assert_eq!(s.schedule(), [(1, 1, 1)]);
+    }
+
+    #[test]
+    fn a_task_not_started_by_its_expiry_is_failed_through_the_log() {
+        let mut s = Shard::ready(TaskTable::new(Retention::default()));
+        let task = spec(1).with_expiry(Duration::from_millis(50));
+        let out = s.request(RequestBody::Submit { task, wait: false }, 10);
+        s.commit(out);
+        assert!(proposed(&s.advance(49)).is_empty());
+        let out = s.advance(1);
+        assert_eq!(proposed(&out), ["lapse"]);
+        s.commit(out);
+        assert_eq!(
+            s.table.view(TaskId(1)).map(|v| v.state),
+            Some(TaskState::Failed)
+        );
+    }
+
+    #[test]
+    fn stepping_down_answers_every_waiting_submitter() {
+        let mut s = Shard::ready(TaskTable::new(Retention::default()));
+        let (reply, mut rx) = Reply::for_test(1);
+        let mut out = Effects::default();
+        s.leader
+            .request(submit(1, true), reply, &s.table, s.now, &mut out);
+        let err = WireError::NotLeader { leader: None };
+        s.leader.step_down(&err);
+        assert!(rx.try_recv().is_ok(), "the waiting submitter is answered");
     }
 
     #[test]

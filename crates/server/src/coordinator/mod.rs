@@ -14,6 +14,7 @@ mod early;
 mod leader;
 mod proposer;
 mod stats;
+mod timers;
 mod worker_session;
 
 pub use worker_session::DEFAULT_MAX_WORKER_SLOTS;

@@ -91,7 +91,8 @@ impl Stats {
                 self.exported.failed.increment(1);
             }
             TaskState::Cancelled => self.exported.cancelled.increment(1),
-            TaskState::Queued | TaskState::Running => {}
+            TaskState::Scheduled | TaskState::Queued | TaskState::Running | TaskState::Retrying => {
+            }
         }
         if let Some(at) = self.arrived.remove(&id) {
             let took = now.saturating_duration_since(at);

@@ -248,7 +248,7 @@ pub async fn serve_client<R, W, S>(
 fn request_bytes(body: &RequestBody) -> usize {
     match body {
         RequestBody::Submit { task, .. } => task.payload.len() + task.kind.len() + 64,
-        RequestBody::Get { .. } | RequestBody::Cancel { .. } => 64,
+        RequestBody::Get { .. } | RequestBody::Cancel { .. } | RequestBody::Retry { .. } => 64,
     }
 }
 

@@ -16,12 +16,12 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use dtc_proto::message::RequestBody;
 use dtc_proto::status::ClusterStatus;
-use dtc_proto::{Outcome, TaskId, TaskSpec, TaskState, TaskView, WireError};
+use dtc_proto::{Backoff, Outcome, Start, TaskId, TaskSpec, TaskView, WireError};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio_rustls::TlsAcceptor;
@@ -116,6 +116,7 @@ pub(super) async fn serve(
         .route("/", get(dashboard))
         .route("/v1/tasks", axum::routing::post(submit))
         .route("/v1/tasks/{id}", get(lookup).delete(cancel_task))
+        .route("/v1/tasks/{id}/retry", axum::routing::post(retry_task))
         .route("/v1/cluster", get(cluster))
         .route("/metrics", get(crate::telemetry::metrics_handler))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
@@ -146,33 +147,73 @@ struct SubmitBody {
     /// The task's id (a UUID); a fresh one when absent.
     id: Option<String>,
     max_attempts: Option<u32>,
+    /// Start this many ms after the shard accepts it…
+    delay_ms: Option<u64>,
+    /// …or at this RFC 3339 time.
+    run_at: Option<String>,
+    /// How long one attempt may run.
+    attempt_timeout_ms: Option<u64>,
+    /// Fail as expired if not started this many ms after it was accepted.
+    expires_ms: Option<u64>,
+    /// How failed attempts are retried.
+    backoff: Option<BackoffJson>,
     #[serde(default)]
     wait: bool,
+    /// How long this request waits (with `wait`).
     timeout_ms: Option<u64>,
+}
+
+/// A submit's `backoff`; what is left out takes the default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackoffJson {
+    initial_ms: Option<u64>,
+    multiplier: Option<f64>,
+    max_ms: Option<u64>,
+    jitter_pct: Option<u8>,
+}
+
+impl BackoffJson {
+    fn backoff(self) -> Result<Backoff, String> {
+        let default = Backoff::default();
+        let multiplier = self.multiplier.unwrap_or(2.0);
+        if !(1.0..=100.0).contains(&multiplier) {
+            return Err(format!(
+                "\"backoff.multiplier\" must be from 1 to 100, not {multiplier}"
+            ));
+        }
+        Ok(Backoff {
+            initial_ms: self.initial_ms.unwrap_or(default.initial_ms),
+            // In 100..=10_000 after the check above.
+            multiplier_pct: (multiplier * 100.0).round() as u32,
+            max_ms: self.max_ms.unwrap_or(default.max_ms),
+            jitter_pct: self.jitter_pct.unwrap_or(default.jitter_pct),
+        })
+    }
 }
 
 /// A task as the API shows it.
 #[derive(Serialize)]
 struct TaskJson {
     id: String,
+    #[serde(rename = "type", skip_serializing_if = "String::is_empty")]
+    kind: String,
     state: &'static str,
     attempts: u32,
+    /// When it was accepted (RFC 3339).
+    created: String,
+    /// While scheduled or retrying: when it may run next (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    due: Option<String>,
+    /// Each failed attempt's error, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     result_base64: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
-}
-
-fn state_name(state: TaskState) -> &'static str {
-    match state {
-        TaskState::Queued => "queued",
-        TaskState::Running => "running",
-        TaskState::Succeeded => "succeeded",
-        TaskState::Failed => "failed",
-        TaskState::Cancelled => "cancelled",
-    }
 }
 
 /// 200 with a finished task, 202 with one that has not finished.
@@ -193,13 +234,25 @@ fn task_response(view: TaskView) -> Response {
     }
     let body = TaskJson {
         id: view.id.to_string(),
-        state: state_name(view.state),
+        kind: view.kind,
+        state: view.state.name(),
         attempts: view.attempts,
+        created: rfc3339(view.created_ms),
+        due: view.due_ms.map(rfc3339),
+        errors: view.errors,
         result,
         result_base64,
         error,
     };
     (status, axum::Json(body)).into_response()
+}
+
+/// A time (ms since the Unix epoch) as RFC 3339, UTC.
+fn rfc3339(ms: u64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(ms);
+    time::OffsetDateTime::from(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// The JSON error every failure is answered with.
@@ -299,6 +352,29 @@ async fn submit(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> 
         }
         spec.max_attempts = n;
     }
+    match (req.delay_ms, req.run_at) {
+        (Some(_), Some(_)) => return bad_request("give \"delay_ms\" or \"run_at\", not both"),
+        (Some(ms), None) => spec.options.start = Start::After(ms),
+        (None, Some(at)) => {
+            match time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339) {
+                Ok(t) => spec = spec.with_start_at(t.into()),
+                Err(e) => {
+                    return bad_request(format_args!(
+                        "\"run_at\" must be an RFC 3339 time such as 2026-12-01T09:00:00Z: {e}"
+                    ));
+                }
+            }
+        }
+        (None, None) => {}
+    }
+    spec.options.timeout_ms = req.attempt_timeout_ms;
+    spec.options.expires_ms = req.expires_ms;
+    if let Some(b) = req.backoff {
+        match b.backoff() {
+            Ok(b) => spec.options.backoff = Some(b),
+            Err(message) => return bad_request(message),
+        }
+    }
     let id = spec.id;
     let body = RequestBody::Submit {
         task: spec,
@@ -359,13 +435,28 @@ async fn lookup(
     .await
 }
 
-/// `DELETE /v1/tasks/{id}`: cancels a queued task; one that runs or has finished is 409.
+/// `DELETE /v1/tasks/{id}`: cancels an unfinished task (a running one's handler is told to
+/// stop); a finished one is 409.
 async fn cancel_task(State(api): State<Api>, id: Result<Path<String>, PathRejection>) -> Response {
+    change(&api, id, |id| RequestBody::Cancel { id }).await
+}
+
+/// `POST /v1/tasks/{id}/retry`: runs a failed task again; a task that has not failed is 409.
+async fn retry_task(State(api): State<Api>, id: Result<Path<String>, PathRejection>) -> Response {
+    change(&api, id, |id| RequestBody::Retry { id }).await
+}
+
+/// Asks for a change of state of the task at `id`; one the task's state forbids is 409.
+async fn change(
+    api: &Api,
+    id: Result<Path<String>, PathRejection>,
+    body: impl FnOnce(TaskId) -> RequestBody,
+) -> Response {
     let id = match path_id(id) {
         Ok(id) => id,
         Err(message) => return bad_request(message),
     };
-    match api.ask(RequestBody::Cancel { id }).await {
+    match api.ask(body(id)).await {
         Ok(view) => task_response(view),
         Err(WireError::BadRequest { reason }) => error(StatusCode::CONFLICT, "conflict", reason),
         Err(e) => wire_error(&e),

@@ -211,7 +211,12 @@ impl<L: Listener, T: Transport> Router<L, T> {
                 .map(|_| Arc::new(Semaphore::new(limits.max_inflight / 2)))
                 .collect(),
             shards: senders,
-            requests: [counter("submit"), counter("get"), counter("cancel")],
+            requests: [
+                counter("submit"),
+                counter("get"),
+                counter("cancel"),
+                counter("retry"),
+            ],
         });
         if let Some((listener, http_config)) = self.http {
             let transport = self.transport.clone();
@@ -362,8 +367,8 @@ pub(crate) struct ShardSink {
     /// of the shard connection's requests in flight, so that waits parked on tasks that
     /// never end cannot stall everyone's other requests.
     waits: Vec<Arc<Semaphore>>,
-    /// Requests forwarded: submits, lookups, cancels.
-    requests: [metrics::Counter; 3],
+    /// Requests forwarded: submits, lookups, cancels, retries.
+    requests: [metrics::Counter; 4],
 }
 
 impl RequestSink for ShardSink {
@@ -379,6 +384,7 @@ impl ShardSink {
             RequestBody::Submit { .. } => 0,
             RequestBody::Get { .. } => 1,
             RequestBody::Cancel { .. } => 2,
+            RequestBody::Retry { .. } => 3,
         }]
         .increment(1);
         let shard = self.map.shard_of(body.task_id());

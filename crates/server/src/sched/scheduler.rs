@@ -26,8 +26,9 @@ struct Worker {
     slots: u32,
     /// The task types it has handlers for.
     kinds: HashSet<String>,
-    /// The attempts this worker holds a slot for.
-    busy: HashSet<TaskId>,
+    /// The attempts this worker holds a slot for (an attempt that timed out or was
+    /// cancelled holds its slot until the worker reports it stopped).
+    busy: HashSet<(TaskId, u32)>,
     last_seen: Instant,
     draining: bool,
 }
@@ -101,7 +102,7 @@ impl Scheduler {
         for (task, attempt) in attempts {
             if let std::collections::hash_map::Entry::Vacant(slot) = self.running.entry(task) {
                 slot.insert((id, attempt));
-                worker.busy.insert(task);
+                worker.busy.insert((task, attempt));
             }
         }
     }
@@ -114,8 +115,8 @@ impl Scheduler {
         worker
             .busy
             .into_iter()
-            .filter_map(|task| match self.running.get(&task) {
-                Some(&(w, attempt)) if w == id => {
+            .filter_map(|(task, attempt)| match self.running.get(&task) {
+                Some(&(w, running)) if w == id && running == attempt => {
                     self.running.remove(&task);
                     Some((task, attempt))
                 }
@@ -159,18 +160,19 @@ impl Scheduler {
         }
     }
 
-    /// The worker finished an attempt of `id`: frees its slot.
-    pub fn completed(&mut self, worker: WorkerId, id: TaskId) {
+    /// The worker finished `attempt` of `id`: frees its slot.
+    pub fn completed(&mut self, worker: WorkerId, id: TaskId, attempt: u32) {
         if let Some(w) = self.workers.get_mut(&worker) {
-            w.busy.remove(&id);
+            w.busy.remove(&(id, attempt));
         }
-        if matches!(self.running.get(&id), Some(&(w, _)) if w == worker) {
+        if self.running.get(&id) == Some(&(worker, attempt)) {
             self.running.remove(&id);
         }
     }
 
-    /// The task finished for good (possibly through another attempt): it runs nowhere now.
-    /// A worker still running a stale attempt keeps its slot until it reports completion.
+    /// The task's running attempt no longer counts (the task finished, was cancelled, or
+    /// the attempt timed out): it runs nowhere now. A worker still running that attempt
+    /// keeps its slot until it reports completion.
     pub fn forget(&mut self, id: TaskId) {
         self.running.remove(&id);
     }
@@ -245,7 +247,7 @@ impl Scheduler {
                 continue;
             };
             if let Some(w) = self.workers.get_mut(&worker) {
-                w.busy.insert(id);
+                w.busy.insert((id, attempt));
             }
             self.running.insert(id, (worker, attempt));
             out.push(Assign {
@@ -372,7 +374,7 @@ mod tests {
         s.enqueue(t(1), "noop");
         s.enqueue(t(2), "noop");
         assert_eq!(s.assign(|_| Some(1)).len(), 1);
-        s.completed(1, t(1));
+        s.completed(1, t(1), 1);
         s.drain(1);
         assert!(s.assign(|_| Some(1)).is_empty());
         assert_eq!(s.ready_len(), 1);
@@ -480,10 +482,10 @@ mod tests {
                             s.enqueue(TaskId(task), kind);
                         }
                         Op::Complete { pick } => {
-                            let mut running: Vec<(TaskId, WorkerId)> = s.running.iter().map(|(t, (w, _))| (*t, *w)).collect();
+                            let mut running: Vec<(TaskId, WorkerId, u32)> = s.running.iter().map(|(t, (w, a))| (*t, *w, *a)).collect();
                             running.sort();
-                            if let Some(&(task, worker)) = running.get(pick % running.len().max(1)) {
-                                s.completed(worker, task);
+                            if let Some(&(task, worker, attempt)) = running.get(pick % running.len().max(1)) {
+                                s.completed(worker, task, attempt);
                             }
                         }
                         Op::Forget { task } => s.forget(TaskId(task)),
@@ -500,8 +502,8 @@ mod tests {
                     for (id, w) in &s.workers {
                         prop_assert!(w.busy.len() as u32 <= w.slots, "worker {id} over its slots");
                     }
-                    for (task, (worker, _)) in &s.running {
-                        let held = s.workers.get(worker).is_some_and(|w| w.busy.contains(task));
+                    for (task, (worker, attempt)) in &s.running {
+                        let held = s.workers.get(worker).is_some_and(|w| w.busy.contains(&(*task, *attempt)));
                         prop_assert!(held, "running {task} is not in worker {worker}'s slots");
                     }
                 }

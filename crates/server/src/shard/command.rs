@@ -4,7 +4,7 @@
 //! commands in the same order gives the same table on every replica.
 
 use super::Retention;
-use dtc_proto::{Outcome, TaskId, TaskSpec, TaskView, WireError};
+use dtc_proto::{Outcome, Retry, TaskId, TaskSpec, TaskView, WireError};
 use serde::{Deserialize, Serialize};
 
 /// A change to the task table.
@@ -25,6 +25,8 @@ pub enum Command {
         attempt: u32,
         /// What the handler returned.
         outcome: Outcome,
+        /// If it failed: how to retry.
+        retry: Retry,
         /// The leader's clock when it proposed this.
         at_ms: u64,
     },
@@ -37,8 +39,22 @@ pub enum Command {
         /// The leader's clock when it proposed this.
         at_ms: u64,
     },
-    /// Cancel a queued task.
+    /// Cancel an unfinished task.
     Cancel {
+        /// The task.
+        id: TaskId,
+        /// The leader's clock when it proposed this.
+        at_ms: u64,
+    },
+    /// Run a failed task again with fresh attempts.
+    Retry {
+        /// The task.
+        id: TaskId,
+        /// The leader's clock when it proposed this.
+        at_ms: u64,
+    },
+    /// The task was not started before its expiry: it fails as expired.
+    Lapse {
         /// The task.
         id: TaskId,
         /// The leader's clock when it proposed this.
@@ -69,6 +85,8 @@ impl Command {
             },
             Self::Requeue { .. }
             | Self::Cancel { .. }
+            | Self::Retry { .. }
+            | Self::Lapse { .. }
             | Self::Expire { .. }
             | Self::Configure { .. } => 0,
         }
@@ -81,6 +99,8 @@ impl Command {
             | Self::Complete { at_ms, .. }
             | Self::Requeue { at_ms, .. }
             | Self::Cancel { at_ms, .. }
+            | Self::Retry { at_ms, .. }
+            | Self::Lapse { at_ms, .. }
             | Self::Expire { at_ms } => Some(*at_ms),
             Self::Configure { .. } => None,
         }
@@ -103,10 +123,14 @@ pub enum Applied {
     Submitted(Result<SubmitOutcome, WireError>),
     /// The task is queued again and must be scheduled.
     Requeued(TaskId),
+    /// The task is retrying: it must be scheduled when its time comes.
+    Waiting(TaskId),
+    /// The answer to a [`Command::Retry`]: the failed task is queued again.
+    Retried(TaskView),
     /// The task finished for good (succeeded, failed, or cancelled).
     Finished(TaskView),
-    /// The answer to a [`Command::Cancel`] that could not cancel.
-    CancelRefused(TaskId, WireError),
+    /// The answer to a [`Command::Cancel`] or [`Command::Retry`] that could not be done.
+    Refused(TaskId, WireError),
     /// The shard's settings are now these.
     Configured(Retention),
     /// Nothing changed that anyone waits for (a stale completion, an expiry).

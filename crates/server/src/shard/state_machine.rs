@@ -9,7 +9,7 @@
 
 use super::{Applied, Command, SubmitOutcome};
 use bytes::Bytes;
-use dtc_proto::{Outcome, TaskId, TaskSpec, TaskState, TaskView, WireError};
+use dtc_proto::{Backoff, Outcome, Retry, Start, TaskId, TaskSpec, TaskState, TaskView, WireError};
 use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -19,12 +19,16 @@ use std::collections::VecDeque;
 /// flags, changed by an operator through the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retention {
-    /// Finished tasks are forgotten this many ms after they finished.
+    /// Succeeded and cancelled tasks are forgotten this many ms after they finished.
     pub result_ttl_ms: u64,
-    /// At most this many finished tasks are kept; the oldest go first.
+    /// At most this many succeeded and cancelled tasks are kept; the oldest go first.
     pub max_results: usize,
-    /// At most this many tasks may be queued; a submit past it is `Overloaded`.
+    /// At most this many tasks may be unfinished; a submit past it is `Overloaded`.
     pub max_queued: usize,
+    /// Failed tasks are kept this many ms (to be seen, retried or purged).
+    pub failed_ttl_ms: u64,
+    /// At most this many failed tasks are kept; the oldest go first.
+    pub max_failed: usize,
 }
 
 impl Default for Retention {
@@ -33,35 +37,103 @@ impl Default for Retention {
             result_ttl_ms: 10 * 60 * 1000,
             max_results: 200_000,
             max_queued: 100_000,
+            failed_ttl_ms: 7 * 24 * 3600 * 1000,
+            max_failed: 100_000,
         }
     }
+}
+
+/// Where a task is, as the table records it (which tasks run is the leader's runtime
+/// state: a running task is `Queued` here).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Phase {
+    /// Waiting for its start time (ms since the Unix epoch).
+    Scheduled(u64),
+    /// Ready to run (or running).
+    Queued,
+    /// An attempt failed; the next may start at this time.
+    Retrying(u64),
+    /// Finished at `at_ms`.
+    Done { outcome: Outcome, at_ms: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {
     kind: String,
+    /// The input; dropped once the task has succeeded or been cancelled.
     payload: Bytes,
     max_attempts: u32,
     /// Attempts that have ended (failed or lost); the next attempt is `ended + 1`.
     ended: u32,
-    outcome: Option<Outcome>,
+    phase: Phase,
+    created_ms: u64,
+    timeout_ms: Option<u64>,
+    /// Not started by then (ms since the Unix epoch), the task fails as expired.
+    expires_at_ms: Option<u64>,
+    backoff: Option<Backoff>,
+    /// The last failed attempts' errors, oldest first.
+    errors: Vec<String>,
 }
 
 impl Record {
     fn state(&self) -> TaskState {
-        self.outcome
-            .as_ref()
-            .map_or(TaskState::Queued, Outcome::state)
+        match &self.phase {
+            Phase::Scheduled(_) => TaskState::Scheduled,
+            Phase::Queued => TaskState::Queued,
+            Phase::Retrying(_) => TaskState::Retrying,
+            Phase::Done { outcome, .. } => outcome.state(),
+        }
     }
+
+    fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done { .. })
+    }
+
+    /// When it may next start, if it waits for a time.
+    fn due_ms(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Scheduled(due) | Phase::Retrying(due) => Some(due),
+            Phase::Queued | Phase::Done { .. } => None,
+        }
+    }
+
+    /// Keeps a failed attempt's error (bounded in number and length).
+    fn record_error(&mut self, error: &str) {
+        if self.errors.len() >= TaskView::MAX_ERRORS {
+            self.errors.remove(0);
+        }
+        let mut end = error.len().min(TaskView::MAX_ERROR_LEN);
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.errors.push(error[..end].to_owned());
+    }
+}
+
+/// What the leader needs to time an unfinished task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// It may not start before this time (ms since the Unix epoch); 0 if it may now.
+    pub due_ms: u64,
+    /// Not started by then, it fails as expired (only before its first attempt).
+    pub expires_at_ms: Option<u64>,
+    /// How long one attempt may run.
+    pub timeout_ms: Option<u64>,
 }
 
 /// The task table of one shard.
 #[derive(Debug, Default)]
 pub struct TaskTable {
     tasks: HashMap<TaskId, Record>,
-    /// Finished tasks in the order they finished, with when.
+    /// Succeeded and cancelled tasks in the order they finished, with when.
     finished: VecDeque<(u64, TaskId)>,
-    queued: usize,
+    /// Failed tasks in the order they failed, with when; an entry whose task has since
+    /// been retried or purged is skipped (its time no longer matches).
+    failed: VecDeque<(u64, TaskId)>,
+    /// How many tasks are failed (the entries of `failed` that still count).
+    failed_len: usize,
+    /// How many tasks are unfinished.
+    unfinished: usize,
     settings: Settings,
     /// The latest time a command carried (ms since the Unix epoch).
     clock_ms: u64,
@@ -81,6 +153,7 @@ struct Settings {
 struct Image {
     tasks: Vec<(TaskId, Record)>,
     finished: VecDeque<(u64, TaskId)>,
+    failed: VecDeque<(u64, TaskId)>,
     settings: Settings,
     clock_ms: u64,
 }
@@ -144,10 +217,13 @@ impl TaskTable {
                 id,
                 attempt,
                 outcome,
+                retry,
                 ..
-            } => self.complete(id, attempt, outcome, at_ms),
+            } => self.complete(id, attempt, outcome, retry, at_ms),
             Command::Requeue { id, attempt, .. } => self.requeue(id, attempt, at_ms),
             Command::Cancel { id, .. } => self.cancel(id, at_ms),
+            Command::Retry { id, .. } => self.retry(id),
+            Command::Lapse { id, .. } => self.lapse(id, at_ms),
             Command::Expire { .. } => {
                 self.expire(at_ms);
                 Applied::Nothing
@@ -169,15 +245,38 @@ impl TaskTable {
         self.tasks.get(&id).map(|r| view_of(id, r))
     }
 
-    /// The next attempt number and the input of a queued task; `None` if it is not queued.
-    pub fn queued_input(&self, id: TaskId) -> Option<(u32, &str, &Bytes)> {
+    /// The next attempt number and the input of a task that may start at `now_ms` (queued,
+    /// or scheduled or retrying and due, and not past its expiry); `None` otherwise.
+    pub fn runnable(&self, id: TaskId, now_ms: u64) -> Option<(u32, &str, &Bytes)> {
         let r = self.tasks.get(&id)?;
-        (r.outcome.is_none()).then(|| (r.ended + 1, r.kind.as_str(), &r.payload))
+        let due = match r.phase {
+            Phase::Queued => true,
+            Phase::Scheduled(due) | Phase::Retrying(due) => due <= now_ms,
+            Phase::Done { .. } => false,
+        };
+        let lapsed = r.ended == 0 && r.expires_at_ms.is_some_and(|at| at <= now_ms);
+        (due && !lapsed).then(|| (r.ended + 1, r.kind.as_str(), &r.payload))
     }
 
-    /// How many tasks are queued (not finished).
-    pub fn queued_len(&self) -> usize {
-        self.queued
+    /// The next attempt number of an unfinished task.
+    pub fn next_attempt(&self, id: TaskId) -> Option<u32> {
+        let r = self.tasks.get(&id).filter(|r| !r.is_done())?;
+        Some(r.ended + 1)
+    }
+
+    /// When an unfinished task may start, expires, and how long an attempt may run.
+    pub fn timing(&self, id: TaskId) -> Option<Timing> {
+        let r = self.tasks.get(&id).filter(|r| !r.is_done())?;
+        Some(Timing {
+            due_ms: r.due_ms().unwrap_or(0),
+            expires_at_ms: r.expires_at_ms.filter(|_| r.ended == 0),
+            timeout_ms: r.timeout_ms,
+        })
+    }
+
+    /// How many tasks are unfinished (scheduled, queued, running or retrying).
+    pub fn unfinished_len(&self) -> usize {
+        self.unfinished
     }
 
     /// How many tasks the table holds, finished ones included.
@@ -190,13 +289,12 @@ impl TaskTable {
         self.tasks.is_empty()
     }
 
-    /// Every queued task's id and type, in no particular order: what a new leader puts in
-    /// its ready queue.
-    pub fn queued_tasks(&self) -> impl Iterator<Item = (TaskId, &str)> {
+    /// Every unfinished task's id, in no particular order: what a new leader schedules.
+    pub fn unfinished_tasks(&self) -> impl Iterator<Item = TaskId> {
         self.tasks
             .iter()
-            .filter(|(_, r)| r.outcome.is_none())
-            .map(|(id, r)| (*id, r.kind.as_str()))
+            .filter(|(_, r)| !r.is_done())
+            .map(|(id, _)| *id)
     }
 
     /// The table's content, encoded (postcard); equal tables give equal bytes.
@@ -209,6 +307,7 @@ impl TaskTable {
         TableImage(Image {
             tasks: self.tasks.iter().map(|(id, r)| (*id, r.clone())).collect(),
             finished: self.finished.clone(),
+            failed: self.failed.clone(),
             settings: self.settings,
             clock_ms: self.clock_ms,
         })
@@ -217,15 +316,18 @@ impl TaskTable {
     /// A table restored from [`TaskTable::snapshot`] bytes.
     pub fn restore(bytes: &[u8]) -> Result<Self, CorruptSnapshot> {
         let image: Image = postcard::from_bytes(bytes)?;
-        let queued = image
+        let unfinished = image.tasks.iter().filter(|(_, r)| !r.is_done()).count();
+        let failed_len = image
             .tasks
             .iter()
-            .filter(|(_, r)| r.outcome.is_none())
+            .filter(|(_, r)| r.state() == TaskState::Failed)
             .count();
         Ok(Self {
             tasks: image.tasks.into_iter().collect(),
             finished: image.finished,
-            queued,
+            failed: image.failed,
+            failed_len,
+            unfinished,
             settings: image.settings,
             clock_ms: image.clock_ms,
         })
@@ -241,10 +343,15 @@ impl TaskTable {
             return Ok(false);
         }
         spec.check_shape()?;
-        if self.queued + ahead >= self.settings.retention.max_queued {
+        self.has_room(ahead)?;
+        Ok(true)
+    }
+
+    fn has_room(&self, ahead: usize) -> Result<(), WireError> {
+        if self.unfinished + ahead >= self.settings.retention.max_queued {
             return Err(WireError::Overloaded);
         }
-        Ok(true)
+        Ok(())
     }
 
     fn submit(&mut self, spec: TaskSpec, at_ms: u64) -> Result<SubmitOutcome, WireError> {
@@ -256,51 +363,95 @@ impl TaskTable {
         }
         self.admits(&spec, 0)?;
         self.expire(at_ms);
+        let o = spec.options;
+        let start = match o.start {
+            Start::Now => at_ms,
+            Start::After(ms) => at_ms.saturating_add(ms),
+            Start::At(t) => t,
+        };
         let record = Record {
             kind: spec.kind,
             payload: spec.payload,
             max_attempts: spec.max_attempts.max(1),
             ended: 0,
-            outcome: None,
+            phase: if start > at_ms {
+                Phase::Scheduled(start)
+            } else {
+                Phase::Queued
+            },
+            created_ms: at_ms,
+            timeout_ms: o.timeout_ms,
+            expires_at_ms: o.expires_ms.map(|ms| at_ms.saturating_add(ms)),
+            backoff: o.backoff,
+            errors: Vec::new(),
         };
         let view = view_of(spec.id, &record);
         self.tasks.insert(spec.id, record);
-        self.queued += 1;
+        self.unfinished += 1;
         Ok(SubmitOutcome {
             view,
             created: true,
         })
     }
 
-    fn complete(&mut self, id: TaskId, attempt: u32, outcome: Outcome, at_ms: u64) -> Applied {
+    /// An attempt ended. Only the current attempt counts: a completion of an attempt that
+    /// has already ended (lost, timed out) changes nothing.
+    fn complete(
+        &mut self,
+        id: TaskId,
+        attempt: u32,
+        outcome: Outcome,
+        retry: Retry,
+        at_ms: u64,
+    ) -> Applied {
         let Some(r) = self.tasks.get_mut(&id) else {
             return Applied::Nothing;
         };
-        if r.outcome.is_some() {
+        // A scheduled or retrying task stays so in the table while its attempt runs.
+        if r.is_done() || attempt != r.ended + 1 {
             return Applied::Nothing;
         }
-        let current = attempt == r.ended + 1;
-        match outcome {
-            Outcome::Failed(_) if !current => Applied::Nothing,
-            Outcome::Failed(_) if r.ended + 1 < r.max_attempts => {
-                r.ended += 1;
+        let error = match outcome {
+            Outcome::Succeeded(result) => {
+                r.ended = attempt;
+                return self.finish(id, Outcome::Succeeded(result), at_ms);
+            }
+            Outcome::Failed(error) => error,
+            Outcome::Cancelled => "the worker reported the attempt cancelled".to_owned(),
+        };
+        r.ended = attempt;
+        r.record_error(&error);
+        let wait = match retry {
+            Retry::Never => None,
+            _ if r.ended >= r.max_attempts => None,
+            Retry::After(ms) => Some(ms.min(Backoff::MAX_WAIT_MS)),
+            Retry::Policy => Some(r.backoff.unwrap_or_default().wait_ms(id, attempt)),
+        };
+        match wait {
+            None => self.finish(id, Outcome::Failed(error), at_ms),
+            Some(0) => {
+                r.phase = Phase::Queued;
                 Applied::Requeued(id)
             }
-            outcome => {
-                r.ended = r.ended.max(attempt);
-                self.finish(id, outcome, at_ms)
+            Some(ms) => {
+                r.phase = Phase::Retrying(at_ms.saturating_add(ms));
+                Applied::Waiting(id)
             }
         }
     }
 
+    /// The running attempt was lost with its worker: it runs again at once while attempts
+    /// remain (the task did not fail; its worker did).
     fn requeue(&mut self, id: TaskId, attempt: u32, at_ms: u64) -> Applied {
         let Some(r) = self.tasks.get_mut(&id) else {
             return Applied::Nothing;
         };
-        if r.outcome.is_some() || attempt != r.ended + 1 {
+        if r.is_done() || attempt != r.ended + 1 {
             return Applied::Nothing;
         }
         r.ended += 1;
+        r.phase = Phase::Queued;
+        r.record_error("the worker running it was lost");
         if r.ended < r.max_attempts {
             return Applied::Requeued(id);
         }
@@ -313,43 +464,119 @@ impl TaskTable {
 
     fn cancel(&mut self, id: TaskId, at_ms: u64) -> Applied {
         match self.tasks.get(&id) {
-            None => Applied::CancelRefused(id, WireError::NotFound),
-            Some(r) if r.outcome.is_some() => Applied::CancelRefused(
+            None => Applied::Refused(id, WireError::NotFound),
+            Some(r) if r.is_done() => Applied::Refused(
                 id,
                 WireError::BadRequest {
-                    reason: "the task has already finished".into(),
+                    reason: format!("the task has already finished ({})", r.state().name()),
                 },
             ),
             Some(_) => self.finish(id, Outcome::Cancelled, at_ms),
         }
     }
 
+    /// A failed task runs again, with fresh attempts (its past errors are kept).
+    fn retry(&mut self, id: TaskId) -> Applied {
+        let room = self.has_room(0);
+        let Some(r) = self.tasks.get_mut(&id) else {
+            return Applied::Refused(id, WireError::NotFound);
+        };
+        if r.state() != TaskState::Failed {
+            let reason = format!(
+                "only failed tasks can be retried; this one is {}",
+                r.state().name()
+            );
+            return Applied::Refused(id, WireError::BadRequest { reason });
+        }
+        if let Err(e) = room {
+            return Applied::Refused(id, e);
+        }
+        r.phase = Phase::Queued;
+        r.ended = 0;
+        r.expires_at_ms = None;
+        let view = view_of(id, r);
+        self.failed_len -= 1;
+        self.unfinished += 1;
+        Applied::Retried(view)
+    }
+
+    /// A task not started by its expiry fails as expired (the leader proposes this only for
+    /// a task it does not run).
+    fn lapse(&mut self, id: TaskId, at_ms: u64) -> Applied {
+        let Some(r) = self.tasks.get(&id) else {
+            return Applied::Nothing;
+        };
+        let lapsed = !r.is_done() && r.ended == 0 && r.expires_at_ms.is_some_and(|t| t <= at_ms);
+        if !lapsed {
+            return Applied::Nothing;
+        }
+        let waited = at_ms.saturating_sub(r.created_ms);
+        let reason = format!("expired: not started within {waited} ms of being submitted");
+        self.finish(id, Outcome::Failed(reason), at_ms)
+    }
+
     fn finish(&mut self, id: TaskId, outcome: Outcome, at_ms: u64) -> Applied {
         let Some(r) = self.tasks.get_mut(&id) else {
             return Applied::Nothing;
         };
-        r.outcome = Some(outcome);
-        // A finished task keeps only what its view shows: drop the input.
-        r.payload = Bytes::new();
-        r.kind = String::new();
+        let failed = matches!(outcome, Outcome::Failed(_));
+        if !failed {
+            // Only a failed task may run again: the others keep just what their view shows.
+            r.payload = Bytes::new();
+        }
+        r.phase = Phase::Done { outcome, at_ms };
         let view = view_of(id, r);
-        self.queued -= 1;
-        self.finished.push_back((at_ms, id));
+        self.unfinished -= 1;
+        if failed {
+            self.failed_len += 1;
+            self.failed.push_back((at_ms, id));
+        } else {
+            self.finished.push_back((at_ms, id));
+        }
         self.trim();
         Applied::Finished(view)
     }
 
-    /// Forgets the oldest finished tasks past the bound on their number.
+    /// Forgets the oldest finished tasks past the bounds on their number.
     fn trim(&mut self) {
-        while self.finished.len() > self.settings.retention.max_results {
+        let r = self.settings.retention;
+        while self.finished.len() > r.max_results {
             if let Some((_, old)) = self.finished.pop_front() {
                 self.tasks.remove(&old);
             }
         }
+        while self.failed_len > r.max_failed {
+            let Some(entry) = self.failed.pop_front() else {
+                break;
+            };
+            self.forget_failed(entry);
+        }
+        // Entries of tasks retried since they failed are skipped when they come first;
+        // drop them sooner if many accumulate.
+        if self.failed.len() > 2 * self.failed_len + 1024 {
+            let tasks = &self.tasks;
+            self.failed.retain(|(at, id)| {
+                tasks.get(id).is_some_and(|r| {
+                    matches!(&r.phase, Phase::Done { outcome: Outcome::Failed(_), at_ms } if at_ms == at)
+                })
+            });
+        }
+    }
+
+    /// Forgets the failed task of a `failed` entry, unless it has been retried since.
+    fn forget_failed(&mut self, (at, id): (u64, TaskId)) {
+        let current = self.tasks.get(&id).is_some_and(|r| {
+            matches!(&r.phase, Phase::Done { outcome: Outcome::Failed(_), at_ms } if *at_ms == at)
+        });
+        if current {
+            self.tasks.remove(&id);
+            self.failed_len -= 1;
+        }
     }
 
     fn expire(&mut self, at_ms: u64) {
-        let cutoff = at_ms.saturating_sub(self.settings.retention.result_ttl_ms);
+        let r = self.settings.retention;
+        let cutoff = at_ms.saturating_sub(r.result_ttl_ms);
         while let Some(&(done_at, id)) = self.finished.front() {
             if done_at > cutoff {
                 break;
@@ -357,21 +584,38 @@ impl TaskTable {
             self.finished.pop_front();
             self.tasks.remove(&id);
         }
+        let cutoff = at_ms.saturating_sub(r.failed_ttl_ms);
+        while let Some(&entry) = self.failed.front() {
+            if entry.0 > cutoff {
+                break;
+            }
+            self.failed.pop_front();
+            self.forget_failed(entry);
+        }
     }
 }
 
 fn view_of(id: TaskId, r: &Record) -> TaskView {
+    let outcome = match &r.phase {
+        Phase::Done { outcome, .. } => Some(outcome.clone()),
+        _ => None,
+    };
     TaskView {
         id,
+        kind: r.kind.clone(),
         state: r.state(),
         attempts: r.ended,
-        outcome: r.outcome.clone(),
+        outcome,
+        created_ms: r.created_ms,
+        due_ms: r.due_ms(),
+        errors: r.errors.clone(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dtc_proto::TaskOptions;
 
     fn spec(n: u128, max_attempts: u32) -> TaskSpec {
         TaskSpec {
@@ -379,6 +623,7 @@ mod tests {
             kind: "noop".into(),
             payload: Bytes::from_static(b"x"),
             max_attempts,
+            options: TaskOptions::default(),
         }
     }
 
@@ -393,6 +638,38 @@ mod tests {
         Outcome::Succeeded(Bytes::from_static(bytes))
     }
 
+    fn complete(n: u128, attempt: u32, outcome: Outcome, retry: Retry, at_ms: u64) -> Command {
+        Command::Complete {
+            id: TaskId(n),
+            attempt,
+            outcome,
+            retry,
+            at_ms,
+        }
+    }
+
+    fn fail(n: u128, attempt: u32, at_ms: u64) -> Command {
+        complete(
+            n,
+            attempt,
+            Outcome::Failed(format!("boom {attempt}")),
+            Retry::Policy,
+            at_ms,
+        )
+    }
+
+    fn state(t: &TaskTable, n: u128) -> Option<TaskState> {
+        t.view(TaskId(n)).map(|v| v.state)
+    }
+
+    /// Exact waits: 100 ms, doubling, no jitter.
+    const EXACT: Backoff = Backoff {
+        initial_ms: 100,
+        multiplier_pct: 200,
+        max_ms: 10_000,
+        jitter_pct: 0,
+    };
+
     #[test]
     fn submit_is_idempotent_and_returns_the_result() {
         let mut t = TaskTable::new(Retention::default());
@@ -404,75 +681,218 @@ mod tests {
             submit(&mut t, 1, 3),
             Applied::Submitted(Ok(SubmitOutcome { created: false, .. }))
         ));
-        let done = t.apply(Command::Complete {
-            id: TaskId(1),
-            attempt: 1,
-            outcome: ok(b"r"),
-            at_ms: 5,
-        });
+        let done = t.apply(complete(1, 1, ok(b"r"), Retry::Policy, 5));
         assert!(matches!(done, Applied::Finished(ref v) if v.state == TaskState::Succeeded));
         match submit(&mut t, 1, 3) {
             Applied::Submitted(Ok(s)) => {
                 assert!(!s.created);
                 assert_eq!(s.view.outcome, Some(ok(b"r")));
+                assert_eq!(s.view.kind, "noop");
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert_eq!(t.queued_len(), 0);
+        assert_eq!(t.unfinished_len(), 0);
     }
 
     #[test]
-    fn failures_retry_while_attempts_remain() {
+    fn a_failed_attempt_retries_after_its_backoff_and_the_errors_are_kept() {
         let mut t = TaskTable::new(Retention::default());
-        submit(&mut t, 1, 2);
-        let fail = |attempt| Command::Complete {
-            id: TaskId(1),
-            attempt,
-            outcome: Outcome::Failed("boom".into()),
-            at_ms: 1,
-        };
-        assert_eq!(t.apply(fail(1)), Applied::Requeued(TaskId(1)));
-        assert_eq!(t.queued_input(TaskId(1)).map(|q| q.0), Some(2));
-        assert_eq!(
-            t.apply(fail(1)),
-            Applied::Nothing,
-            "a stale failure is ignored"
+        t.apply(Command::Submit {
+            spec: spec(1, 3).with_backoff(EXACT),
+            at_ms: 1_000,
+        });
+        assert_eq!(t.apply(fail(1, 1, 2_000)), Applied::Waiting(TaskId(1)));
+        let v = t.view(TaskId(1)).unwrap_or_else(|| panic!("kept"));
+        assert_eq!((v.state, v.due_ms), (TaskState::Retrying, Some(2_100)));
+        assert!(
+            t.runnable(TaskId(1), 2_099).is_none(),
+            "not before its time"
         );
-        match t.apply(fail(2)) {
+        assert_eq!(t.runnable(TaskId(1), 2_100).map(|r| r.0), Some(2));
+        assert_eq!(
+            t.apply(fail(1, 1, 2_150)),
+            Applied::Nothing,
+            "a stale failure"
+        );
+        assert_eq!(t.apply(fail(1, 2, 2_200)), Applied::Waiting(TaskId(1)));
+        assert_eq!(
+            t.timing(TaskId(1)).map(|t| t.due_ms),
+            Some(2_400),
+            "doubled"
+        );
+        match t.apply(fail(1, 3, 2_500)) {
             Applied::Finished(v) => {
                 assert_eq!(v.state, TaskState::Failed);
-                assert_eq!(v.attempts, 2);
+                assert_eq!(v.attempts, 3);
+                assert_eq!(v.errors, ["boom 1", "boom 2", "boom 3"]);
+                assert_eq!(v.outcome, Some(Outcome::Failed("boom 3".into())));
             }
             other => panic!("unexpected {other:?}"),
         }
     }
 
     #[test]
-    fn lost_attempts_requeue_then_give_up() {
+    fn a_fatal_error_ends_the_task_and_retry_after_sets_the_time() {
         let mut t = TaskTable::new(Retention::default());
-        submit(&mut t, 1, 2);
-        assert_eq!(
-            t.apply(Command::Requeue {
-                id: TaskId(1),
-                attempt: 1,
-                at_ms: 1
-            }),
-            Applied::Requeued(TaskId(1))
+        submit(&mut t, 1, 5);
+        submit(&mut t, 2, 5);
+        let fatal = complete(1, 1, Outcome::Failed("bad input".into()), Retry::Never, 10);
+        assert!(matches!(t.apply(fatal), Applied::Finished(v) if v.state == TaskState::Failed));
+        let later = complete(
+            2,
+            1,
+            Outcome::Failed("busy".into()),
+            Retry::After(5_000),
+            10,
+        );
+        assert_eq!(t.apply(later), Applied::Waiting(TaskId(2)));
+        assert_eq!(t.timing(TaskId(2)).map(|t| t.due_ms), Some(5_010));
+        let now = complete(
+            2,
+            2,
+            Outcome::Failed("again".into()),
+            Retry::After(0),
+            5_010,
         );
         assert_eq!(
-            t.apply(Command::Requeue {
+            t.apply(now),
+            Applied::Requeued(TaskId(2)),
+            "no wait: queued"
+        );
+        assert_eq!(state(&t, 2), Some(TaskState::Queued));
+    }
+
+    #[test]
+    fn a_failed_task_can_be_retried_with_fresh_attempts() {
+        let mut t = TaskTable::new(Retention::default());
+        submit(&mut t, 1, 1);
+        t.apply(fail(1, 1, 5));
+        assert_eq!(state(&t, 1), Some(TaskState::Failed));
+        assert_eq!(t.unfinished_len(), 0);
+        match t.apply(Command::Retry {
+            id: TaskId(1),
+            at_ms: 6,
+        }) {
+            Applied::Retried(v) => {
+                assert_eq!((v.state, v.attempts), (TaskState::Queued, 0));
+                assert_eq!(v.errors, ["boom 1"], "past errors stay");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            t.runnable(TaskId(1), 6).map(|r| (r.0, r.2.clone())),
+            Some((1, Bytes::from_static(b"x")))
+        );
+        assert!(
+            matches!(
+                t.apply(Command::Retry {
+                    id: TaskId(1),
+                    at_ms: 7
+                }),
+                Applied::Refused(_, WireError::BadRequest { .. })
+            ),
+            "only a failed task"
+        );
+        assert!(matches!(
+            t.apply(Command::Retry {
+                id: TaskId(9),
+                at_ms: 7
+            }),
+            Applied::Refused(_, WireError::NotFound)
+        ));
+        t.apply(complete(1, 1, ok(b"fine"), Retry::Policy, 8));
+        assert_eq!(state(&t, 1), Some(TaskState::Succeeded));
+    }
+
+    #[test]
+    fn a_delayed_task_is_scheduled_until_its_time() {
+        let mut t = TaskTable::new(Retention::default());
+        let delayed = spec(1, 1).with_delay(std::time::Duration::from_millis(3_000));
+        t.apply(Command::Submit {
+            spec: delayed,
+            at_ms: 1_000,
+        });
+        let mut at = spec(2, 1);
+        at.options.start = Start::At(500);
+        t.apply(Command::Submit {
+            spec: at,
+            at_ms: 1_000,
+        });
+        assert_eq!(state(&t, 1), Some(TaskState::Scheduled));
+        assert_eq!(t.view(TaskId(1)).and_then(|v| v.due_ms), Some(4_000));
+        assert_eq!(state(&t, 2), Some(TaskState::Queued), "a time past is now");
+        assert!(t.runnable(TaskId(1), 3_999).is_none());
+        assert!(t.runnable(TaskId(1), 4_000).is_some());
+        assert_eq!(
+            t.unfinished_len(),
+            2,
+            "scheduled tasks count against the bound"
+        );
+        assert!(matches!(
+            t.apply(Command::Cancel { id: TaskId(1), at_ms: 1_500 }),
+            Applied::Finished(v) if v.state == TaskState::Cancelled
+        ));
+    }
+
+    #[test]
+    fn a_task_not_started_by_its_expiry_lapses() {
+        let mut t = TaskTable::new(Retention::default());
+        let expiring = spec(1, 3).with_expiry(std::time::Duration::from_millis(100));
+        t.apply(Command::Submit {
+            spec: expiring.clone(),
+            at_ms: 0,
+        });
+        assert_eq!(t.timing(TaskId(1)).and_then(|t| t.expires_at_ms), Some(100));
+        assert!(
+            t.runnable(TaskId(1), 100).is_none(),
+            "not started once lapsed"
+        );
+        assert_eq!(
+            t.apply(Command::Lapse {
                 id: TaskId(1),
-                attempt: 1,
-                at_ms: 1
+                at_ms: 99
             }),
             Applied::Nothing
         );
         assert!(matches!(
-            t.apply(Command::Requeue {
+            t.apply(Command::Lapse {
                 id: TaskId(1),
-                attempt: 2,
-                at_ms: 1
+                at_ms: 100
             }),
+            Applied::Finished(TaskView {
+                state: TaskState::Failed,
+                ..
+            })
+        ));
+        // A task that has started once does not lapse.
+        t.apply(Command::Submit {
+            spec: expiring.with_id(TaskId(2)),
+            at_ms: 0,
+        });
+        t.apply(fail(2, 1, 50));
+        assert_eq!(t.timing(TaskId(2)).and_then(|t| t.expires_at_ms), None);
+        assert_eq!(
+            t.apply(Command::Lapse {
+                id: TaskId(2),
+                at_ms: 200
+            }),
+            Applied::Nothing
+        );
+    }
+
+    #[test]
+    fn lost_attempts_requeue_at_once_then_give_up() {
+        let mut t = TaskTable::new(Retention::default());
+        submit(&mut t, 1, 2);
+        let lost = |attempt| Command::Requeue {
+            id: TaskId(1),
+            attempt,
+            at_ms: 1,
+        };
+        assert_eq!(t.apply(lost(1)), Applied::Requeued(TaskId(1)));
+        assert_eq!(t.apply(lost(1)), Applied::Nothing);
+        assert!(matches!(
+            t.apply(lost(2)),
             Applied::Finished(TaskView {
                 state: TaskState::Failed,
                 ..
@@ -481,7 +901,7 @@ mod tests {
     }
 
     #[test]
-    fn a_late_success_of_an_old_attempt_still_counts() {
+    fn a_completion_of_an_ended_attempt_changes_nothing() {
         let mut t = TaskTable::new(Retention::default());
         submit(&mut t, 1, 3);
         t.apply(Command::Requeue {
@@ -489,20 +909,17 @@ mod tests {
             attempt: 1,
             at_ms: 1,
         });
-        let late = t.apply(Command::Complete {
-            id: TaskId(1),
-            attempt: 1,
-            outcome: ok(b"a"),
-            at_ms: 2,
-        });
-        assert!(matches!(late, Applied::Finished(ref v) if v.outcome == Some(ok(b"a"))));
-        let second = t.apply(Command::Complete {
-            id: TaskId(1),
-            attempt: 2,
-            outcome: ok(b"b"),
-            at_ms: 3,
-        });
-        assert_eq!(second, Applied::Nothing, "a task finishes once");
+        assert_eq!(
+            t.apply(complete(1, 1, ok(b"a"), Retry::Policy, 2)),
+            Applied::Nothing
+        );
+        let second = t.apply(complete(1, 2, ok(b"b"), Retry::Policy, 3));
+        assert!(matches!(second, Applied::Finished(ref v) if v.outcome == Some(ok(b"b"))));
+        assert_eq!(
+            t.apply(complete(1, 3, ok(b"c"), Retry::Policy, 4)),
+            Applied::Nothing,
+            "a task finishes once"
+        );
     }
 
     #[test]
@@ -543,40 +960,54 @@ mod tests {
                 id: TaskId(1),
                 at_ms: 0
             }),
-            Applied::CancelRefused(_, WireError::BadRequest { .. })
+            Applied::Refused(_, WireError::BadRequest { .. })
         ));
         assert!(matches!(
             t.apply(Command::Cancel {
                 id: TaskId(9),
                 at_ms: 0
             }),
-            Applied::CancelRefused(_, WireError::NotFound)
+            Applied::Refused(_, WireError::NotFound)
         ));
     }
 
     #[test]
-    fn results_are_kept_for_a_bounded_time_and_count() {
+    fn results_and_failures_are_kept_for_bounded_times_and_counts() {
         let mut t = TaskTable::new(Retention {
             result_ttl_ms: 100,
             max_results: 3,
             max_queued: 100,
+            failed_ttl_ms: 1_000,
+            max_failed: 2,
         });
         for n in 0..5 {
             submit(&mut t, n, 1);
-            t.apply(Command::Complete {
-                id: TaskId(n),
-                attempt: 1,
-                outcome: ok(b""),
-                at_ms: 10,
-            });
+            t.apply(complete(n, 1, ok(b""), Retry::Policy, 10));
         }
-        assert_eq!(t.len(), 3, "the count bound keeps the newest three");
+        for n in 10..13 {
+            submit(&mut t, n, 1);
+            t.apply(fail(n, 1, 10));
+        }
+        assert_eq!(t.len(), 5, "the newest three results and two failures");
         assert!(t.view(TaskId(0)).is_none());
+        assert!(t.view(TaskId(10)).is_none());
         assert!(t.view(TaskId(4)).is_some());
-        t.apply(Command::Expire { at_ms: 109 });
-        assert_eq!(t.len(), 3);
+        t.apply(Command::Retry {
+            id: TaskId(11),
+            at_ms: 10,
+        });
+        t.apply(fail(11, 1, 20));
         t.apply(Command::Expire { at_ms: 110 });
-        assert!(t.is_empty(), "the age bound forgets them all");
+        assert_eq!(t.len(), 2, "results go after 100 ms, failures stay");
+        t.apply(Command::Expire { at_ms: 1_010 });
+        assert_eq!(
+            state(&t, 11),
+            Some(TaskState::Failed),
+            "failed again at 20: kept"
+        );
+        assert!(t.view(TaskId(12)).is_none());
+        t.apply(Command::Expire { at_ms: 1_020 });
+        assert!(t.is_empty());
     }
 
     #[test]
@@ -593,39 +1024,32 @@ mod tests {
                         attempt: 1,
                         at_ms: n as u64,
                     },
-                    Command::Complete {
-                        id: TaskId(n % 7),
-                        attempt: 1,
-                        outcome: ok(b"v"),
-                        at_ms: n as u64,
-                    },
+                    complete(n % 7, 1, ok(b"v"), Retry::Policy, n as u64),
+                    fail(n % 11, 1, n as u64),
                     Command::Expire { at_ms: n as u64 },
                 ]
             })
             .collect();
-        let mut a = TaskTable::new(Retention {
+        let retention = Retention {
             result_ttl_ms: 20,
             max_results: 10,
             max_queued: 8,
-        });
-        let mut b = TaskTable::new(Retention {
-            result_ttl_ms: 20,
-            max_results: 10,
-            max_queued: 8,
-        });
+            failed_ttl_ms: 30,
+            max_failed: 4,
+        };
+        let mut a = TaskTable::new(retention);
+        let mut b = TaskTable::new(retention);
         let ra: Vec<Applied> = cmds.iter().cloned().map(|c| a.apply(c)).collect();
         let rb: Vec<Applied> = cmds.into_iter().map(|c| b.apply(c)).collect();
         assert_eq!(ra, rb);
-        let mut ids_a: Vec<_> = (0..17).filter_map(|n| a.view(TaskId(n))).collect();
-        let mut ids_b: Vec<_> = (0..17).filter_map(|n| b.view(TaskId(n))).collect();
-        ids_a.sort_by_key(|v| v.id);
-        ids_b.sort_by_key(|v| v.id);
-        assert_eq!(ids_a, ids_b);
+        assert_eq!(a.snapshot(), b.snapshot());
         let unfinished = (0..17)
             .filter_map(|n| a.view(TaskId(n)))
             .filter(|v| !v.state.is_finished())
             .count();
-        assert_eq!(a.queued_len(), unfinished);
+        assert_eq!(a.unfinished_len(), unfinished);
+        let restored = TaskTable::restore(&a.snapshot()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(restored.snapshot(), a.snapshot());
     }
 
     mod properties {
@@ -635,52 +1059,76 @@ mod tests {
         fn command() -> impl Strategy<Value = Command> {
             let id = (0..16u128).prop_map(TaskId);
             prop_oneof![
-                (id.clone(), 1..4u32, 0..1000u64).prop_map(|(id, max_attempts, at_ms)| {
-                    Command::Submit {
-                        spec: TaskSpec {
-                            id,
-                            kind: "noop".into(),
-                            payload: Bytes::from_static(b"p"),
-                            max_attempts,
-                        },
-                        at_ms,
-                    }
-                }),
-                (id.clone(), 1..4u32, any::<bool>(), 0..1000u64).prop_map(
-                    |(id, attempt, ok, at_ms)| Command::Complete {
-                        id,
-                        attempt,
-                        outcome: if ok {
-                            Outcome::Succeeded(Bytes::from_static(b"r"))
-                        } else {
-                            Outcome::Failed("no".into())
-                        },
+                (id.clone(), 1..4u32, 0..3u64, 0..1000u64).prop_map(
+                    |(id, max_attempts, delay, at_ms)| Command::Submit {
+                        spec: TaskSpec::new("noop", "p")
+                            .with_id(id)
+                            .with_max_attempts(max_attempts)
+                            .with_delay(std::time::Duration::from_millis(delay * 50))
+                            .with_backoff(Backoff {
+                                jitter_pct: 50,
+                                ..EXACT
+                            }),
                         at_ms,
                     }
                 ),
+                (id.clone(), 1..4u32, 0..4u8, 0..1000u64).prop_map(|(id, attempt, how, at_ms)| {
+                    let (outcome, retry) = match how {
+                        0 => (Outcome::Succeeded(Bytes::from_static(b"r")), Retry::Policy),
+                        1 => (Outcome::Failed("no".into()), Retry::Policy),
+                        2 => (Outcome::Failed("no".into()), Retry::Never),
+                        _ => (Outcome::Failed("no".into()), Retry::After(30)),
+                    };
+                    Command::Complete {
+                        id,
+                        attempt,
+                        outcome,
+                        retry,
+                        at_ms,
+                    }
+                }),
                 (id.clone(), 1..4u32, 0..1000u64)
                     .prop_map(|(id, attempt, at_ms)| Command::Requeue { id, attempt, at_ms }),
-                (id, 0..1000u64).prop_map(|(id, at_ms)| Command::Cancel { id, at_ms }),
+                (id.clone(), 0..1000u64).prop_map(|(id, at_ms)| Command::Cancel { id, at_ms }),
+                (id.clone(), 0..1000u64).prop_map(|(id, at_ms)| Command::Retry { id, at_ms }),
+                (id, 0..1000u64).prop_map(|(id, at_ms)| Command::Lapse { id, at_ms }),
                 (0..2000u64).prop_map(|at_ms| Command::Expire { at_ms }),
             ]
         }
 
         proptest! {
-            /// The queued count matches the unfinished tasks, the result bound holds, and a
-            /// finished task's outcome never changes while it is kept.
+            /// The unfinished count matches the unfinished tasks, the bounds hold, a
+            /// finished task's outcome never changes while it is kept (unless a retry
+            /// runs it again), and a snapshot restores the same table.
             #[test]
             fn table_invariants_hold(cmds in proptest::collection::vec(command(), 1..300)) {
-                let retention = Retention { result_ttl_ms: 500, max_results: 6, max_queued: 8 };
+                let retention = Retention {
+                    result_ttl_ms: 500,
+                    max_results: 6,
+                    max_queued: 8,
+                    failed_ttl_ms: 700,
+                    max_failed: 3,
+                };
                 let mut t = TaskTable::new(retention);
                 let mut finished: HashMap<TaskId, Outcome> = HashMap::default();
                 for cmd in cmds {
-                    t.apply(cmd);
+                    let retried = match &cmd {
+                        Command::Retry { id, .. } => Some(*id),
+                        _ => None,
+                    };
+                    let applied = t.apply(cmd);
+                    if let (Some(id), Applied::Retried(_)) = (retried, &applied) {
+                        finished.remove(&id);
+                    }
                     let views: Vec<TaskView> = (0..16).filter_map(|n| t.view(TaskId(n))).collect();
                     let unfinished = views.iter().filter(|v| !v.state.is_finished()).count();
-                    prop_assert_eq!(t.queued_len(), unfinished);
+                    let failed = views.iter().filter(|v| v.state == TaskState::Failed).count();
+                    prop_assert_eq!(t.unfinished_len(), unfinished);
                     prop_assert!(unfinished <= retention.max_queued);
-                    prop_assert!(views.len() - unfinished <= retention.max_results);
+                    prop_assert!(failed <= retention.max_failed);
+                    prop_assert!(views.len() - unfinished - failed <= retention.max_results);
                     for v in &views {
+                        prop_assert!(v.errors.len() <= TaskView::MAX_ERRORS);
                         if let Some(outcome) = &v.outcome {
                             if let Some(before) = finished.get(&v.id) {
                                 prop_assert_eq!(before, outcome, "a kept result changed");
@@ -693,6 +1141,8 @@ mod tests {
                     }
                     finished.retain(|id, _| t.view(*id).is_some());
                 }
+                let restored = TaskTable::restore(&t.snapshot());
+                prop_assert!(restored.is_ok_and(|r| r.snapshot() == t.snapshot()));
             }
         }
     }
