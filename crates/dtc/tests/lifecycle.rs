@@ -1,0 +1,231 @@
+//! The task lifecycle with real `dtc` processes on loopback: attempt timeouts that stop the
+//! handler and free its slot, retries spaced by their backoff and a failed task run again
+//! with `dtc retry`, a delayed task that outlives `kill -9` of every replica, and a running
+//! task cancelled.
+
+mod common;
+
+use anyhow::Context;
+use common::{Proc, Shard, TEST_LIMIT};
+use dtc_proto::credentials::Credentials;
+use dtc_proto::status::{AdminRequest, AdminResponse, ask_admin};
+use dtc_proto::transport::{Secure, Tcp};
+use dtc_sdk::{
+    Backoff, Client, ClientConfig, Outcome, Task, TaskError, TaskId, TaskSpec, TaskState,
+    TaskView, Worker,
+};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// A `sleep` payload of one hour: a slot it holds is held for the whole test unless the
+/// attempt is stopped.
+const AN_HOUR_US: &str = "3600000000";
+
+/// How many slots the coordinator at `addr` sees busy on its workers.
+async fn busy_slots(addr: SocketAddr) -> anyhow::Result<u32> {
+    let transport = Secure::new(Tcp, Arc::new(Credentials::plain()));
+    match ask_admin(&transport, addr, "test", &AdminRequest::Status).await? {
+        AdminResponse::Replica(r) => Ok(r.workers.iter().map(|w| w.busy).sum()),
+        other => anyhow::bail!("unexpected answer {other:?}"),
+    }
+}
+
+/// Waits (at most `TEST_LIMIT`) until `check` answers true.
+async fn until<F, Fut>(mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    tokio::time::timeout(TEST_LIMIT, async {
+        loop {
+            if check().await? {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .context("condition not met in time")?
+}
+
+/// Runs `dtc ARGS…` to its end; its success and standard output.
+fn dtc(args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dtc"))
+        .args(args)
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_past_its_timeout_is_stopped_and_its_slot_freed() -> anyhow::Result<()> {
+    common::bounded(async {
+        let coord = Proc::coordinator(&["-p", "0"])?;
+        let port = coord.addr()?.port().to_string();
+        let _worker = Proc::start(&["worker", "-p", &port, "-w", "1"])?;
+        let client = Client::connect(coord.addr()?).await?;
+        let spec = TaskSpec::new("sleep", AN_HOUR_US)
+            .with_max_attempts(1)
+            .with_timeout(Duration::from_millis(200));
+        let view = client.run(spec).await?;
+        assert_eq!(view.state, TaskState::Failed, "{view:?}");
+        let error = view.errors.first().cloned().unwrap_or_default();
+        assert!(error.contains("timed out"), "{error}");
+        // The hour-long sleep was stopped: its one slot frees, and the next task runs.
+        until(|| async { Ok(busy_slots(coord.addr()?).await? == 0) }).await?;
+        let next = client.run(TaskSpec::new("wordcount", "still here")).await?;
+        assert_eq!(next.outcome, Some(Outcome::Succeeded("2".into())));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_task_stops_it_and_frees_its_slot() -> anyhow::Result<()> {
+    common::bounded(async {
+        let coord = Proc::coordinator(&["-p", "0"])?;
+        let port = coord.addr()?.port().to_string();
+        let _worker = Proc::start(&["worker", "-p", &port, "-w", "1"])?;
+        let client = Client::connect(coord.addr()?).await?;
+        let id = client.submit(TaskSpec::new("sleep", AN_HOUR_US)).await?.id;
+        until(|| async { Ok(client.get(id).await?.state == TaskState::Running) }).await?;
+        let id_text = id.to_string();
+        let (ok, out) = dtc(&["cancel", &id_text, "-p", &port])?;
+        assert!(ok, "dtc cancel failed: {out}");
+        assert!(out.contains("state: cancelled"), "{out}");
+        until(|| async { Ok(busy_slots(coord.addr()?).await? == 0) }).await?;
+        assert_eq!(client.get(id).await?.state, TaskState::Cancelled);
+        // A finished task cannot be cancelled.
+        let (ok, _) = dtc(&["cancel", &id_text, "-p", &port])?;
+        assert!(!ok, "cancelling a cancelled task must fail");
+        Ok(())
+    })
+    .await
+}
+
+/// A worker in this process whose `fail` handler is the built-in one, recording when each
+/// attempt started.
+fn recording_fail_worker(
+    addr: SocketAddr,
+    stop: &CancellationToken,
+) -> anyhow::Result<Arc<Mutex<Vec<Instant>>>> {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&calls);
+    let worker = Worker::builder()
+        .slots(2)
+        .handler("fail", move |task: Task| {
+            if let Ok(mut calls) = seen.lock() {
+                calls.push(Instant::now());
+            }
+            async move { dtc_sdk::handlers::fail(&task.payload) }
+        })
+        .build()?;
+    tokio::spawn(worker.run(vec![addr], stop.clone()));
+    Ok(calls)
+}
+
+fn calls(record: &Mutex<Vec<Instant>>) -> Vec<Instant> {
+    record.lock().map(|c| c.clone()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_attempts_are_spaced_by_their_backoff_and_a_failed_task_can_run_again()
+-> anyhow::Result<()> {
+    common::bounded(async {
+        let coord = Proc::coordinator(&["-p", "0"])?;
+        let port = coord.addr()?.port().to_string();
+        let stop = CancellationToken::new();
+        let record = recording_fail_worker(coord.addr()?, &stop)?;
+        let client = Client::connect(coord.addr()?).await?;
+        let spec = TaskSpec::new("fail", "the disk is on fire")
+            .with_max_attempts(3)
+            .with_backoff(Backoff {
+                initial_ms: 100,
+                multiplier_pct: 200,
+                max_ms: 10_000,
+                jitter_pct: 0,
+            });
+        let view = client.run(spec).await?;
+        assert_eq!(view.state, TaskState::Failed, "{view:?}");
+        assert_eq!(view.attempts, 3);
+        assert_eq!(view.errors, vec!["the disk is on fire"; 3]);
+        let at = calls(&record);
+        assert_eq!(at.len(), 3, "three attempts ran");
+        assert!(at[1] - at[0] >= Duration::from_millis(100), "{at:?}");
+        assert!(at[2] - at[1] >= Duration::from_millis(200), "{at:?}");
+        // `dtc retry` runs it again with fresh attempts; its errors are all kept.
+        let id = view.id.to_string();
+        let (ok, out) = dtc(&["retry", &id, "-p", &port])?;
+        assert!(ok, "dtc retry failed: {out}");
+        let again = client.wait(view.id).await?;
+        assert_eq!(again.state, TaskState::Failed);
+        assert_eq!(again.errors.len(), 6, "{again:?}");
+        assert_eq!(calls(&record).len(), 6);
+        // A fatal error ends the task at its first attempt.
+        let fatal = TaskSpec::new("fail", "fatal: no such customer").with_max_attempts(5);
+        let view = client.run(fatal).await?;
+        assert_eq!((view.state, view.attempts), (TaskState::Failed, 1));
+        assert_eq!(
+            view.outcome,
+            Some(Outcome::Failed("no such customer".into()))
+        );
+        stop.cancel();
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_task_outlives_kill_9_of_every_replica_and_runs_once_after_its_time()
+-> anyhow::Result<()> {
+    common::bounded(async {
+        let mut shard = Shard::start(3, &[])?;
+        let mut config = ClientConfig::new(shard.addrs.clone());
+        config.retry_for = TEST_LIMIT;
+        let client = Client::with_config(config).await?;
+        let runs: Arc<Mutex<Vec<(TaskId, SystemTime)>>> = Arc::default();
+        let seen = Arc::clone(&runs);
+        let worker = Worker::builder()
+            .slots(2)
+            .handler("stamp", move |task: Task| {
+                if let Ok(mut runs) = seen.lock() {
+                    runs.push((task.id, SystemTime::now()));
+                }
+                async { Ok::<_, TaskError>("done") }
+            })
+            .build()?;
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(worker.run(shard.addrs.clone(), stop.clone()));
+        let view: TaskView = client
+            .submit(TaskSpec::new("stamp", "").with_delay(Duration::from_secs(3)))
+            .await?;
+        assert_eq!(view.state, TaskState::Scheduled);
+        let due = view.due_ms.context("a scheduled task has its time")?;
+        for p in &mut shard.procs {
+            p.kill9()?;
+        }
+        let restarted = (0..3)
+            .map(|i| shard.spawn(i, &[]))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        shard.procs = restarted;
+        let done = client.wait(view.id).await?;
+        assert_eq!(done.state, TaskState::Succeeded, "{done:?}");
+        // Give a second run every chance to show up before counting.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let runs = runs.lock().map(|r| r.clone()).unwrap_or_default();
+        assert_eq!(runs.len(), 1, "it ran exactly once: {runs:?}");
+        let ran_ms = runs[0]
+            .1
+            .duration_since(SystemTime::UNIX_EPOCH)?
+            .as_millis();
+        assert!(ran_ms >= u128::from(due), "it ran before its time");
+        stop.cancel();
+        worker.await??;
+        Ok(())
+    })
+    .await
+}
