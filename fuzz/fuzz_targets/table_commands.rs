@@ -17,15 +17,15 @@ fn command(u: &mut Unstructured<'_>) -> arbitrary::Result<Command> {
             let mut spec = TaskSpec::new(String::arbitrary(u)?, Vec::<u8>::arbitrary(u)?);
             spec.id = id;
             spec.max_attempts = u.int_in_range(0u32..=4)?;
-            spec.options.start = match u.int_in_range(0u8..=2)? {
+            spec.options_mut().start = match u.int_in_range(0u8..=2)? {
                 0 => Start::Now,
                 1 => Start::After(u64::arbitrary(u)?),
                 _ => Start::At(u64::arbitrary(u)?),
             };
-            spec.options.timeout_ms = Option::<u64>::arbitrary(u)?;
-            spec.options.expires_ms = Option::<u64>::arbitrary(u)?;
+            spec.options_mut().timeout_ms = Option::<u64>::arbitrary(u)?;
+            spec.options_mut().expires_ms = Option::<u64>::arbitrary(u)?;
             if bool::arbitrary(u)? {
-                spec.options.backoff = Some(Backoff {
+                spec.options_mut().backoff = Some(Backoff {
                     initial_ms: u64::arbitrary(u)?,
                     multiplier_pct: u32::arbitrary(u)?,
                     max_ms: u64::arbitrary(u)?,

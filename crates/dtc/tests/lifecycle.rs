@@ -11,8 +11,8 @@ use dtc_proto::credentials::Credentials;
 use dtc_proto::status::{AdminRequest, AdminResponse, ask_admin};
 use dtc_proto::transport::{Secure, Tcp};
 use dtc_sdk::{
-    Backoff, Client, ClientConfig, Outcome, Task, TaskError, TaskId, TaskSpec, TaskState,
-    TaskView, Worker,
+    Backoff, Client, ClientConfig, Outcome, Task, TaskError, TaskId, TaskSpec, TaskState, TaskView,
+    Worker,
 };
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -3,6 +3,7 @@
 use crate::{TaskId, WireError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A duration in whole ms, saturating.
@@ -22,8 +23,10 @@ pub struct TaskSpec {
     /// How many times the task may run before it is given up as failed (a failed or lost
     /// attempt is retried while attempts remain). At least 1.
     pub max_attempts: u32,
-    /// When it may start, how long an attempt may run, how failures are retried.
-    pub options: TaskOptions,
+    /// When it may start, how long an attempt may run, how failures are retried; `None`
+    /// for the defaults (boxed, so that the common spec stays small as it moves through
+    /// the router, the log and the table).
+    pub options: Option<Box<TaskOptions>>,
 }
 
 /// When a task may first start.
@@ -122,8 +125,18 @@ impl TaskSpec {
             kind: kind.into(),
             payload: payload.into(),
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
-            options: TaskOptions::default(),
+            options: None,
         }
+    }
+
+    /// Its options (the defaults when it has none).
+    pub fn options(&self) -> TaskOptions {
+        self.options.as_deref().copied().unwrap_or_default()
+    }
+
+    /// Its options, to change.
+    pub fn options_mut(&mut self) -> &mut TaskOptions {
+        self.options.get_or_insert_default()
     }
 
     /// The same spec with the given id.
@@ -140,33 +153,33 @@ impl TaskSpec {
 
     /// The same spec, to start `delay` after the shard accepts it.
     pub fn with_delay(mut self, delay: Duration) -> Self {
-        self.options.start = Start::After(millis(delay));
+        self.options_mut().start = Start::After(millis(delay));
         self
     }
 
     /// The same spec, to start at `at` (at once if that has passed).
     pub fn with_start_at(mut self, at: SystemTime) -> Self {
         let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-        self.options.start = Start::At(millis(since_epoch));
+        self.options_mut().start = Start::At(millis(since_epoch));
         self
     }
 
     /// The same spec with each attempt limited to `timeout`: an attempt that runs longer is
     /// failed (and retried while attempts remain) and its handler told to stop.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout_ms = Some(millis(timeout).max(1));
+        self.options_mut().timeout_ms = Some(millis(timeout).max(1));
         self
     }
 
     /// The same spec, failing as expired if not started within `ttl` of being accepted.
     pub fn with_expiry(mut self, ttl: Duration) -> Self {
-        self.options.expires_ms = Some(millis(ttl));
+        self.options_mut().expires_ms = Some(millis(ttl));
         self
     }
 
     /// The same spec with failed attempts retried after `backoff`.
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
-        self.options.backoff = Some(backoff);
+        self.options_mut().backoff = Some(backoff);
         self
     }
 
@@ -219,7 +232,7 @@ impl TaskSpec {
                 Self::MAX_ATTEMPTS
             ));
         }
-        let o = &self.options;
+        let o = self.options();
         if let Some(b) = o.backoff {
             if b.initial_ms > Backoff::MAX_WAIT_MS || b.max_ms > Backoff::MAX_WAIT_MS {
                 return bad(format!(
@@ -348,8 +361,8 @@ impl Outcome {
 pub struct TaskView {
     /// The task's id.
     pub id: TaskId,
-    /// Its type.
-    pub kind: String,
+    /// Its type (shared: the table keeps one copy of each type name).
+    pub kind: Arc<str>,
     /// Its lifecycle state.
     pub state: TaskState,
     /// How many attempts have started so far.

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use dtc_proto::{Outcome, Retry, TaskId, TaskOptions, TaskSpec};
+use dtc_proto::{Outcome, Retry, TaskId, TaskSpec};
 use dtc_server::sched::Scheduler;
 use dtc_server::shard::{Applied, Command, Retention, TaskTable};
 use std::time::{Duration, Instant};
@@ -27,12 +27,12 @@ fn lifecycle(c: &mut Criterion) {
                     kind: "noop".into(),
                     payload: Bytes::new(),
                     max_attempts: 3,
-                    options: TaskOptions::default(),
+                    options: None,
                 };
                 if let Applied::Submitted(Ok(_)) = table.apply(Command::Submit { spec, at_ms: 0 }) {
                     sched.enqueue(id, "noop");
                 }
-                for a in sched.assign(|id| table.runnable(id, 0).map(|(attempt, ..)| attempt)) {
+                for a in sched.assign(|id| table.runnable(id, 0).map(|input| input.attempt)) {
                     sched.completed(a.worker, a.id, a.attempt);
                     let outcome = Outcome::Succeeded(Bytes::new());
                     table.apply(Command::Complete {
@@ -59,7 +59,7 @@ fn full_table() -> TaskTable {
             kind: "wordcount".into(),
             payload: Bytes::from_static(b"the quick brown fox"),
             max_attempts: 3,
-            options: TaskOptions::default(),
+            options: None,
         };
         // Times past the result TTL, so that nothing expires.
         let at_ms = 1_000_000 + n as u64;

@@ -10,7 +10,7 @@
 //! also counts its submits proposed and not yet applied.
 
 use crate::net::Reply;
-use bytes::Bytes;
+use crate::shard::Input;
 use dtc_proto::{TaskId, TaskSpec, TaskState, TaskView};
 use foldhash::HashMap;
 
@@ -49,7 +49,10 @@ impl EarlyTasks {
         let e = self.tasks.get(&id).filter(|e| e.unlogged.is_some())?;
         Some(TaskView {
             id,
-            kind: e.spec.as_ref().map(|s| s.kind.clone()).unwrap_or_default(),
+            kind: e
+                .spec
+                .as_ref()
+                .map_or_else(|| "".into(), |s| s.kind.as_str().into()),
             state: TaskState::Queued,
             attempts: 0,
             outcome: None,
@@ -135,9 +138,15 @@ impl EarlyTasks {
     }
 
     /// The next attempt and input of a task that runs ahead of the table.
-    pub(super) fn input(&self, id: TaskId) -> Option<(u32, &str, &Bytes)> {
+    pub(super) fn input(&self, id: TaskId) -> Option<Input<'_>> {
         let spec = self.tasks.get(&id)?.spec.as_ref()?;
-        Some((1, spec.kind.as_str(), &spec.payload))
+        Some(Input {
+            attempt: 1,
+            kind: &spec.kind,
+            payload: &spec.payload,
+            // Only untimed tasks run ahead.
+            timeout_ms: None,
+        })
     }
 
     /// Every unlogged task's waiting submitters, the map emptied.
@@ -153,6 +162,7 @@ impl EarlyTasks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn spec(n: u128) -> TaskSpec {
         TaskSpec {
@@ -160,7 +170,7 @@ mod tests {
             kind: "noop".into(),
             payload: Bytes::from_static(b"x"),
             max_attempts: 1,
-            options: dtc_proto::TaskOptions::default(),
+            options: None,
         }
     }
 
@@ -171,7 +181,7 @@ mod tests {
         assert_eq!(early.ahead(), 1);
         assert!(early.submitting(TaskId(1)));
         assert_eq!(
-            early.input(TaskId(1)).map(|(a, k, _)| (a, k)),
+            early.input(TaskId(1)).map(|i| (i.attempt, i.kind)),
             Some((1, "noop"))
         );
         assert!(early.applied(TaskId(1)));

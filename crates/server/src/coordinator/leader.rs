@@ -284,7 +284,8 @@ impl Leader {
                 let id = task.id;
                 // A task that waits for a time, or whose attempts are timed, runs once
                 // the table holds it.
-                let plain = task.options.start == Start::Now && task.options.timeout_ms.is_none();
+                let plain =
+                    task.options().start == Start::Now && task.options().timeout_ms.is_none();
                 let new = plain
                     && self.ready
                     && !self.early.submitting(id)
@@ -454,9 +455,9 @@ impl Leader {
         let due = self.timers.take_due(at_ms);
         for id in due.starts {
             if self.sched.running_on(id).is_none()
-                && let Some((_, kind, _)) = table.runnable(id, at_ms)
+                && let Some(input) = table.runnable(id, at_ms)
             {
-                self.sched.enqueue(id, kind);
+                self.sched.enqueue(id, input.kind);
             }
         }
         for id in due.expiries {
@@ -729,8 +730,8 @@ impl Leader {
         }
         if timing.due_ms > now_ms {
             self.timers.start_at(timing.due_ms, id);
-        } else if let Some((_, kind, _)) = table.runnable(id, now_ms) {
-            self.sched.enqueue(id, kind);
+        } else if let Some(input) = table.runnable(id, now_ms) {
+            self.sched.enqueue(id, input.kind);
         }
     }
 
@@ -739,22 +740,19 @@ impl Leader {
         let now_ms = self.clock.at(now);
         let early = &self.early;
         let input = |id: TaskId| table.runnable(id, now_ms).or_else(|| early.input(id));
-        for a in self
-            .sched
-            .assign(|id| input(id).map(|(attempt, ..)| attempt))
-        {
-            let Some((_, kind, payload)) = input(a.id) else {
+        for a in self.sched.assign(|id| input(id).map(|i| i.attempt)) {
+            let Some(i) = input(a.id) else {
                 continue;
             };
-            if let Some(timeout) = table.timing(a.id).and_then(|t| t.timeout_ms) {
+            if let Some(timeout) = i.timeout_ms {
                 self.timers
                     .deadline(now_ms.saturating_add(timeout), a.id, a.attempt);
             }
             let msg = CoordMsg::Assign(Assignment {
                 id: a.id,
                 attempt: a.attempt,
-                kind: kind.to_owned(),
-                payload: payload.clone(),
+                kind: i.kind.to_owned(),
+                payload: i.payload.clone(),
             });
             out.sends.push((a.worker, msg));
         }
@@ -893,7 +891,7 @@ mod tests {
             kind: "noop".into(),
             payload: Bytes::from_static(b"in"),
             max_attempts: 3,
-            options: dtc_proto::TaskOptions::default(),
+            options: None,
         }
     }
 

@@ -175,7 +175,7 @@ mod tests {
             kind: "noop".into(),
             payload: Bytes::from(vec![0; bytes]),
             max_attempts: 1,
-            options: dtc_proto::TaskOptions::default(),
+            options: None,
         };
         Command::Submit { spec, at_ms: 0 }
     }

@@ -234,7 +234,7 @@ fn task_response(view: TaskView) -> Response {
     }
     let body = TaskJson {
         id: view.id.to_string(),
-        kind: view.kind,
+        kind: view.kind.to_string(),
         state: view.state.name(),
         attempts: view.attempts,
         created: rfc3339(view.created_ms),
@@ -354,7 +354,7 @@ async fn submit(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> 
     }
     match (req.delay_ms, req.run_at) {
         (Some(_), Some(_)) => return bad_request("give \"delay_ms\" or \"run_at\", not both"),
-        (Some(ms), None) => spec.options.start = Start::After(ms),
+        (Some(ms), None) => spec.options_mut().start = Start::After(ms),
         (None, Some(at)) => {
             match time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339) {
                 Ok(t) => spec = spec.with_start_at(t.into()),
@@ -367,11 +367,11 @@ async fn submit(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> 
         }
         (None, None) => {}
     }
-    spec.options.timeout_ms = req.attempt_timeout_ms;
-    spec.options.expires_ms = req.expires_ms;
+    spec.options_mut().timeout_ms = req.attempt_timeout_ms;
+    spec.options_mut().expires_ms = req.expires_ms;
     if let Some(b) = req.backoff {
         match b.backoff() {
-            Ok(b) => spec.options.backoff = Some(b),
+            Ok(b) => spec.options_mut().backoff = Some(b),
             Err(message) => return bad_request(message),
         }
     }

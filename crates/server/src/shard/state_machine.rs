@@ -10,9 +10,10 @@
 use super::{Applied, Command, SubmitOutcome};
 use bytes::Bytes;
 use dtc_proto::{Backoff, Outcome, Retry, Start, TaskId, TaskSpec, TaskState, TaskView, WireError};
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// The shard's settings: how long and how many finished tasks are kept, and how many may
 /// wait in the queue. Part of the replicated table: set by the shard's first leader from its
@@ -57,9 +58,12 @@ enum Phase {
     Done { outcome: Outcome, at_ms: u64 },
 }
 
+/// One task. Kept small, since the table holds up to hundreds of thousands and copies them
+/// all for each snapshot: the type name is shared, and what most tasks lack (options,
+/// errors) sits behind one pointer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {
-    kind: String,
+    kind: Arc<str>,
     /// The input; dropped once the task has succeeded or been cancelled.
     payload: Bytes,
     max_attempts: u32,
@@ -67,6 +71,12 @@ struct Record {
     ended: u32,
     phase: Phase,
     created_ms: u64,
+    extra: Option<Box<Extra>>,
+}
+
+/// What only some tasks have.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Extra {
     timeout_ms: Option<u64>,
     /// Not started by then (ms since the Unix epoch), the task fails as expired.
     expires_at_ms: Option<u64>,
@@ -76,6 +86,25 @@ struct Record {
 }
 
 impl Record {
+    fn timeout_ms(&self) -> Option<u64> {
+        self.extra.as_ref().and_then(|e| e.timeout_ms)
+    }
+
+    fn expires_at_ms(&self) -> Option<u64> {
+        self.extra.as_ref().and_then(|e| e.expires_at_ms)
+    }
+
+    fn backoff(&self) -> Backoff {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.backoff)
+            .unwrap_or_default()
+    }
+
+    fn errors(&self) -> &[String] {
+        self.extra.as_ref().map_or(&[], |e| e.errors.as_slice())
+    }
+
     fn state(&self) -> TaskState {
         match &self.phase {
             Phase::Scheduled(_) => TaskState::Scheduled,
@@ -99,15 +128,29 @@ impl Record {
 
     /// Keeps a failed attempt's error (bounded in number and length).
     fn record_error(&mut self, error: &str) {
-        if self.errors.len() >= TaskView::MAX_ERRORS {
-            self.errors.remove(0);
+        let errors = &mut self.extra.get_or_insert_default().errors;
+        if errors.len() >= TaskView::MAX_ERRORS {
+            errors.remove(0);
         }
         let mut end = error.len().min(TaskView::MAX_ERROR_LEN);
         while !error.is_char_boundary(end) {
             end -= 1;
         }
-        self.errors.push(error[..end].to_owned());
+        errors.push(error[..end].to_owned());
     }
+}
+
+/// What the next attempt of a task that may start needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Input<'a> {
+    /// The attempt's number.
+    pub attempt: u32,
+    /// The task's type.
+    pub kind: &'a str,
+    /// The handler's input.
+    pub payload: &'a Bytes,
+    /// How long the attempt may run.
+    pub timeout_ms: Option<u64>,
 }
 
 /// What the leader needs to time an unfinished task.
@@ -134,9 +177,32 @@ pub struct TaskTable {
     failed_len: usize,
     /// How many tasks are unfinished.
     unfinished: usize,
+    /// One shared copy of each task type name (not state: only saves memory and copies).
+    kinds: KindNames,
     settings: Settings,
     /// The latest time a command carried (ms since the Unix epoch).
     clock_ms: u64,
+}
+
+/// Shares task type names among the tasks of a table: a table holds a handful of types
+/// over hundreds of thousands of tasks. Bounded: past [`KindNames::MAX`] names, a new one is
+/// not shared.
+#[derive(Debug, Default)]
+struct KindNames(HashSet<Arc<str>>);
+
+impl KindNames {
+    const MAX: usize = 4096;
+
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(name) {
+            return Arc::clone(shared);
+        }
+        let new: Arc<str> = Arc::from(name);
+        if self.0.len() < Self::MAX {
+            self.0.insert(Arc::clone(&new));
+        }
+        new
+    }
 }
 
 /// The settings in force, and whether a [`Command::Configure`] has set them (until one has,
@@ -247,15 +313,20 @@ impl TaskTable {
 
     /// The next attempt number and the input of a task that may start at `now_ms` (queued,
     /// or scheduled or retrying and due, and not past its expiry); `None` otherwise.
-    pub fn runnable(&self, id: TaskId, now_ms: u64) -> Option<(u32, &str, &Bytes)> {
+    pub fn runnable(&self, id: TaskId, now_ms: u64) -> Option<Input<'_>> {
         let r = self.tasks.get(&id)?;
         let due = match r.phase {
             Phase::Queued => true,
             Phase::Scheduled(due) | Phase::Retrying(due) => due <= now_ms,
             Phase::Done { .. } => false,
         };
-        let lapsed = r.ended == 0 && r.expires_at_ms.is_some_and(|at| at <= now_ms);
-        (due && !lapsed).then(|| (r.ended + 1, r.kind.as_str(), &r.payload))
+        let lapsed = r.ended == 0 && r.expires_at_ms().is_some_and(|at| at <= now_ms);
+        (due && !lapsed).then(|| Input {
+            attempt: r.ended + 1,
+            kind: &r.kind,
+            payload: &r.payload,
+            timeout_ms: r.timeout_ms(),
+        })
     }
 
     /// The next attempt number of an unfinished task.
@@ -269,8 +340,8 @@ impl TaskTable {
         let r = self.tasks.get(&id).filter(|r| !r.is_done())?;
         Some(Timing {
             due_ms: r.due_ms().unwrap_or(0),
-            expires_at_ms: r.expires_at_ms.filter(|_| r.ended == 0),
-            timeout_ms: r.timeout_ms,
+            expires_at_ms: r.expires_at_ms().filter(|_| r.ended == 0),
+            timeout_ms: r.timeout_ms(),
         })
     }
 
@@ -322,8 +393,17 @@ impl TaskTable {
             .iter()
             .filter(|(_, r)| r.state() == TaskState::Failed)
             .count();
+        let mut kinds = KindNames::default();
         Ok(Self {
-            tasks: image.tasks.into_iter().collect(),
+            tasks: image
+                .tasks
+                .into_iter()
+                .map(|(id, mut r)| {
+                    r.kind = kinds.get(&r.kind);
+                    (id, r)
+                })
+                .collect(),
+            kinds,
             finished: image.finished,
             failed: image.failed,
             failed_len,
@@ -363,14 +443,20 @@ impl TaskTable {
         }
         self.admits(&spec, 0)?;
         self.expire(at_ms);
-        let o = spec.options;
+        let o = spec.options();
         let start = match o.start {
             Start::Now => at_ms,
             Start::After(ms) => at_ms.saturating_add(ms),
             Start::At(t) => t,
         };
+        let extra = Extra {
+            timeout_ms: o.timeout_ms,
+            expires_at_ms: o.expires_ms.map(|ms| at_ms.saturating_add(ms)),
+            backoff: o.backoff,
+            errors: Vec::new(),
+        };
         let record = Record {
-            kind: spec.kind,
+            kind: self.kinds.get(&spec.kind),
             payload: spec.payload,
             max_attempts: spec.max_attempts.max(1),
             ended: 0,
@@ -380,10 +466,7 @@ impl TaskTable {
                 Phase::Queued
             },
             created_ms: at_ms,
-            timeout_ms: o.timeout_ms,
-            expires_at_ms: o.expires_ms.map(|ms| at_ms.saturating_add(ms)),
-            backoff: o.backoff,
-            errors: Vec::new(),
+            extra: (extra != Extra::default()).then(|| Box::new(extra)),
         };
         let view = view_of(spec.id, &record);
         self.tasks.insert(spec.id, record);
@@ -425,7 +508,7 @@ impl TaskTable {
             Retry::Never => None,
             _ if r.ended >= r.max_attempts => None,
             Retry::After(ms) => Some(ms.min(Backoff::MAX_WAIT_MS)),
-            Retry::Policy => Some(r.backoff.unwrap_or_default().wait_ms(id, attempt)),
+            Retry::Policy => Some(r.backoff().wait_ms(id, attempt)),
         };
         match wait {
             None => self.finish(id, Outcome::Failed(error), at_ms),
@@ -493,7 +576,9 @@ impl TaskTable {
         }
         r.phase = Phase::Queued;
         r.ended = 0;
-        r.expires_at_ms = None;
+        if let Some(extra) = &mut r.extra {
+            extra.expires_at_ms = None;
+        }
         let view = view_of(id, r);
         self.failed_len -= 1;
         self.unfinished += 1;
@@ -506,7 +591,7 @@ impl TaskTable {
         let Some(r) = self.tasks.get(&id) else {
             return Applied::Nothing;
         };
-        let lapsed = !r.is_done() && r.ended == 0 && r.expires_at_ms.is_some_and(|t| t <= at_ms);
+        let lapsed = !r.is_done() && r.ended == 0 && r.expires_at_ms().is_some_and(|t| t <= at_ms);
         if !lapsed {
             return Applied::Nothing;
         }
@@ -602,20 +687,19 @@ fn view_of(id: TaskId, r: &Record) -> TaskView {
     };
     TaskView {
         id,
-        kind: r.kind.clone(),
+        kind: Arc::clone(&r.kind),
         state: r.state(),
         attempts: r.ended,
         outcome,
         created_ms: r.created_ms,
         due_ms: r.due_ms(),
-        errors: r.errors.clone(),
+        errors: r.errors().to_vec(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dtc_proto::TaskOptions;
 
     fn spec(n: u128, max_attempts: u32) -> TaskSpec {
         TaskSpec {
@@ -623,7 +707,7 @@ mod tests {
             kind: "noop".into(),
             payload: Bytes::from_static(b"x"),
             max_attempts,
-            options: TaskOptions::default(),
+            options: None,
         }
     }
 
@@ -687,7 +771,7 @@ mod tests {
             Applied::Submitted(Ok(s)) => {
                 assert!(!s.created);
                 assert_eq!(s.view.outcome, Some(ok(b"r")));
-                assert_eq!(s.view.kind, "noop");
+                assert_eq!(&*s.view.kind, "noop");
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -708,7 +792,7 @@ mod tests {
             t.runnable(TaskId(1), 2_099).is_none(),
             "not before its time"
         );
-        assert_eq!(t.runnable(TaskId(1), 2_100).map(|r| r.0), Some(2));
+        assert_eq!(t.runnable(TaskId(1), 2_100).map(|r| r.attempt), Some(2));
         assert_eq!(
             t.apply(fail(1, 1, 2_150)),
             Applied::Nothing,
@@ -780,7 +864,8 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(
-            t.runnable(TaskId(1), 6).map(|r| (r.0, r.2.clone())),
+            t.runnable(TaskId(1), 6)
+                .map(|r| (r.attempt, r.payload.clone())),
             Some((1, Bytes::from_static(b"x")))
         );
         assert!(
@@ -813,7 +898,7 @@ mod tests {
             at_ms: 1_000,
         });
         let mut at = spec(2, 1);
-        at.options.start = Start::At(500);
+        at.options_mut().start = Start::At(500);
         t.apply(Command::Submit {
             spec: at,
             at_ms: 1_000,
