@@ -75,6 +75,9 @@ pub enum Command {
     Cancel(IdArgs),
     /// Run a failed task again, with fresh attempts (its past errors are kept).
     Retry(IdArgs),
+    /// List tasks, newest first, through a router (every shard) or a coordinator (its
+    /// shard): e.g. dtc tasks --state failed to see what failed and why.
+    Tasks(TasksArgs),
     /// Show the cluster (through a router) or one coordinator replica: each shard's
     /// replicas, leader, term, log/commit/applied indexes, queue, running tasks, workers.
     Status(StatusArgs),
@@ -677,6 +680,37 @@ pub struct GetArgs {
     /// Where to connect.
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+/// `dtc tasks`.
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    /// Only tasks in this state: scheduled, queued, running, retrying, succeeded, failed
+    /// or cancelled.
+    #[arg(long, value_parser = parse_state)]
+    pub state: Option<dtc_proto::TaskState>,
+    /// Only tasks of this type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<String>,
+    /// At most this many (at most 1000 per page).
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Start after this place (the "next" a previous page printed).
+    #[arg(long)]
+    pub cursor: Option<dtc_proto::status::Cursor>,
+    /// Every page, not just the first.
+    #[arg(long)]
+    pub all: bool,
+    /// Where to connect.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+fn parse_state(s: &str) -> Result<dtc_proto::TaskState, String> {
+    dtc_proto::TaskState::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = dtc_proto::TaskState::ALL.iter().map(|s| s.name()).collect();
+        format!("{s:?} is not a state; one of {}", names.join(", "))
+    })
 }
 
 /// `dtc cancel`, `dtc retry`: one task, by id.

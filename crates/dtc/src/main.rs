@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             | Command::Get(_)
             | Command::Cancel(_)
             | Command::Retry(_)
+            | Command::Tasks(_)
             | Command::Status(_)
             | Command::Top(_)
             | Command::Configure(_)
@@ -111,6 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => dtc::task_cmd::get(args).await.map(drop),
         Command::Cancel(args) => dtc::task_cmd::cancel(args).await.map(drop),
         Command::Retry(args) => dtc::task_cmd::retry(args).await.map(drop),
+        Command::Tasks(args) => dtc::task_cmd::list(args).await,
         Command::Status(args) => dtc::status_cmd::run(args).await,
         Command::Configure(args) => dtc::status_cmd::configure(args).await,
         Command::Top(args) => dtc::top::run(args, shutdown_signal()).await,

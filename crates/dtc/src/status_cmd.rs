@@ -5,7 +5,7 @@ use crate::cli::{ConfigureArgs, StatusArgs};
 use anyhow::Context;
 use dtc_proto::status::{
     AdminRequest, AdminResponse, ClusterStatus, RaftRole, ReplicaStatus, SettingsChange,
-    ShardSettings, ask_admin, ask_status,
+    ShardSettings, StateCounts, ask_admin, ask_status,
 };
 use dtc_proto::transport::{Secure, Tcp};
 use std::fmt::Write;
@@ -37,7 +37,17 @@ pub fn render(answer: &AdminResponse) -> String {
         AdminResponse::Cluster(c) => cluster(c),
         AdminResponse::Configured(Ok(s)) => settings_line(s),
         AdminResponse::Configured(Err(e)) => format!("not configured: {e}\n"),
+        AdminResponse::Tasks(_) => "an answer to another question\n".to_owned(),
     }
+}
+
+/// How many tasks are in each state, as one line.
+pub fn states_line(s: &StateCounts) -> String {
+    let parts: Vec<String> = s
+        .iter()
+        .map(|(state, n)| format!("{} {n}", state.name()))
+        .collect();
+    format!("  tasks: {}\n", parts.join(", "))
 }
 
 /// A shard's settings, as one line.
@@ -102,6 +112,7 @@ fn runtime_lines(out: &mut String, r: &ReplicaStatus) {
         return;
     }
     out.push_str(&settings_line(&r.settings));
+    out.push_str(&states_line(&r.states));
     let s = &r.stats;
     let _ = writeln!(
         out,
@@ -168,7 +179,7 @@ pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("the leader's address {leader:?}"))?;
             }
             AdminResponse::Configured(Err(e)) => anyhow::bail!("{addr} refused: {e}"),
-            AdminResponse::Replica(_) | AdminResponse::Cluster(_) => {
+            AdminResponse::Replica(_) | AdminResponse::Cluster(_) | AdminResponse::Tasks(_) => {
                 anyhow::bail!("{addr} answered another question")
             }
         }

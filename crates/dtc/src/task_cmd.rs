@@ -1,7 +1,10 @@
 //! `dtc submit`, `dtc get`, `dtc cancel`, `dtc retry`: one request each against a router
-//! (or a coordinator), printing the task as text or JSON.
+//! (or a coordinator), printing the task as text or JSON; `dtc tasks`: pages of tasks.
 
-use crate::cli::{GetArgs, IdArgs, SubmitArgs, TargetArgs};
+use crate::cli::{GetArgs, IdArgs, SubmitArgs, TargetArgs, TasksArgs};
+use anyhow::Context;
+use dtc_proto::status::{TaskQuery, ask_tasks};
+use dtc_proto::transport::{Secure, Tcp};
 
 use dtc_sdk::{Backoff, Client, ClientConfig, Outcome, TaskSpec, TaskView};
 use std::net::SocketAddr;
@@ -95,6 +98,78 @@ pub async fn retry(args: IdArgs) -> anyhow::Result<TaskView> {
     Ok(view)
 }
 
+/// Lists tasks, newest first: one page, or with `--all` every page.
+pub async fn list(args: TasksArgs) -> anyhow::Result<()> {
+    let addr = SocketAddr::new(args.target.ip, args.target.port);
+    let transport = Secure::new(Tcp, args.target.security.credentials()?);
+    let mut query = TaskQuery {
+        state: args.state,
+        kind: args.kind.clone(),
+        limit: args.limit.clamp(1, TaskQuery::MAX_LIMIT),
+        before: args.cursor,
+    };
+    let mut shown = 0usize;
+    loop {
+        // A router merges every shard; a coordinator answers for its shard (its leader).
+        let page = ask_tasks(&transport, &[addr], "dtc tasks", &query)
+            .await
+            .with_context(|| format!("listing tasks through {addr}"))?;
+        for view in &page.tasks {
+            if args.target.json {
+                println!("{}", json(view));
+            } else {
+                if shown == 0 {
+                    println!(
+                        "{:<36}  {:<12} {:<9} {:>8}  {:<20}  DUE / ERROR",
+                        "ID", "TYPE", "STATE", "ATTEMPTS", "CREATED"
+                    );
+                }
+                println!("{}", row(view));
+            }
+            shown += 1;
+        }
+        match page.next {
+            Some(next) if args.all => query.before = Some(next),
+            Some(next) => {
+                if !args.target.json {
+                    eprintln!("more: dtc tasks --cursor {next} (or --all)");
+                }
+                break;
+            }
+            None => break,
+        }
+    }
+    if shown == 0 && !args.target.json {
+        eprintln!("no tasks");
+    }
+    Ok(())
+}
+
+/// One task as a row of `dtc tasks`.
+fn row(view: &TaskView) -> String {
+    let detail = match (&view.outcome, view.due_ms) {
+        (Some(Outcome::Failed(e)), _) => e.clone(),
+        (_, Some(due)) => format!("due {}", from_now(due)),
+        _ => view.errors.last().cloned().unwrap_or_default(),
+    };
+    let created = rfc3339(view.created_ms);
+    let detail: String = detail
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(80)
+        .collect();
+    format!(
+        "{:<36}  {:<12} {:<9} {:>8}  {:<20}  {detail}",
+        view.id,
+        &*view.kind,
+        view.state.name(),
+        view.attempts,
+        created.get(..19).unwrap_or(&created),
+    )
+}
+
 /// A time as RFC 3339 (UTC), from ms since the Unix epoch.
 fn rfc3339(ms: u64) -> String {
     let at = UNIX_EPOCH + Duration::from_millis(ms);
@@ -115,27 +190,37 @@ fn from_now(ms: u64) -> String {
     }
 }
 
-fn print(view: &TaskView, json: bool) -> anyhow::Result<()> {
-    let (result, error) = match &view.outcome {
+/// A task's result and error, as text.
+fn result_and_error(view: &TaskView) -> (Option<String>, Option<String>) {
+    match &view.outcome {
         Some(Outcome::Succeeded(bytes)) => {
             (Some(String::from_utf8_lossy(bytes).into_owned()), None)
         }
         Some(Outcome::Failed(reason)) => (None, Some(reason.clone())),
         Some(Outcome::Cancelled) | None => (None, None),
-    };
+    }
+}
+
+/// A task as one JSON object.
+fn json(view: &TaskView) -> serde_json::Value {
+    let (result, error) = result_and_error(view);
+    serde_json::json!({
+        "id": view.id.to_string(),
+        "type": &*view.kind,
+        "state": view.state.name(),
+        "attempts": view.attempts,
+        "created": rfc3339(view.created_ms),
+        "due": view.due_ms.map(rfc3339),
+        "result": result,
+        "error": error,
+        "errors": view.errors,
+    })
+}
+
+fn print(view: &TaskView, json: bool) -> anyhow::Result<()> {
+    let (result, error) = result_and_error(view);
     if json {
-        let value = serde_json::json!({
-            "id": view.id.to_string(),
-            "type": view.kind,
-            "state": view.state.name(),
-            "attempts": view.attempts,
-            "created": rfc3339(view.created_ms),
-            "due": view.due_ms.map(rfc3339),
-            "result": result,
-            "error": error,
-            "errors": view.errors,
-        });
-        println!("{value}");
+        println!("{}", self::json(view));
     } else {
         println!("id: {}", view.id);
         if !view.kind.is_empty() {

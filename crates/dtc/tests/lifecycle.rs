@@ -229,3 +229,75 @@ async fn a_delayed_task_outlives_kill_9_of_every_replica_and_runs_once_after_its
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_through_every_task_of_two_shards_without_repeats_or_gaps()
+-> anyhow::Result<()> {
+    use dtc_proto::status::{TaskQuery, ask_tasks};
+    common::bounded(async {
+        let a = Proc::coordinator(&["-p", "0"])?;
+        let b = Proc::coordinator(&["-p", "0"])?;
+        let (sa, sb) = (a.addr()?.to_string(), b.addr()?.to_string());
+        let router = Proc::start(&["router", "-p", "0", "--http", "off", "-s", &sa, "-s", &sb])?;
+        let client = Client::connect(router.addr()?).await?;
+        // No worker: every task stays queued. Submitted 500 at a time.
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let mut batch = tokio::task::JoinSet::new();
+            for _ in 0..500 {
+                let client = client.clone();
+                batch.spawn(async move { client.submit(TaskSpec::new("later", "")).await });
+            }
+            while let Some(view) = batch.join_next().await {
+                ids.insert(view??.id);
+            }
+        }
+        assert_eq!(ids.len(), 10_000);
+        let transport = Secure::new(Tcp, Arc::new(Credentials::plain()));
+        let mut query = TaskQuery {
+            state: Some(TaskState::Queued),
+            kind: None,
+            limit: 777,
+            before: None,
+        };
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = ask_tasks(&transport, &[router.addr()?], "test", &query).await?;
+            pages += 1;
+            seen.extend(page.tasks.iter().map(dtc_proto::status::Cursor::of));
+            match page.next {
+                Some(next) => query.before = Some(next),
+                None => break,
+            }
+            anyhow::ensure!(pages <= 20, "the listing does not end");
+        }
+        assert_eq!(pages, 13, "10,000 tasks in pages of 777");
+        assert!(
+            seen.windows(2).all(|w| w[0] > w[1]),
+            "newest first, no repeat"
+        );
+        let listed: std::collections::HashSet<TaskId> = seen.iter().map(|c| c.id).collect();
+        assert_eq!(listed, ids, "every task, no gap");
+        // Each shard's leader counts its tasks by state.
+        let mut queued = 0;
+        for coord in [&a, &b] {
+            match ask_admin(&transport, coord.addr()?, "test", &AdminRequest::Status).await? {
+                AdminResponse::Replica(r) => queued += r.states.get(TaskState::Queued),
+                other => anyhow::bail!("unexpected answer {other:?}"),
+            }
+        }
+        assert_eq!(queued, 10_000);
+        // A filter that matches nothing lists nothing.
+        let none = TaskQuery {
+            state: Some(TaskState::Failed),
+            kind: None,
+            limit: 10,
+            before: None,
+        };
+        let page = ask_tasks(&transport, &[router.addr()?], "test", &none).await?;
+        assert!(page.tasks.is_empty() && page.next.is_none());
+        Ok(())
+    })
+    .await
+}

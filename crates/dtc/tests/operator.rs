@@ -122,6 +122,64 @@ fn api_checks(base: &str) -> anyhow::Result<()> {
         "a submit without wait is still served"
     );
 
+    // A delayed task is scheduled with its time, listed as scheduled, and cancellable.
+    let r = a
+        .post(&tasks)
+        .send_json(json!({"type": "noop", "delay_ms": 600_000}))?;
+    let (status, body) = json_of(r)?;
+    assert_eq!(
+        (status, &body["state"]),
+        (202, &json!("scheduled")),
+        "{body}"
+    );
+    assert!(body["due"].is_string(), "{body}");
+    let later = body["id"].as_str().context("no id")?.to_owned();
+    let (status, page) = json_of(a.get(format!("{tasks}?state=scheduled")).call()?)?;
+    assert_eq!(status, 200, "{page}");
+    let listed: Vec<&str> = page["tasks"]
+        .as_array()
+        .context("no tasks")?
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert_eq!(listed, [later.as_str()]);
+    let (status, body) = json_of(a.delete(format!("{tasks}/{later}")).call()?)?;
+    assert_eq!((status, &body["state"]), (200, &json!("cancelled")));
+    let (status, _) = json_of(a.get(format!("{tasks}?state=bogus")).call()?)?;
+    assert_eq!(status, 400);
+
+    // A task that fails fatally keeps its error and can be retried; one that has not
+    // failed cannot.
+    // (Without wait: this API's two waits are taken by the tasks above.)
+    let r = a.post(&tasks).send_json(json!({
+        "type": "fail", "payload": "fatal: bad input",
+        "backoff": {"initial_ms": 10, "multiplier": 2}
+    }))?;
+    let (status, body) = json_of(r)?;
+    assert_eq!(status, 202, "{body}");
+    let failed = body["id"].as_str().context("no id")?.to_owned();
+    let mut body = body;
+    for _ in 0..500 {
+        if body["state"] == "failed" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        body = json_of(a.get(format!("{tasks}/{failed}")).call()?)?.1;
+    }
+    assert_eq!(body["state"], "failed", "{body}");
+    assert_eq!(body["errors"], json!(["bad input"]));
+    let (status, body) = json_of(
+        a.post(format!("{tasks}/{failed}/retry"))
+            .send_json(json!({}))?,
+    )?;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        body["state"] == "queued" || body["state"] == "running",
+        "{body}"
+    );
+    let (status, _) = json_of(a.post(format!("{tasks}/{id}/retry")).send_json(json!({}))?)?;
+    assert_eq!(status, 409, "a succeeded task is not retried");
+
     // The cluster: both shards, each with a leader and its workers.
     let (status, body) = json_of(a.get(format!("{base}/v1/cluster")).call()?)?;
     assert_eq!(status, 200);

@@ -3,6 +3,7 @@
 //! ([`ReplicaStatus`]); a router gathers every replica of every shard ([`ClusterStatus`]).
 //! `dtc status` prints these; the tests use them to find leaders.
 
+use crate::{TaskId, TaskState, TaskView};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -18,6 +19,122 @@ pub enum AdminRequest {
     /// secrets, only a connection that proved itself a member of the cluster (its
     /// certificate) may: the admin token alone is read-only.
     Configure(SettingsChange),
+    /// List tasks, newest first (to a coordinator: its shard's, answered by the leader;
+    /// to a router: every shard's, merged).
+    Tasks(TaskQuery),
+}
+
+/// Which tasks to list: those older than `before` (a page's `next`), of a state and a type
+/// if given, at most `limit` (at most [`TaskQuery::MAX_LIMIT`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskQuery {
+    /// Only tasks in this state.
+    pub state: Option<TaskState>,
+    /// Only tasks of this type.
+    pub kind: Option<String>,
+    /// At most this many.
+    pub limit: u32,
+    /// Only tasks listed after this one (newest first).
+    pub before: Option<Cursor>,
+}
+
+impl TaskQuery {
+    /// The longest page.
+    pub const MAX_LIMIT: u32 = 1000;
+}
+
+/// A place in the list of tasks, newest first: tasks are ordered by when they were
+/// accepted, then by id, so that every shard and every page agrees on the order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Cursor {
+    /// When the task was accepted (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// Its id.
+    pub id: TaskId,
+}
+
+impl Cursor {
+    /// The place of `view` in the list.
+    pub fn of(view: &TaskView) -> Self {
+        Self {
+            created_ms: view.created_ms,
+            id: view.id,
+        }
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.created_ms, self.id)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a cursor (a page's \"next\")");
+        let (ms, id) = s.split_once('.').ok_or_else(bad)?;
+        Ok(Self {
+            created_ms: ms.parse().map_err(|_| bad())?,
+            id: id.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// One page of a task listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskPage {
+    /// The tasks, newest first.
+    pub tasks: Vec<TaskView>,
+    /// Where the next page starts, if there may be one.
+    pub next: Option<Cursor>,
+}
+
+/// How many tasks are in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts([u64; 7]);
+
+impl StateCounts {
+    fn slot(state: TaskState) -> usize {
+        TaskState::ALL
+            .iter()
+            .position(|s| *s == state)
+            .unwrap_or_default()
+    }
+
+    /// How many are in `state`.
+    pub fn get(&self, state: TaskState) -> u64 {
+        self.0[Self::slot(state)]
+    }
+
+    /// Sets how many are in `state`.
+    pub fn set(&mut self, state: TaskState, n: u64) {
+        self.0[Self::slot(state)] = n;
+    }
+
+    /// One more in `state`.
+    pub fn add(&mut self, state: TaskState) {
+        self.0[Self::slot(state)] += 1;
+    }
+
+    /// One fewer in `state`.
+    pub fn sub(&mut self, state: TaskState) {
+        let n = &mut self.0[Self::slot(state)];
+        *n = n.saturating_sub(1);
+    }
+
+    /// Every state with its count, in lifecycle order.
+    pub fn iter(&self) -> impl Iterator<Item = (TaskState, u64)> + '_ {
+        TaskState::ALL.into_iter().map(|s| (s, self.get(s)))
+    }
+
+    /// These counts and `other`'s, added.
+    pub fn plus(mut self, other: &StateCounts) -> Self {
+        for (n, m) in self.0.iter_mut().zip(other.0) {
+            *n += m;
+        }
+        self
+    }
 }
 
 /// The answer to an [`AdminRequest`].
@@ -31,6 +148,8 @@ pub enum AdminResponse {
     Cluster(ClusterStatus),
     /// The shard's settings after a [`AdminRequest::Configure`], once committed.
     Configured(Result<ShardSettings, crate::WireError>),
+    /// The answer to [`AdminRequest::Tasks`].
+    Tasks(Result<TaskPage, crate::WireError>),
 }
 
 /// The settings every replica of a shard applies alike, kept in the shard's log.
@@ -115,6 +234,9 @@ pub struct ReplicaStatus {
     pub queued: u64,
     /// Tasks in its table, finished results included.
     pub tasks: u64,
+    /// Its tasks by state (running ones as the leader knows them; a follower counts them
+    /// in the state its table holds).
+    pub states: StateCounts,
     /// Attempts running on workers (the leader only; 0 elsewhere).
     pub running: u64,
     /// Workers attached (the leader only).
@@ -212,9 +334,53 @@ pub async fn ask_replica<T: crate::transport::Transport>(
     match ask_status(transport, addr, name).await {
         Ok(AdminResponse::Replica(r)) => Ok(r),
         Ok(AdminResponse::Cluster(_)) => Err("a router, not a coordinator".to_string()),
-        Ok(AdminResponse::Configured(_)) => Err("an answer to another question".to_string()),
+        Ok(AdminResponse::Configured(_) | AdminResponse::Tasks(_)) => {
+            Err("an answer to another question".to_string())
+        }
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Lists the tasks of the shard whose replicas are `addrs`, asking its leader (found by
+/// trying the replicas, following the one a follower names).
+pub async fn ask_tasks<T: crate::transport::Transport>(
+    transport: &T,
+    addrs: &[std::net::SocketAddr],
+    name: &str,
+    query: &TaskQuery,
+) -> Result<TaskPage, crate::WireError> {
+    let request = AdminRequest::Tasks(query.clone());
+    let mut last = crate::WireError::Unavailable {
+        reason: "the shard has no replica".into(),
+    };
+    let mut order: Vec<std::net::SocketAddr> = addrs.to_vec();
+    let mut i = 0;
+    // Each replica once, and at most as many leaders as replicas named.
+    while i < order.len() && i < 2 * addrs.len() {
+        let addr = order[i];
+        i += 1;
+        match ask_admin(transport, addr, name, &request).await {
+            Ok(AdminResponse::Tasks(Ok(page))) => return Ok(page),
+            Ok(AdminResponse::Tasks(Err(crate::WireError::NotLeader { leader }))) => {
+                if let Some(leader) = leader.and_then(|l| l.parse().ok()) {
+                    order.insert(i, leader);
+                }
+                last = crate::WireError::NotLeader { leader: None };
+            }
+            Ok(AdminResponse::Tasks(Err(e))) => return Err(e),
+            Ok(_) => {
+                last = crate::WireError::Unavailable {
+                    reason: format!("{addr} answered another question"),
+                };
+            }
+            Err(e) => {
+                last = crate::WireError::Unavailable {
+                    reason: format!("{addr}: {e}"),
+                };
+            }
+        }
+    }
+    Err(last)
 }
 
 /// Asks the node at `addr` (a coordinator or a router) for its status over `transport`.

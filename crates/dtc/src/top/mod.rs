@@ -53,7 +53,9 @@ pub async fn read(transport: &Secure<Tcp>, addr: SocketAddr) -> Result<ClusterSt
                 shards: vec![ShardStatus { shard: 0, replicas }],
             })
         }
-        Ok(AdminResponse::Configured(_)) => Err("an answer to another question".to_string()),
+        Ok(AdminResponse::Configured(_) | AdminResponse::Tasks(_)) => {
+            Err("an answer to another question".to_string())
+        }
         Err(e) => Err(e.to_string()),
     }
 }

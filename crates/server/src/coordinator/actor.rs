@@ -28,7 +28,7 @@ use crate::shard::{Batch, BatchApplied, NodeId, Retention, ShardRaft, SharedTabl
 use dtc_proto::WireError;
 use dtc_proto::message::{CoordMsg, RequestBody, WorkerMsg};
 use dtc_proto::status::SettingsChange;
-use dtc_proto::status::{LeaderStats, WorkerStatus};
+use dtc_proto::status::{LeaderStats, StateCounts, TaskPage, TaskQuery, WorkerStatus};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use openraft::ServerState;
@@ -68,6 +68,11 @@ pub(super) enum Event {
     WorkerDown { worker: WorkerId },
     /// An operator asks what the scheduler holds.
     Status(oneshot::Sender<Runtime>),
+    /// An operator lists tasks (answered by the leader only).
+    Tasks {
+        query: TaskQuery,
+        reply: oneshot::Sender<Result<TaskPage, WireError>>,
+    },
     /// An operator changes the shard's settings (answered once the change is applied).
     Configure {
         change: SettingsChange,
@@ -84,6 +89,8 @@ pub(super) struct Runtime {
     pub workers: Vec<WorkerStatus>,
     /// Its counters as leader.
     pub stats: LeaderStats,
+    /// Its tasks by state, running ones as it runs them (the leader only).
+    pub states: Option<StateCounts>,
 }
 
 type WriteResult = Result<
@@ -225,7 +232,12 @@ impl Actor {
                     Leader::configure(change, reply, table, &mut out);
                 }
                 Event::Status(tx) => {
-                    tx.send(leader.runtime(now)).ok();
+                    let mut runtime = leader.runtime(now);
+                    runtime.states = Some(leader.state_counts(table));
+                    tx.send(runtime).ok();
+                }
+                Event::Tasks { query, reply } => {
+                    reply.send(Ok(leader.list(&query, table, now))).ok();
                 }
             }
         }
@@ -537,6 +549,9 @@ fn refuse(event: Event, leader: &Option<String>) {
         }
         Event::Status(tx) => {
             tx.send(Runtime::default()).ok();
+        }
+        Event::Tasks { reply, .. } => {
+            reply.send(Err(err)).ok();
         }
         Event::Worker { .. } | Event::WorkerDown { .. } => {}
     }

@@ -6,8 +6,8 @@
 
 use super::actor::{Event, Runtime};
 use crate::shard::{NodeId, Retention, ShardRaft, SharedTable};
-use dtc_proto::WireError;
 use dtc_proto::status::{AdminRequest, AdminResponse, RaftRole, ReplicaStatus, ShardSettings};
+use dtc_proto::{TaskState, WireError};
 use openraft::ServerState;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -39,6 +39,20 @@ pub(super) async fn answer(sources: &Sources, request: AdminRequest) -> AdminRes
             };
             AdminResponse::Configured(result.map(|r| settings(&r)))
         }
+        AdminRequest::Tasks(query) => {
+            let (tx, rx) = oneshot::channel();
+            let page = if sources
+                .events
+                .send(Event::Tasks { query, reply: tx })
+                .await
+                .is_ok()
+            {
+                rx.await.unwrap_or(Err(WireError::ShuttingDown))
+            } else {
+                Err(WireError::ShuttingDown)
+            };
+            AdminResponse::Tasks(page)
+        }
     }
 }
 
@@ -63,12 +77,13 @@ pub(super) async fn status(sources: &Sources) -> ReplicaStatus {
         .ok()
         .flatten()
         .unwrap_or(0);
-    let (queued, tasks, retention) = {
+    let (queued, tasks, retention, table_states) = {
         let t = sources.table.lock();
         (
             t.table.unfinished_len() as u64,
             t.table.len() as u64,
             t.table.retention(),
+            t.table.state_counts(),
         )
     };
     let (tx, rx) = oneshot::channel();
@@ -104,6 +119,7 @@ pub(super) async fn status(sources: &Sources) -> ReplicaStatus {
         replicas,
         queued,
         tasks,
+        states: runtime.states.unwrap_or(table_states),
         running: runtime.running,
         workers: runtime.workers,
         settings: settings(&retention),
@@ -122,6 +138,16 @@ pub(super) async fn export(sources: Sources, replica: String, cancel: Cancellati
     let term = metrics::gauge!("dtc_raft_term", &label);
     let busy = metrics::gauge!("dtc_slots_busy", &label);
     let slots = metrics::gauge!("dtc_slots_total", &label);
+    let states: Vec<(TaskState, metrics::Gauge)> = TaskState::ALL
+        .into_iter()
+        .map(|state| {
+            let labels = [
+                ("replica", label[0].1.clone()),
+                ("state", state.name().to_owned()),
+            ];
+            (state, metrics::gauge!("dtc_tasks", &labels))
+        })
+        .collect();
     let mut every = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -142,5 +168,8 @@ pub(super) async fn export(sources: Sources, replica: String, cancel: Cancellati
                 .sum::<u64>() as f64,
         );
         slots.set(s.workers.iter().map(|w| u64::from(w.slots)).sum::<u64>() as f64);
+        for (state, gauge) in &states {
+            gauge.set(s.states.get(*state) as f64);
+        }
     }
 }

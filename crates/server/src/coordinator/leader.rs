@@ -27,9 +27,9 @@ use super::stats::Stats;
 use super::timers::Timers;
 use crate::net::Reply;
 use crate::sched::{Scheduler, WorkerId};
-use crate::shard::{Applied, Command, Retention, SubmitOutcome, TaskTable};
+use crate::shard::{Applied, Command, Listed, Retention, SubmitOutcome, TaskTable};
 use dtc_proto::message::{Assignment, CoordMsg, RequestBody, WorkerMsg};
-use dtc_proto::status::{SettingsChange, WorkerStatus};
+use dtc_proto::status::{Cursor, SettingsChange, StateCounts, TaskPage, TaskQuery, WorkerStatus};
 use dtc_proto::{Outcome, Retry, Start, TaskId, TaskState, TaskView, WireError};
 use foldhash::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -793,6 +793,60 @@ impl Leader {
         view
     }
 
+    /// A page of the shard's tasks, newest first, as clients see them (running where they
+    /// run). A scan of the whole table.
+    pub(super) fn list(&self, query: &TaskQuery, table: &TaskTable, now: Instant) -> TaskPage {
+        let limit = query.limit.clamp(1, TaskQuery::MAX_LIMIT) as usize;
+        let now_ms = self.clock.at(now);
+        let mut found: Vec<Cursor> = table
+            .scan(query.before, query.kind.as_deref())
+            .filter(|t| {
+                query
+                    .state
+                    .is_none_or(|want| self.shown_state(t, now_ms) == want)
+            })
+            .map(|t| t.at)
+            .collect();
+        let newest_first = |a: &Cursor, b: &Cursor| b.cmp(a);
+        if found.len() > limit {
+            found.select_nth_unstable_by(limit, newest_first);
+            found.truncate(limit + 1);
+        }
+        found.sort_unstable_by(newest_first);
+        let next = (found.len() > limit).then(|| found[limit - 1]);
+        found.truncate(limit);
+        let tasks = found
+            .iter()
+            .filter_map(|at| self.view(at.id, table, now))
+            .collect();
+        TaskPage { tasks, next }
+    }
+
+    /// A listed task's state as clients see it (see [`Leader::overlay`]).
+    fn shown_state(&self, t: &Listed, now_ms: u64) -> TaskState {
+        if t.state.is_finished() {
+            t.state
+        } else if self.sched.running_on(t.at.id).is_some() {
+            TaskState::Running
+        } else if t.due_ms.is_some_and(|due| due <= now_ms) {
+            TaskState::Queued
+        } else {
+            t.state
+        }
+    }
+
+    /// How many tasks are in each state, running ones as this leader runs them.
+    pub(super) fn state_counts(&self, table: &TaskTable) -> StateCounts {
+        let mut counts = table.state_counts();
+        for id in self.sched.running_tasks() {
+            if let Some(v) = table.view(id).filter(|v| !v.state.is_finished()) {
+                counts.sub(v.state);
+            }
+            counts.add(TaskState::Running);
+        }
+        counts
+    }
+
     /// What `dtc status` shows of this runtime.
     pub(super) fn runtime(&self, now: Instant) -> Runtime {
         let mut workers: Vec<WorkerStatus> = self
@@ -819,6 +873,7 @@ impl Leader {
             running: self.sched.running_len() as u64,
             workers,
             stats: self.stats.report(),
+            states: None,
         }
     }
 

@@ -1,8 +1,12 @@
 //! What a router tells an operator (`Role::Admin`, through `net::serve_admin`): a
 //! [`ClusterStatus`], gathered by asking every replica of every shard at once (each within
-//! `ADMIN_TIMEOUT`). Nothing is cached: the answer is as fresh as the question.
+//! `ADMIN_TIMEOUT`), and pages of tasks merged from every shard's leader. Nothing is
+//! cached: the answer is as fresh as the question.
 
-use dtc_proto::status::{ClusterStatus, ShardStatus, ask_replica};
+use dtc_proto::WireError;
+use dtc_proto::status::{
+    ClusterStatus, Cursor, ShardStatus, TaskPage, TaskQuery, ask_replica, ask_tasks,
+};
 use dtc_proto::transport::Transport;
 use futures_util::future::join_all;
 use std::net::SocketAddr;
@@ -28,4 +32,38 @@ pub(super) async fn gather<T: Transport>(
     ClusterStatus {
         shards: join_all(asks).await,
     }
+}
+
+/// A page of every shard's tasks, newest first: each shard's leader gives its own page from
+/// the same cursor, and the newest `limit` of them all make this page. Since every shard
+/// orders its tasks the same way (creation time, then id), pages never repeat or skip a
+/// task. Any shard that cannot answer fails the page.
+pub(super) async fn tasks<T: Transport>(
+    transport: &T,
+    shards: &[Vec<SocketAddr>],
+    query: &TaskQuery,
+) -> Result<TaskPage, WireError> {
+    let limit = query.limit.clamp(1, TaskQuery::MAX_LIMIT) as usize;
+    let pages = join_all(
+        shards
+            .iter()
+            .map(|addrs| ask_tasks(transport, addrs, "router", query)),
+    )
+    .await;
+    let mut tasks = Vec::new();
+    let mut more = false;
+    for page in pages {
+        let page = page?;
+        more |= page.next.is_some();
+        tasks.extend(page.tasks);
+    }
+    tasks.sort_unstable_by(|a, b| Cursor::of(b).cmp(&Cursor::of(a)));
+    more |= tasks.len() > limit;
+    tasks.truncate(limit);
+    let next = if more {
+        tasks.last().map(Cursor::of)
+    } else {
+        None
+    };
+    Ok(TaskPage { tasks, next })
 }

@@ -15,8 +15,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use dtc_proto::message::RequestBody;
-use dtc_proto::status::ClusterStatus;
-use dtc_proto::{Backoff, Outcome, Start, TaskId, TaskSpec, TaskView, WireError};
+use dtc_proto::status::{ClusterStatus, Cursor, TaskPage, TaskQuery};
+use dtc_proto::{Backoff, Outcome, Start, TaskId, TaskSpec, TaskState, TaskView, WireError};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -54,11 +54,16 @@ pub struct HttpConfig {
 /// Gathers the cluster's status (the same answer `dtc status --router` prints).
 pub(super) type StatusSource = Arc<dyn Fn() -> BoxFuture<'static, ClusterStatus> + Send + Sync>;
 
+/// Lists tasks across the shards (what `dtc tasks` shows).
+pub(super) type TasksSource =
+    Arc<dyn Fn(TaskQuery) -> BoxFuture<'static, Result<TaskPage, WireError>> + Send + Sync>;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub(super) struct Api {
     pub sink: Arc<ShardSink>,
     pub status: StatusSource,
+    pub tasks: TasksSource,
     /// Permits for waiting requests ([`MAX_WAITS`]).
     pub waits: Arc<Semaphore>,
     /// The router's shutdown: ends the waits still open.
@@ -114,7 +119,7 @@ pub(super) async fn serve(
 ) -> std::io::Result<()> {
     let app = axum::Router::new()
         .route("/", get(dashboard))
-        .route("/v1/tasks", axum::routing::post(submit))
+        .route("/v1/tasks", axum::routing::post(submit).get(list))
         .route("/v1/tasks/{id}", get(lookup).delete(cancel_task))
         .route("/v1/tasks/{id}/retry", axum::routing::post(retry_task))
         .route("/v1/cluster", get(cluster))
@@ -223,6 +228,11 @@ fn task_response(view: TaskView) -> Response {
     } else {
         StatusCode::ACCEPTED
     };
+    (status, axum::Json(task_json(view))).into_response()
+}
+
+/// A task as the API shows it.
+fn task_json(view: TaskView) -> TaskJson {
     let (mut result, mut result_base64, mut error) = (None, None, None);
     match view.outcome {
         Some(Outcome::Succeeded(bytes)) => match std::str::from_utf8(&bytes) {
@@ -232,7 +242,7 @@ fn task_response(view: TaskView) -> Response {
         Some(Outcome::Failed(reason)) => error = Some(reason),
         Some(Outcome::Cancelled) | None => {}
     }
-    let body = TaskJson {
+    TaskJson {
         id: view.id.to_string(),
         kind: view.kind.to_string(),
         state: view.state.name(),
@@ -243,8 +253,7 @@ fn task_response(view: TaskView) -> Response {
         result,
         result_base64,
         error,
-    };
-    (status, axum::Json(body)).into_response()
+    }
 }
 
 /// A time (ms since the Unix epoch) as RFC 3339, UTC.
@@ -459,6 +468,64 @@ async fn change(
     match api.ask(body(id)).await {
         Ok(view) => task_response(view),
         Err(WireError::BadRequest { reason }) => error(StatusCode::CONFLICT, "conflict", reason),
+        Err(e) => wire_error(&e),
+    }
+}
+
+/// `GET /v1/tasks`'s query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/tasks`: a page of tasks across the shards, newest first.
+async fn list(State(api): State<Api>, query: Result<Query<ListQuery>, QueryRejection>) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(rejection) => return bad_request(rejection.body_text()),
+    };
+    let state = match q.state.as_deref().map(|s| (s, TaskState::from_name(s))) {
+        None => None,
+        Some((_, Some(state))) => Some(state),
+        Some((name, None)) => {
+            let names: Vec<&str> = TaskState::ALL.iter().map(|s| s.name()).collect();
+            return bad_request(format_args!(
+                "\"state\" is {name:?}; it must be one of {}",
+                names.join(", ")
+            ));
+        }
+    };
+    let before = match q.cursor.map(|c| c.parse::<Cursor>()).transpose() {
+        Ok(c) => c,
+        Err(message) => return bad_request(message),
+    };
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > TaskQuery::MAX_LIMIT {
+        return bad_request(format_args!(
+            "\"limit\" must be 1 to {}",
+            TaskQuery::MAX_LIMIT
+        ));
+    }
+    let query = TaskQuery {
+        state,
+        kind: q.kind,
+        limit,
+        before,
+    };
+    match (api.tasks)(query).await {
+        Ok(page) => {
+            let tasks: Vec<TaskJson> = page.tasks.into_iter().map(task_json).collect();
+            let body = serde_json::json!({
+                "tasks": tasks,
+                "next": page.next.map(|c| c.to_string()),
+            });
+            axum::Json(body).into_response()
+        }
         Err(e) => wire_error(&e),
     }
 }

@@ -228,6 +228,15 @@ impl<L: Listener, T: Transport> Router<L, T> {
                     let shards = shards.clone();
                     Box::pin(async move { admin::gather(&transport, &shards).await })
                 }),
+                tasks: {
+                    let transport = self.transport.clone();
+                    let shards = self.config.shards.clone();
+                    Arc::new(move |query| {
+                        let transport = transport.clone();
+                        let shards = shards.clone();
+                        Box::pin(async move { admin::tasks(&transport, &shards, &query).await })
+                    })
+                },
                 waits: Arc::new(tokio::sync::Semaphore::new(http_config.max_waits)),
                 cancel: cancel.clone(),
             };
@@ -266,6 +275,9 @@ impl<L: Listener, T: Transport> Router<L, T> {
                                 match req {
                                     AdminRequest::Status => AdminResponse::Cluster(
                                         admin::gather(&transport, &shards).await,
+                                    ),
+                                    AdminRequest::Tasks(query) => AdminResponse::Tasks(
+                                        admin::tasks(&transport, &shards, &query).await,
                                     ),
                                     AdminRequest::Configure(_) => {
                                         AdminResponse::Configured(Err(WireError::BadRequest {

@@ -187,6 +187,11 @@ impl Scheduler {
         self.ready_len
     }
 
+    /// The tasks that run.
+    pub fn running_tasks(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.running.keys().copied()
+    }
+
     /// Running attempts.
     pub fn running_len(&self) -> usize {
         self.running.len()

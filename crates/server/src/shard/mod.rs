@@ -25,5 +25,5 @@ pub use mem_log_store::{DiskFault, MemDisk, MemLogStore};
 pub use openraft::ServerState;
 pub use raft_types::{Batch, BatchApplied, Entry, Node, NodeId, ShardRaft, TypeConfig};
 pub use runtime::seed_thread_rng;
-pub use state_machine::{CorruptSnapshot, Input, Retention, TableImage, TaskTable, Timing};
+pub use state_machine::{CorruptSnapshot, Input, Listed, Retention, TableImage, TaskTable, Timing};
 pub use table_store::{SharedTable, SnapshotFileError, TableStore, read_snapshot_file};

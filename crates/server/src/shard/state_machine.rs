@@ -9,6 +9,7 @@
 
 use super::{Applied, Command, SubmitOutcome};
 use bytes::Bytes;
+use dtc_proto::status::{Cursor, StateCounts};
 use dtc_proto::{Backoff, Outcome, Retry, Start, TaskId, TaskSpec, TaskState, TaskView, WireError};
 use foldhash::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,13 @@ struct Extra {
     errors: Vec<String>,
 }
 
+/// Moves `r` to `phase`, keeping `counts` right.
+fn set_phase(counts: &mut StateCounts, r: &mut Record, phase: Phase) {
+    counts.sub(r.state());
+    r.phase = phase;
+    counts.add(r.state());
+}
+
 impl Record {
     fn timeout_ms(&self) -> Option<u64> {
         self.extra.as_ref().and_then(|e| e.timeout_ms)
@@ -153,6 +161,17 @@ pub struct Input<'a> {
     pub timeout_ms: Option<u64>,
 }
 
+/// A task as a listing first sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Its place in the list.
+    pub at: Cursor,
+    /// Its state in the table.
+    pub state: TaskState,
+    /// When it may next start, if it waits for a time.
+    pub due_ms: Option<u64>,
+}
+
 /// What the leader needs to time an unfinished task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
@@ -177,6 +196,8 @@ pub struct TaskTable {
     failed_len: usize,
     /// How many tasks are unfinished.
     unfinished: usize,
+    /// How many tasks are in each state (running ones in the state the table holds).
+    counts: StateCounts,
     /// One shared copy of each task type name (not state: only saves memory and copies).
     kinds: KindNames,
     settings: Settings,
@@ -345,6 +366,34 @@ impl TaskTable {
         })
     }
 
+    /// How many tasks are in each state, as the table holds them (a running task is in
+    /// the state it was in when it started).
+    pub fn state_counts(&self) -> StateCounts {
+        self.counts
+    }
+
+    /// The tasks listed after `before` (newest first: by creation time, then id, both
+    /// descending), of type `kind` if given, in no particular order: the caller picks and
+    /// sorts. A scan of the whole table.
+    pub fn scan<'a>(
+        &'a self,
+        before: Option<Cursor>,
+        kind: Option<&'a str>,
+    ) -> impl Iterator<Item = Listed> + 'a {
+        self.tasks.iter().filter_map(move |(id, r)| {
+            let at = Cursor {
+                created_ms: r.created_ms,
+                id: *id,
+            };
+            let listed = before.is_none_or(|b| at < b) && kind.is_none_or(|k| *r.kind == *k);
+            listed.then(|| Listed {
+                at,
+                state: r.state(),
+                due_ms: r.due_ms(),
+            })
+        })
+    }
+
     /// How many tasks are unfinished (scheduled, queued, running or retrying).
     pub fn unfinished_len(&self) -> usize {
         self.unfinished
@@ -394,7 +443,12 @@ impl TaskTable {
             .filter(|(_, r)| r.state() == TaskState::Failed)
             .count();
         let mut kinds = KindNames::default();
+        let mut counts = StateCounts::default();
+        for (_, r) in &image.tasks {
+            counts.add(r.state());
+        }
         Ok(Self {
+            counts,
             tasks: image
                 .tasks
                 .into_iter()
@@ -469,6 +523,7 @@ impl TaskTable {
             extra: (extra != Extra::default()).then(|| Box::new(extra)),
         };
         let view = view_of(spec.id, &record);
+        self.counts.add(record.state());
         self.tasks.insert(spec.id, record);
         self.unfinished += 1;
         Ok(SubmitOutcome {
@@ -513,11 +568,15 @@ impl TaskTable {
         match wait {
             None => self.finish(id, Outcome::Failed(error), at_ms),
             Some(0) => {
-                r.phase = Phase::Queued;
+                set_phase(&mut self.counts, r, Phase::Queued);
                 Applied::Requeued(id)
             }
             Some(ms) => {
-                r.phase = Phase::Retrying(at_ms.saturating_add(ms));
+                set_phase(
+                    &mut self.counts,
+                    r,
+                    Phase::Retrying(at_ms.saturating_add(ms)),
+                );
                 Applied::Waiting(id)
             }
         }
@@ -533,7 +592,7 @@ impl TaskTable {
             return Applied::Nothing;
         }
         r.ended += 1;
-        r.phase = Phase::Queued;
+        set_phase(&mut self.counts, r, Phase::Queued);
         r.record_error("the worker running it was lost");
         if r.ended < r.max_attempts {
             return Applied::Requeued(id);
@@ -574,7 +633,7 @@ impl TaskTable {
         if let Err(e) = room {
             return Applied::Refused(id, e);
         }
-        r.phase = Phase::Queued;
+        set_phase(&mut self.counts, r, Phase::Queued);
         r.ended = 0;
         if let Some(extra) = &mut r.extra {
             extra.expires_at_ms = None;
@@ -609,7 +668,7 @@ impl TaskTable {
             // Only a failed task may run again: the others keep just what their view shows.
             r.payload = Bytes::new();
         }
-        r.phase = Phase::Done { outcome, at_ms };
+        set_phase(&mut self.counts, r, Phase::Done { outcome, at_ms });
         let view = view_of(id, r);
         self.unfinished -= 1;
         if failed {
@@ -627,7 +686,7 @@ impl TaskTable {
         let r = self.settings.retention;
         while self.finished.len() > r.max_results {
             if let Some((_, old)) = self.finished.pop_front() {
-                self.tasks.remove(&old);
+                self.remove(old);
             }
         }
         while self.failed_len > r.max_failed {
@@ -654,8 +713,14 @@ impl TaskTable {
             matches!(&r.phase, Phase::Done { outcome: Outcome::Failed(_), at_ms } if *at_ms == at)
         });
         if current {
-            self.tasks.remove(&id);
+            self.remove(id);
             self.failed_len -= 1;
+        }
+    }
+
+    fn remove(&mut self, id: TaskId) {
+        if let Some(r) = self.tasks.remove(&id) {
+            self.counts.sub(r.state());
         }
     }
 
@@ -667,7 +732,7 @@ impl TaskTable {
                 break;
             }
             self.finished.pop_front();
-            self.tasks.remove(&id);
+            self.remove(id);
         }
         let cutoff = at_ms.saturating_sub(r.failed_ttl_ms);
         while let Some(&entry) = self.failed.front() {
@@ -1209,6 +1274,10 @@ mod tests {
                     let unfinished = views.iter().filter(|v| !v.state.is_finished()).count();
                     let failed = views.iter().filter(|v| v.state == TaskState::Failed).count();
                     prop_assert_eq!(t.unfinished_len(), unfinished);
+                    for state in TaskState::ALL {
+                        let n = views.iter().filter(|v| v.state == state).count() as u64;
+                        prop_assert_eq!(t.state_counts().get(state), n, "{:?}", state);
+                    }
                     prop_assert!(unfinished <= retention.max_queued);
                     prop_assert!(failed <= retention.max_failed);
                     prop_assert!(views.len() - unfinished - failed <= retention.max_results);
