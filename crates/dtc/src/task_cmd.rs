@@ -20,11 +20,19 @@ async fn connect(target: &TargetArgs) -> anyhow::Result<Client> {
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<TaskView> {
     let client = connect(&args.target).await?;
     let spec = spec(args.kind.clone(), args.payload.clone().into_bytes(), &args)?;
-    let view = if args.no_wait {
-        client.submit(spec).await?
-    } else {
-        client.run(spec).await?
-    };
+    // Accepted first, then waited for: so that a task no worker can run is said at once.
+    let mut view = client.submit(spec).await?;
+    if view.no_handler {
+        eprintln!(
+            "warning: no worker connected to its shard has a handler for task type {:?}; the \
+             task waits until one connects (use --expires to bound the wait, dtc cancel {} \
+             to drop it)",
+            &*view.kind, view.id
+        );
+    }
+    if !args.no_wait && !view.state.is_finished() {
+        view = client.wait(view.id).await?;
+    }
     print(&view, args.target.json)?;
     Ok(view)
 }
@@ -150,6 +158,7 @@ fn row(view: &TaskView) -> String {
     let detail = match (&view.outcome, view.due_ms) {
         (Some(Outcome::Failed(e)), _) => e.clone(),
         (_, Some(due)) => format!("due {}", from_now(due)),
+        _ if view.no_handler => "waiting for a worker with its handler".to_owned(),
         _ => view.errors.last().cloned().unwrap_or_default(),
     };
     let created = rfc3339(view.created_ms);
@@ -214,6 +223,7 @@ fn json(view: &TaskView) -> serde_json::Value {
         "result": result,
         "error": error,
         "errors": view.errors,
+        "no_handler": view.no_handler,
     })
 }
 
@@ -230,6 +240,9 @@ fn print(view: &TaskView, json: bool) -> anyhow::Result<()> {
         println!("attempts: {}", view.attempts);
         if let Some(due) = view.due_ms {
             println!("due: {} ({})", rfc3339(due), from_now(due));
+        }
+        if view.no_handler {
+            println!("waiting: no connected worker has a handler for its type");
         }
         if let Some(r) = result {
             println!("result: {r}");

@@ -428,6 +428,25 @@ async fn one_off_commands_submit_get_and_cancel() -> anyhow::Result<()> {
         let queued: serde_json::Value = serde_json::from_str(out.trim())?;
         let id = queued["id"].as_str().context("no id")?.to_string();
         assert_eq!(queued["state"], "queued");
+        assert_eq!(
+            queued["no_handler"], true,
+            "the answer says nobody can run it"
+        );
+        // `dtc submit` says so on stderr; a task that expires stops waiting.
+        let port4 = port.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_dtc"))
+                .args(["submit", "-p", &port4, "--expires", "300ms", "render"])
+                .output()
+        })
+        .await??;
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(stderr.contains("no worker connected"), "{stderr}");
+        assert!(stdout.contains("expired"), "{stdout}");
+        assert!(!out.status.success(), "an expired task fails");
         let (port3, id3) = (port.clone(), id.clone());
         let (ok, out) =
             tokio::task::spawn_blocking(move || dtc(&["cancel", "-p", &port3, &id3])).await??;

@@ -44,6 +44,7 @@ fn codec(c: &mut Criterion) {
             created_ms: 1_800_000_000_000,
             due_ms: None,
             errors: Vec::new(),
+            no_handler: false,
         }),
     };
     round_trip(c, "result response: encode + decode", &answer);

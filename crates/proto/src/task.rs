@@ -376,6 +376,9 @@ pub struct TaskView {
     /// The error of each failed attempt, oldest first (the last
     /// [`TaskView::MAX_ERRORS`], each at most [`TaskView::MAX_ERROR_LEN`] bytes).
     pub errors: Vec<String>,
+    /// Unfinished, and no worker connected to its shard has a handler for its type: it
+    /// waits until one connects (or its expiry).
+    pub no_handler: bool,
 }
 
 impl TaskView {

@@ -59,6 +59,7 @@ impl EarlyTasks {
             created_ms,
             due_ms: None,
             errors: Vec::new(),
+            no_handler: false,
         })
     }
 

@@ -776,8 +776,8 @@ impl Leader {
         v.map(|v| self.overlay(v, now))
     }
 
-    /// A table's view with `Running` where the task runs, and `Queued` where its time has
-    /// come and it waits for a slot.
+    /// A table's view with `Running` where the task runs, `Queued` where its time has
+    /// come and it waits for a slot, and whether any worker can run it.
     fn overlay(&self, mut view: TaskView, now: Instant) -> TaskView {
         if view.state.is_finished() {
             return view;
@@ -786,10 +786,13 @@ impl Leader {
             view.state = TaskState::Running;
             view.attempts += 1;
             view.due_ms = None;
-        } else if view.due_ms.is_some_and(|due| due <= self.clock.at(now)) {
+            return view;
+        }
+        if view.due_ms.is_some_and(|due| due <= self.clock.at(now)) {
             view.state = TaskState::Queued;
             view.due_ms = None;
         }
+        view.no_handler = !self.sched.handles(&view.kind);
         view
     }
 

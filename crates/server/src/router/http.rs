@@ -213,6 +213,9 @@ struct TaskJson {
     /// Each failed attempt's error, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     errors: Vec<String>,
+    /// Unfinished, and no worker of its shard has a handler for its type.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    no_handler: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -250,6 +253,7 @@ fn task_json(view: TaskView) -> TaskJson {
         created: rfc3339(view.created_ms),
         due: view.due_ms.map(rfc3339),
         errors: view.errors,
+        no_handler: view.no_handler,
         result,
         result_base64,
         error,

@@ -58,6 +58,8 @@ pub struct Scheduler {
     ready_len: usize,
     /// Running attempts: task → (worker, attempt).
     running: HashMap<TaskId, (WorkerId, u32)>,
+    /// How many connected workers handle each task type.
+    handled: HashMap<String, u32>,
     heartbeat_timeout: Duration,
 }
 
@@ -70,6 +72,7 @@ impl Scheduler {
             arrivals: 0,
             ready_len: 0,
             running: HashMap::default(),
+            handled: HashMap::default(),
             heartbeat_timeout,
         }
     }
@@ -82,9 +85,13 @@ impl Scheduler {
         kinds: impl IntoIterator<Item = String>,
         now: Instant,
     ) {
+        let kinds: HashSet<String> = kinds.into_iter().collect();
+        for kind in &kinds {
+            *self.handled.entry(kind.clone()).or_default() += 1;
+        }
         let worker = Worker {
             slots,
-            kinds: kinds.into_iter().collect(),
+            kinds,
             busy: HashSet::default(),
             last_seen: now,
             draining: false,
@@ -112,6 +119,9 @@ impl Scheduler {
         let Some(worker) = self.workers.remove(&id) else {
             return Vec::new();
         };
+        for kind in &worker.kinds {
+            self.unhandle(kind);
+        }
         worker
             .busy
             .into_iter()
@@ -123,6 +133,21 @@ impl Scheduler {
                 _ => None,
             })
             .collect()
+    }
+
+    /// One fewer worker handles `kind`.
+    fn unhandle(&mut self, kind: &str) {
+        if let Some(n) = self.handled.get_mut(kind) {
+            *n -= 1;
+            if *n == 0 {
+                self.handled.remove(kind);
+            }
+        }
+    }
+
+    /// Whether some connected worker has a handler for `kind` (a draining one included).
+    pub fn handles(&self, kind: &str) -> bool {
+        self.handled.contains_key(kind)
     }
 
     /// A message arrived from the worker.
@@ -369,6 +394,19 @@ mod tests {
         let lost = s.remove_worker(1);
         assert_eq!(lost.len(), 1);
         assert_eq!(s.running_len(), 1);
+    }
+
+    #[test]
+    fn it_knows_which_types_some_worker_handles() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1));
+        assert!(!s.handles("noop"));
+        s.add_worker(1, 1, kinds(), now);
+        s.add_worker(2, 1, ["noop".to_string()], now);
+        s.remove_worker(1);
+        assert!(s.handles("noop") && !s.handles("sleep"));
+        s.remove_worker(2);
+        assert!(!s.handles("noop"));
     }
 
     #[test]

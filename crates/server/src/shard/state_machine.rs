@@ -759,6 +759,7 @@ fn view_of(id: TaskId, r: &Record) -> TaskView {
         created_ms: r.created_ms,
         due_ms: r.due_ms(),
         errors: r.errors().to_vec(),
+        no_handler: false,
     }
 }
 
