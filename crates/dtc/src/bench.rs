@@ -6,7 +6,7 @@ use crate::cli::{BenchArgs, Workload};
 use anyhow::Context;
 use bytes::Bytes;
 use dtc_proto::credentials::Credentials;
-use dtc_sdk::{Client, ClientConfig, Outcome, TaskSpec};
+use dtc_sdk::{Client, ClientConfig, ClientError, Outcome, TaskSpec, TaskState};
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -15,7 +15,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Word counts of the `word` workload's texts: short, medium, long.
 const WORD_SIZES: [usize; 3] = [10, 100, 1000];
@@ -137,6 +137,9 @@ pub async fn run(
         clients.push(client);
     }
     let inputs = Arc::new(Inputs::new(args.workload, args.seed));
+    if let Some(delay) = args.delayed {
+        return delayed_burst(&clients, &inputs, args, Duration::from_secs(delay)).await;
+    }
     let done = Arc::new(AtomicU64::new(0));
     let total = args.clients as u64 * args.tasks;
     let start = Instant::now();
@@ -189,6 +192,111 @@ pub async fn run(
             max: hist.max(),
         },
     })
+}
+
+/// `--delayed`: every task submitted at once to start at one moment, then waited for. The
+/// latencies are from that moment to each task's end as the leader stamped it (ms).
+async fn delayed_burst(
+    clients: &[Client],
+    inputs: &Arc<Inputs>,
+    args: &BenchArgs,
+    delay: Duration,
+) -> anyhow::Result<Report> {
+    let due = SystemTime::now() + delay;
+    let due_ms = u64::try_from(due.duration_since(UNIX_EPOCH)?.as_millis())?;
+    let rss_before = rss_kib();
+    let submit_start = Instant::now();
+    let mut loops = tokio::task::JoinSet::new();
+    for i in 0..args.clients {
+        let client = clients[i % clients.len()].clone();
+        let inputs = Arc::clone(inputs);
+        let (tasks, seed) = (args.tasks, args.seed.wrapping_add(i as u64));
+        loops.spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut ids = Vec::with_capacity(tasks as usize);
+            for _ in 0..tasks {
+                let (spec, _) = inputs.next(&mut rng);
+                let view = client.submit(spec.with_start_at(due)).await?;
+                ids.push(view.id);
+            }
+            Ok::<_, ClientError>((client, ids))
+        });
+    }
+    let mut waiting = Vec::new();
+    while let Some(part) = loops.join_next().await {
+        waiting.push(part.context("a submitting loop stopped")??);
+    }
+    let submitted: usize = waiting.iter().map(|(_, ids)| ids.len()).sum();
+    eprintln!(
+        "submitted {submitted} tasks in {:.1} s; whole process RSS {:+.1} MiB ({:.0} bytes per \
+         scheduled task, every replica and the leader's timers included)",
+        submit_start.elapsed().as_secs_f64(),
+        (rss_kib() as f64 - rss_before as f64) / 1024.0,
+        (rss_kib() as f64 - rss_before as f64) * 1024.0 / submitted.max(1) as f64
+    );
+    anyhow::ensure!(
+        SystemTime::now() < due,
+        "submitting took longer than --delayed {}: raise it",
+        delay.as_secs()
+    );
+    let mut waits = tokio::task::JoinSet::new();
+    for (client, ids) in waiting {
+        waits.spawn(async move {
+            let mut ends = Vec::with_capacity(ids.len());
+            for id in ids {
+                ends.push(client.wait(id).await?);
+            }
+            Ok::<_, ClientError>(ends)
+        });
+    }
+    let mut hist = new_histogram()?;
+    let (mut ok, mut failed, mut last_ms) = (0, 0, due_ms);
+    while let Some(part) = waits.join_next().await {
+        for view in part.context("a waiting loop stopped")?? {
+            match (view.state, view.finished_ms) {
+                // A task that ended before its start time counts as failed.
+                (TaskState::Succeeded, Some(end)) if end >= due_ms => {
+                    ok += 1;
+                    last_ms = last_ms.max(end);
+                    let us = end.saturating_sub(due_ms).saturating_mul(1000).max(1);
+                    hist.record(us).context("recording a latency")?;
+                }
+                _ => failed += 1,
+            }
+        }
+    }
+    let wall_s = (last_ms - due_ms) as f64 / 1000.0;
+    Ok(Report {
+        tasks_ok: ok,
+        tasks_failed: failed,
+        wall_s,
+        throughput: if wall_s > 0.0 {
+            (ok + failed) as f64 / wall_s
+        } else {
+            0.0
+        },
+        latency_us: Latency {
+            avg: hist.mean(),
+            min: hist.min(),
+            p50: hist.value_at_quantile(0.50),
+            p95: hist.value_at_quantile(0.95),
+            p99: hist.value_at_quantile(0.99),
+            p999: hist.value_at_quantile(0.999),
+            max: hist.max(),
+        },
+    })
+}
+
+/// This process's resident memory, in KiB (0 where /proc is not there).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 struct LoopResult {

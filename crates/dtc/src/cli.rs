@@ -536,6 +536,12 @@ pub struct BenchArgs {
     /// Seed of the workload's random choices (the same seed gives the same task mix).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Instead of closed loops: submit all -c × -n tasks at once, every one delayed to start
+    /// at the same moment this many seconds from now (leave time to submit them all), then
+    /// report how they drain from that moment: latency is from the start time to each
+    /// task's end, throughput is the tasks over the time to the last end.
+    #[arg(long, value_name = "SECONDS")]
+    pub delayed: Option<u64>,
 }
 
 /// `dtc client`.

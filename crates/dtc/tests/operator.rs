@@ -406,6 +406,7 @@ async fn top_shows_every_shard_its_leader_throughput_and_every_worker() -> anyho
             csv: None,
             retry_for_s: 30,
             seed: 1,
+            delayed: None,
         };
         let router = cluster.router;
         let load = tokio::spawn(async move {

@@ -26,6 +26,7 @@ fn bench(workload: Workload, clients: usize, tasks: u64) -> BenchArgs {
         csv: None,
         retry_for_s: 30,
         seed: 7,
+        delayed: None,
     }
 }
 
@@ -56,6 +57,36 @@ async fn two_shards_of_three_replicas_64_clients_5000_mixed_tasks_all_right() ->
         cluster.stop().await;
         assert_eq!(report.tasks_failed, 0);
         assert_eq!(report.tasks_ok, 64 * 79);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_delayed_tasks_runs_from_its_start_time_and_never_before() -> anyhow::Result<()>
+{
+    common::bounded(async {
+        let spec = LocalSpec {
+            shards: 2,
+            workers: 2,
+            slots: 4,
+            router_port: 0,
+            replicas: 1,
+            data_dir: None,
+            in_memory: true,
+            http: None,
+            secure: false,
+        };
+        let cluster = LocalCluster::start(&spec).await?;
+        let args = BenchArgs {
+            delayed: Some(2),
+            ..bench(Workload::Noop, 8, 250)
+        };
+        let report = dtc::bench::run(cluster.router, &args, Default::default()).await;
+        cluster.stop().await;
+        let report = report?;
+        assert_eq!(report.tasks_failed, 0, "none ended before its time");
+        assert_eq!(report.tasks_ok, 2000);
         Ok(())
     })
     .await

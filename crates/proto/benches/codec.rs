@@ -43,6 +43,7 @@ fn codec(c: &mut Criterion) {
             outcome: Some(Outcome::Succeeded("127".into())),
             created_ms: 1_800_000_000_000,
             due_ms: None,
+            finished_ms: Some(1_800_000_000_001),
             errors: Vec::new(),
             no_handler: false,
         }),

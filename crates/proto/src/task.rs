@@ -373,6 +373,8 @@ pub struct TaskView {
     pub created_ms: u64,
     /// While scheduled or retrying: when it may run next (ms since the Unix epoch).
     pub due_ms: Option<u64>,
+    /// Once finished: when (ms since the Unix epoch, the leader's clock).
+    pub finished_ms: Option<u64>,
     /// The error of each failed attempt, oldest first (the last
     /// [`TaskView::MAX_ERRORS`], each at most [`TaskView::MAX_ERROR_LEN`] bytes).
     pub errors: Vec<String>,

@@ -58,6 +58,7 @@ impl EarlyTasks {
             outcome: None,
             created_ms,
             due_ms: None,
+            finished_ms: None,
             errors: Vec::new(),
             no_handler: false,
         })

@@ -37,6 +37,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+/// At most this many tasks whose start time came enter the ready queue per turn of the
+/// actor's loop (the rest in the next turns, at once), so that the first of a large burst
+/// start without waiting for the whole burst to be queued.
+const STARTS_PER_TURN: usize = 1024;
+
 /// How often the leader proposes the expiry of old results.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
@@ -452,7 +457,7 @@ impl Leader {
         if !self.ready {
             return;
         }
-        let due = self.timers.take_due(at_ms);
+        let due = self.timers.take_due(at_ms, STARTS_PER_TURN);
         for id in due.starts {
             if self.sched.running_on(id).is_none()
                 && let Some(input) = table.runnable(id, at_ms)

@@ -62,18 +62,25 @@ impl Timers {
         .min()
     }
 
-    /// Takes every timer due at `now_ms`.
-    pub(super) fn take_due(&mut self, now_ms: u64) -> Due {
+    /// Takes the timers due at `now_ms`: every expiry and deadline, and at most
+    /// `max_starts` start times (the earliest), so that a burst of tasks due together
+    /// enters the ready queue in slices and the first of them start at once.
+    pub(super) fn take_due(&mut self, now_ms: u64, max_starts: usize) -> Due {
         fn split<T: Ord + Copy>(set: &mut BTreeSet<T>, first_later: T) -> Vec<T> {
             let later = set.split_off(&first_later);
             std::mem::replace(set, later).into_iter().collect()
         }
         let after = now_ms.saturating_add(1);
+        let mut starts = Vec::new();
+        while starts.len() < max_starts
+            && let Some(&(due, id)) = self.starts.first()
+            && due <= now_ms
+        {
+            self.starts.pop_first();
+            starts.push(id);
+        }
         Due {
-            starts: split(&mut self.starts, (after, TaskId(0)))
-                .into_iter()
-                .map(|(_, id)| id)
-                .collect(),
+            starts,
             expiries: split(&mut self.expiries, (after, TaskId(0)))
                 .into_iter()
                 .map(|(_, id)| id)
@@ -99,8 +106,8 @@ mod tests {
         t.expire_at(250, TaskId(3));
         t.deadline(200, TaskId(4), 2);
         assert_eq!(t.next_ms(), Some(100));
-        assert_eq!(t.take_due(99), Due::default());
-        let due = t.take_due(250);
+        assert_eq!(t.take_due(99, 10), Due::default());
+        let due = t.take_due(250, 10);
         assert_eq!(
             due.starts,
             vec![TaskId(2)],
@@ -109,9 +116,15 @@ mod tests {
         assert_eq!(due.expiries, vec![TaskId(3)]);
         assert_eq!(due.deadlines, vec![(TaskId(4), 2)]);
         assert_eq!(t.next_ms(), Some(300));
-        assert_eq!(t.take_due(250), Due::default(), "taken timers are gone");
+        assert_eq!(t.take_due(250, 10), Due::default(), "taken timers are gone");
         t.start_at(290, TaskId(9));
-        assert_eq!(t.take_due(u64::MAX).starts, vec![TaskId(9), TaskId(1)]);
+        assert_eq!(
+            t.take_due(u64::MAX, 1).starts,
+            vec![TaskId(9)],
+            "a slice at a time"
+        );
+        assert_eq!(t.next_ms(), Some(300));
+        assert_eq!(t.take_due(u64::MAX, 1).starts, vec![TaskId(1)]);
         assert_eq!(t.next_ms(), None);
     }
 }

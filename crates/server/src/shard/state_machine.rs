@@ -746,9 +746,9 @@ impl TaskTable {
 }
 
 fn view_of(id: TaskId, r: &Record) -> TaskView {
-    let outcome = match &r.phase {
-        Phase::Done { outcome, .. } => Some(outcome.clone()),
-        _ => None,
+    let (outcome, finished_ms) = match &r.phase {
+        Phase::Done { outcome, at_ms } => (Some(outcome.clone()), Some(*at_ms)),
+        _ => (None, None),
     };
     TaskView {
         id,
@@ -758,6 +758,7 @@ fn view_of(id: TaskId, r: &Record) -> TaskView {
         outcome,
         created_ms: r.created_ms,
         due_ms: r.due_ms(),
+        finished_ms,
         errors: r.errors().to_vec(),
         no_handler: false,
     }
