@@ -19,7 +19,12 @@
 //!   replica holds;
 //! - replicas that have applied the same log index hold equal tables;
 //! - no two replicas led in the same term;
-//! - a replica refuses to start only if its disk was damaged.
+//! - a replica refuses to start only if its disk was damaged;
+//! - a delayed task never starts before its time, and a failed attempt's retry never
+//!   starts before its backoff has passed (in simulated time: the leaders' clocks start
+//!   from the log's time, so they never run ahead of it);
+//! - a task the client was told is cancelled ends cancelled on every replica, never with a
+//!   result.
 //!
 //! `DTC_SIM_SEEDS=N` runs N seeds (default 100); `DTC_SIM_SEED=S` runs seed S alone. A
 //! failing seed is printed with the command that replays it. The fault schedule, the
@@ -27,9 +32,9 @@
 
 mod common;
 
-use dtc_proto::TaskId;
 use dtc_proto::transport::{CONNECT_TIMEOUT, Listener, Transport};
-use dtc_sdk::{Client, ClientConfig, Outcome, TaskSpec, TaskState, Worker};
+use dtc_proto::{Start, TaskId};
+use dtc_sdk::{Backoff, Client, ClientConfig, Outcome, TaskError, TaskSpec, TaskState, Worker};
 use dtc_server::coordinator::{Coordinator, CoordinatorConfig, RaftTiming};
 use dtc_server::shard::{DiskFault, MemDisk, ShardRaft, SharedTable, seed_thread_rng};
 use rand::rngs::StdRng;
@@ -46,6 +51,18 @@ const REPLICAS: [&str; 3] = ["c1", "c2", "c3"];
 const WORKERS: [&str; 2] = ["w1", "w2"];
 const PORT: u16 = 5000;
 const TASKS: usize = 40;
+/// Failed attempts of `flaky` tasks wait this long, then twice as long.
+const FLAKY_BACKOFF: Backoff = Backoff {
+    initial_ms: 300,
+    multiplier_pct: 200,
+    max_ms: 10_000,
+    jitter_pct: 0,
+};
+/// The wall clock every leader reads in the simulation: a fixed time, so that each leader's
+/// clock starts from the log's time and moves with tokio's simulated clock.
+fn fixed_wall_clock() -> u64 {
+    1_800_000_000_000
+}
 /// Faults are injected during this much simulated time, then healed.
 const CHAOS: Duration = Duration::from_secs(15);
 
@@ -108,6 +125,15 @@ struct World {
     refused: BTreeMap<u64, String>,
     /// What was damaged on each replica's disk.
     damaged: BTreeMap<u64, String>,
+    /// Each attempt a worker ran: task, attempt, when it started and (if it returned)
+    /// ended, in simulated time since the start.
+    attempts: Vec<(TaskId, u32, Duration, Option<Duration>)>,
+    /// Delayed tasks: when the client sent the submit, and the delay.
+    delayed: HashMap<TaskId, (Duration, Duration)>,
+    /// Tasks the client was told are cancelled.
+    cancelled: Vec<TaskId>,
+    /// Tasks whose cancel may or may not have been done (the answer was lost).
+    maybe_cancelled: Vec<TaskId>,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -118,6 +144,11 @@ fn lock(w: &Shared) -> MutexGuard<'_, World> {
 
 fn addr_of(host: &str) -> SocketAddr {
     SocketAddr::new(turmoil::lookup(host), PORT)
+}
+
+/// Simulated time since the simulation started (from within a host or the client).
+fn sim_now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
 }
 
 fn shard_addrs() -> Vec<SocketAddr> {
@@ -194,6 +225,7 @@ fn run_seed(seed: u64) -> Result<(), String> {
                     replicas,
                     mem_disk: Some(disk),
                     heartbeat_timeout: Duration::from_millis(500),
+                    wall_clock: fixed_wall_clock,
                     // Snapshots every few entries, purging nearly all the log before them:
                     // a replica back from a crash often catches up from a snapshot.
                     raft: RaftTiming {
@@ -224,26 +256,67 @@ fn run_seed(seed: u64) -> Result<(), String> {
         });
     }
     for host in WORKERS {
-        sim.host(host, || async {
-            let worker = Worker::builder()
-                .handler("wordcount", |t: dtc_sdk::Task| async move {
-                    let n = String::from_utf8_lossy(&t.payload)
-                        .split_whitespace()
-                        .count();
-                    Ok::<_, String>(n.to_string())
-                })
-                .handler("nap", |t: dtc_sdk::Task| async move {
-                    let ms: u64 = String::from_utf8_lossy(&t.payload).parse().unwrap_or(1);
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                    Ok::<_, String>("slept")
-                })
-                .slots(2)
-                .heartbeat(Duration::from_millis(100))
-                .build()?;
-            worker
-                .run_on(SimNet, shard_addrs(), CancellationToken::new())
-                .await?;
-            Ok(())
+        let world = Arc::clone(&world);
+        sim.host(host, move || {
+            let world = Arc::clone(&world);
+            async move {
+                // Each handler records when its attempt started and ended.
+                let record = |world: &Shared, t: &dtc_sdk::Task| {
+                    let at = sim_now();
+                    let mut w = lock(world);
+                    w.attempts.push((t.id, t.attempt, at, None));
+                    w.attempts.len() - 1
+                };
+                let ended = |world: &Shared, i: usize| {
+                    let at = sim_now();
+                    if let Some(a) = lock(world).attempts.get_mut(i) {
+                        a.3 = Some(at);
+                    }
+                };
+                let (w1, w2, w3) = (Arc::clone(&world), Arc::clone(&world), Arc::clone(&world));
+                let worker = Worker::builder()
+                    .handler("wordcount", move |t: dtc_sdk::Task| {
+                        let i = record(&w1, &t);
+                        let world = Arc::clone(&w1);
+                        async move {
+                            let n = String::from_utf8_lossy(&t.payload)
+                                .split_whitespace()
+                                .count();
+                            ended(&world, i);
+                            Ok::<_, String>(n.to_string())
+                        }
+                    })
+                    .handler("nap", move |t: dtc_sdk::Task| {
+                        let i = record(&w2, &t);
+                        let world = Arc::clone(&w2);
+                        async move {
+                            let ms: u64 = String::from_utf8_lossy(&t.payload).parse().unwrap_or(1);
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            ended(&world, i);
+                            Ok::<_, String>("slept")
+                        }
+                    })
+                    // Fails its first two attempts, then succeeds.
+                    .handler("flaky", move |t: dtc_sdk::Task| {
+                        let i = record(&w3, &t);
+                        let world = Arc::clone(&w3);
+                        async move {
+                            ended(&world, i);
+                            if t.attempt < 3 {
+                                Err(TaskError::retryable("not yet"))
+                            } else {
+                                Ok("ok")
+                            }
+                        }
+                    })
+                    .slots(2)
+                    .heartbeat(Duration::from_millis(100))
+                    .build()?;
+                worker
+                    .run_on(SimNet, shard_addrs(), CancellationToken::new())
+                    .await?;
+                Ok(())
+            }
         });
     }
     let client_world = Arc::clone(&world);
@@ -260,7 +333,21 @@ fn run_seed(seed: u64) -> Result<(), String> {
         };
         let mut runs = tokio::task::JoinSet::new();
         for n in 0..TASKS {
-            let (spec, want) = if n % 2 == 0 {
+            let (spec, want) = if n % 8 == 1 {
+                // Retried twice, after its backoff.
+                (
+                    TaskSpec::new("flaky", "")
+                        .with_max_attempts(20)
+                        .with_backoff(FLAKY_BACKOFF),
+                    "ok".into(),
+                )
+            } else if n % 8 == 3 || n % 8 == 5 {
+                let delay = Duration::from_millis(rng.random_range(100..4_000));
+                (
+                    TaskSpec::new("nap", rng.random_range(1..50u64).to_string()).with_delay(delay),
+                    "slept".into(),
+                )
+            } else if n % 2 == 0 {
                 let words = rng.random_range(1..20usize);
                 (
                     TaskSpec::new("wordcount", "w ".repeat(words)),
@@ -283,9 +370,38 @@ fn run_seed(seed: u64) -> Result<(), String> {
             let world = Arc::clone(&client_world);
             let pause = Duration::from_millis(rng.random_range(0..CHAOS.as_millis() as u64));
             let waits = n % 3 == 0;
+            // Some delayed tasks are cancelled a little after they are accepted.
+            let cancel_after =
+                (n % 8 == 5).then(|| Duration::from_millis(rng.random_range(0..3_000)));
             runs.spawn(async move {
                 tokio::time::sleep(pause).await;
                 let id = spec.id;
+                if let Start::After(ms) = spec.options().start {
+                    let sent = sim_now();
+                    lock(&world)
+                        .delayed
+                        .insert(id, (sent, Duration::from_millis(ms)));
+                }
+                if let Some(after) = cancel_after {
+                    if client.submit(spec).await.is_err() {
+                        return;
+                    }
+                    lock(&world).acked.insert(id, None);
+                    tokio::time::sleep(after).await;
+                    match client.cancel(id).await {
+                        Ok(view) if view.state == TaskState::Cancelled => {
+                            lock(&world).cancelled.push(id);
+                        }
+                        // Finished first — or cancelled by this very cancel, whose
+                        // answer was lost and which the client sent again — or the
+                        // answer was lost: either outcome may be.
+                        _ => lock(&world).maybe_cancelled.push(id),
+                    }
+                    if let Ok(view) = client.wait(id).await {
+                        lock(&world).acked.insert(id, view.outcome);
+                    }
+                    return;
+                }
                 if waits {
                     // Submitted with wait: the result is the acknowledgement.
                     if let Ok(view) = client.run(spec).await {
@@ -554,8 +670,45 @@ fn check(w: &World) -> Result<(), String> {
     for (id, told) in &w.acked {
         let want = w.expected.get(id).cloned().unwrap_or_default();
         match told {
+            Some(Outcome::Cancelled) if w.cancelled.contains(id) => {}
+            _ if w.cancelled.contains(id) => {
+                return Err(format!("task {id} was cancelled but ended as {told:?}"));
+            }
+            Some(Outcome::Cancelled) if w.maybe_cancelled.contains(id) => {}
             Some(Outcome::Succeeded(b)) if b.as_ref() == want.as_slice() => {}
             other => return Err(format!("acknowledged task {id} ended as {other:?}")),
+        }
+    }
+    // No start before its time: a delay, or a failed attempt's backoff.
+    for (id, attempt, started, _) in &w.attempts {
+        if let Some((sent, delay)) = w.delayed.get(id)
+            && *started < *sent + *delay
+        {
+            return Err(format!(
+                "task {id} (attempt {attempt}) started at {started:?}, before its time {:?}",
+                *sent + *delay
+            ));
+        }
+        if *attempt > 1 {
+            let wait = Duration::from_millis(FLAKY_BACKOFF.wait_ms(*id, attempt - 1));
+            let before = w
+                .attempts
+                .iter()
+                .filter(|(i, a, _, end)| i == id && *a == attempt - 1 && end.is_some())
+                .filter_map(|(_, _, _, end)| *end)
+                .max();
+            // Only a failed attempt waits (a lost one runs again at once): flaky tasks.
+            let flaky = w.expected.get(id).is_some_and(|want| want == b"ok");
+            if let Some(end) = before
+                && flaky
+                && *started < end + wait
+            {
+                return Err(format!(
+                    "task {id} attempt {attempt} started at {started:?}, before attempt {} \
+                     (ended {end:?}) plus its backoff of {wait:?}",
+                    attempt - 1
+                ));
+            }
         }
     }
     // Replicas at the same applied index hold equal tables, and each holds the result the
@@ -570,7 +723,7 @@ fn check(w: &World) -> Result<(), String> {
             .push((*id, t.table.snapshot()));
         for (task, told) in &w.acked {
             if let Some(view) = t.table.view(*task)
-                && view.state != TaskState::Queued
+                && view.state.is_finished()
                 && view.outcome != *told
             {
                 return Err(format!(

@@ -157,6 +157,7 @@ impl Actor {
                 reclaim_grace: config.reclaim_grace,
                 max_payload: config.max_payload,
                 initial_settings: config.retention,
+                wall_clock: config.wall_clock,
             },
         }
     }

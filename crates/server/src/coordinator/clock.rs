@@ -7,6 +7,13 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+/// The system's wall clock, in ms since the Unix epoch.
+pub(super) fn system_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// A leader's clock for the commands it proposes.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct LeaderClock {
@@ -21,14 +28,6 @@ impl LeaderClock {
             base_ms: wall_ms.max(log_ms),
             base: now,
         }
-    }
-
-    /// A clock that reads the system's wall clock (or the log's time) at `now`.
-    pub(super) fn start_now(log_ms: u64, now: Instant) -> Self {
-        let wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Self::start(wall_ms, log_ms, now)
     }
 
     /// The time to stamp at `now`.

@@ -135,6 +135,8 @@ pub(super) struct LeaderConfig {
     pub max_payload: usize,
     /// The settings a new shard takes from its first leader.
     pub initial_settings: Retention,
+    /// Reads the wall clock when the term starts.
+    pub wall_clock: fn() -> u64,
 }
 
 /// A connected worker.
@@ -202,7 +204,7 @@ impl Leader {
         Self {
             sched: Scheduler::new(config.heartbeat_timeout),
             stats: Stats::new(&label, now),
-            clock: LeaderClock::start_now(table.clock_ms(), now),
+            clock: LeaderClock::start((config.wall_clock)(), table.clock_ms(), now),
             ignored_completions: metrics::counter!(
                 "dtc_worker_completions_ignored_total",
                 "replica" => label.clone()
@@ -945,6 +947,7 @@ mod tests {
             reclaim_grace: GRACE,
             max_payload: 1024,
             initial_settings: Retention::default(),
+            wall_clock: super::super::clock::system_ms,
         }
     }
 

@@ -130,6 +130,9 @@ pub struct CoordinatorConfig {
     pub max_worker_slots: u32,
     /// The largest task payload accepted, in bytes.
     pub max_payload: usize,
+    /// Reads the wall clock (ms since the Unix epoch) when this replica starts to lead: the
+    /// system's clock, or a fixed time in a simulation (where only tokio's clock moves).
+    pub wall_clock: fn() -> u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -152,6 +155,7 @@ impl Default for CoordinatorConfig {
             insecure: false,
             max_worker_slots: worker_session::DEFAULT_MAX_WORKER_SLOTS,
             max_payload: dtc_proto::TaskSpec::DEFAULT_MAX_PAYLOAD,
+            wall_clock: clock::system_ms,
         }
     }
 }
