@@ -4,6 +4,7 @@
 //! function renders to the terminal and, in tests, to ratatui's test backend.
 
 use super::model::{Pane, Top, role};
+use dtc_proto::TaskState;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
@@ -135,6 +136,15 @@ fn render_shards(frame: &mut Frame, top: &Top, area: ratatui::layout::Rect) {
                             .style(Style::default().fg(Color::Cyan)),
                             Cell::from(micros(r.stats.p50_us)),
                             Cell::from(micros(r.stats.p95_us)),
+                            Cell::from(r.states.get(TaskState::Scheduled).to_string()),
+                            Cell::from(r.states.get(TaskState::Retrying).to_string()),
+                            Cell::from(r.states.get(TaskState::Failed).to_string()).style(
+                                if r.states.get(TaskState::Failed) > 0 {
+                                    Style::default().fg(Color::Red)
+                                } else {
+                                    Style::default()
+                                },
+                            ),
                         ]);
                     }
                     Row::new(cells)
@@ -166,6 +176,9 @@ fn render_shards(frame: &mut Frame, top: &Top, area: ratatui::layout::Rect) {
         ("last minute", 20),
         ("p50", 8),
         ("p95", 8),
+        ("sched", 7),
+        ("retry", 7),
+        ("failed", 7),
     ];
     let pane = (Pane::Shards, " shards ".to_string());
     render_pane(frame, top, area, rows, &columns, pane);
