@@ -4,7 +4,7 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use dtc_proto::{Backoff, Outcome, Retry, Start, TaskId, TaskSpec};
+use dtc_proto::{Backoff, Outcome, Retry, Start, TaskId, TaskSpec, TaskState};
 use dtc_server::shard::{Command, Retention, TaskTable};
 use libfuzzer_sys::fuzz_target;
 
@@ -12,7 +12,7 @@ fn command(u: &mut Unstructured<'_>) -> arbitrary::Result<Command> {
     let id = TaskId(u128::from(u.int_in_range(0u8..=15)?));
     let at_ms = u64::from(u.int_in_range(0u16..=2000)?);
     let attempt = u.int_in_range(0u32..=4)?;
-    Ok(match u.int_in_range(0u8..=7)? {
+    Ok(match u.int_in_range(0u8..=8)? {
         0 => {
             let mut spec = TaskSpec::new(String::arbitrary(u)?, Vec::<u8>::arbitrary(u)?);
             spec.id = id;
@@ -54,6 +54,10 @@ fn command(u: &mut Unstructured<'_>) -> arbitrary::Result<Command> {
         4 => Command::Expire { at_ms },
         5 => Command::Retry { id, at_ms },
         6 => Command::Lapse { id, at_ms },
+        7 => Command::Purge {
+            state: TaskState::ALL[usize::from(u.int_in_range(0u8..=6)?)],
+            at_ms,
+        },
         _ => Command::Configure {
             retention: Retention {
                 result_ttl_ms: u64::from(u.int_in_range(0u16..=1000)?),

@@ -78,6 +78,10 @@ pub enum Command {
     /// List tasks, newest first, through a router (every shard) or a coordinator (its
     /// shard): e.g. dtc tasks --state failed to see what failed and why.
     Tasks(TasksArgs),
+    /// Forget every finished task in a state, e.g. dtc purge --state failed, through a
+    /// router (every shard) or a coordinator (its shard). With secrets this needs the
+    /// member certificate (--secrets DIR of a coordinator or router), not just a token.
+    Purge(PurgeArgs),
     /// Show the cluster (through a router) or one coordinator replica: each shard's
     /// replicas, leader, term, log/commit/applied indexes, queue, running tasks, workers.
     Status(StatusArgs),
@@ -717,6 +721,17 @@ fn parse_state(s: &str) -> Result<dtc_proto::TaskState, String> {
         let names: Vec<&str> = dtc_proto::TaskState::ALL.iter().map(|s| s.name()).collect();
         format!("{s:?} is not a state; one of {}", names.join(", "))
     })
+}
+
+/// `dtc purge`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Which finished tasks: failed, succeeded or cancelled.
+    #[arg(long, value_parser = parse_state)]
+    pub state: dtc_proto::TaskState,
+    /// Where to connect.
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 /// `dtc cancel`, `dtc retry`: one task, by id.

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             | Command::Cancel(_)
             | Command::Retry(_)
             | Command::Tasks(_)
+            | Command::Purge(_)
             | Command::Status(_)
             | Command::Top(_)
             | Command::Configure(_)
@@ -113,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cancel(args) => dtc::task_cmd::cancel(args).await.map(drop),
         Command::Retry(args) => dtc::task_cmd::retry(args).await.map(drop),
         Command::Tasks(args) => dtc::task_cmd::list(args).await,
+        Command::Purge(args) => dtc::task_cmd::purge(args).await,
         Command::Status(args) => dtc::status_cmd::run(args).await,
         Command::Configure(args) => dtc::status_cmd::configure(args).await,
         Command::Top(args) => dtc::top::run(args, shutdown_signal()).await,

@@ -37,7 +37,9 @@ pub fn render(answer: &AdminResponse) -> String {
         AdminResponse::Cluster(c) => cluster(c),
         AdminResponse::Configured(Ok(s)) => settings_line(s),
         AdminResponse::Configured(Err(e)) => format!("not configured: {e}\n"),
-        AdminResponse::Tasks(_) => "an answer to another question\n".to_owned(),
+        AdminResponse::Tasks(_) | AdminResponse::Purged(_) => {
+            "an answer to another question\n".to_owned()
+        }
     }
 }
 
@@ -179,7 +181,10 @@ pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("the leader's address {leader:?}"))?;
             }
             AdminResponse::Configured(Err(e)) => anyhow::bail!("{addr} refused: {e}"),
-            AdminResponse::Replica(_) | AdminResponse::Cluster(_) | AdminResponse::Tasks(_) => {
+            AdminResponse::Replica(_)
+            | AdminResponse::Cluster(_)
+            | AdminResponse::Tasks(_)
+            | AdminResponse::Purged(_) => {
                 anyhow::bail!("{addr} answered another question")
             }
         }

@@ -1,9 +1,9 @@
 //! `dtc submit`, `dtc get`, `dtc cancel`, `dtc retry`: one request each against a router
 //! (or a coordinator), printing the task as text or JSON; `dtc tasks`: pages of tasks.
 
-use crate::cli::{GetArgs, IdArgs, SubmitArgs, TargetArgs, TasksArgs};
+use crate::cli::{GetArgs, IdArgs, PurgeArgs, SubmitArgs, TargetArgs, TasksArgs};
 use anyhow::Context;
-use dtc_proto::status::{TaskQuery, ask_tasks};
+use dtc_proto::status::{TaskQuery, ask_purge, ask_tasks};
 use dtc_proto::transport::{Secure, Tcp};
 
 use dtc_sdk::{Backoff, Client, ClientConfig, Outcome, TaskSpec, TaskView};
@@ -149,6 +149,21 @@ pub async fn list(args: TasksArgs) -> anyhow::Result<()> {
     }
     if shown == 0 && !args.target.json {
         eprintln!("no tasks");
+    }
+    Ok(())
+}
+
+/// Forgets every finished task in a state.
+pub async fn purge(args: PurgeArgs) -> anyhow::Result<()> {
+    let addr = SocketAddr::new(args.target.ip, args.target.port);
+    let transport = Secure::new(Tcp, args.target.security.credentials()?);
+    let n = ask_purge(&transport, &[addr], "dtc purge", args.state)
+        .await
+        .with_context(|| format!("purging {} tasks through {addr}", args.state.name()))?;
+    if args.target.json {
+        println!("{}", serde_json::json!({ "purged": n }));
+    } else {
+        println!("purged {n} {} tasks", args.state.name());
     }
     Ok(())
 }

@@ -173,6 +173,21 @@ async fn failed_attempts_are_spaced_by_their_backoff_and_a_failed_task_can_run_a
             view.outcome,
             Some(Outcome::Failed("no such customer".into()))
         );
+        // Listed as failed, then purged: both failed tasks are gone.
+        let (ok, out) = dtc(&["tasks", "--state", "failed", "-p", &port])?;
+        assert!(
+            ok && out.contains(&id) && out.contains("no such customer"),
+            "{out}"
+        );
+        let (ok, out) = dtc(&["purge", "--state", "failed", "-p", &port])?;
+        assert!(ok, "dtc purge failed: {out}");
+        assert!(out.contains("purged 2 failed tasks"), "{out}");
+        assert!(
+            client.get(view.id).await.is_err(),
+            "a purged task is not found"
+        );
+        let (ok, _) = dtc(&["purge", "--state", "queued", "-p", &port])?;
+        assert!(!ok, "unfinished tasks cannot be purged");
         stop.cancel();
         Ok(())
     })

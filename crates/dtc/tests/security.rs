@@ -777,6 +777,12 @@ async fn the_admin_token_reads_but_only_a_member_changes_a_shards_settings() -> 
             matches!(&refused, AdminResponse::Configured(Err(e)) if e.to_string().contains("read-only")),
             "{refused:?}"
         );
+        let purge = AdminRequest::Purge(dtc_proto::TaskState::Failed);
+        let refused = ask_admin(&reader, addr, "test", &purge).await?;
+        assert!(
+            matches!(&refused, AdminResponse::Purged(Err(e)) if e.to_string().contains("read-only")),
+            "{refused:?}"
+        );
         // With the member certificate, through whichever replica leads.
         let member = Secure::new(Tcp, full);
         c.settled_leader().await?;

@@ -22,6 +22,10 @@ pub enum AdminRequest {
     /// List tasks, newest first (to a coordinator: its shard's, answered by the leader;
     /// to a router: every shard's, merged).
     Tasks(TaskQuery),
+    /// Forget every finished task in this state (failed, succeeded or cancelled): to a
+    /// coordinator, its shard's (through its leader); to a router, every shard's. Like a
+    /// change of settings, it needs the member certificate when secrets are on.
+    Purge(TaskState),
 }
 
 /// Which tasks to list: those older than `before` (a page's `next`), of a state and a type
@@ -150,6 +154,8 @@ pub enum AdminResponse {
     Configured(Result<ShardSettings, crate::WireError>),
     /// The answer to [`AdminRequest::Tasks`].
     Tasks(Result<TaskPage, crate::WireError>),
+    /// The answer to [`AdminRequest::Purge`]: how many tasks were forgotten.
+    Purged(Result<u64, crate::WireError>),
 }
 
 /// The settings every replica of a shard applies alike, kept in the shard's log.
@@ -334,7 +340,7 @@ pub async fn ask_replica<T: crate::transport::Transport>(
     match ask_status(transport, addr, name).await {
         Ok(AdminResponse::Replica(r)) => Ok(r),
         Ok(AdminResponse::Cluster(_)) => Err("a router, not a coordinator".to_string()),
-        Ok(AdminResponse::Configured(_) | AdminResponse::Tasks(_)) => {
+        Ok(AdminResponse::Configured(_) | AdminResponse::Tasks(_) | AdminResponse::Purged(_)) => {
             Err("an answer to another question".to_string())
         }
         Err(e) => Err(e.to_string()),
@@ -350,6 +356,39 @@ pub async fn ask_tasks<T: crate::transport::Transport>(
     query: &TaskQuery,
 ) -> Result<TaskPage, crate::WireError> {
     let request = AdminRequest::Tasks(query.clone());
+    ask_leader(transport, addrs, name, &request, |answer| match answer {
+        AdminResponse::Tasks(r) => Some(r),
+        _ => None,
+    })
+    .await
+}
+
+/// Purges the finished tasks in `state` of the shard whose replicas are `addrs`, through
+/// its leader; how many were forgotten.
+pub async fn ask_purge<T: crate::transport::Transport>(
+    transport: &T,
+    addrs: &[std::net::SocketAddr],
+    name: &str,
+    state: TaskState,
+) -> Result<u64, crate::WireError> {
+    let request = AdminRequest::Purge(state);
+    ask_leader(transport, addrs, name, &request, |answer| match answer {
+        AdminResponse::Purged(r) => Some(r),
+        _ => None,
+    })
+    .await
+}
+
+/// Asks `request` of a shard's leader, trying the replicas at `addrs` in turn and
+/// following the one a follower names; `pick` takes the answer's result out of the
+/// response (`None`: an answer to another question).
+async fn ask_leader<T: crate::transport::Transport, R>(
+    transport: &T,
+    addrs: &[std::net::SocketAddr],
+    name: &str,
+    request: &AdminRequest,
+    pick: impl Fn(AdminResponse) -> Option<Result<R, crate::WireError>>,
+) -> Result<R, crate::WireError> {
     let mut last = crate::WireError::Unavailable {
         reason: "the shard has no replica".into(),
     };
@@ -359,16 +398,16 @@ pub async fn ask_tasks<T: crate::transport::Transport>(
     while i < order.len() && i < 2 * addrs.len() {
         let addr = order[i];
         i += 1;
-        match ask_admin(transport, addr, name, &request).await {
-            Ok(AdminResponse::Tasks(Ok(page))) => return Ok(page),
-            Ok(AdminResponse::Tasks(Err(crate::WireError::NotLeader { leader }))) => {
+        match ask_admin(transport, addr, name, request).await.map(&pick) {
+            Ok(Some(Ok(answer))) => return Ok(answer),
+            Ok(Some(Err(crate::WireError::NotLeader { leader }))) => {
                 if let Some(leader) = leader.and_then(|l| l.parse().ok()) {
                     order.insert(i, leader);
                 }
                 last = crate::WireError::NotLeader { leader: None };
             }
-            Ok(AdminResponse::Tasks(Err(e))) => return Err(e),
-            Ok(_) => {
+            Ok(Some(Err(e))) => return Err(e),
+            Ok(None) => {
                 last = crate::WireError::Unavailable {
                     reason: format!("{addr} answered another question"),
                 };

@@ -25,10 +25,10 @@ use super::proposer::Proposer;
 use crate::net::Reply;
 use crate::sched::WorkerId;
 use crate::shard::{Batch, BatchApplied, NodeId, Retention, ShardRaft, SharedTable};
-use dtc_proto::WireError;
 use dtc_proto::message::{CoordMsg, RequestBody, WorkerMsg};
 use dtc_proto::status::SettingsChange;
 use dtc_proto::status::{LeaderStats, StateCounts, TaskPage, TaskQuery, WorkerStatus};
+use dtc_proto::{TaskState, WireError};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use openraft::ServerState;
@@ -68,6 +68,11 @@ pub(super) enum Event {
     WorkerDown { worker: WorkerId },
     /// An operator asks what the scheduler holds.
     Status(oneshot::Sender<Runtime>),
+    /// An operator purges the finished tasks in a state (answered once committed).
+    Purge {
+        state: TaskState,
+        reply: oneshot::Sender<Result<u64, WireError>>,
+    },
     /// An operator lists tasks (answered by the leader only).
     Tasks {
         query: TaskQuery,
@@ -240,6 +245,7 @@ impl Actor {
                 Event::Tasks { query, reply } => {
                     reply.send(Ok(leader.list(&query, table, now))).ok();
                 }
+                Event::Purge { state, reply } => leader.purge(state, reply, now, &mut out),
             }
         }
         self.perform(out, now);
@@ -552,6 +558,9 @@ fn refuse(event: Event, leader: &Option<String>) {
             tx.send(Runtime::default()).ok();
         }
         Event::Tasks { reply, .. } => {
+            reply.send(Err(err)).ok();
+        }
+        Event::Purge { reply, .. } => {
             reply.send(Err(err)).ok();
         }
         Event::Worker { .. } | Event::WorkerDown { .. } => {}

@@ -39,6 +39,20 @@ pub(super) async fn answer(sources: &Sources, request: AdminRequest) -> AdminRes
             };
             AdminResponse::Configured(result.map(|r| settings(&r)))
         }
+        AdminRequest::Purge(state) => {
+            let (tx, rx) = oneshot::channel();
+            let purged = if sources
+                .events
+                .send(Event::Purge { state, reply: tx })
+                .await
+                .is_ok()
+            {
+                rx.await.unwrap_or(Err(WireError::ShuttingDown))
+            } else {
+                Err(WireError::ShuttingDown)
+            };
+            AdminResponse::Purged(purged)
+        }
         AdminRequest::Tasks(query) => {
             let (tx, rx) = oneshot::channel();
             let page = if sources

@@ -57,6 +57,8 @@ pub(super) enum Then {
     Answer(Reply),
     /// Answer an operator's change of settings.
     Configured(oneshot::Sender<Result<Retention, WireError>>),
+    /// Answer an operator's purge with how many tasks went.
+    Purged(oneshot::Sender<Result<u64, WireError>>),
     /// An attempt of this task ended (a completion or a lost worker): if the attempt was
     /// stale and the task is still queued but runs nowhere, it must be made ready again.
     Ended(TaskId),
@@ -72,6 +74,9 @@ impl Then {
                 reply.send(Err(err.clone()));
             }
             Self::Configured(tx) => {
+                tx.send(Err(err.clone())).ok();
+            }
+            Self::Purged(tx) => {
                 tx.send(Err(err.clone())).ok();
             }
             Self::Ended(_) | Self::Nothing => {}
@@ -101,6 +106,9 @@ impl Then {
             }
             (Applied::Configured(retention), Self::Configured(tx)) => {
                 tx.send(Ok(retention)).ok();
+            }
+            (Applied::Purged(n), Self::Purged(tx)) => {
+                tx.send(Ok(n)).ok();
             }
             (_, then) => then.fail(&WireError::NotLeader { leader }),
         }
@@ -424,6 +432,27 @@ impl Leader {
         }
     }
 
+    /// An operator's purge of the finished tasks in `state`.
+    pub(super) fn purge(
+        &self,
+        state: TaskState,
+        reply: oneshot::Sender<Result<u64, WireError>>,
+        now: Instant,
+        out: &mut Effects,
+    ) {
+        if !state.is_finished() {
+            let reason = format!(
+                "only finished tasks can be purged (failed, succeeded, cancelled), not {}",
+                state.name()
+            );
+            reply.send(Err(WireError::BadRequest { reason })).ok();
+            return;
+        }
+        let at_ms = self.clock.at(now);
+        out.propose
+            .push((Command::Purge { state, at_ms }, Then::Purged(reply)));
+    }
+
     /// Time passed: workers past their heartbeat deadline are dropped, the reclaim grace
     /// ends, due timers fire, old results expire.
     pub(super) fn tick(&mut self, now: Instant, table: &TaskTable, out: &mut Effects) {
@@ -618,6 +647,12 @@ impl Leader {
                     tx.send(Ok(retention)).ok();
                 }
             }
+            (Applied::Purged(n), then) => {
+                tracing::info!(tasks = n, "purged");
+                if let Then::Purged(tx) = then {
+                    tx.send(Ok(n)).ok();
+                }
+            }
             (Applied::Nothing, Then::Ended(id)) => {
                 // A stale attempt ended; the current one may have been lost with an earlier
                 // connection of the same worker. Make sure the task can still run.
@@ -625,7 +660,13 @@ impl Leader {
                     self.enqueue(id, table, now);
                 }
             }
-            (applied, then @ (Then::Submitted { .. } | Then::Answer(_) | Then::Configured(_))) => {
+            (
+                applied,
+                then @ (Then::Submitted { .. }
+                | Then::Answer(_)
+                | Then::Configured(_)
+                | Then::Purged(_)),
+            ) => {
                 tracing::error!(?applied, "a command yielded an unexpected result");
                 then.fail(&WireError::Unavailable {
                     reason: "internal error".into(),
@@ -1095,6 +1136,7 @@ mod tests {
                 Command::Cancel { .. } => "cancel",
                 Command::Retry { .. } => "retry",
                 Command::Lapse { .. } => "lapse",
+                Command::Purge { .. } => "purge",
                 Command::Expire { .. } => "expire",
                 Command::Configure { .. } => "configure",
             })

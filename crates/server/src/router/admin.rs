@@ -1,13 +1,13 @@
 //! What a router tells an operator (`Role::Admin`, through `net::serve_admin`): a
 //! [`ClusterStatus`], gathered by asking every replica of every shard at once (each within
 //! `ADMIN_TIMEOUT`), and pages of tasks merged from every shard's leader. Nothing is
-//! cached: the answer is as fresh as the question.
+//! cached: the answer is as fresh as the question. A purge goes to every shard's leader.
 
-use dtc_proto::WireError;
 use dtc_proto::status::{
-    ClusterStatus, Cursor, ShardStatus, TaskPage, TaskQuery, ask_replica, ask_tasks,
+    ClusterStatus, Cursor, ShardStatus, TaskPage, TaskQuery, ask_purge, ask_replica, ask_tasks,
 };
 use dtc_proto::transport::Transport;
+use dtc_proto::{TaskState, WireError};
 use futures_util::future::join_all;
 use std::net::SocketAddr;
 
@@ -66,4 +66,20 @@ pub(super) async fn tasks<T: Transport>(
         None
     };
     Ok(TaskPage { tasks, next })
+}
+
+/// Purges the finished tasks in `state` on every shard; how many went in all. The shards
+/// that answered have purged even when another fails the answer.
+pub(super) async fn purge<T: Transport>(
+    transport: &T,
+    shards: &[Vec<SocketAddr>],
+    state: TaskState,
+) -> Result<u64, WireError> {
+    let purged = join_all(
+        shards
+            .iter()
+            .map(|addrs| ask_purge(transport, addrs, "router", state)),
+    )
+    .await;
+    purged.into_iter().sum()
 }

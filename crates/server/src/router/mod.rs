@@ -279,6 +279,9 @@ impl<L: Listener, T: Transport> Router<L, T> {
                                     AdminRequest::Tasks(query) => AdminResponse::Tasks(
                                         admin::tasks(&transport, &shards, &query).await,
                                     ),
+                                    AdminRequest::Purge(state) => AdminResponse::Purged(
+                                        admin::purge(&transport, &shards, state).await,
+                                    ),
                                     AdminRequest::Configure(_) => {
                                         AdminResponse::Configured(Err(WireError::BadRequest {
                                             reason: "a router keeps no settings: ask a coordinator of the shard".into(),

@@ -4,7 +4,7 @@
 //! commands in the same order gives the same table on every replica.
 
 use super::Retention;
-use dtc_proto::{Outcome, Retry, TaskId, TaskSpec, TaskView, WireError};
+use dtc_proto::{Outcome, Retry, TaskId, TaskSpec, TaskState, TaskView, WireError};
 use serde::{Deserialize, Serialize};
 
 /// A change to the task table.
@@ -53,6 +53,13 @@ pub enum Command {
         /// The leader's clock when it proposed this.
         at_ms: u64,
     },
+    /// Forget every finished task in this state.
+    Purge {
+        /// Failed, succeeded or cancelled.
+        state: TaskState,
+        /// The leader's clock when it proposed this.
+        at_ms: u64,
+    },
     /// The task was not started before its expiry: it fails as expired.
     Lapse {
         /// The task.
@@ -87,6 +94,7 @@ impl Command {
             | Self::Cancel { .. }
             | Self::Retry { .. }
             | Self::Lapse { .. }
+            | Self::Purge { .. }
             | Self::Expire { .. }
             | Self::Configure { .. } => 0,
         }
@@ -101,6 +109,7 @@ impl Command {
             | Self::Cancel { at_ms, .. }
             | Self::Retry { at_ms, .. }
             | Self::Lapse { at_ms, .. }
+            | Self::Purge { at_ms, .. }
             | Self::Expire { at_ms } => Some(*at_ms),
             Self::Configure { .. } => None,
         }
@@ -133,6 +142,8 @@ pub enum Applied {
     Refused(TaskId, WireError),
     /// The shard's settings are now these.
     Configured(Retention),
+    /// A purge forgot this many tasks.
+    Purged(u64),
     /// Nothing changed that anyone waits for (a stale completion, an expiry).
     Nothing,
 }

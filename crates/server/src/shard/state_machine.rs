@@ -311,6 +311,7 @@ impl TaskTable {
             Command::Cancel { id, .. } => self.cancel(id, at_ms),
             Command::Retry { id, .. } => self.retry(id),
             Command::Lapse { id, .. } => self.lapse(id, at_ms),
+            Command::Purge { state, .. } => Applied::Purged(self.purge(state)),
             Command::Expire { .. } => {
                 self.expire(at_ms);
                 Applied::Nothing
@@ -716,6 +717,30 @@ impl TaskTable {
             self.remove(id);
             self.failed_len -= 1;
         }
+    }
+
+    /// Forgets every finished task in `state` (none if `state` is not a finished one).
+    fn purge(&mut self, state: TaskState) -> u64 {
+        let before = self.tasks.len();
+        match state {
+            TaskState::Failed => {
+                for entry in std::mem::take(&mut self.failed) {
+                    self.forget_failed(entry);
+                }
+            }
+            TaskState::Succeeded | TaskState::Cancelled => {
+                let tasks = &self.tasks;
+                let (gone, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.finished)
+                    .into_iter()
+                    .partition(|(_, id)| tasks.get(id).is_some_and(|r| r.state() == state));
+                self.finished = kept;
+                for (_, id) in gone {
+                    self.remove(id);
+                }
+            }
+            _ => {}
+        }
+        (before - self.tasks.len()) as u64
     }
 
     fn remove(&mut self, id: TaskId) {
@@ -1163,6 +1188,39 @@ mod tests {
     }
 
     #[test]
+    fn a_purge_forgets_the_finished_tasks_of_one_state() {
+        let mut t = TaskTable::new(Retention::default());
+        for n in 0..6 {
+            submit(&mut t, n, 1);
+        }
+        t.apply(fail(0, 1, 1));
+        t.apply(fail(1, 1, 1));
+        t.apply(complete(2, 1, ok(b""), Retry::Policy, 1));
+        t.apply(Command::Cancel {
+            id: TaskId(3),
+            at_ms: 1,
+        });
+        let purge = |state| Command::Purge { state, at_ms: 2 };
+        assert_eq!(
+            t.apply(purge(TaskState::Queued)),
+            Applied::Purged(0),
+            "unfinished stay"
+        );
+        assert_eq!(t.apply(purge(TaskState::Failed)), Applied::Purged(2));
+        assert_eq!(t.apply(purge(TaskState::Cancelled)), Applied::Purged(1));
+        assert_eq!(state(&t, 2), Some(TaskState::Succeeded));
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.state_counts().get(TaskState::Failed), 0);
+        assert!(matches!(
+            t.apply(Command::Retry {
+                id: TaskId(0),
+                at_ms: 3
+            }),
+            Applied::Refused(_, WireError::NotFound)
+        ));
+    }
+
+    #[test]
     fn apply_is_deterministic() {
         let cmds: Vec<Command> = (0..50u128)
             .flat_map(|n| {
@@ -1244,6 +1302,10 @@ mod tests {
                 (id.clone(), 0..1000u64).prop_map(|(id, at_ms)| Command::Cancel { id, at_ms }),
                 (id.clone(), 0..1000u64).prop_map(|(id, at_ms)| Command::Retry { id, at_ms }),
                 (id, 0..1000u64).prop_map(|(id, at_ms)| Command::Lapse { id, at_ms }),
+                (0..7usize, 0..1000u64).prop_map(|(s, at_ms)| Command::Purge {
+                    state: TaskState::ALL[s],
+                    at_ms
+                }),
                 (0..2000u64).prop_map(|at_ms| Command::Expire { at_ms }),
             ]
         }
