@@ -12,7 +12,7 @@ fn command(u: &mut Unstructured<'_>) -> arbitrary::Result<Command> {
     let id = TaskId(u128::from(u.int_in_range(0u8..=15)?));
     let at_ms = u64::from(u.int_in_range(0u16..=2000)?);
     let attempt = u.int_in_range(0u32..=4)?;
-    Ok(match u.int_in_range(0u8..=8)? {
+    Ok(match u.int_in_range(0u8..=9)? {
         0 => {
             let mut spec = TaskSpec::new(String::arbitrary(u)?, Vec::<u8>::arbitrary(u)?);
             spec.id = id;
@@ -54,6 +54,18 @@ fn command(u: &mut Unstructured<'_>) -> arbitrary::Result<Command> {
         4 => Command::Expire { at_ms },
         5 => Command::Retry { id, at_ms },
         6 => Command::Lapse { id, at_ms },
+        8 => Command::SetTypeDefaults {
+            kind: String::arbitrary(u)?,
+            options: if bool::arbitrary(u)? {
+                Some(Box::new(dtc_proto::TaskOptions {
+                    timeout_ms: Option::<u64>::arbitrary(u)?,
+                    expires_ms: Option::<u64>::arbitrary(u)?,
+                    ..Default::default()
+                }))
+            } else {
+                None
+            },
+        },
         7 => Command::Purge {
             state: TaskState::ALL[usize::from(u.int_in_range(0u8..=6)?)],
             at_ms,

@@ -120,6 +120,24 @@ pub struct ConfigureArgs {
     /// The most failed tasks kept; the oldest are forgotten first.
     #[arg(long)]
     pub max_failed: Option<u64>,
+    /// Set the defaults of this task type instead: what its tasks take where their submit
+    /// gives none (--timeout, --expires, the --backoff flags). Each shard keeps its own:
+    /// configure every shard.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<String>,
+    /// With --type: how long one attempt of its tasks may run.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "kind")]
+    pub timeout: Option<Duration>,
+    /// With --type: its tasks fail as expired if not started this long after they are
+    /// accepted.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "kind")]
+    pub expires: Option<Duration>,
+    /// With --type: how its failed attempts are retried.
+    #[command(flatten)]
+    pub backoff: BackoffArgs,
+    /// With --type: clear its defaults.
+    #[arg(long, requires = "kind")]
+    pub clear: bool,
     /// Credentials.
     #[command(flatten)]
     pub security: SecurityArgs,
@@ -657,20 +675,9 @@ pub struct SubmitArgs {
     /// Fail the task as expired if it has not started this long after it was accepted.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub expires: Option<Duration>,
-    /// The wait before the second attempt after a failed first; it grows by
-    /// --backoff-multiplier with each further failure. Default 1s.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub backoff: Option<Duration>,
-    /// How much the wait grows after each failed attempt. Default 2.
-    #[arg(long, value_name = "FACTOR")]
-    pub backoff_multiplier: Option<f64>,
-    /// The longest wait between attempts. Default 10m.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub backoff_max: Option<Duration>,
-    /// Up to this percent is added to each wait at random, so that tasks that failed
-    /// together do not retry together. Default 20.
-    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
-    pub backoff_jitter: Option<u8>,
+    /// How failed attempts are retried.
+    #[command(flatten)]
+    pub backoff: BackoffArgs,
     /// Return once the task is accepted instead of waiting for its result.
     #[arg(long)]
     pub no_wait: bool,
@@ -690,6 +697,53 @@ pub struct GetArgs {
     /// Where to connect.
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+/// How failed attempts are retried (`dtc submit`, `dtc configure --type`).
+#[derive(Debug, Args)]
+pub struct BackoffArgs {
+    /// The wait before the second attempt after a failed first; it grows by
+    /// --backoff-multiplier with each further failure. Default 1s.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub backoff: Option<Duration>,
+    /// How much the wait grows after each failed attempt. Default 2.
+    #[arg(long, value_name = "FACTOR")]
+    pub backoff_multiplier: Option<f64>,
+    /// The longest wait between attempts. Default 10m.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub backoff_max: Option<Duration>,
+    /// Up to this percent is added to each wait at random, so that tasks that failed
+    /// together do not retry together. Default 20.
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub backoff_jitter: Option<u8>,
+}
+
+impl BackoffArgs {
+    /// The backoff these flags ask for (the defaults for what they leave out), or `None`
+    /// if they ask for none.
+    pub fn backoff(&self) -> anyhow::Result<Option<dtc_proto::Backoff>> {
+        let asked = self.backoff.is_some()
+            || self.backoff_multiplier.is_some()
+            || self.backoff_max.is_some()
+            || self.backoff_jitter.is_some();
+        if !asked {
+            return Ok(None);
+        }
+        let default = dtc_proto::Backoff::default();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let multiplier = self.backoff_multiplier.unwrap_or(2.0);
+        anyhow::ensure!(
+            (1.0..=100.0).contains(&multiplier),
+            "--backoff-multiplier must be from 1 to 100, not {multiplier}"
+        );
+        Ok(Some(dtc_proto::Backoff {
+            initial_ms: self.backoff.map_or(default.initial_ms, ms),
+            // In range 100..=10_000 after the check above.
+            multiplier_pct: (multiplier * 100.0).round() as u32,
+            max_ms: self.backoff_max.map_or(default.max_ms, ms),
+            jitter_pct: self.backoff_jitter.unwrap_or(default.jitter_pct),
+        }))
+    }
 }
 
 /// `dtc tasks`.

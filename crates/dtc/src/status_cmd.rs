@@ -3,6 +3,7 @@
 
 use crate::cli::{ConfigureArgs, StatusArgs};
 use anyhow::Context;
+use dtc_proto::TaskOptions;
 use dtc_proto::status::{
     AdminRequest, AdminResponse, ClusterStatus, RaftRole, ReplicaStatus, SettingsChange,
     ShardSettings, StateCounts, ask_admin, ask_status,
@@ -37,10 +38,40 @@ pub fn render(answer: &AdminResponse) -> String {
         AdminResponse::Cluster(c) => cluster(c),
         AdminResponse::Configured(Ok(s)) => settings_line(s),
         AdminResponse::Configured(Err(e)) => format!("not configured: {e}\n"),
+        AdminResponse::TypeDefaults(Ok(all)) => type_defaults_lines(all),
+        AdminResponse::TypeDefaults(Err(e)) => format!("not configured: {e}\n"),
         AdminResponse::Tasks(_) | AdminResponse::Purged(_) => {
             "an answer to another question\n".to_owned()
         }
     }
+}
+
+/// Every task type's defaults, a line each.
+fn type_defaults_lines(all: &[(String, TaskOptions)]) -> String {
+    if all.is_empty() {
+        return "  no task type has defaults of its own\n".to_owned();
+    }
+    let mut out = String::new();
+    for (kind, o) in all {
+        let mut parts = Vec::new();
+        if let Some(t) = o.timeout_ms {
+            parts.push(format!("timeout {t} ms"));
+        }
+        if let Some(e) = o.expires_ms {
+            parts.push(format!("expires after {e} ms"));
+        }
+        if let Some(b) = o.backoff {
+            parts.push(format!(
+                "backoff {} ms x{:.2} up to {} ms, jitter {}%",
+                b.initial_ms,
+                f64::from(b.multiplier_pct) / 100.0,
+                b.max_ms,
+                b.jitter_pct
+            ));
+        }
+        let _ = writeln!(out, "  type {kind}: {}", parts.join(", "));
+    }
+    out
 }
 
 /// How many tasks are in each state, as one line.
@@ -155,13 +186,38 @@ pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
         failed_ttl_ms: args.failed_ttl_s.map(|s| s.saturating_mul(1000)),
         max_failed: args.max_failed,
     };
-    anyhow::ensure!(
-        change != SettingsChange::default(),
-        "say what to change: --result-ttl-s, --max-results, --max-queue, --failed-ttl-s or \
-         --max-failed"
-    );
+    let request = match &args.kind {
+        Some(kind) => {
+            anyhow::ensure!(
+                change == SettingsChange::default(),
+                "--type changes a task type's defaults; change the shard's settings apart"
+            );
+            let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            let options = TaskOptions {
+                timeout_ms: args.timeout.map(ms),
+                expires_ms: args.expires.map(ms),
+                backoff: args.backoff.backoff()?,
+                ..TaskOptions::default()
+            };
+            anyhow::ensure!(
+                args.clear || options != TaskOptions::default(),
+                "say what its tasks take: --timeout, --expires, --backoff… (or --clear)"
+            );
+            AdminRequest::TypeDefaults {
+                kind: kind.clone(),
+                options: (!args.clear).then_some(options),
+            }
+        }
+        None => {
+            anyhow::ensure!(
+                change != SettingsChange::default(),
+                "say what to change: --result-ttl-s, --max-results, --max-queue, \
+                 --failed-ttl-s, --max-failed, or a task type's defaults with --type"
+            );
+            AdminRequest::Configure(change)
+        }
+    };
     let transport = Secure::new(Tcp, args.security.credentials()?);
-    let request = AdminRequest::Configure(change);
     let mut addr = args.addr;
     // A follower names its leader; follow it once or twice (an election may be under way).
     for _ in 0..3 {
@@ -181,6 +237,18 @@ pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("the leader's address {leader:?}"))?;
             }
             AdminResponse::Configured(Err(e)) => anyhow::bail!("{addr} refused: {e}"),
+            AdminResponse::TypeDefaults(Ok(all)) => {
+                print!("{}", type_defaults_lines(&all));
+                return Ok(());
+            }
+            AdminResponse::TypeDefaults(Err(dtc_proto::WireError::NotLeader {
+                leader: Some(leader),
+            })) => {
+                addr = leader
+                    .parse()
+                    .with_context(|| format!("the leader's address {leader:?}"))?;
+            }
+            AdminResponse::TypeDefaults(Err(e)) => anyhow::bail!("{addr} refused: {e}"),
             AdminResponse::Replica(_)
             | AdminResponse::Cluster(_)
             | AdminResponse::Tasks(_)

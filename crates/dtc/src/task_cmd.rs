@@ -6,7 +6,7 @@ use anyhow::Context;
 use dtc_proto::status::{TaskQuery, ask_purge, ask_tasks};
 use dtc_proto::transport::{Secure, Tcp};
 
-use dtc_sdk::{Backoff, Client, ClientConfig, Outcome, TaskSpec, TaskView};
+use dtc_sdk::{Client, ClientConfig, Outcome, TaskSpec, TaskView};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,25 +55,8 @@ fn spec(kind: String, payload: Vec<u8>, args: &SubmitArgs) -> anyhow::Result<Tas
     if let Some(ttl) = args.expires {
         spec = spec.with_expiry(ttl);
     }
-    let custom = args.backoff.is_some()
-        || args.backoff_multiplier.is_some()
-        || args.backoff_max.is_some()
-        || args.backoff_jitter.is_some();
-    if custom {
-        let default = Backoff::default();
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let multiplier = args.backoff_multiplier.unwrap_or(2.0);
-        anyhow::ensure!(
-            (1.0..=100.0).contains(&multiplier),
-            "--backoff-multiplier must be from 1 to 100, not {multiplier}"
-        );
-        spec = spec.with_backoff(Backoff {
-            initial_ms: args.backoff.map_or(default.initial_ms, ms),
-            // In range 100..=10_000 after the check above.
-            multiplier_pct: (multiplier * 100.0).round() as u32,
-            max_ms: args.backoff_max.map_or(default.max_ms, ms),
-            jitter_pct: args.backoff_jitter.unwrap_or(default.jitter_pct),
-        });
+    if let Some(backoff) = args.backoff.backoff()? {
+        spec = spec.with_backoff(backoff);
     }
     Ok(spec)
 }

@@ -316,3 +316,34 @@ async fn listing_pages_through_every_task_of_two_shards_without_repeats_or_gaps(
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_types_defaults_apply_to_its_tasks_until_cleared() -> anyhow::Result<()> {
+    common::bounded(async {
+        let coord = Proc::coordinator(&["-p", "0"])?;
+        let (addr, port) = (coord.addr()?.to_string(), coord.addr()?.port().to_string());
+        let _worker = Proc::start(&["worker", "-p", &port, "-w", "2"])?;
+        let (ok, out) = dtc(&["configure", &addr, "--type", "sleep", "--timeout", "200ms"])?;
+        assert!(ok && out.contains("type sleep: timeout 200 ms"), "{out}");
+        let client = Client::connect(coord.addr()?).await?;
+        // Submitted with wait and no timeout of its own: the type's applies.
+        let view = client
+            .run(TaskSpec::new("sleep", AN_HOUR_US).with_max_attempts(1))
+            .await?;
+        assert_eq!(view.state, TaskState::Failed, "{view:?}");
+        assert!(
+            view.errors[0].contains("timeout of 200 ms"),
+            "{:?}",
+            view.errors
+        );
+        let (ok, out) = dtc(&["configure", &addr, "--type", "sleep", "--clear"])?;
+        assert!(ok && out.contains("no task type has defaults"), "{out}");
+        let id = client.submit(TaskSpec::new("sleep", "300000")).await?.id;
+        let done = client.wait(id).await?;
+        assert_eq!(done.state, TaskState::Succeeded, "no timeout once cleared");
+        let (ok, _) = dtc(&["configure", &addr, "--type", "sleep"])?;
+        assert!(!ok, "--type alone says nothing to set");
+        Ok(())
+    })
+    .await
+}

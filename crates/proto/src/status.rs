@@ -3,7 +3,7 @@
 //! ([`ReplicaStatus`]); a router gathers every replica of every shard ([`ClusterStatus`]).
 //! `dtc status` prints these; the tests use them to find leaders.
 
-use crate::{TaskId, TaskState, TaskView};
+use crate::{TaskId, TaskOptions, TaskState, TaskView};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -22,6 +22,15 @@ pub enum AdminRequest {
     /// List tasks, newest first (to a coordinator: its shard's, answered by the leader;
     /// to a router: every shard's, merged).
     Tasks(TaskQuery),
+    /// Set (or with `None` clear) the options tasks of a type take where their submit gives
+    /// none (to a coordinator, for its shard; needs the member certificate like
+    /// [`AdminRequest::Configure`]).
+    TypeDefaults {
+        /// The task type.
+        kind: String,
+        /// Its defaults (its `start` is not taken).
+        options: Option<TaskOptions>,
+    },
     /// Forget every finished task in this state (failed, succeeded or cancelled): to a
     /// coordinator, its shard's (through its leader); to a router, every shard's. Like a
     /// change of settings, it needs the member certificate when secrets are on.
@@ -156,6 +165,8 @@ pub enum AdminResponse {
     Tasks(Result<TaskPage, crate::WireError>),
     /// The answer to [`AdminRequest::Purge`]: how many tasks were forgotten.
     Purged(Result<u64, crate::WireError>),
+    /// The answer to [`AdminRequest::TypeDefaults`]: every type's defaults, once committed.
+    TypeDefaults(Result<Vec<(String, TaskOptions)>, crate::WireError>),
 }
 
 /// The settings every replica of a shard applies alike, kept in the shard's log.
@@ -340,9 +351,12 @@ pub async fn ask_replica<T: crate::transport::Transport>(
     match ask_status(transport, addr, name).await {
         Ok(AdminResponse::Replica(r)) => Ok(r),
         Ok(AdminResponse::Cluster(_)) => Err("a router, not a coordinator".to_string()),
-        Ok(AdminResponse::Configured(_) | AdminResponse::Tasks(_) | AdminResponse::Purged(_)) => {
-            Err("an answer to another question".to_string())
-        }
+        Ok(
+            AdminResponse::Configured(_)
+            | AdminResponse::Tasks(_)
+            | AdminResponse::Purged(_)
+            | AdminResponse::TypeDefaults(_),
+        ) => Err("an answer to another question".to_string()),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -177,6 +177,12 @@ impl TaskSpec {
         self
     }
 
+    /// The same spec with these options.
+    pub fn with_options(mut self, options: TaskOptions) -> Self {
+        self.options = Some(Box::new(options));
+        self
+    }
+
     /// The same spec with failed attempts retried after `backoff`.
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.options_mut().backoff = Some(backoff);

@@ -53,9 +53,12 @@ pub async fn read(transport: &Secure<Tcp>, addr: SocketAddr) -> Result<ClusterSt
                 shards: vec![ShardStatus { shard: 0, replicas }],
             })
         }
-        Ok(AdminResponse::Configured(_) | AdminResponse::Tasks(_) | AdminResponse::Purged(_)) => {
-            Err("an answer to another question".to_string())
-        }
+        Ok(
+            AdminResponse::Configured(_)
+            | AdminResponse::Tasks(_)
+            | AdminResponse::Purged(_)
+            | AdminResponse::TypeDefaults(_),
+        ) => Err("an answer to another question".to_string()),
         Err(e) => Err(e.to_string()),
     }
 }

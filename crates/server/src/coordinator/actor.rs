@@ -20,7 +20,7 @@
 //! was applied, and told to go to the new leader where they would wait.
 
 use super::CoordinatorConfig;
-use super::leader::{Effects, Leader, LeaderConfig, NewWorker, Read, Then};
+use super::leader::{Effects, Leader, LeaderConfig, NewWorker, Read, Then, TypeDefaultsAnswer};
 use super::proposer::Proposer;
 use crate::net::Reply;
 use crate::sched::WorkerId;
@@ -28,7 +28,7 @@ use crate::shard::{Batch, BatchApplied, NodeId, Retention, ShardRaft, SharedTabl
 use dtc_proto::message::{CoordMsg, RequestBody, WorkerMsg};
 use dtc_proto::status::SettingsChange;
 use dtc_proto::status::{LeaderStats, StateCounts, TaskPage, TaskQuery, WorkerStatus};
-use dtc_proto::{TaskState, WireError};
+use dtc_proto::{TaskOptions, TaskState, WireError};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use openraft::ServerState;
@@ -68,6 +68,12 @@ pub(super) enum Event {
     WorkerDown { worker: WorkerId },
     /// An operator asks what the scheduler holds.
     Status(oneshot::Sender<Runtime>),
+    /// An operator sets a task type's defaults (answered once committed).
+    TypeDefaults {
+        kind: String,
+        options: Option<TaskOptions>,
+        reply: oneshot::Sender<TypeDefaultsAnswer>,
+    },
     /// An operator purges the finished tasks in a state (answered once committed).
     Purge {
         state: TaskState,
@@ -246,6 +252,11 @@ impl Actor {
                     reply.send(Ok(leader.list(&query, table, now))).ok();
                 }
                 Event::Purge { state, reply } => leader.purge(state, reply, now, &mut out),
+                Event::TypeDefaults {
+                    kind,
+                    options,
+                    reply,
+                } => Leader::set_type_defaults(kind, options, reply, &mut out),
             }
         }
         self.perform(out, now);
@@ -561,6 +572,9 @@ fn refuse(event: Event, leader: &Option<String>) {
             reply.send(Err(err)).ok();
         }
         Event::Purge { reply, .. } => {
+            reply.send(Err(err)).ok();
+        }
+        Event::TypeDefaults { reply, .. } => {
             reply.send(Err(err)).ok();
         }
         Event::Worker { .. } | Event::WorkerDown { .. } => {}

@@ -39,6 +39,20 @@ pub(super) async fn answer(sources: &Sources, request: AdminRequest) -> AdminRes
             };
             AdminResponse::Configured(result.map(|r| settings(&r)))
         }
+        AdminRequest::TypeDefaults { kind, options } => {
+            let (tx, rx) = oneshot::channel();
+            let event = Event::TypeDefaults {
+                kind,
+                options,
+                reply: tx,
+            };
+            let all = if sources.events.send(event).await.is_ok() {
+                rx.await.unwrap_or(Err(WireError::ShuttingDown))
+            } else {
+                Err(WireError::ShuttingDown)
+            };
+            AdminResponse::TypeDefaults(all)
+        }
         AdminRequest::Purge(state) => {
             let (tx, rx) = oneshot::channel();
             let purged = if sources

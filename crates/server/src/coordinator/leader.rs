@@ -30,7 +30,9 @@ use crate::sched::{Scheduler, WorkerId};
 use crate::shard::{Applied, Command, Listed, Retention, SubmitOutcome, TaskTable};
 use dtc_proto::message::{Assignment, CoordMsg, RequestBody, WorkerMsg};
 use dtc_proto::status::{Cursor, SettingsChange, StateCounts, TaskPage, TaskQuery, WorkerStatus};
-use dtc_proto::{Outcome, Retry, Start, TaskId, TaskState, TaskView, WireError};
+use dtc_proto::{
+    Outcome, Retry, Start, TaskId, TaskOptions, TaskSpec, TaskState, TaskView, WireError,
+};
 use foldhash::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -59,6 +61,8 @@ pub(super) enum Then {
     Configured(oneshot::Sender<Result<Retention, WireError>>),
     /// Answer an operator's purge with how many tasks went.
     Purged(oneshot::Sender<Result<u64, WireError>>),
+    /// Answer an operator's change of a type's defaults with every type's.
+    TypeDefaults(oneshot::Sender<TypeDefaultsAnswer>),
     /// An attempt of this task ended (a completion or a lost worker): if the attempt was
     /// stale and the task is still queued but runs nowhere, it must be made ready again.
     Ended(TaskId),
@@ -77,6 +81,9 @@ impl Then {
                 tx.send(Err(err.clone())).ok();
             }
             Self::Purged(tx) => {
+                tx.send(Err(err.clone())).ok();
+            }
+            Self::TypeDefaults(tx) => {
                 tx.send(Err(err.clone())).ok();
             }
             Self::Ended(_) | Self::Nothing => {}
@@ -110,10 +117,16 @@ impl Then {
             (Applied::Purged(n), Self::Purged(tx)) => {
                 tx.send(Ok(n)).ok();
             }
+            (Applied::TypeDefaults(all), Self::TypeDefaults(tx)) => {
+                tx.send(all).ok();
+            }
             (_, then) => then.fail(&WireError::NotLeader { leader }),
         }
     }
 }
+
+/// Every task type's defaults, or why a change of them was refused.
+pub(super) type TypeDefaultsAnswer = Result<Vec<(String, TaskOptions)>, WireError>;
 
 /// A lookup: the task, whether to wait for its end, who asked.
 pub(super) type Read = (TaskId, bool, Reply);
@@ -299,8 +312,9 @@ impl Leader {
                 let id = task.id;
                 // A task that waits for a time, or whose attempts are timed, runs once
                 // the table holds it.
-                let plain =
-                    task.options().start == Start::Now && task.options().timeout_ms.is_none();
+                let plain = task.options().start == Start::Now
+                    && task.options().timeout_ms.is_none()
+                    && table.type_defaults(&task.kind).is_none();
                 let new = plain
                     && self.ready
                     && !self.early.submitting(id)
@@ -430,6 +444,34 @@ impl Leader {
                 reply.send(Err(e)).ok();
             }
         }
+    }
+
+    /// An operator sets (or with `None` clears) a task type's defaults.
+    pub(super) fn set_type_defaults(
+        kind: String,
+        options: Option<TaskOptions>,
+        reply: oneshot::Sender<TypeDefaultsAnswer>,
+        out: &mut Effects,
+    ) {
+        if kind.is_empty() || kind.len() > TaskSpec::MAX_KIND_LEN {
+            let reason = format!("a task type is 1 to {} bytes", TaskSpec::MAX_KIND_LEN);
+            reply.send(Err(WireError::BadRequest { reason })).ok();
+            return;
+        }
+        // The same bounds as a task's own options.
+        if let Some(o) = options
+            && let Err(e) = TaskSpec::new(kind.as_str(), "")
+                .with_options(o)
+                .check_shape()
+        {
+            reply.send(Err(e)).ok();
+            return;
+        }
+        let cmd = Command::SetTypeDefaults {
+            kind,
+            options: options.map(Box::new),
+        };
+        out.propose.push((cmd, Then::TypeDefaults(reply)));
     }
 
     /// An operator's purge of the finished tasks in `state`.
@@ -653,6 +695,11 @@ impl Leader {
                     tx.send(Ok(n)).ok();
                 }
             }
+            (Applied::TypeDefaults(all), then) => {
+                if let Then::TypeDefaults(tx) = then {
+                    tx.send(all).ok();
+                }
+            }
             (Applied::Nothing, Then::Ended(id)) => {
                 // A stale attempt ended; the current one may have been lost with an earlier
                 // connection of the same worker. Make sure the task can still run.
@@ -665,7 +712,8 @@ impl Leader {
                 then @ (Then::Submitted { .. }
                 | Then::Answer(_)
                 | Then::Configured(_)
-                | Then::Purged(_)),
+                | Then::Purged(_)
+                | Then::TypeDefaults(_)),
             ) => {
                 tracing::error!(?applied, "a command yielded an unexpected result");
                 then.fail(&WireError::Unavailable {
@@ -1137,6 +1185,7 @@ mod tests {
                 Command::Retry { .. } => "retry",
                 Command::Lapse { .. } => "lapse",
                 Command::Purge { .. } => "purge",
+                Command::SetTypeDefaults { .. } => "type defaults",
                 Command::Expire { .. } => "expire",
                 Command::Configure { .. } => "configure",
             })

@@ -51,6 +51,11 @@ pub async fn serve_admin<R, W, F, Fut>(
                             reason: "role not allowed for this credential: the admin token is read-only; changing a shard's settings needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
                         }))
                     }
+                    AdminRequest::TypeDefaults { .. } if !member => {
+                        AdminResponse::TypeDefaults(Err(WireError::Auth {
+                            reason: "role not allowed for this credential: the admin token is read-only; changing a task type's defaults needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
+                        }))
+                    }
                     AdminRequest::Purge(_) if !member => {
                         AdminResponse::Purged(Err(WireError::Auth {
                             reason: "role not allowed for this credential: the admin token is read-only; purging tasks needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),

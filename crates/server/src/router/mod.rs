@@ -282,6 +282,11 @@ impl<L: Listener, T: Transport> Router<L, T> {
                                     AdminRequest::Purge(state) => AdminResponse::Purged(
                                         admin::purge(&transport, &shards, state).await,
                                     ),
+                                    AdminRequest::TypeDefaults { .. } => {
+                                        AdminResponse::TypeDefaults(Err(WireError::BadRequest {
+                                            reason: "a router keeps no settings: ask a coordinator of each shard".into(),
+                                        }))
+                                    }
                                     AdminRequest::Configure(_) => {
                                         AdminResponse::Configured(Err(WireError::BadRequest {
                                             reason: "a router keeps no settings: ask a coordinator of the shard".into(),

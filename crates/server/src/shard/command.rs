@@ -4,7 +4,7 @@
 //! commands in the same order gives the same table on every replica.
 
 use super::Retention;
-use dtc_proto::{Outcome, Retry, TaskId, TaskSpec, TaskState, TaskView, WireError};
+use dtc_proto::{Outcome, Retry, TaskId, TaskOptions, TaskSpec, TaskState, TaskView, WireError};
 use serde::{Deserialize, Serialize};
 
 /// A change to the task table.
@@ -53,6 +53,14 @@ pub enum Command {
         /// The leader's clock when it proposed this.
         at_ms: u64,
     },
+    /// Set (or with `None` clear) the options tasks of a type take where their submit
+    /// gives none (its start is not taken).
+    SetTypeDefaults {
+        /// The task type.
+        kind: String,
+        /// Its defaults (boxed: rare, and commands should stay small).
+        options: Option<Box<TaskOptions>>,
+    },
     /// Forget every finished task in this state.
     Purge {
         /// Failed, succeeded or cancelled.
@@ -97,6 +105,7 @@ impl Command {
             | Self::Purge { .. }
             | Self::Expire { .. }
             | Self::Configure { .. } => 0,
+            Self::SetTypeDefaults { kind, .. } => kind.len(),
         }
     }
 
@@ -111,7 +120,7 @@ impl Command {
             | Self::Lapse { at_ms, .. }
             | Self::Purge { at_ms, .. }
             | Self::Expire { at_ms } => Some(*at_ms),
-            Self::Configure { .. } => None,
+            Self::Configure { .. } | Self::SetTypeDefaults { .. } => None,
         }
     }
 }
@@ -144,6 +153,9 @@ pub enum Applied {
     Configured(Retention),
     /// A purge forgot this many tasks.
     Purged(u64),
+    /// Every task type's defaults after a [`Command::SetTypeDefaults`], or why it was
+    /// refused.
+    TypeDefaults(Result<Vec<(String, TaskOptions)>, WireError>),
     /// Nothing changed that anyone waits for (a stale completion, an expiry).
     Nothing,
 }

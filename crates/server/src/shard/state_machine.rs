@@ -10,7 +10,9 @@
 use super::{Applied, Command, SubmitOutcome};
 use bytes::Bytes;
 use dtc_proto::status::{Cursor, StateCounts};
-use dtc_proto::{Backoff, Outcome, Retry, Start, TaskId, TaskSpec, TaskState, TaskView, WireError};
+use dtc_proto::{
+    Backoff, Outcome, Retry, Start, TaskId, TaskOptions, TaskSpec, TaskState, TaskView, WireError,
+};
 use foldhash::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -228,11 +230,16 @@ impl KindNames {
 
 /// The settings in force, and whether a [`Command::Configure`] has set them (until one has,
 /// they are the defaults the table was made with).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Settings {
     retention: Retention,
     configured: bool,
+    /// Options a task of a type takes where its submit gives none, by type, sorted.
+    type_defaults: Vec<(String, TaskOptions)>,
 }
+
+/// The most task types with defaults of their own.
+pub const MAX_TYPE_DEFAULTS: usize = 256;
 
 /// The table's content as a snapshot holds it. Tasks are sorted by id, so that equal tables
 /// give equal bytes (replicas can be compared by their snapshots).
@@ -271,6 +278,7 @@ impl TaskTable {
             settings: Settings {
                 retention,
                 configured: false,
+                type_defaults: Vec::new(),
             },
             ..Self::default()
         }
@@ -279,6 +287,41 @@ impl TaskTable {
     /// The settings in force.
     pub fn retention(&self) -> Retention {
         self.settings.retention
+    }
+
+    /// The options tasks of type `kind` take where their submit gives none.
+    pub fn type_defaults(&self, kind: &str) -> Option<&TaskOptions> {
+        let all = &self.settings.type_defaults;
+        all.binary_search_by(|(k, _)| k.as_str().cmp(kind))
+            .ok()
+            .map(|i| &all[i].1)
+    }
+
+    /// Every task type's defaults.
+    pub fn all_type_defaults(&self) -> &[(String, TaskOptions)] {
+        &self.settings.type_defaults
+    }
+
+    fn set_type_defaults(&mut self, kind: String, options: Option<TaskOptions>) -> Applied {
+        let all = &mut self.settings.type_defaults;
+        match (
+            all.binary_search_by(|(k, _)| k.as_str().cmp(&kind)),
+            options,
+        ) {
+            (Ok(i), Some(o)) => all[i].1 = o,
+            (Ok(i), None) => {
+                all.remove(i);
+            }
+            (Err(_), Some(_)) if all.len() >= MAX_TYPE_DEFAULTS => {
+                let reason = format!(
+                    "at most {MAX_TYPE_DEFAULTS} task types may have defaults; clear one first"
+                );
+                return Applied::TypeDefaults(Err(WireError::BadRequest { reason }));
+            }
+            (Err(i), Some(o)) => all.insert(i, (kind, o)),
+            (Err(_), None) => {}
+        }
+        Applied::TypeDefaults(Ok(all.clone()))
     }
 
     /// Whether a [`Command::Configure`] has set the settings.
@@ -312,15 +355,16 @@ impl TaskTable {
             Command::Retry { id, .. } => self.retry(id),
             Command::Lapse { id, .. } => self.lapse(id, at_ms),
             Command::Purge { state, .. } => Applied::Purged(self.purge(state)),
+            Command::SetTypeDefaults { kind, options } => {
+                self.set_type_defaults(kind, options.map(|o| *o))
+            }
             Command::Expire { .. } => {
                 self.expire(at_ms);
                 Applied::Nothing
             }
             Command::Configure { retention } => {
-                self.settings = Settings {
-                    retention,
-                    configured: true,
-                };
+                self.settings.retention = retention;
+                self.settings.configured = true;
                 self.trim();
                 Applied::Configured(retention)
             }
@@ -429,7 +473,7 @@ impl TaskTable {
             tasks: self.tasks.iter().map(|(id, r)| (*id, r.clone())).collect(),
             finished: self.finished.clone(),
             failed: self.failed.clone(),
-            settings: self.settings,
+            settings: self.settings.clone(),
             clock_ms: self.clock_ms,
         })
     }
@@ -498,7 +542,12 @@ impl TaskTable {
         }
         self.admits(&spec, 0)?;
         self.expire(at_ms);
-        let o = spec.options();
+        let mut o = spec.options();
+        if let Some(d) = self.type_defaults(&spec.kind) {
+            o.timeout_ms = o.timeout_ms.or(d.timeout_ms);
+            o.expires_ms = o.expires_ms.or(d.expires_ms);
+            o.backoff = o.backoff.or(d.backoff);
+        }
         let start = match o.start {
             Start::Now => at_ms,
             Start::After(ms) => at_ms.saturating_add(ms),
@@ -1218,6 +1267,49 @@ mod tests {
             }),
             Applied::Refused(_, WireError::NotFound)
         ));
+    }
+
+    #[test]
+    fn a_types_defaults_fill_what_its_submits_leave_out() {
+        let mut t = TaskTable::new(Retention::default());
+        let defaults = TaskOptions {
+            timeout_ms: Some(5_000),
+            backoff: Some(EXACT),
+            ..TaskOptions::default()
+        };
+        let set = t.apply(Command::SetTypeDefaults {
+            kind: "noop".into(),
+            options: Some(Box::new(defaults)),
+        });
+        assert_eq!(
+            set,
+            Applied::TypeDefaults(Ok(vec![("noop".into(), defaults)]))
+        );
+        submit(&mut t, 1, 3);
+        let own = spec(2, 3).with_timeout(std::time::Duration::from_millis(7));
+        t.apply(Command::Submit {
+            spec: own,
+            at_ms: 0,
+        });
+        assert_eq!(t.timing(TaskId(1)).and_then(|t| t.timeout_ms), Some(5_000));
+        assert_eq!(
+            t.timing(TaskId(2)).and_then(|t| t.timeout_ms),
+            Some(7),
+            "its own wins"
+        );
+        assert_eq!(t.apply(fail(1, 1, 10)), Applied::Waiting(TaskId(1)));
+        assert_eq!(
+            t.timing(TaskId(1)).map(|t| t.due_ms),
+            Some(110),
+            "the type's backoff"
+        );
+        t.apply(Command::SetTypeDefaults {
+            kind: "noop".into(),
+            options: None,
+        });
+        assert!(t.all_type_defaults().is_empty());
+        submit(&mut t, 3, 3);
+        assert_eq!(t.timing(TaskId(3)).and_then(|t| t.timeout_ms), None);
     }
 
     #[test]
