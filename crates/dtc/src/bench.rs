@@ -172,8 +172,12 @@ pub async fn run(
     for e in first_errors.iter().take(5) {
         eprintln!("failed task: {e}");
     }
-    let wall_s = wall.as_secs_f64();
-    Ok(Report {
+    Ok(report(ok, failed, wall.as_secs_f64(), &hist))
+}
+
+/// The report of `ok` and `failed` tasks over `wall_s` seconds, with their latencies.
+fn report(ok: u64, failed: u64, wall_s: f64, hist: &Histogram<u64>) -> Report {
+    Report {
         tasks_ok: ok,
         tasks_failed: failed,
         wall_s,
@@ -191,7 +195,7 @@ pub async fn run(
             p999: hist.value_at_quantile(0.999),
             max: hist.max(),
         },
-    })
+    }
 }
 
 /// `--delayed`: every task submitted at once to start at one moment, then waited for. The
@@ -266,25 +270,7 @@ async fn delayed_burst(
         }
     }
     let wall_s = (last_ms - due_ms) as f64 / 1000.0;
-    Ok(Report {
-        tasks_ok: ok,
-        tasks_failed: failed,
-        wall_s,
-        throughput: if wall_s > 0.0 {
-            (ok + failed) as f64 / wall_s
-        } else {
-            0.0
-        },
-        latency_us: Latency {
-            avg: hist.mean(),
-            min: hist.min(),
-            p50: hist.value_at_quantile(0.50),
-            p95: hist.value_at_quantile(0.95),
-            p99: hist.value_at_quantile(0.99),
-            p999: hist.value_at_quantile(0.999),
-            max: hist.max(),
-        },
-    })
+    Ok(report(ok, failed, wall_s, &hist))
 }
 
 /// This process's resident memory, in KiB (0 where /proc is not there).

@@ -26,62 +26,36 @@ pub(super) async fn answer(sources: &Sources, request: AdminRequest) -> AdminRes
     match request {
         AdminRequest::Status => AdminResponse::Replica(status(sources).await),
         AdminRequest::Configure(change) => {
-            let (tx, rx) = oneshot::channel();
-            let result = if sources
-                .events
-                .send(Event::Configure { change, reply: tx })
-                .await
-                .is_ok()
-            {
-                rx.await.unwrap_or(Err(WireError::ShuttingDown))
-            } else {
-                Err(WireError::ShuttingDown)
-            };
+            let result = ask(sources, |reply| Event::Configure { change, reply }).await;
             AdminResponse::Configured(result.map(|r| settings(&r)))
         }
-        AdminRequest::TypeDefaults { kind, options } => {
-            let (tx, rx) = oneshot::channel();
-            let event = Event::TypeDefaults {
+        AdminRequest::TypeDefaults { kind, options } => AdminResponse::TypeDefaults(
+            ask(sources, |reply| Event::TypeDefaults {
                 kind,
                 options,
-                reply: tx,
-            };
-            let all = if sources.events.send(event).await.is_ok() {
-                rx.await.unwrap_or(Err(WireError::ShuttingDown))
-            } else {
-                Err(WireError::ShuttingDown)
-            };
-            AdminResponse::TypeDefaults(all)
-        }
+                reply,
+            })
+            .await,
+        ),
         AdminRequest::Purge(state) => {
-            let (tx, rx) = oneshot::channel();
-            let purged = if sources
-                .events
-                .send(Event::Purge { state, reply: tx })
-                .await
-                .is_ok()
-            {
-                rx.await.unwrap_or(Err(WireError::ShuttingDown))
-            } else {
-                Err(WireError::ShuttingDown)
-            };
-            AdminResponse::Purged(purged)
+            AdminResponse::Purged(ask(sources, |reply| Event::Purge { state, reply }).await)
         }
         AdminRequest::Tasks(query) => {
-            let (tx, rx) = oneshot::channel();
-            let page = if sources
-                .events
-                .send(Event::Tasks { query, reply: tx })
-                .await
-                .is_ok()
-            {
-                rx.await.unwrap_or(Err(WireError::ShuttingDown))
-            } else {
-                Err(WireError::ShuttingDown)
-            };
-            AdminResponse::Tasks(page)
+            AdminResponse::Tasks(ask(sources, |reply| Event::Tasks { query, reply }).await)
         }
     }
+}
+
+/// Sends the actor the event `make` builds around a reply handle, and waits for its answer.
+async fn ask<T>(
+    sources: &Sources,
+    make: impl FnOnce(oneshot::Sender<Result<T, WireError>>) -> Event,
+) -> Result<T, WireError> {
+    let (tx, rx) = oneshot::channel();
+    if sources.events.send(make(tx)).await.is_err() {
+        return Err(WireError::ShuttingDown);
+    }
+    rx.await.unwrap_or(Err(WireError::ShuttingDown))
 }
 
 /// A table's settings as the operator sees them.
