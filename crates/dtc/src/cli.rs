@@ -56,7 +56,7 @@ pub enum Command {
     /// Raft-replicated log; the leader schedules them onto the shard's workers.
     Coordinator(CoordinatorArgs),
     /// Run a worker: offers slots to a coordinator and runs the built-in task types
-    /// (noop, sleep, wordcount).
+    /// (noop, sleep, wordcount, fail).
     Worker(WorkerArgs),
     /// Run a router: stateless; sends each task to its shard by a hash of the task id.
     Router(RouterArgs),
@@ -650,7 +650,7 @@ pub struct TargetArgs {
 /// `dtc submit`.
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
-    /// The task type (a handler's name: noop, sleep, wordcount, or your own).
+    /// The task type (a handler's name: noop, sleep, wordcount, fail, or your own).
     pub kind: String,
     /// The payload, as text (e.g. microseconds for sleep, a text for wordcount).
     #[arg(default_value = "")]
