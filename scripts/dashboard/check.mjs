@@ -58,6 +58,41 @@ try {
   check((await page.textContent("#lookupOut")).includes('"result": "6"'), "the lookup by id finds it");
   await page.screenshot({ path: `${shots}/dashboard-task.png` });
 
+  // The tasks view: a task that failed for good is listed with its error and retried from
+  // its row; a delayed one is listed as scheduled and cancelled from its row.
+  await page.selectOption("#kind", "fail");
+  await page.fill("#payload", "fatal: dashboard demo");
+  await page.click("#submitForm button");
+  await page.waitForFunction(() => document.getElementById("submitOut").textContent.includes('"state": "failed"'),
+                             null, { timeout: 15000 }).catch(() => {});
+  await page.selectOption("#taskState", "failed");
+  const failedRow = page.locator("#tasks tbody tr", { hasText: "dashboard demo" }).first();
+  await failedRow.waitFor({ timeout: 15000 }).catch(() => {});
+  check(await failedRow.count() > 0, "the failed task is listed with its error");
+  await page.waitForFunction(() => /failed [1-9]/.test(document.getElementById("counts").textContent),
+                             null, { timeout: 5000 }).catch(() => {});
+  check(/failed [1-9]/.test(await page.textContent("#counts")), "the failed count shows it");
+  await page.screenshot({ path: `${shots}/dashboard-tasks.png` });
+  await failedRow.locator("button", { hasText: "retry" }).click().catch(() => {});
+  await page.waitForFunction(() => document.body.textContent.includes("retried"), null, { timeout: 10000 }).catch(() => {});
+  check((await page.textContent("#tasks")).includes("retried") || (await page.textContent("body")).includes("retried"),
+        "its retry button runs it again");
+  await page.selectOption("#kind", "noop");
+  await page.fill("#payload", "");
+  await page.fill("#delay", "600");
+  await page.uncheck("#wait");
+  await page.click("#submitForm button");
+  await page.waitForFunction(() => document.getElementById("submitOut").textContent.includes('"state": "scheduled"'),
+                             null, { timeout: 15000 }).catch(() => {});
+  await page.fill("#delay", "");
+  await page.selectOption("#taskState", "scheduled");
+  const scheduledRow = page.locator("#tasks tbody tr", { hasText: "noop" }).first();
+  await scheduledRow.waitFor({ timeout: 15000 }).catch(() => {});
+  check(await scheduledRow.count() > 0, "the delayed task is listed as scheduled");
+  await scheduledRow.locator("button", { hasText: "cancel" }).click().catch(() => {});
+  await page.waitForFunction(() => document.body.textContent.includes("cancelled"), null, { timeout: 10000 }).catch(() => {});
+  check((await page.textContent("body")).includes("cancelled"), "its cancel button cancels it");
+
   // A narrow window: nothing wider than the window but the tables' own scrolling.
   await page.setViewportSize({ width: 420, height: 900 });
   await page.waitForTimeout(1200);
