@@ -530,6 +530,11 @@ impl Leader {
         if !self.ready {
             return;
         }
+        // Timers of tasks finished since (cancelled before their time) are dropped once
+        // they outnumber the unfinished tasks, which the queue bound limits.
+        if self.timers.len() > 2 * table.unfinished_len() + STARTS_PER_TURN {
+            self.timers.retain(|id| table.timing(id).is_some());
+        }
         let due = self.timers.take_due(at_ms, STARTS_PER_TURN);
         for id in due.starts {
             if self.sched.running_on(id).is_none()

@@ -50,6 +50,19 @@ impl Timers {
         self.deadlines.insert((at_ms, id, attempt));
     }
 
+    /// How many timers are set.
+    pub(super) fn len(&self) -> usize {
+        self.starts.len() + self.expiries.len() + self.deadlines.len()
+    }
+
+    /// Drops the timers of tasks `keep` says no longer need one (finished, cancelled):
+    /// what bounds the timers when tasks due far ahead are cancelled over and over.
+    pub(super) fn retain(&mut self, keep: impl Fn(TaskId) -> bool) {
+        self.starts.retain(|(_, id)| keep(*id));
+        self.expiries.retain(|(_, id)| keep(*id));
+        self.deadlines.retain(|(_, id, _)| keep(*id));
+    }
+
     /// The earliest time any timer is due.
     pub(super) fn next_ms(&self) -> Option<u64> {
         [
@@ -126,5 +139,9 @@ mod tests {
         assert_eq!(t.next_ms(), Some(300));
         assert_eq!(t.take_due(u64::MAX, 1).starts, vec![TaskId(1)]);
         assert_eq!(t.next_ms(), None);
+        t.start_at(10, TaskId(1));
+        t.expire_at(20, TaskId(2));
+        t.retain(|id| id == TaskId(2));
+        assert_eq!(t.len(), 1, "the timer of a task that needs none is dropped");
     }
 }
