@@ -3,6 +3,12 @@
 //! at once).
 
 use anyhow::Context;
+
+/// mimalloc rather than the system's allocator: with glibc's, the default run's throughput
+/// fell by half for a second after each log purge, and its p99.9 latency was 2-4 times
+/// higher (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use dtc::cli::{Cli, Command, CoordinatorArgs, LocalArgs, RouterArgs, SecretsCommand, WorkerArgs};
 use dtc::local::{LocalCluster, LocalSpec};

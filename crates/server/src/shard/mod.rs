@@ -4,10 +4,12 @@
 //! (`log_store`, which `log_tail` checks for damage before it opens, or `mem_log_store`
 //! on an in-memory disk) and how far it is durable (`durability`, which lets a leader
 //! write its log in parallel with replicating it), the state-machine store with its
-//! snapshots (`table_store`), the replicas' RPCs (`peer`) and the runtime openraft runs
+//! snapshots (`table_store`; the table's tasks sit in a `cow_map` so that a snapshot
+//! copies them in constant time), the replicas' RPCs (`peer`) and the runtime openraft runs
 //! on, with its seedable random numbers (`runtime`).
 
 mod command;
+mod cow_map;
 mod durability;
 mod log_store;
 mod log_tail;

@@ -7,13 +7,14 @@
 //! table's own time is the latest a command carried, so that a command stamped earlier than
 //! one before it (a leader whose clock is behind) reorders nothing.
 
+use super::cow_map::{CowMap, Frozen};
 use super::{Applied, Command, SubmitOutcome};
 use bytes::Bytes;
 use dtc_proto::status::{Cursor, StateCounts};
 use dtc_proto::{
     Backoff, Outcome, Retry, Start, TaskId, TaskOptions, TaskSpec, TaskState, TaskView, WireError,
 };
-use foldhash::{HashMap, HashSet};
+use foldhash::HashSet;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -188,7 +189,7 @@ pub struct Timing {
 /// The task table of one shard.
 #[derive(Debug, Default)]
 pub struct TaskTable {
-    tasks: HashMap<TaskId, Record>,
+    tasks: CowMap<Record>,
     /// Succeeded and cancelled tasks in the order they finished, with when.
     finished: VecDeque<(u64, TaskId)>,
     /// Failed tasks in the order they failed, with when; an entry whose task has since
@@ -242,27 +243,44 @@ struct Settings {
 pub const MAX_TYPE_DEFAULTS: usize = 256;
 
 /// The table's content as a snapshot holds it. Tasks are sorted by id, so that equal tables
-/// give equal bytes (replicas can be compared by their snapshots).
+/// give equal bytes (replicas can be compared by their snapshots). `T` is a task and its
+/// record: borrowed when encoding, owned when decoding.
 #[derive(Serialize, Deserialize)]
-struct Image {
-    tasks: Vec<(TaskId, Record)>,
+struct Image<T> {
+    tasks: Vec<T>,
     finished: VecDeque<(u64, TaskId)>,
     failed: VecDeque<(u64, TaskId)>,
     settings: Settings,
     clock_ms: u64,
 }
 
-/// A copy of the table's content, taken quickly (under the table's lock) and encoded later
-/// (away from it): [`TaskTable::image`], then [`TableImage::encode`].
-pub struct TableImage(Image);
+/// A copy of the table's content, taken quickly (under the table's lock: the tasks are
+/// frozen, not copied) and encoded later (away from it): [`TaskTable::image`], then
+/// [`TableImage::encode`].
+pub struct TableImage {
+    tasks: Frozen<Record>,
+    finished: VecDeque<(u64, TaskId)>,
+    failed: VecDeque<(u64, TaskId)>,
+    settings: Settings,
+    clock_ms: u64,
+}
 
 impl TableImage {
     /// The snapshot bytes: tasks sorted by id, postcard-encoded; equal tables give equal
     /// bytes.
-    pub fn encode(mut self) -> Vec<u8> {
-        self.0.tasks.sort_unstable_by_key(|(id, _)| *id);
+    pub fn encode(self) -> Vec<u8> {
+        let mut tasks: Vec<(TaskId, &Record)> = Vec::with_capacity(self.tasks.len());
+        tasks.extend(self.tasks.iter().map(|(id, r)| (*id, r)));
+        tasks.sort_unstable_by_key(|(id, _)| *id);
+        let image = Image {
+            tasks,
+            finished: self.finished,
+            failed: self.failed,
+            settings: self.settings,
+            clock_ms: self.clock_ms,
+        };
         // Encoding into a Vec fails only on out-of-memory, which aborts anyway.
-        postcard::to_allocvec(&self.0).unwrap_or_default()
+        postcard::to_allocvec(&image).unwrap_or_default()
     }
 }
 
@@ -469,18 +487,18 @@ impl TaskTable {
 
     /// A copy of the table's content, to encode later.
     pub fn image(&self) -> TableImage {
-        TableImage(Image {
-            tasks: self.tasks.iter().map(|(id, r)| (*id, r.clone())).collect(),
+        TableImage {
+            tasks: self.tasks.freeze(),
             finished: self.finished.clone(),
             failed: self.failed.clone(),
             settings: self.settings.clone(),
             clock_ms: self.clock_ms,
-        })
+        }
     }
 
     /// A table restored from [`TaskTable::snapshot`] bytes.
     pub fn restore(bytes: &[u8]) -> Result<Self, CorruptSnapshot> {
-        let image: Image = postcard::from_bytes(bytes)?;
+        let image: Image<(TaskId, Record)> = postcard::from_bytes(bytes)?;
         let unfinished = image.tasks.iter().filter(|(_, r)| !r.is_done()).count();
         let failed_len = image
             .tasks
@@ -1416,7 +1434,7 @@ mod tests {
                     max_failed: 3,
                 };
                 let mut t = TaskTable::new(retention);
-                let mut finished: HashMap<TaskId, Outcome> = HashMap::default();
+                let mut finished: foldhash::HashMap<TaskId, Outcome> = foldhash::HashMap::default();
                 for cmd in cmds {
                     let retried = match &cmd {
                         Command::Retry { id, .. } => Some(*id),
