@@ -7,6 +7,10 @@
 //! the fsyncs of many appends, and its callback tells openraft the entries are durable —
 //! except a leader's own appends in a shard of several replicas, reported at once and
 //! marked in the log's [`Durability`] when fsynced (see [`super::durability`]).
+//!
+//! A purge goes in paced steps ([`PurgePacer`]), so that the chunk files it frees are
+//! removed one or two at a time between fsyncs rather than a dozen at once. On a shard that
+//! stops taking writes, the last steps wait for its next append.
 
 use super::durability::{Durability, LeaderWrites};
 use super::log_tail::check_log_tail;
@@ -23,6 +27,7 @@ use std::io::{self, Read, Write};
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// The most bytes one record of the log may announce; anything larger is corruption.
@@ -36,6 +41,91 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// and purges, only up to the end of the last closed chunk: small chunks keep both the
 /// cache and the disk close to what the last snapshot needs.
 const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// A purge goes in steps of about this many entries (the log ids at these intervals are
+/// remembered as they are appended)...
+const PURGE_STEP: u64 = 1000;
+
+/// ...one step at most this often. `raft-log`'s flush thread removes the chunk files a
+/// purge frees, and fsyncs the directory, between two fsyncs of the log: removing the dozen
+/// chunks one snapshot frees at once held a leader's appends for 0.15-0.3 s.
+const PURGE_PACE: Duration = Duration::from_millis(200);
+
+/// The most remembered log ids (when nothing purges for a long time, the oldest are
+/// dropped and the first steps of the next purge are larger).
+const MAX_PURGE_MARKS: usize = 1024;
+
+/// Where the log is to be purged up to, and how to get there in steps. Pure: the caller
+/// performs each step it returns.
+#[derive(Debug, Default)]
+struct PurgePacer {
+    /// Where openraft asked the log to be purged up to.
+    target: Option<LogId>,
+    /// Log ids every [`PURGE_STEP`] entries, past the last step taken, in order.
+    marks: std::collections::VecDeque<LogId>,
+    /// When the last step was taken.
+    last_step: Option<Instant>,
+}
+
+impl PurgePacer {
+    /// Entries up to `last` were appended.
+    fn appended(&mut self, first: u64, last: LogId) {
+        let crossed = first.div_ceil(PURGE_STEP) <= last.index / PURGE_STEP;
+        if crossed {
+            if self.marks.len() >= MAX_PURGE_MARKS {
+                self.marks.pop_front();
+            }
+            self.marks.push_back(last);
+        }
+    }
+
+    /// The log was cut back to end before `index`.
+    fn truncated(&mut self, index: u64) {
+        while self.marks.back().is_some_and(|m| m.index >= index) {
+            self.marks.pop_back();
+        }
+    }
+
+    /// openraft asks for the log to be purged up to `upto`.
+    fn purge(&mut self, upto: LogId) {
+        if self.target.is_none_or(|t| t.index < upto.index) {
+            self.target = Some(upto);
+        }
+    }
+
+    /// The next point to purge up to at `now`, if a step is due: the next remembered id
+    /// before the target, or the target itself.
+    fn step(&mut self, purged: Option<u64>, now: Instant) -> Option<LogId> {
+        let target = self.target?;
+        if purged.is_some_and(|p| p >= target.index) {
+            self.target = None;
+            return None;
+        }
+        if self
+            .last_step
+            .is_some_and(|at| now.duration_since(at) < PURGE_PACE)
+        {
+            return None;
+        }
+        while self
+            .marks
+            .front()
+            .is_some_and(|m| purged.is_some_and(|p| m.index <= p))
+        {
+            self.marks.pop_front();
+        }
+        let next = match self.marks.front() {
+            Some(m) if m.index < target.index => *m,
+            _ => target,
+        };
+        self.marks.retain(|m| m.index > next.index);
+        if next == target {
+            self.target = None;
+        }
+        self.last_step = Some(now);
+        Some(next)
+    }
+}
 
 /// A log id as `raft-log` stores it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -185,6 +275,8 @@ framed_codec!(WalLogId, WalPayload, WalVote);
 #[derive(Clone)]
 pub struct LogStore {
     log: Arc<Mutex<RaftLog<WalTypes>>>,
+    /// Taken only with `log` held.
+    pacer: Arc<Mutex<PurgePacer>>,
     writes: LeaderWrites,
     durability: Durability,
 }
@@ -215,6 +307,7 @@ impl LogStore {
         let durability = Durability::new(log.log_state().last().map(|id: &WalLogId| id.0.index));
         Ok(Self {
             log: Arc::new(Mutex::new(log)),
+            pacer: Arc::default(),
             writes,
             durability,
         })
@@ -231,6 +324,21 @@ impl LogStore {
         self.log
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn pacer(&self) -> MutexGuard<'_, PurgePacer> {
+        self.pacer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the next step of a purge, if one is due.
+    fn purge_step(&self, log: &mut RaftLog<WalTypes>) -> io::Result<()> {
+        let purged = log.log_state().purged().map(|id| id.0.index);
+        if let Some(upto) = self.pacer().step(purged, Instant::now()) {
+            log.purge(WalLogId(upto))?;
+        }
+        Ok(())
     }
 
     /// Waits until everything written so far is on disk.
@@ -341,12 +449,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let early = self
             .writes
             .early(log.log_state().vote().map(|v| &v.0), &first);
-        let mut upto = first.index;
+        let mut last = first;
         log.append(entries.map(|e| {
-            upto = e.get_log_id().index;
-            (WalLogId(*e.get_log_id()), WalPayload(e.payload))
+            last = *e.get_log_id();
+            (WalLogId(last), WalPayload(e.payload))
         }))
         .map_err(|e| write_err(&e))?;
+        self.pacer().appended(first.index, last);
+        self.purge_step(&mut log).map_err(|e| write_err(&e))?;
+        let upto = last.index;
         let synced = Synced {
             durability: self.durability.clone(),
             generation: self.durability.generation(),
@@ -369,15 +480,113 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut log = self.lock();
         self.durability.truncated(log_id.index);
+        self.pacer().truncated(log_id.index);
         log.truncate(log_id.index)
             .map(drop)
             .map_err(|e| write_err(&e))
     }
 
+    /// Purges in steps (paced: see the module doc): this takes the first, the next appends take
+    /// the rest. Entries kept a little longer change nothing: openraft reads none before the
+    /// point it asked to purge, and a restart finds them after the snapshot.
+    ///
+    /// A purge past the last entry (a follower that installed a snapshot) is done at once:
+    /// the next append follows the snapshot, and the log must end there first.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.lock()
-            .purge(WalLogId(log_id))
-            .map(drop)
-            .map_err(|e| write_err(&e))
+        let mut log = self.lock();
+        let last = log.log_state().last().map(|id| id.0.index);
+        if last.is_none_or(|l| l <= log_id.index) {
+            *self.pacer() = PurgePacer::default();
+            return log
+                .purge(WalLogId(log_id))
+                .map(drop)
+                .map_err(|e| write_err(&e));
+        }
+        self.pacer().purge(log_id);
+        self.purge_step(&mut log).map_err(|e| write_err(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    #[test]
+    fn a_purge_goes_in_paced_steps_through_the_remembered_ids_to_its_target() {
+        let mut p = PurgePacer::default();
+        // Appends of 300 entries: a mark each time a multiple of the step is crossed.
+        for first in (1..=4800).step_by(300) {
+            p.appended(first, id(first + 299));
+        }
+        let marks: Vec<u64> = p.marks.iter().map(|m| m.index).collect();
+        assert_eq!(marks, [1200, 2100, 3000, 4200]);
+        p.purge(id(3500));
+        let t0 = Instant::now();
+        assert_eq!(p.step(None, t0), Some(id(1200)));
+        assert_eq!(p.step(Some(1200), t0 + PURGE_PACE / 2), None, "not yet");
+        let mut at = t0;
+        let mut purged = 1200;
+        let mut steps = vec![];
+        while let Some(next) = {
+            at += PURGE_PACE;
+            p.step(Some(purged), at)
+        } {
+            purged = next.index;
+            steps.push(purged);
+        }
+        assert_eq!(steps, [2100, 3000, 3500]);
+        assert_eq!(p.step(Some(3500), at + PURGE_PACE * 10), None, "done");
+        assert_eq!(p.marks.iter().map(|m| m.index).collect::<Vec<_>>(), [4200]);
+    }
+
+    #[test]
+    fn a_truncation_forgets_the_ids_past_it() {
+        let mut p = PurgePacer::default();
+        for first in (1..=3000).step_by(500) {
+            p.appended(first, id(first + 499));
+        }
+        p.truncated(2000);
+        assert!(p.marks.iter().all(|m| m.index < 2000));
+        assert!(!p.marks.is_empty());
+    }
+
+    /// Appends blank entries straight to the log (openraft's callback cannot be made
+    /// outside it) and waits until they are on disk.
+    async fn append(store: &LogStore, range: std::ops::RangeInclusive<u64>) -> anyhow::Result<()> {
+        store
+            .lock()
+            .append(range.map(|i| (WalLogId(id(i)), WalPayload(EntryPayload::Blank))))?;
+        store.sync().await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_purge_past_the_last_entry_is_done_at_once_and_appends_follow_it()
+    -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("dtc-log-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let writes = LeaderWrites {
+            replica: 1,
+            parallel: false,
+        };
+        let mut store = LogStore::open(&dir, writes)?;
+        append(&store, 1..=10).await?;
+        // Within the log: paced, the first step at once (no mark yet: the target itself).
+        store.purge(id(5)).await?;
+        assert_eq!(store.get_log_state().await?.last_purged_log_id, Some(id(5)));
+        // Past it, as after installing a snapshot: at once, and the log goes on from there.
+        store.purge(id(50)).await?;
+        let state = store.get_log_state().await?;
+        assert_eq!(state.last_purged_log_id, Some(id(50)));
+        append(&store, 51..=52).await?;
+        assert_eq!(store.get_log_state().await?.last_log_id, Some(id(52)));
+        drop(store);
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 }
