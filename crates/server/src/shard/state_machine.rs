@@ -243,11 +243,12 @@ struct Settings {
 pub const MAX_TYPE_DEFAULTS: usize = 256;
 
 /// The table's content as a snapshot holds it. Tasks are sorted by id, so that equal tables
-/// give equal bytes (replicas can be compared by their snapshots). `T` is a task and its
-/// record: borrowed when encoding, owned when decoding.
+/// give equal bytes (replicas can be compared by their snapshots). `T` holds the tasks:
+/// frozen while the image waits to be encoded, a sorted list of borrowed records when
+/// encoding, of owned ones when decoding.
 #[derive(Serialize, Deserialize)]
 struct Image<T> {
-    tasks: Vec<T>,
+    tasks: T,
     finished: VecDeque<(u64, TaskId)>,
     failed: VecDeque<(u64, TaskId)>,
     settings: Settings,
@@ -257,27 +258,28 @@ struct Image<T> {
 /// A copy of the table's content, taken quickly (under the table's lock: the tasks are
 /// frozen, not copied) and encoded later (away from it): [`TaskTable::image`], then
 /// [`TableImage::encode`].
-pub struct TableImage {
-    tasks: Frozen<Record>,
-    finished: VecDeque<(u64, TaskId)>,
-    failed: VecDeque<(u64, TaskId)>,
-    settings: Settings,
-    clock_ms: u64,
-}
+pub struct TableImage(Image<Frozen<Record>>);
 
 impl TableImage {
     /// The snapshot bytes: tasks sorted by id, postcard-encoded; equal tables give equal
     /// bytes.
     pub fn encode(self) -> Vec<u8> {
-        let mut tasks: Vec<(TaskId, &Record)> = Vec::with_capacity(self.tasks.len());
-        tasks.extend(self.tasks.iter().map(|(id, r)| (*id, r)));
+        let Image {
+            tasks: frozen,
+            finished,
+            failed,
+            settings,
+            clock_ms,
+        } = self.0;
+        let mut tasks: Vec<(TaskId, &Record)> = Vec::with_capacity(frozen.len());
+        tasks.extend(frozen.iter().map(|(id, r)| (*id, r)));
         tasks.sort_unstable_by_key(|(id, _)| *id);
         let image = Image {
             tasks,
-            finished: self.finished,
-            failed: self.failed,
-            settings: self.settings,
-            clock_ms: self.clock_ms,
+            finished,
+            failed,
+            settings,
+            clock_ms,
         };
         // Encoding into a Vec fails only on out-of-memory, which aborts anyway.
         postcard::to_allocvec(&image).unwrap_or_default()
@@ -487,18 +489,18 @@ impl TaskTable {
 
     /// A copy of the table's content, to encode later.
     pub fn image(&self) -> TableImage {
-        TableImage {
+        TableImage(Image {
             tasks: self.tasks.freeze(),
             finished: self.finished.clone(),
             failed: self.failed.clone(),
             settings: self.settings.clone(),
             clock_ms: self.clock_ms,
-        }
+        })
     }
 
     /// A table restored from [`TaskTable::snapshot`] bytes.
     pub fn restore(bytes: &[u8]) -> Result<Self, CorruptSnapshot> {
-        let image: Image<(TaskId, Record)> = postcard::from_bytes(bytes)?;
+        let image: Image<Vec<(TaskId, Record)>> = postcard::from_bytes(bytes)?;
         let unfinished = image.tasks.iter().filter(|(_, r)| !r.is_done()).count();
         let failed_len = image
             .tasks
