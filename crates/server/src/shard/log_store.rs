@@ -127,6 +127,27 @@ impl PurgePacer {
     }
 }
 
+/// The log and the purge under way in it, behind one lock.
+#[derive(Debug)]
+struct Wal {
+    raft: RaftLog<WalTypes>,
+    pacer: PurgePacer,
+}
+
+impl Wal {
+    /// Takes the next step of a purge, if one is due.
+    fn purge_step(&mut self) -> io::Result<()> {
+        if self.pacer.target.is_none() {
+            return Ok(());
+        }
+        let purged = self.raft.log_state().purged().map(|id| id.0.index);
+        if let Some(upto) = self.pacer.step(purged, Instant::now()) {
+            self.raft.purge(WalLogId(upto))?;
+        }
+        Ok(())
+    }
+}
+
 /// A log id as `raft-log` stores it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct WalLogId(pub(super) LogId);
@@ -274,9 +295,7 @@ framed_codec!(WalLogId, WalPayload, WalVote);
 /// A replica's Raft log; clones share one log.
 #[derive(Clone)]
 pub struct LogStore {
-    log: Arc<Mutex<RaftLog<WalTypes>>>,
-    /// Taken only with `log` held.
-    pacer: Arc<Mutex<PurgePacer>>,
+    log: Arc<Mutex<Wal>>,
     writes: LeaderWrites,
     durability: Durability,
 }
@@ -306,8 +325,10 @@ impl LogStore {
         let log = RaftLog::open(Arc::new(config))?;
         let durability = Durability::new(log.log_state().last().map(|id: &WalLogId| id.0.index));
         Ok(Self {
-            log: Arc::new(Mutex::new(log)),
-            pacer: Arc::default(),
+            log: Arc::new(Mutex::new(Wal {
+                raft: log,
+                pacer: PurgePacer::default(),
+            })),
             writes,
             durability,
         })
@@ -320,31 +341,16 @@ impl LogStore {
 
     /// Locks the log. A poisoned lock is taken over: the log itself is consistent between
     /// calls, and its own checks reject an out-of-order write.
-    fn lock(&self) -> MutexGuard<'_, RaftLog<WalTypes>> {
+    fn lock(&self) -> MutexGuard<'_, Wal> {
         self.log
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn pacer(&self) -> MutexGuard<'_, PurgePacer> {
-        self.pacer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Takes the next step of a purge, if one is due.
-    fn purge_step(&self, log: &mut RaftLog<WalTypes>) -> io::Result<()> {
-        let purged = log.log_state().purged().map(|id| id.0.index);
-        if let Some(upto) = self.pacer().step(purged, Instant::now()) {
-            log.purge(WalLogId(upto))?;
-        }
-        Ok(())
-    }
-
     /// Waits until everything written so far is on disk.
     async fn sync(&self) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.lock().flush(true, Some(Flushed::Notify(tx)))?;
+        self.lock().raft.flush(true, Some(Flushed::Notify(tx)))?;
         rx.await
             .map_err(|_| io::Error::other("the log's flush thread stopped"))?
     }
@@ -371,6 +377,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let log = self.lock();
         let entries: io::Result<Vec<Entry>> = log
+            .raft
             .read(from, to)
             .map(|r| {
                 r.map(|(id, payload)| Entry {
@@ -388,7 +395,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let log = self.lock();
-        let state = log.log_state();
+        let state = log.raft.log_state();
         let last_purged_log_id = state.purged().map(|id| id.0);
         let last_log_id = state.last().map(|id| id.0).or(last_purged_log_id);
         Ok(LogState {
@@ -403,6 +410,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         self.lock()
+            .raft
             .save_vote(WalVote(*vote))
             .map_err(|e| StorageIOError::write_vote(&e))?;
         // The flush thread syncs in order: once the vote is durable, so is every append
@@ -413,13 +421,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        let vote = self.lock().log_state().vote().map(|v| v.0);
+        let vote = self.lock().raft.log_state().vote().map(|v| v.0);
         Ok(vote.map(|v| self.writes.on_restart(v)))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         if let Some(id) = committed {
             self.lock()
+                .raft
                 .commit(WalLogId(id))
                 .map_err(|e| write_err(&e))?;
         }
@@ -427,7 +436,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.lock().log_state().committed().map(|id| id.0))
+        Ok(self.lock().raft.log_state().committed().map(|id| id.0))
     }
 
     async fn append<I>(
@@ -448,15 +457,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         let early = self
             .writes
-            .early(log.log_state().vote().map(|v| &v.0), &first);
+            .early(log.raft.log_state().vote().map(|v| &v.0), &first);
         let mut last = first;
-        log.append(entries.map(|e| {
-            last = *e.get_log_id();
-            (WalLogId(last), WalPayload(e.payload))
-        }))
-        .map_err(|e| write_err(&e))?;
-        self.pacer().appended(first.index, last);
-        self.purge_step(&mut log).map_err(|e| write_err(&e))?;
+        log.raft
+            .append(entries.map(|e| {
+                last = *e.get_log_id();
+                (WalLogId(last), WalPayload(e.payload))
+            }))
+            .map_err(|e| write_err(&e))?;
+        log.pacer.appended(first.index, last);
+        log.purge_step().map_err(|e| write_err(&e))?;
         let upto = last.index;
         let synced = Synced {
             durability: self.durability.clone(),
@@ -469,7 +479,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         } else {
             (Flushed::Append(callback, synced), None)
         };
-        log.flush(true, Some(flushed)).map_err(|e| write_err(&e))?;
+        log.raft
+            .flush(true, Some(flushed))
+            .map_err(|e| write_err(&e))?;
         drop(log);
         if let Some(callback) = report_now {
             callback.log_io_completed(Ok(()));
@@ -480,8 +492,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut log = self.lock();
         self.durability.truncated(log_id.index);
-        self.pacer().truncated(log_id.index);
-        log.truncate(log_id.index)
+        log.pacer.truncated(log_id.index);
+        log.raft
+            .truncate(log_id.index)
             .map(drop)
             .map_err(|e| write_err(&e))
     }
@@ -494,16 +507,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// the next append follows the snapshot, and the log must end there first.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut log = self.lock();
-        let last = log.log_state().last().map(|id| id.0.index);
+        let last = log.raft.log_state().last().map(|id| id.0.index);
         if last.is_none_or(|l| l <= log_id.index) {
-            *self.pacer() = PurgePacer::default();
+            log.pacer = PurgePacer::default();
             return log
+                .raft
                 .purge(WalLogId(log_id))
                 .map(drop)
                 .map_err(|e| write_err(&e));
         }
-        self.pacer().purge(log_id);
-        self.purge_step(&mut log).map_err(|e| write_err(&e))
+        log.pacer.purge(log_id);
+        log.purge_step().map_err(|e| write_err(&e))
     }
 }
 
@@ -560,6 +574,7 @@ mod tests {
     async fn append(store: &LogStore, range: std::ops::RangeInclusive<u64>) -> anyhow::Result<()> {
         store
             .lock()
+            .raft
             .append(range.map(|i| (WalLogId(id(i)), WalPayload(EntryPayload::Blank))))?;
         store.sync().await?;
         Ok(())
