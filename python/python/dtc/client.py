@@ -1,0 +1,272 @@
+"""Clients: :class:`Client` blocks the calling thread (and is shared safely by many
+threads); :class:`AsyncClient` gives the same calls as coroutines, thousands of which share
+one connection. Both sit on the Rust SDK's client, which follows the shard's leader and
+retries transient failures with the same task id, so a retry never runs a task twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import datetime
+from typing import Any, Optional, Sequence, Union
+
+from . import _native
+from ._native import TaskView
+from ._options import Backoff, Seconds, native
+from .errors import TaskCancelled, TaskFailed, Timeout
+
+#: A server's address (``"host:port"``), several comma-separated, or a list of them.
+Address = Union[str, Sequence[str]]
+#: A payload: bytes, or text sent as UTF-8.
+Payload = Union[bytes, bytearray, memoryview, str]
+#: A path to a secrets directory made by ``dtc secrets init``.
+SecretsDir = Union[str, "os.PathLike[str]"]
+
+
+def _addresses(address: Address) -> list[str]:
+    return [address] if isinstance(address, str) else list(address)
+
+
+def _finished(view: TaskView) -> TaskView:
+    """The view of a finished task, or the exception its failure means."""
+    if view.ok:
+        return view
+    if view.state == "cancelled":
+        raise TaskCancelled(view)
+    raise TaskFailed(view)
+
+
+def _timeout(id: str, timeout: Optional[float]) -> Timeout:
+    return Timeout(f"task {id} did not finish within {timeout} s; it goes on", id)
+
+
+class Client:
+    """A connection to dtc (a router, or a shard's coordinators), for blocking code.
+
+    ``secrets`` names a directory made by ``dtc secrets init`` when the cluster has
+    secrets. ``retry_for`` is how long (seconds) transient failures — no leader, a full
+    queue, a lost connection — are retried before the call raises.
+    """
+
+    def __init__(
+        self,
+        address: Address = "127.0.0.1:6000",
+        *,
+        secrets: Optional[SecretsDir] = None,
+        retry_for: float = 60.0,
+        name: Optional[str] = None,
+    ) -> None:
+        self._core = _native.Client(
+            _addresses(address),
+            secrets=None if secrets is None else os.fspath(secrets),
+            retry_for=retry_for,
+            name=name,
+        )
+
+    def submit(
+        self,
+        type: str,
+        payload: Payload = b"",
+        *,
+        id: Optional[str] = None,
+        max_attempts: Optional[int] = None,
+        delay: Optional[Seconds] = None,
+        at: Optional[Union[datetime, float]] = None,
+        attempt_timeout: Optional[Seconds] = None,
+        expires: Optional[Seconds] = None,
+        backoff: Optional[Backoff] = None,
+    ) -> TaskView:
+        """Submits a task and returns as soon as the shard has accepted it.
+
+        ``id`` makes the submit idempotent (submitting an existing id returns that task);
+        ``delay`` or ``at`` start it later; ``attempt_timeout`` stops an attempt that runs
+        longer; ``expires`` drops it if it has not started by then; ``backoff`` spaces the
+        retries of failed attempts, of which there are at most ``max_attempts``.
+        """
+        options = native(delay, at, attempt_timeout, expires, backoff)
+        view = self._core.submit(type, payload, id, max_attempts, options)
+        assert view is not None
+        return view
+
+    def run(
+        self,
+        type: str,
+        payload: Payload = b"",
+        *,
+        timeout: Optional[float] = None,
+        id: Optional[str] = None,
+        max_attempts: Optional[int] = None,
+        delay: Optional[Seconds] = None,
+        at: Optional[Union[datetime, float]] = None,
+        attempt_timeout: Optional[Seconds] = None,
+        expires: Optional[Seconds] = None,
+        backoff: Optional[Backoff] = None,
+    ) -> TaskView:
+        """Submits a task and waits until it has finished: returns it when it succeeded
+        (its result in ``.result``, or ``.text``), raises :class:`TaskFailed` or
+        :class:`TaskCancelled` when it did not, and :class:`Timeout` if ``timeout``
+        seconds pass first (the task goes on). The options are :meth:`submit`'s."""
+        options = native(delay, at, attempt_timeout, expires, backoff)
+        task_id, view = self._core.run(type, payload, id, max_attempts, options, timeout)
+        if view is None:
+            raise _timeout(task_id, timeout)
+        return _finished(view)
+
+    def get(self, id: str, *, wait: bool = False, timeout: Optional[float] = None) -> TaskView:
+        """The task as it stands; with ``wait``, once it has finished (raising
+        :class:`Timeout` if ``timeout`` seconds pass first). Raises :class:`NotFound` for
+        an unknown id."""
+        view = self._core.get(id, wait, timeout)
+        if view is None:
+            raise _timeout(id, timeout)
+        return view
+
+    def cancel(self, id: str) -> TaskView:
+        """Cancels an unfinished task (a running handler is told to stop)."""
+        view = self._core.cancel(id)
+        assert view is not None
+        return view
+
+    def retry(self, id: str) -> TaskView:
+        """Runs a failed task again with fresh attempts."""
+        view = self._core.retry(id)
+        assert view is not None
+        return view
+
+    def close(self) -> None:
+        """Closes the connection once the calls in flight are answered."""
+        self._core.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """A connection to dtc for asyncio code: the calls of :class:`Client` as coroutines.
+    Make one with ``await AsyncClient.connect(...)`` inside the event loop that uses it;
+    any number of concurrent calls share its connection."""
+
+    def __init__(self, core: _native.Client, loop: asyncio.AbstractEventLoop) -> None:
+        """Use :meth:`connect`."""
+        self._core = core
+        self._loop = loop
+        self._mailbox = _native.Mailbox()
+        self._closed = False
+        loop.add_reader(self._mailbox.fileno(), self._on_answers)
+
+    def _on_answers(self) -> None:
+        waiting = self._mailbox.drain()
+        if self._closed and waiting == 0:
+            self._loop.remove_reader(self._mailbox.fileno())
+
+    @classmethod
+    async def connect(
+        cls,
+        address: Address = "127.0.0.1:6000",
+        *,
+        secrets: Optional[SecretsDir] = None,
+        retry_for: float = 60.0,
+        name: Optional[str] = None,
+    ) -> AsyncClient:
+        """Connects (see :class:`Client` for the arguments) without blocking the loop."""
+        loop = asyncio.get_running_loop()
+        path = None if secrets is None else os.fspath(secrets)
+        core = await loop.run_in_executor(
+            None,
+            lambda: _native.Client(
+                _addresses(address), secrets=path, retry_for=retry_for, name=name
+            ),
+        )
+        return cls(core, loop)
+
+    def _future(self) -> asyncio.Future[TaskView]:
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError("an AsyncClient is used only by the event loop that connected it")
+        return self._loop.create_future()
+
+    async def _wait(self, future: asyncio.Future[TaskView], id: str, timeout: Optional[float]) -> TaskView:
+        if timeout is None:
+            return await future
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise _timeout(id, timeout) from None
+
+    async def submit(
+        self,
+        type: str,
+        payload: Payload = b"",
+        *,
+        id: Optional[str] = None,
+        max_attempts: Optional[int] = None,
+        delay: Optional[Seconds] = None,
+        at: Optional[Union[datetime, float]] = None,
+        attempt_timeout: Optional[Seconds] = None,
+        expires: Optional[Seconds] = None,
+        backoff: Optional[Backoff] = None,
+    ) -> TaskView:
+        """:meth:`Client.submit` as a coroutine."""
+        future = self._future()
+        options = native(delay, at, attempt_timeout, expires, backoff)
+        self._core.start_submit(self._mailbox, future, type, payload, False, id, max_attempts, options)
+        return await future
+
+    async def run(
+        self,
+        type: str,
+        payload: Payload = b"",
+        *,
+        timeout: Optional[float] = None,
+        id: Optional[str] = None,
+        max_attempts: Optional[int] = None,
+        delay: Optional[Seconds] = None,
+        at: Optional[Union[datetime, float]] = None,
+        attempt_timeout: Optional[Seconds] = None,
+        expires: Optional[Seconds] = None,
+        backoff: Optional[Backoff] = None,
+    ) -> TaskView:
+        """:meth:`Client.run` as a coroutine."""
+        future = self._future()
+        options = native(delay, at, attempt_timeout, expires, backoff)
+        task_id = self._core.start_submit(
+            self._mailbox, future, type, payload, True, id, max_attempts, options
+        )
+        return _finished(await self._wait(future, task_id, timeout))
+
+    async def get(self, id: str, *, wait: bool = False, timeout: Optional[float] = None) -> TaskView:
+        """:meth:`Client.get` as a coroutine."""
+        future = self._future()
+        self._core.start_call(self._mailbox, future, "wait" if wait else "get", id)
+        return await self._wait(future, id, timeout)
+
+    async def cancel(self, id: str) -> TaskView:
+        """:meth:`Client.cancel` as a coroutine."""
+        future = self._future()
+        self._core.start_call(self._mailbox, future, "cancel", id)
+        return await future
+
+    async def retry(self, id: str) -> TaskView:
+        """:meth:`Client.retry` as a coroutine."""
+        future = self._future()
+        self._core.start_call(self._mailbox, future, "retry", id)
+        return await future
+
+    async def close(self) -> None:
+        """Closes the connection once the calls in flight are answered; new calls raise
+        :class:`Unavailable`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._core.close()
+        if self._mailbox.outstanding == 0:
+            self._loop.remove_reader(self._mailbox.fileno())
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()

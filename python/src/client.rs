@@ -1,0 +1,237 @@
+//! `dtc._native.Client`: one multiplexed connection of the Rust SDK (following leaders,
+//! retrying with the same task id), shared by every thread of the process that holds it.
+//! Blocking calls wait with the GIL released; `start_*` calls return at once and post their
+//! answer to a [`Mailbox`] for an asyncio loop. `dtc.Client` and `dtc.AsyncClient` (in
+//! Python) wrap it.
+
+use crate::mailbox::Mailbox;
+use crate::spec::{self, OptionArgs};
+use crate::view::View;
+use crate::{errors, runtime};
+use dtc_sdk::{ClientConfig, ClientError, TaskId, TaskView};
+use pyo3::prelude::*;
+use std::path::PathBuf;
+use std::sync::RwLock;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A connection to a dtc router (or a shard's coordinators).
+#[pyclass(frozen, module = "dtc._native")]
+pub struct Client {
+    /// `None` once closed.
+    client: RwLock<Option<dtc_sdk::Client>>,
+}
+
+/// What a request does, so that blocking and asyncio calls share one list.
+enum Op {
+    Submit(dtc_sdk::TaskSpec),
+    Run(dtc_sdk::TaskSpec),
+    Get(TaskId),
+    Wait(TaskId),
+    Cancel(TaskId),
+    Retry(TaskId),
+}
+
+impl Op {
+    async fn call(self, client: dtc_sdk::Client) -> Result<TaskView, ClientError> {
+        match self {
+            Op::Submit(spec) => client.submit(spec).await,
+            Op::Run(spec) => client.run(spec).await,
+            Op::Get(id) => client.get(id).await,
+            Op::Wait(id) => client.wait(id).await,
+            Op::Cancel(id) => client.cancel(id).await,
+            Op::Retry(id) => client.retry(id).await,
+        }
+    }
+}
+
+impl Client {
+    fn sdk(&self, py: Python<'_>) -> PyResult<dtc_sdk::Client> {
+        let guard = match self.client.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        guard
+            .clone()
+            .ok_or_else(|| errors::raise(py, "Unavailable", ("the client is closed",)))
+    }
+
+    /// Performs `op`, waiting up to `timeout_s`; `None` when the wait ran out.
+    fn blocking(&self, py: Python<'_>, op: Op, timeout_s: Option<f64>) -> PyResult<Option<View>> {
+        let client = self.sdk(py)?;
+        let deadline = timeout_s.map(|s| {
+            Instant::now() + Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
+        });
+        match runtime::wait(py, op.call(client), deadline)? {
+            None => Ok(None),
+            Some(Ok(view)) => Ok(Some(View(view))),
+            Some(Err(e)) => Err(errors::client(py, &e)),
+        }
+    }
+
+    fn start(&self, py: Python<'_>, mailbox: &Mailbox, future: Py<PyAny>, op: Op) -> PyResult<()> {
+        let client = self.sdk(py)?;
+        let inner = mailbox.inner.clone();
+        inner.expect();
+        runtime::get()?.spawn(async move {
+            let answer = op.call(client).await;
+            inner.post(future, answer);
+        });
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Client {
+    /// Connects to the first reachable of `addrs`; raises `Unavailable` if none answers and
+    /// `Refused` if the server refuses the credentials.
+    #[new]
+    #[pyo3(signature = (addrs, *, secrets=None, retry_for=60.0, name=None))]
+    fn new(
+        py: Python<'_>,
+        addrs: Vec<String>,
+        secrets: Option<PathBuf>,
+        retry_for: f64,
+        name: Option<String>,
+    ) -> PyResult<Self> {
+        let mut config =
+            ClientConfig::new(spec::addrs(&addrs)?).with_credentials(spec::credentials(secrets)?);
+        config.retry_for = Duration::try_from_secs_f64(retry_for.max(0.0)).unwrap_or(Duration::MAX);
+        config.name = name.unwrap_or_else(|| format!("python client {}", std::process::id()));
+        let connected = runtime::wait(py, dtc_sdk::Client::with_config(config), None)?;
+        match connected {
+            Some(Ok(client)) => Ok(Self {
+                client: RwLock::new(Some(client)),
+            }),
+            Some(Err(e)) => Err(errors::client(py, &e)),
+            None => Err(errors::raise(
+                py,
+                "Unavailable",
+                ("the connection was not made",),
+            )),
+        }
+    }
+
+    /// Submits a task and returns at once with its state.
+    #[pyo3(signature = (kind, payload, id=None, max_attempts=None, options=None))]
+    fn submit(
+        &self,
+        py: Python<'_>,
+        kind: String,
+        payload: &Bound<'_, PyAny>,
+        id: Option<&str>,
+        max_attempts: Option<u32>,
+        options: Option<OptionArgs>,
+    ) -> PyResult<Option<View>> {
+        let task = spec::task(kind, payload, id, max_attempts, options)?;
+        self.blocking(py, Op::Submit(task), None)
+    }
+
+    /// Submits a task and waits for it to finish (up to `timeout` seconds: `None` then).
+    #[pyo3(signature = (kind, payload, id=None, max_attempts=None, options=None, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        py: Python<'_>,
+        kind: String,
+        payload: &Bound<'_, PyAny>,
+        id: Option<&str>,
+        max_attempts: Option<u32>,
+        options: Option<OptionArgs>,
+        timeout: Option<f64>,
+    ) -> PyResult<(String, Option<View>)> {
+        let task = spec::task(kind, payload, id, max_attempts, options)?;
+        let id = task.id.to_string();
+        Ok((id, self.blocking(py, Op::Run(task), timeout)?))
+    }
+
+    /// The task as it stands, or (with `wait`) once it has finished, waiting up to
+    /// `timeout` seconds (`None` then).
+    #[pyo3(signature = (id, wait=false, timeout=None))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<View>> {
+        let id = spec::task_id(py, id)?;
+        let op = if wait { Op::Wait(id) } else { Op::Get(id) };
+        self.blocking(py, op, timeout)
+    }
+
+    /// Cancels an unfinished task.
+    fn cancel(&self, py: Python<'_>, id: &str) -> PyResult<Option<View>> {
+        let id = spec::task_id(py, id)?;
+        self.blocking(py, Op::Cancel(id), None)
+    }
+
+    /// Runs a failed task again with fresh attempts.
+    fn retry(&self, py: Python<'_>, id: &str) -> PyResult<Option<View>> {
+        let id = spec::task_id(py, id)?;
+        self.blocking(py, Op::Retry(id), None)
+    }
+
+    /// Submits (with `wait`: runs) a task; its answer goes to `future` through `mailbox`.
+    /// Returns the task's id.
+    #[pyo3(signature = (mailbox, future, kind, payload, wait, id=None, max_attempts=None, options=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn start_submit(
+        &self,
+        py: Python<'_>,
+        mailbox: &Mailbox,
+        future: Py<PyAny>,
+        kind: String,
+        payload: &Bound<'_, PyAny>,
+        wait: bool,
+        id: Option<&str>,
+        max_attempts: Option<u32>,
+        options: Option<OptionArgs>,
+    ) -> PyResult<String> {
+        let task = spec::task(kind, payload, id, max_attempts, options)?;
+        let id = task.id.to_string();
+        let op = if wait {
+            Op::Run(task)
+        } else {
+            Op::Submit(task)
+        };
+        self.start(py, mailbox, future, op)?;
+        Ok(id)
+    }
+
+    /// Looks a task up (with `wait`: once finished), cancels or retries it (`what` is
+    /// `get`, `wait`, `cancel` or `retry`); the answer goes to `future` through `mailbox`.
+    fn start_call(
+        &self,
+        py: Python<'_>,
+        mailbox: &Mailbox,
+        future: Py<PyAny>,
+        what: &str,
+        id: &str,
+    ) -> PyResult<()> {
+        let id = spec::task_id(py, id)?;
+        let op = match what {
+            "get" => Op::Get(id),
+            "wait" => Op::Wait(id),
+            "cancel" => Op::Cancel(id),
+            "retry" => Op::Retry(id),
+            other => {
+                return Err(errors::raise(
+                    py,
+                    "BadRequest",
+                    (format!("unknown call {other:?}"),),
+                ));
+            }
+        };
+        self.start(py, mailbox, future, op)
+    }
+
+    /// Closes the connection once the calls in flight have been answered.
+    fn close(&self) {
+        let mut guard = match self.client.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        guard.take();
+    }
+}

@@ -1,0 +1,39 @@
+//! `dtc._native`: the native core of dtc's Python package. It exposes the Rust SDK — the
+//! client that follows leaders and retries with the same task id over one multiplexed
+//! connection, and the worker with its prefetch, heartbeats and draining — to CPython
+//! through PyO3's stable ABI, so that Python gets them without a second implementation.
+//!
+//! The Python package (`python/python/dtc`) is the public face: `dtc.Client`,
+//! `dtc.AsyncClient`, `dtc.Worker` and the exceptions are defined there and call into this
+//! module. Everything here runs on one shared tokio runtime ([`runtime`]) whose threads
+//! never hold the GIL.
+
+mod client;
+mod errors;
+mod mailbox;
+mod runtime;
+mod spec;
+mod view;
+mod worker;
+
+use pyo3::prelude::*;
+
+/// The native core of the `dtc` package (use `dtc`, not this module).
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The SDK's own warnings (a lost coordinator, a refused credential) on stderr, filtered
+    // by DTC_LOG (default: warnings only). A program that set up tracing keeps its own.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DTC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<client::Client>()?;
+    m.add_class::<mailbox::Mailbox>()?;
+    m.add_class::<view::View>()?;
+    m.add_class::<worker::Worker>()?;
+    m.add_class::<worker::HandlerTask>()?;
+    Ok(())
+}

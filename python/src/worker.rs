@@ -1,0 +1,422 @@
+//! `dtc._native.Worker`: the Rust SDK's worker (registration, prefetch, heartbeats,
+//! following the shard's leader, draining) with Python functions as its handlers.
+//! `dtc.Worker` (in Python) wraps it with the `@worker.task` decorator and the signal
+//! handling of `run()`.
+//!
+//! The protocol and the heartbeats run on the runtime's threads and never take the GIL. A
+//! plain function runs on the runtime's blocking pool, which takes the GIL for the call; a
+//! coroutine function runs on the event loop the Python side started, reached with
+//! `asyncio.run_coroutine_threadsafe` from the blocking pool, and answers through a
+//! [`Reply`] called on the loop's thread. A CPU-bound handler therefore delays nothing but
+//! other Python code.
+
+use crate::spec::{self, bytes_of};
+use crate::{errors, runtime};
+use bytes::Bytes;
+use dtc_sdk::{Task, TaskError};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// One attempt of a task, as a Python handler sees it (`dtc.Task`).
+#[pyclass(frozen, name = "Task", module = "dtc")]
+pub struct HandlerTask {
+    task: Task,
+}
+
+#[pymethods]
+impl HandlerTask {
+    /// The task's id (a UUID, as text).
+    #[getter]
+    fn id(&self) -> String {
+        self.task.id.to_string()
+    }
+
+    /// The task's type.
+    #[getter]
+    fn r#type(&self) -> &str {
+        &self.task.kind
+    }
+
+    /// Which attempt this is, from 1.
+    #[getter]
+    fn attempt(&self) -> u32 {
+        self.task.attempt
+    }
+
+    /// The handler's input.
+    #[getter]
+    fn payload<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.task.payload)
+    }
+
+    /// The input decoded as UTF-8 text.
+    #[getter]
+    fn text<'py>(&self, py: Python<'py>) -> PyResult<&str> {
+        std::str::from_utf8(&self.task.payload).map_err(|e| {
+            pyo3::exceptions::PyUnicodeDecodeError::new_err_from_utf8(py, &self.task.payload, e)
+        })
+    }
+
+    /// Whether this attempt has been told to stop (it overran its timeout or the task was
+    /// cancelled); a long handler should look now and then and return.
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.task.is_cancelled()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Task(id='{}', type={:?}, attempt={})",
+            self.task.id, self.task.kind, self.task.attempt
+        )
+    }
+}
+
+/// What an exception raised by a handler means for the attempt: `dtc.Fatal` ends the
+/// task, `dtc.RetryAfter` retries after its delay, anything else is retried by the task's
+/// backoff, with the traceback as the attempt's error.
+fn task_error(py: Python<'_>, err: &PyErr) -> TaskError {
+    let value = err.value(py);
+    let is = |name: &str| {
+        errors::class(py, name)
+            .and_then(|cls| value.is_instance(&cls))
+            .unwrap_or(false)
+    };
+    let text = value.str().map(|s| s.to_string()).unwrap_or_default();
+    if is("Fatal") {
+        return TaskError::fatal(text);
+    }
+    if is("RetryAfter") {
+        let delay: f64 = value
+            .getattr("delay")
+            .and_then(|d| d.extract())
+            .unwrap_or(0.0);
+        let wait = Duration::try_from_secs_f64(delay.max(0.0)).unwrap_or(Duration::MAX);
+        return TaskError::retry_after(text, wait);
+    }
+    TaskError::retryable(traceback(py, err).unwrap_or(text))
+}
+
+/// The exception's traceback as Python prints it.
+fn traceback(py: Python<'_>, err: &PyErr) -> PyResult<String> {
+    let lines = py.import("traceback")?.call_method1(
+        "format_exception",
+        (err.get_type(py), err.value(py), err.traceback(py)),
+    )?;
+    let lines: Vec<String> = lines.extract()?;
+    Ok(lines.concat().trim_end().to_owned())
+}
+
+/// The attempt's result from what the handler returned (or raised).
+fn outcome(py: Python<'_>, returned: PyResult<Bound<'_, PyAny>>) -> Result<Bytes, TaskError> {
+    match returned {
+        Ok(value) => bytes_of(&value).map_err(|e| {
+            TaskError::retryable(format!(
+                "the handler must return bytes, str or None: {}",
+                e.value(py)
+            ))
+        }),
+        Err(e) => Err(task_error(py, &e)),
+    }
+}
+
+/// Calls a plain function on the blocking pool.
+async fn call_plain(func: Arc<Py<PyAny>>, task: Task) -> Result<Bytes, TaskError> {
+    let ran = tokio::task::spawn_blocking(move || {
+        Python::attach(|py| {
+            let arg = Bound::new(py, HandlerTask { task }).map_err(|e| task_error(py, &e))?;
+            outcome(py, func.bind(py).call1((arg,)))
+        })
+    })
+    .await;
+    ran.unwrap_or_else(|e| {
+        Err(TaskError::retryable(format!(
+            "the handler's thread failed: {e}"
+        )))
+    })
+}
+
+/// Cancels a coroutine's future on the event loop if the attempt is dropped before it ends
+/// (the attempt overran its timeout or was cancelled).
+struct CancelOnDrop(Option<Py<PyAny>>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(future) = self.0.take() else { return };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn_blocking(move || {
+                Python::attach(|py| {
+                    if let Err(e) = future.bind(py).call_method0("cancel") {
+                        tracing::debug!(error = %e, "cannot cancel a handler's coroutine");
+                    }
+                });
+            });
+        }
+    }
+}
+
+/// Called on the event loop's thread when a handler's coroutine ends: sends its outcome to
+/// the attempt waiting on the runtime.
+#[pyclass(frozen, module = "dtc._native")]
+pub struct Reply {
+    tx: Mutex<Option<oneshot::Sender<Result<Bytes, TaskError>>>>,
+}
+
+#[pymethods]
+impl Reply {
+    fn __call__(&self, py: Python<'_>, future: &Bound<'_, PyAny>) {
+        let result = if future
+            .call_method0("cancelled")
+            .and_then(|c| c.is_truthy())
+            .unwrap_or(false)
+        {
+            Err(TaskError::fatal("the attempt was stopped"))
+        } else {
+            match future.call_method0("exception") {
+                Ok(exc) if !exc.is_none() => Err(task_error(py, &PyErr::from_value(exc))),
+                Ok(_) => outcome(py, future.call_method0("result")),
+                Err(e) => Err(task_error(py, &e)),
+            }
+        };
+        let tx = match self.tx.lock() {
+            Ok(mut g) => g.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(tx) = tx {
+            // The attempt may have been dropped meanwhile (stopped); nobody waits then.
+            let _ = tx.send(result);
+        }
+    }
+}
+
+/// Calls a coroutine function on the event loop `event_loop`.
+async fn call_async(
+    func: Arc<Py<PyAny>>,
+    event_loop: Arc<Py<PyAny>>,
+    task: Task,
+) -> Result<Bytes, TaskError> {
+    let (tx, rx) = oneshot::channel();
+    let started = tokio::task::spawn_blocking(move || {
+        Python::attach(|py| -> PyResult<Py<PyAny>> {
+            let arg = Bound::new(py, HandlerTask { task })?;
+            let coro = func.bind(py).call1((arg,))?;
+            let future = py
+                .import("asyncio")?
+                .call_method1("run_coroutine_threadsafe", (coro, event_loop.bind(py)))?;
+            let reply = Bound::new(
+                py,
+                Reply {
+                    tx: Mutex::new(Some(tx)),
+                },
+            )?;
+            future.call_method1("add_done_callback", (reply,))?;
+            Ok(future.unbind())
+        })
+        .map_err(|e| Python::attach(|py| task_error(py, &e)))
+    })
+    .await;
+    let future = match started {
+        Ok(Ok(future)) => future,
+        Ok(Err(e)) => return Err(e),
+        Err(e) => {
+            return Err(TaskError::retryable(format!(
+                "the handler's thread failed: {e}"
+            )));
+        }
+    };
+    let mut guard = CancelOnDrop(Some(future));
+    let result = rx
+        .await
+        .unwrap_or_else(|_| Err(TaskError::retryable("the event loop stopped")));
+    // Ended by itself: nothing to cancel (dropping the future without the GIL is deferred
+    // by PyO3 to the next holder).
+    guard.0 = None;
+    result
+}
+
+/// A handler as the Python side registers it: its task type, the function, and whether it
+/// is a coroutine function.
+type HandlerArgs = (String, Py<PyAny>, bool);
+
+/// A run under way: its stop signal, its task, and whether it has ended (and how).
+struct Running {
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+    ended: watch::Receiver<Option<Result<(), String>>>,
+}
+
+/// A worker's settings, and its run once started.
+#[pyclass(frozen, module = "dtc._native")]
+pub struct Worker {
+    addrs: Vec<std::net::SocketAddr>,
+    slots: u32,
+    prefetch: Option<u32>,
+    name: String,
+    heartbeat: Duration,
+    builtins: bool,
+    credentials: Arc<dtc_proto::credentials::Credentials>,
+    running: Mutex<Option<Running>>,
+}
+
+impl Worker {
+    fn running<R>(&self, f: impl FnOnce(&mut Option<Running>) -> R) -> R {
+        match self.running.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+}
+
+#[pymethods]
+impl Worker {
+    #[new]
+    #[pyo3(signature = (shard, *, slots=4, prefetch=None, name=None, heartbeat=0.2, builtins=false, secrets=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        shard: Vec<String>,
+        slots: u32,
+        prefetch: Option<u32>,
+        name: Option<String>,
+        heartbeat: f64,
+        builtins: bool,
+        secrets: Option<PathBuf>,
+    ) -> PyResult<Self> {
+        if slots == 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "a worker needs at least one slot",
+            ));
+        }
+        let heartbeat = Duration::try_from_secs_f64(heartbeat)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                pyo3::exceptions::PyValueError::new_err(
+                    "heartbeat must be a positive number of seconds",
+                )
+            })?;
+        Ok(Self {
+            addrs: spec::addrs(&shard)?,
+            slots,
+            prefetch,
+            name: name.unwrap_or_else(|| format!("python-worker-{}", std::process::id())),
+            heartbeat,
+            builtins,
+            credentials: spec::credentials(secrets)?,
+            running: Mutex::new(None),
+        })
+    }
+
+    /// Starts serving with `handlers` (coroutine functions run on `event_loop`); returns
+    /// at once.
+    #[pyo3(signature = (handlers, event_loop=None))]
+    fn start(&self, handlers: Vec<HandlerArgs>, event_loop: Option<Py<PyAny>>) -> PyResult<()> {
+        let event_loop = event_loop.map(Arc::new);
+        let mut builder = dtc_sdk::Worker::builder()
+            .slots(self.slots)
+            .name(self.name.clone())
+            .heartbeat(self.heartbeat)
+            .credentials(Arc::clone(&self.credentials));
+        if let Some(n) = self.prefetch {
+            builder = builder.prefetch(n);
+        }
+        if self.builtins {
+            builder = builder.builtins();
+        }
+        for (kind, func, is_async) in handlers {
+            let func = Arc::new(func);
+            if is_async {
+                let Some(event_loop) = event_loop.clone() else {
+                    return Err(PyRuntimeError::new_err(
+                        "a coroutine handler needs an event loop",
+                    ));
+                };
+                builder = builder.handler(&kind, move |task| {
+                    call_async(Arc::clone(&func), Arc::clone(&event_loop), task)
+                });
+            } else {
+                builder = builder.handler(&kind, move |task| call_plain(Arc::clone(&func), task));
+            }
+        }
+        let worker = builder
+            .build()
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        let shutdown = CancellationToken::new();
+        let (ended_tx, ended) = watch::channel(None);
+        let addrs = self.addrs.clone();
+        let stop = shutdown.clone();
+        self.running(|running| {
+            if running.is_some() {
+                return Err(PyRuntimeError::new_err("this worker is already running"));
+            }
+            let task = runtime::get()?.spawn(async move {
+                let result = worker.run(addrs, stop).await.map_err(|e| e.to_string());
+                let _ = ended_tx.send(Some(result));
+            });
+            *running = Some(Running {
+                shutdown,
+                task,
+                ended,
+            });
+            Ok(())
+        })
+    }
+
+    /// Waits up to `timeout` seconds for the run to end; whether it has.
+    fn wait(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let Some(mut ended) = self.running(|r| r.as_ref().map(|r| r.ended.clone())) else {
+            return Ok(true);
+        };
+        let deadline =
+            Instant::now() + Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::MAX);
+        let waited = runtime::wait(
+            py,
+            async move {
+                ended
+                    .wait_for(Option::is_some)
+                    .await
+                    .map(|r| r.clone())
+                    .ok()
+                    .flatten()
+            },
+            Some(deadline),
+        )?;
+        match waited {
+            None => Ok(false),
+            Some(None | Some(Ok(()))) => {
+                self.running(Option::take);
+                Ok(true)
+            }
+            Some(Some(Err(e))) => {
+                self.running(Option::take);
+                Err(PyRuntimeError::new_err(e))
+            }
+        }
+    }
+
+    /// Stops taking tasks and finishes the running ones (`now`: stops at once; the shard
+    /// runs the unfinished tasks again elsewhere).
+    #[pyo3(signature = (now=false))]
+    fn stop(&self, now: bool) {
+        self.running(|running| {
+            let Some(r) = running.as_ref() else { return };
+            r.shutdown.cancel();
+            if now {
+                r.task.abort();
+                running.take();
+            }
+        });
+    }
+
+    fn __repr__(&self) -> String {
+        let addrs: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        format!("Worker('{}', slots={})", addrs.join(","), self.slots)
+    }
+}

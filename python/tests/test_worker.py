@@ -1,0 +1,130 @@
+"""dtc.Worker: Python handlers (plain, async, raising, CPU-bound) serving tasks from the
+Python client and from the `dtc` command line, and draining on SIGTERM. The workers run
+as their own processes (tests/worker_app.py) on a cluster with no other worker."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from typing import Iterator
+
+import pytest
+
+import dtc
+from conftest import LIMIT, Local, Proc, dtc as dtc_cmd, python_worker, until
+
+
+@pytest.fixture(scope="module")
+def worker(bare_cluster: Local) -> Iterator[Proc]:
+    proc = python_worker(bare_cluster.shard)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def client(bare_cluster: Local, worker: Proc) -> dtc.Client:
+    return dtc.Client(bare_cluster.router)
+
+
+def test_plain_and_async_handlers_serve_the_python_client(client: dtc.Client) -> None:
+    assert client.run("upper", "hello", timeout=LIMIT).text == "HELLO"
+    assert client.run("aupper", b"async hello", timeout=LIMIT).result == b"ASYNC HELLO"
+    assert client.run("noop", timeout=LIMIT).result == b""
+    view = client.run("whoami", timeout=LIMIT)
+    assert view.text == f"{view.id} 1 whoami"
+
+
+def test_a_raised_exception_fails_the_attempt_with_its_traceback(client: dtc.Client) -> None:
+    with pytest.raises(dtc.TaskFailed) as failed:
+        client.run("boom", "x", max_attempts=2, backoff=dtc.Backoff(initial=0.02, jitter=0), timeout=LIMIT)
+    task = failed.value.task
+    assert task.attempts == 2, "a plain exception is retried"
+    assert "Traceback (most recent call last)" in task.errors[0]
+    assert "ValueError: bad input 'x'" in task.errors[0]
+    with pytest.raises(dtc.TaskFailed) as fatal:
+        client.run("aboom", max_attempts=5, timeout=LIMIT)
+    assert fatal.value.task.attempts == 1, "dtc.Fatal is not retried"
+    assert fatal.value.error == "no point retrying"
+
+
+def test_a_cpu_bound_handler_does_not_make_its_worker_look_dead(bare_cluster: Local, client: dtc.Client) -> None:
+    # Three seconds of GIL-holding work, three times the coordinators' heartbeat timeout,
+    # while other tasks keep being served by the same worker's other slots.
+    spinning = client.submit("spin", "3", max_attempts=1)
+    served = 0
+    end = time.monotonic() + 2.5
+    while time.monotonic() < end:
+        assert client.run("upper", "still here", timeout=LIMIT).text == "STILL HERE"
+        served += 1
+    done = client.get(spinning.id, wait=True, timeout=LIMIT)
+    assert done.ok and done.attempts == 1, done.errors
+    assert int(done.text or "0") > 0
+    assert served > 0
+    status = dtc_cmd("status", "--router", bare_cluster.router, "--json")
+    shard = json.loads(status.stdout)["Cluster"]["shards"][0]
+    leaders = [a["Ok"] for _, a in shard["replicas"] if "Ok" in a and a["Ok"]["role"] == "Leader"]
+    assert [w["name"] for w in leaders[0]["workers"]] != []
+
+
+def test_a_handler_sees_its_task_cancelled(client: dtc.Client) -> None:
+    view = client.submit("until_cancelled", max_attempts=1)
+    until(lambda: client.get(view.id).state == "running", "the task to start")
+    client.cancel(view.id)
+    assert client.get(view.id, wait=True, timeout=LIMIT).state == "cancelled"
+
+
+def test_the_dtc_command_line_is_served_by_a_python_worker(bare_cluster: Local, client: dtc.Client) -> None:
+    port = bare_cluster.router.rsplit(":", 1)[1]
+    out = dtc_cmd("submit", "-p", port, "upper", "from the command line")
+    assert out.returncode == 0, out.stderr
+    assert "FROM THE COMMAND LINE" in out.stdout
+    bench = dtc_cmd("client", "-p", port, "-t", "noop", "-c", "4", "-n", "50", "--json")
+    assert bench.returncode == 0, bench.stderr
+    report = json.loads(bench.stdout)
+    assert report["tasks_ok"] == 200 and report["tasks_failed"] == 0, report
+
+
+def test_sigterm_drains_a_worker_holding_tasks_and_none_is_lost(bare_cluster: Local, tmp_dir: object) -> None:
+    # A worker of its own, on a shard where the module's worker also serves: the tasks are
+    # of a type only this test's workers take.
+    client = dtc.Client(bare_cluster.router)
+    first = python_worker(bare_cluster.shard, "2")
+    try:
+        first.line("worker starting")
+        ids = [client.submit("slow", "0.5", max_attempts=1).id for _ in range(6)]
+        until(lambda: any(client.get(i).state == "running" for i in ids), "a slow task to start")
+        first.signal(signal.SIGTERM)
+        assert first.wait(LIMIT) == 0
+        assert first.lines[-1] == "worker stopped"
+        held = [i for i in ids if client.get(i).state == "succeeded"]
+        assert held, "the draining worker finished the tasks it held"
+        # What it did not hold waits for another worker; nothing is lost.
+        second = python_worker(bare_cluster.shard)
+        try:
+            for i in ids:
+                view = client.get(i, wait=True, timeout=LIMIT)
+                assert view.ok and view.attempts == 1, (i, view.state, view.errors)
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+
+
+def test_a_worker_in_a_thread_stops_when_asked(bare_cluster: Local) -> None:
+    worker = dtc.Worker(bare_cluster.shard, slots=1)
+
+    @worker.task("in_thread")
+    def in_thread(task: dtc.Task) -> str:
+        return "from a thread"
+
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        client = dtc.Client(bare_cluster.router)
+        assert client.run("in_thread", timeout=LIMIT).text == "from a thread"
+    finally:
+        worker.stop()
+        thread.join(LIMIT)
+    assert not thread.is_alive()
