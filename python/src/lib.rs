@@ -5,7 +5,7 @@
 //!
 //! The Python package (`python/python/dtc`) is the public face: `dtc.Client`,
 //! `dtc.AsyncClient`, `dtc.Worker` and the exceptions are defined there and call into this
-//! module. Everything here runs on one shared tokio runtime ([`runtime`]) whose threads
+//! module. Everything here runs on one shared tokio runtime (`runtime.rs`) whose threads
 //! never hold the GIL.
 
 mod client;

@@ -44,7 +44,11 @@ pub fn bytes_of(obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     // Anything with the buffer protocol (memoryview, array, numpy); not ints, which
     // bytes() would read as a length.
     match PyMemoryView::from(obj).and_then(|view| {
-        Ok(obj.py().get_type::<PyBytes>().call1((view,))?.cast_into::<PyBytes>()?)
+        Ok(obj
+            .py()
+            .get_type::<PyBytes>()
+            .call1((view,))?
+            .cast_into::<PyBytes>()?)
     }) {
         Ok(b) => Ok(Bytes::copy_from_slice(b.as_bytes())),
         Err(_) => Err(PyTypeError::new_err(format!(

@@ -1,6 +1,8 @@
 # Stubs of the native core (python/src). `python -m mypy.stubtest dtc._native` checks them
 # against the built module.
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple, final
+
+__all__ = ["Client", "Mailbox", "Task", "TaskView", "Worker", "__version__"]
 
 __version__: str
 
@@ -12,6 +14,7 @@ _Options = Tuple[
     Optional[Tuple[int, int, int, int]],
 ]
 
+@final
 class TaskView:
     """A task as the shard last reported it."""
 
@@ -44,6 +47,7 @@ class TaskView:
     @property
     def no_handler(self) -> bool: ...
 
+@final
 class Task:
     """One attempt of a task, as its handler sees it."""
 
@@ -60,6 +64,7 @@ class Task:
     @property
     def cancelled(self) -> bool: ...
 
+@final
 class Mailbox:
     def __new__(cls) -> Mailbox: ...
     def fileno(self) -> int: ...
@@ -67,6 +72,7 @@ class Mailbox:
     def outstanding(self) -> int: ...
     def drain(self) -> int: ...
 
+@final
 class Client:
     def __new__(
         cls,
@@ -110,6 +116,7 @@ class Client:
     def start_call(self, mailbox: Mailbox, future: Any, what: str, id: str) -> None: ...
     def close(self) -> None: ...
 
+@final
 class Worker:
     def __new__(
         cls,

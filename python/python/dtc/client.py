@@ -235,7 +235,8 @@ class AsyncClient:
         task_id = self._core.start_submit(
             self._mailbox, future, type, payload, True, id, max_attempts, options
         )
-        return _finished(await self._wait(future, task_id, timeout))
+        view = await future if timeout is None else await self._wait(future, task_id, timeout)
+        return view if view.ok else _finished(view)
 
     async def get(self, id: str, *, wait: bool = False, timeout: Optional[float] = None) -> TaskView:
         """:meth:`Client.get` as a coroutine."""

@@ -88,7 +88,7 @@ class Worker:
             thread = threading.Thread(target=loop.run_forever, name="dtc-worker-loop", daemon=True)
             thread.start()
         self._signals = 0
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         try:
             self._core.start(handlers, loop)
             if threading.current_thread() is threading.main_thread():
@@ -97,8 +97,8 @@ class Worker:
             while not self._core.wait(0.1):
                 pass
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             if loop is not None and thread is not None:
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(timeout=5)
