@@ -112,6 +112,26 @@ def test_sigterm_drains_a_worker_holding_tasks_and_none_is_lost(bare_cluster: Lo
         first.stop()
 
 
+def test_a_second_signal_stops_a_draining_worker_at_once(bare_cluster: Local) -> None:
+    client = dtc.Client(bare_cluster.router)
+    worker = python_worker(bare_cluster.shard, "1")
+    try:
+        worker.line("worker starting")
+        long = client.submit("slow", "30", max_attempts=2)
+        until(lambda: client.get(long.id).state == "running", "the long task to start")
+        worker.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert worker.popen.poll() is None, "the first signal drains: the worker waits for its task"
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(LIMIT) == 0
+        # It left without finishing the task, which the shard queues again for another.
+        until(lambda: client.get(long.id).state in ("queued", "retrying"), "the task to be queued again")
+        assert client.get(long.id).attempts == 1
+        client.cancel(long.id)
+    finally:
+        worker.stop()
+
+
 def test_a_worker_in_a_thread_stops_when_asked(bare_cluster: Local) -> None:
     worker = dtc.Worker(bare_cluster.shard, slots=1)
 
