@@ -88,12 +88,12 @@ def test_the_dtc_command_line_is_served_by_a_python_worker(bare_cluster: Local, 
 
 def test_sigterm_drains_a_worker_holding_tasks_and_none_is_lost(bare_cluster: Local, tmp_dir: object) -> None:
     # A worker of its own, on a shard where the module's worker also serves: the tasks are
-    # of a type only this test's workers take.
+    # of a type only this test's workers take (worker_app.py's third argument).
     client = dtc.Client(bare_cluster.router)
-    first = python_worker(bare_cluster.shard, "2")
+    first = python_worker(bare_cluster.shard, "2", "slow_drained")
     try:
         first.line("worker starting")
-        ids = [client.submit("slow", "0.5", max_attempts=1).id for _ in range(6)]
+        ids = [client.submit("slow_drained", "0.5", max_attempts=1).id for _ in range(6)]
         until(lambda: any(client.get(i).state == "running" for i in ids), "a slow task to start")
         first.signal(signal.SIGTERM)
         assert first.wait(LIMIT) == 0
@@ -101,7 +101,7 @@ def test_sigterm_drains_a_worker_holding_tasks_and_none_is_lost(bare_cluster: Lo
         held = [i for i in ids if client.get(i).state == "succeeded"]
         assert held, "the draining worker finished the tasks it held"
         # What it did not hold waits for another worker; nothing is lost.
-        second = python_worker(bare_cluster.shard)
+        second = python_worker(bare_cluster.shard, "4", "slow_drained")
         try:
             for i in ids:
                 view = client.get(i, wait=True, timeout=LIMIT)
@@ -114,10 +114,10 @@ def test_sigterm_drains_a_worker_holding_tasks_and_none_is_lost(bare_cluster: Lo
 
 def test_a_second_signal_stops_a_draining_worker_at_once(bare_cluster: Local) -> None:
     client = dtc.Client(bare_cluster.router)
-    worker = python_worker(bare_cluster.shard, "1")
+    worker = python_worker(bare_cluster.shard, "1", "slow_stopped")
     try:
         worker.line("worker starting")
-        long = client.submit("slow", "30", max_attempts=2)
+        long = client.submit("slow_stopped", "30", max_attempts=2)
         until(lambda: client.get(long.id).state == "running", "the long task to start")
         worker.signal(signal.SIGTERM)
         time.sleep(0.3)

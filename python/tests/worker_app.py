@@ -1,5 +1,6 @@
 """The test handlers, served by a Python worker in its own process:
-`python worker_app.py SHARD [SLOTS]`. Each handler exercises one promise of dtc.Worker."""
+`python worker_app.py SHARD [SLOTS [TYPE]]`. Each handler exercises one promise of
+dtc.Worker; TYPE is one more name for `slow`, that only this worker serves."""
 
 from __future__ import annotations
 
@@ -69,6 +70,10 @@ def until_cancelled(task: dtc.Task) -> Optional[str]:
             return "saw the cancel"
         time.sleep(0.01)
     return None
+
+
+if len(sys.argv) > 3:
+    worker.task(sys.argv[3])(slow)
 
 
 if __name__ == "__main__":
