@@ -17,6 +17,7 @@ mod view;
 mod worker;
 
 use pyo3::prelude::*;
+use std::io::IsTerminal;
 
 /// The native core of the `dtc` package (use `dtc`, not this module).
 #[pymodule]
@@ -28,6 +29,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<client::Client>()?;
