@@ -9,13 +9,14 @@
 #   SHARDS=2 LOCAL_FLAGS=--in-memory scripts/bench_python.sh …
 #
 # The package is built (release) into target/python-bench-venv on first use; rebuild with
-# REBUILD=1. Every process it starts is stopped when it exits.
+# REBUILD=1, or give another environment with the package installed as VENV=DIR (to
+# alternate two builds). Every process it starts is stopped when it exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SHARDS=${SHARDS:-1}
 PY_WORKERS=${PY_WORKERS:-0}
-venv=target/python-bench-venv
+venv=${VENV:-target/python-bench-venv}
 if [ ! -x "$venv/bin/python" ] || [ -n "${REBUILD:-}" ]; then
     "${PYTHON:-python3}" -m venv "$venv"
     "$venv/bin/pip" install --quiet ./python

@@ -3,12 +3,16 @@
 //! `dtc.Worker` (in Python) wraps it with the `@worker.task` decorator and the signal
 //! handling of `run()`.
 //!
-//! The protocol and the heartbeats run on the runtime's threads and never take the GIL. A
-//! plain function runs on the runtime's blocking pool, which takes the GIL for the call; a
-//! coroutine function runs on the event loop the Python side started, reached with
-//! `asyncio.run_coroutine_threadsafe` from the blocking pool, and answers through a
-//! [`Reply`] called on the loop's thread. A CPU-bound handler therefore delays nothing but
-//! other Python code.
+//! The protocol and the heartbeats run on the runtime's threads and never take the GIL.
+//! Handlers are called by a pool of Python threads (`Worker.serve`, one thread per slot,
+//! started by the Python side): a slot hands a [`Call`] to the pool through a bounded
+//! channel and waits for its answer. A plain function runs on the pool thread; a coroutine
+//! function is scheduled on the event loop the Python side started
+//! (`asyncio.run_coroutine_threadsafe`) and answers through a [`Reply`] called on the
+//! loop's thread. A CPU-bound handler therefore delays nothing but other Python code.
+//! Threads of Python's own keep their interpreter state between calls; calling from the
+//! runtime's blocking pool made and dropped one per call (a 16 KiB frame stack mapped and
+//! unmapped each time).
 
 use crate::spec::{self, bytes_of};
 use crate::{errors, runtime};
@@ -18,6 +22,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::path::PathBuf;
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
@@ -128,29 +133,84 @@ fn outcome(py: Python<'_>, returned: PyResult<Bound<'_, PyAny>>) -> Result<Bytes
     }
 }
 
-/// Calls a plain function on the blocking pool.
-async fn call_plain(func: Arc<Py<PyAny>>, task: Task) -> Result<Bytes, TaskError> {
-    let ran = tokio::task::spawn_blocking(move || {
-        Python::attach(|py| {
-            let arg = Bound::new(py, HandlerTask { task }).map_err(|e| task_error(py, &e))?;
-            outcome(py, func.bind(py).call1((arg,)))
-        })
-    })
-    .await;
-    ran.unwrap_or_else(|e| {
-        Err(TaskError::retryable(format!(
-            "the handler's thread failed: {e}"
-        )))
-    })
+/// One handler call for the pool: the function, its task, where the answer goes, and for
+/// a coroutine function the event loop to run it on and where its scheduled future is
+/// kept (to cancel it if the attempt is stopped).
+struct Call {
+    func: Arc<Py<PyAny>>,
+    task: Task,
+    reply: oneshot::Sender<Result<Bytes, TaskError>>,
+    coroutine: Option<(Arc<Py<PyAny>>, Scheduled)>,
+}
+
+/// A coroutine's future once scheduled on the event loop.
+type Scheduled = Arc<Mutex<Option<Py<PyAny>>>>;
+
+impl Call {
+    /// Performs the call on a pool thread (with the GIL).
+    fn perform(self, py: Python<'_>) {
+        let Call {
+            func,
+            task,
+            reply,
+            coroutine,
+        } = self;
+        let arg = match Bound::new(py, HandlerTask { task }) {
+            Ok(arg) => arg,
+            Err(e) => {
+                let _ = reply.send(Err(task_error(py, &e)));
+                return;
+            }
+        };
+        match coroutine {
+            None => {
+                // The attempt may have been stopped meanwhile; nobody waits then.
+                let _ = reply.send(outcome(py, func.bind(py).call1((arg,))));
+            }
+            Some((event_loop, scheduled)) => {
+                let started = (|| -> PyResult<Py<PyAny>> {
+                    let coro = func.bind(py).call1((arg,))?;
+                    let future = py
+                        .import("asyncio")?
+                        .call_method1("run_coroutine_threadsafe", (coro, event_loop.bind(py)))?;
+                    Ok(future.unbind())
+                })();
+                match started {
+                    Ok(future) => {
+                        let reply = Reply {
+                            tx: Mutex::new(Some(reply)),
+                        };
+                        if let Err(e) = future.bind(py).call_method1("add_done_callback", (reply,))
+                        {
+                            tracing::error!(error = %e, "cannot watch a handler's coroutine");
+                        }
+                        *lock(&scheduled) = Some(future);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(task_error(py, &e)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Cancels a coroutine's future on the event loop if the attempt is dropped before it ends
 /// (the attempt overran its timeout or was cancelled).
-struct CancelOnDrop(Option<Py<PyAny>>);
+struct CancelOnDrop(Option<Scheduled>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        let Some(future) = self.0.take() else { return };
+        let Some(scheduled) = self.0.take() else {
+            return;
+        };
+        let Some(future) = lock(&scheduled).take() else {
+            return;
+        };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn_blocking(move || {
                 Python::attach(|py| {
@@ -186,58 +246,41 @@ impl Reply {
                 Err(e) => Err(task_error(py, &e)),
             }
         };
-        let tx = match self.tx.lock() {
-            Ok(mut g) => g.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        if let Some(tx) = tx {
+        if let Some(tx) = lock(&self.tx).take() {
             // The attempt may have been dropped meanwhile (stopped); nobody waits then.
             let _ = tx.send(result);
         }
     }
 }
 
-/// Calls a coroutine function on the event loop `event_loop`.
-async fn call_async(
+/// Hands a call to the pool and waits for its answer (the attempt's slot).
+async fn call(
+    pool: std::sync::mpsc::SyncSender<Call>,
     func: Arc<Py<PyAny>>,
-    event_loop: Arc<Py<PyAny>>,
+    event_loop: Option<Arc<Py<PyAny>>>,
     task: Task,
 ) -> Result<Bytes, TaskError> {
-    let (tx, rx) = oneshot::channel();
-    let started = tokio::task::spawn_blocking(move || {
-        Python::attach(|py| -> PyResult<Py<PyAny>> {
-            let arg = Bound::new(py, HandlerTask { task })?;
-            let coro = func.bind(py).call1((arg,))?;
-            let future = py
-                .import("asyncio")?
-                .call_method1("run_coroutine_threadsafe", (coro, event_loop.bind(py)))?;
-            let reply = Bound::new(
-                py,
-                Reply {
-                    tx: Mutex::new(Some(tx)),
-                },
-            )?;
-            future.call_method1("add_done_callback", (reply,))?;
-            Ok(future.unbind())
-        })
-        .map_err(|e| Python::attach(|py| task_error(py, &e)))
-    })
-    .await;
-    let future = match started {
-        Ok(Ok(future)) => future,
-        Ok(Err(e)) => return Err(e),
-        Err(e) => {
-            return Err(TaskError::retryable(format!(
-                "the handler's thread failed: {e}"
-            )));
-        }
+    let (reply, answer) = oneshot::channel();
+    let scheduled: Scheduled = Arc::new(Mutex::new(None));
+    let coroutine = event_loop.map(|l| (l, Arc::clone(&scheduled)));
+    let call = Call {
+        func,
+        task,
+        reply,
+        coroutine,
     };
-    let mut guard = CancelOnDrop(Some(future));
-    let result = rx
+    // The channel holds one call per slot, and a slot has one call at a time: it is never
+    // full, and a send fails only once the pool has stopped.
+    if pool.try_send(call).is_err() {
+        return Err(TaskError::retryable(
+            "the worker's handler threads have stopped",
+        ));
+    }
+    let mut guard = CancelOnDrop(Some(scheduled));
+    let result = answer
         .await
-        .unwrap_or_else(|_| Err(TaskError::retryable("the event loop stopped")));
-    // Ended by itself: nothing to cancel (dropping the future without the GIL is deferred
-    // by PyO3 to the next holder).
+        .unwrap_or_else(|_| Err(TaskError::retryable("the handler's thread stopped")));
+    // Ended by itself: nothing to cancel.
     guard.0 = None;
     result
 }
@@ -264,6 +307,8 @@ pub struct Worker {
     builtins: bool,
     credentials: Arc<dtc_proto::credentials::Credentials>,
     running: Mutex<Option<Running>>,
+    /// Where the pool threads take their calls, once started.
+    calls: Mutex<Option<Arc<Mutex<Receiver<Call>>>>>,
 }
 
 impl Worker {
@@ -311,6 +356,7 @@ impl Worker {
             builtins,
             credentials: spec::credentials(secrets)?,
             running: Mutex::new(None),
+            calls: Mutex::new(None),
         })
     }
 
@@ -330,21 +376,24 @@ impl Worker {
         if self.builtins {
             builder = builder.builtins();
         }
+        let (pool, calls) = std::sync::mpsc::sync_channel(self.slots as usize);
         for (kind, func, is_async) in handlers {
             let func = Arc::new(func);
-            if is_async {
-                let Some(event_loop) = event_loop.clone() else {
+            let event_loop = match (is_async, &event_loop) {
+                (false, _) => None,
+                (true, Some(l)) => Some(Arc::clone(l)),
+                (true, None) => {
                     return Err(PyRuntimeError::new_err(
                         "a coroutine handler needs an event loop",
                     ));
-                };
-                builder = builder.handler(&kind, move |task| {
-                    call_async(Arc::clone(&func), Arc::clone(&event_loop), task)
-                });
-            } else {
-                builder = builder.handler(&kind, move |task| call_plain(Arc::clone(&func), task));
-            }
+                }
+            };
+            let pool = pool.clone();
+            builder = builder.handler(&kind, move |task| {
+                call(pool.clone(), Arc::clone(&func), event_loop.clone(), task)
+            });
         }
+        drop(pool);
         let worker = builder
             .build()
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
@@ -365,8 +414,24 @@ impl Worker {
                 task,
                 ended,
             });
+            *lock(&self.calls) = Some(Arc::new(Mutex::new(calls)));
             Ok(())
         })
+    }
+
+    /// Calls handlers until the run has ended: the loop of one pool thread (the Python
+    /// side starts one per slot).
+    fn serve(&self, py: Python<'_>) {
+        let Some(calls) = lock(&self.calls).clone() else {
+            return;
+        };
+        loop {
+            // The run's end drops every sender: then the thread returns.
+            match py.detach(|| lock(&calls).recv()) {
+                Ok(call) => call.perform(py),
+                Err(_) => return,
+            }
+        }
     }
 
     /// Waits up to `timeout` seconds for the run to end; whether it has.

@@ -1,9 +1,9 @@
 """Workers: Python functions as the handlers of dtc task types.
 
-A plain function runs on a thread pool; an ``async def`` function runs on an event loop
-the worker starts. Registration, prefetch, heartbeats, following the shard's leader and
-draining are the Rust SDK's, on threads that never wait for the GIL, so a handler that
-keeps the CPU busy never makes its worker look dead.
+A plain function runs on one of the worker's threads (one per slot); an ``async def``
+function runs on an event loop the worker starts. Registration, prefetch, heartbeats,
+following the shard's leader and draining are the Rust SDK's, on threads that never wait
+for the GIL, so a handler that keeps the CPU busy never makes its worker look dead.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 from typing import Any, Awaitable, Callable, Optional, TypeVar, Union
 
@@ -61,6 +62,7 @@ class Worker:
             secrets=None if secrets is None else os.fspath(secrets),
         )
         self._handlers: dict[str, Handler] = {}
+        self._slots = slots
         self._signals = 0
 
     def task(self, name: Optional[str] = None) -> Callable[[H], H]:
@@ -89,8 +91,15 @@ class Worker:
             thread.start()
         self._signals = 0
         previous: dict[signal.Signals, Any] = {}
+        # The handlers' threads: one per slot, each calling handlers until the run ends.
+        pool = [
+            threading.Thread(target=self._core.serve, name=f"dtc-handler-{i}", daemon=True)
+            for i in range(self._slots)
+        ]
         try:
             self._core.start(handlers, loop)
+            for thread_ in pool:
+                thread_.start()
             if threading.current_thread() is threading.main_thread():
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     previous[sig] = signal.signal(sig, self._on_signal)
@@ -99,6 +108,13 @@ class Worker:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            # The threads end with the run. A handler that ignores its cancellation may
+            # still be running after a second signal: its thread is a daemon, waited for
+            # only a moment, and does not hold up the exit.
+            deadline = time.monotonic() + 1.0
+            for thread_ in pool:
+                if thread_.is_alive():
+                    thread_.join(timeout=max(0.0, deadline - time.monotonic()))
             if loop is not None and thread is not None:
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(timeout=5)
