@@ -11,7 +11,7 @@ use crate::{errors, runtime};
 use dtc_sdk::{ClientConfig, ClientError, TaskId, TaskView};
 use pyo3::prelude::*;
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -47,11 +47,9 @@ impl Op {
 
 impl Client {
     fn sdk(&self, py: Python<'_>) -> PyResult<dtc_sdk::Client> {
-        let guard = match self.client.read() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        guard
+        self.client
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .ok_or_else(|| errors::raise(py, "Unavailable", ("the client is closed",)))
     }
@@ -228,10 +226,9 @@ impl Client {
 
     /// Closes the connection once the calls in flight have been answered.
     fn close(&self) {
-        let mut guard = match self.client.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        guard.take();
+        self.client
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 }

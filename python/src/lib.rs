@@ -18,6 +18,13 @@ mod worker;
 
 use pyo3::prelude::*;
 use std::io::IsTerminal;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Locks `m`, going on past a panic of another holder: every lock here guards a queue or
+/// a slot whose contents stay valid whatever a panicking holder did.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The native core of the `dtc` package (use `dtc`, not this module).
 #[pymodule]

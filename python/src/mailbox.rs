@@ -9,8 +9,8 @@
 //! queue. The queue holds at most the answers of requests in flight, which the client's
 //! in-flight bound limits.
 
-use crate::errors;
 use crate::view::View;
+use crate::{errors, lock};
 use dtc_sdk::{ClientError, TaskView};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -40,10 +40,7 @@ impl Inner {
 
     /// Queues `answer` for `future` and wakes the loop if it is not already woken.
     pub fn post(&self, future: Py<PyAny>, answer: Answer) {
-        match self.queue.lock() {
-            Ok(mut q) => q.push((future, answer)),
-            Err(poisoned) => poisoned.into_inner().push((future, answer)),
-        }
+        lock(&self.queue).push((future, answer));
         if !self.pending.swap(true, Ordering::AcqRel)
             && let Err(e) = (&self.writer).write_all(&[1])
         {
@@ -95,10 +92,7 @@ impl Mailbox {
             .read_exact(&mut byte)
             .map_err(|e| PyRuntimeError::new_err(format!("dtc's wake-up pipe failed: {e}")))?;
         self.inner.pending.store(false, Ordering::Release);
-        let answers = match self.inner.queue.lock() {
-            Ok(mut q) => std::mem::take(&mut *q),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        };
+        let answers = std::mem::take(&mut *lock(&self.inner.queue));
         self.inner
             .outstanding
             .fetch_sub(answers.len(), Ordering::AcqRel);

@@ -15,7 +15,7 @@
 //! unmapped each time).
 
 use crate::spec::{self, bytes_of};
-use crate::{errors, runtime};
+use crate::{errors, lock, runtime};
 use bytes::Bytes;
 use dtc_sdk::{Task, TaskError};
 use pyo3::exceptions::PyRuntimeError;
@@ -195,10 +195,6 @@ impl Call {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Cancels a coroutine's future on the event loop if the attempt is dropped before it ends
 /// (the attempt overran its timeout or was cancelled).
 struct CancelOnDrop(Option<Scheduled>);
@@ -289,11 +285,13 @@ async fn call(
 /// is a coroutine function.
 type HandlerArgs = (String, Py<PyAny>, bool);
 
-/// A run under way: its stop signal, its task, and whether it has ended (and how).
+/// A run under way: its stop signal, its task, whether it has ended (and how), and where
+/// the pool threads take their calls.
 struct Running {
     shutdown: CancellationToken,
     task: JoinHandle<()>,
     ended: watch::Receiver<Option<Result<(), String>>>,
+    calls: Arc<Mutex<Receiver<Call>>>,
 }
 
 /// A worker's settings, and its run once started.
@@ -307,17 +305,6 @@ pub struct Worker {
     builtins: bool,
     credentials: Arc<dtc_proto::credentials::Credentials>,
     running: Mutex<Option<Running>>,
-    /// Where the pool threads take their calls, once started.
-    calls: Mutex<Option<Arc<Mutex<Receiver<Call>>>>>,
-}
-
-impl Worker {
-    fn running<R>(&self, f: impl FnOnce(&mut Option<Running>) -> R) -> R {
-        match self.running.lock() {
-            Ok(mut g) => f(&mut g),
-            Err(poisoned) => f(&mut poisoned.into_inner()),
-        }
-    }
 }
 
 #[pymethods]
@@ -356,7 +343,6 @@ impl Worker {
             builtins,
             credentials: spec::credentials(secrets)?,
             running: Mutex::new(None),
-            calls: Mutex::new(None),
         })
     }
 
@@ -401,28 +387,27 @@ impl Worker {
         let (ended_tx, ended) = watch::channel(None);
         let addrs = self.addrs.clone();
         let stop = shutdown.clone();
-        self.running(|running| {
-            if running.is_some() {
-                return Err(PyRuntimeError::new_err("this worker is already running"));
-            }
-            let task = runtime::get()?.spawn(async move {
-                let result = worker.run(addrs, stop).await.map_err(|e| e.to_string());
-                let _ = ended_tx.send(Some(result));
-            });
-            *running = Some(Running {
-                shutdown,
-                task,
-                ended,
-            });
-            *lock(&self.calls) = Some(Arc::new(Mutex::new(calls)));
-            Ok(())
-        })
+        let mut running = lock(&self.running);
+        if running.is_some() {
+            return Err(PyRuntimeError::new_err("this worker is already running"));
+        }
+        let task = runtime::get()?.spawn(async move {
+            let result = worker.run(addrs, stop).await.map_err(|e| e.to_string());
+            let _ = ended_tx.send(Some(result));
+        });
+        *running = Some(Running {
+            shutdown,
+            task,
+            ended,
+            calls: Arc::new(Mutex::new(calls)),
+        });
+        Ok(())
     }
 
     /// Calls handlers until the run has ended: the loop of one pool thread (the Python
     /// side starts one per slot).
     fn serve(&self, py: Python<'_>) {
-        let Some(calls) = lock(&self.calls).clone() else {
+        let Some(calls) = lock(&self.running).as_ref().map(|r| Arc::clone(&r.calls)) else {
             return;
         };
         loop {
@@ -436,7 +421,7 @@ impl Worker {
 
     /// Waits up to `timeout` seconds for the run to end; whether it has.
     fn wait(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
-        let Some(mut ended) = self.running(|r| r.as_ref().map(|r| r.ended.clone())) else {
+        let Some(mut ended) = lock(&self.running).as_ref().map(|r| r.ended.clone()) else {
             return Ok(true);
         };
         let deadline =
@@ -456,11 +441,11 @@ impl Worker {
         match waited {
             None => Ok(false),
             Some(None | Some(Ok(()))) => {
-                self.running(Option::take);
+                lock(&self.running).take();
                 Ok(true)
             }
             Some(Some(Err(e))) => {
-                self.running(Option::take);
+                lock(&self.running).take();
                 Err(PyRuntimeError::new_err(e))
             }
         }
@@ -470,14 +455,13 @@ impl Worker {
     /// runs the unfinished tasks again elsewhere).
     #[pyo3(signature = (now=false))]
     fn stop(&self, now: bool) {
-        self.running(|running| {
-            let Some(r) = running.as_ref() else { return };
-            r.shutdown.cancel();
-            if now {
-                r.task.abort();
-                running.take();
-            }
-        });
+        let mut running = lock(&self.running);
+        let Some(r) = running.as_ref() else { return };
+        r.shutdown.cancel();
+        if now {
+            r.task.abort();
+            running.take();
+        }
     }
 
     fn __repr__(&self) -> String {
