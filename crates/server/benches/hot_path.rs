@@ -1,7 +1,9 @@
 //! The coordinator's per-task work without sockets: a task submitted, assigned and completed
 //! through the task table and the scheduler, with 200,000 results kept (the default bound);
 //! and a snapshot of such a table: the copy taken under the table's lock (which stalls
-//! `apply` while it lasts) and its encoding (done away from the lock).
+//! `apply` while it lasts), its encoding (done away from the lock), and the first batch
+//! applied while a snapshot still shares the table (it unshares what it changes, under
+//! the lock).
 //! `cargo bench -p dtc-server`.
 
 use bytes::Bytes;
@@ -90,5 +92,44 @@ fn snapshot(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, lifecycle, snapshot);
+/// One batch of 256 tasks submitted and completed while a snapshot holds the table: the
+/// work `apply` does under the table's lock right after a snapshot is taken.
+fn apply_after_snapshot(c: &mut Criterion) {
+    let mut table = full_table();
+    let mut n: u128 = 1 << 64;
+    c.bench_function("snapshot: the first 256-task batch applied after it", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let image = table.image();
+                let started = Instant::now();
+                for _ in 0..256 {
+                    n += 1;
+                    let id = TaskId(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    let spec = TaskSpec {
+                        id,
+                        kind: "noop".into(),
+                        payload: Bytes::new(),
+                        max_attempts: 3,
+                        options: None,
+                    };
+                    table.apply(Command::Submit { spec, at_ms: 0 });
+                    let outcome = Outcome::Succeeded(Bytes::new());
+                    table.apply(Command::Complete {
+                        id,
+                        attempt: 1,
+                        outcome,
+                        retry: Retry::Policy,
+                        at_ms: 0,
+                    });
+                }
+                spent += started.elapsed();
+                drop(image);
+            }
+            spent
+        })
+    });
+}
+
+criterion_group!(benches, lifecycle, snapshot, apply_after_snapshot);
 criterion_main!(benches);

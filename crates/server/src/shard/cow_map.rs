@@ -1,8 +1,8 @@
 //! The task table's map from task id to record, made to be copied for a snapshot in
 //! constant time: the map is split into [`BUCKETS`] buckets, each behind an `Arc`, and a
 //! [`Frozen`] copy shares the buckets. A bucket still shared with a copy is cloned the first
-//! time the live map changes it (about 1/256 of the table, tens of microseconds), so the
-//! cost of copying a large table is spread over the changes made while a snapshot is being
+//! time the live map changes it (about 1/4096 of the table, a few microseconds), so the cost
+//! of copying a large table is spread over the changes made while a snapshot is being
 //! encoded instead of stalling the table's lock for the whole copy.
 //!
 //! Owned by [`super::TaskTable`]; its frozen copies go to the snapshot encoder.
@@ -12,9 +12,11 @@ use foldhash::HashMap;
 use std::sync::Arc;
 
 /// How many buckets the map has: enough that one is small (a 200,000-task table puts
-/// about 800 tasks in each), few enough that freezing the map is a few hundred pointer
-/// copies.
-const BUCKETS: usize = 256;
+/// about 50 tasks in each, so the first batch applied after a snapshot, which touches a
+/// few hundred buckets, unshares a few percent of the table rather than all of it), few
+/// enough that the bucket array stays in cache and freezing the map takes well under a
+/// millisecond.
+const BUCKETS: usize = 4096;
 
 type Bucket<V> = Arc<HashMap<TaskId, V>>;
 
@@ -35,7 +37,7 @@ pub struct Frozen<V> {
 /// The bucket of `id`: the top bits of its digest (the router shards on the low ones, so a
 /// shard's ids still spread over every bucket).
 fn bucket_of(id: TaskId) -> usize {
-    (id.hash64() >> 56) as usize
+    (id.hash64() >> 52) as usize
 }
 
 impl<V> Default for CowMap<V> {
@@ -192,7 +194,7 @@ mod tests {
     fn ids_spread_over_the_buckets() {
         // Ids a router sends to one shard share their low bits; they must still spread.
         let mut used = [0u32; BUCKETS];
-        for i in 0..25_600u128 {
+        for i in 0..409_600u128 {
             used[bucket_of(TaskId((i << 8) | 3))] += 1;
         }
         let (min, max) = (used.iter().min(), used.iter().max());
