@@ -435,6 +435,17 @@ pub struct WorkerArgs {
     /// How many tasks run at once.
     #[arg(short = 'w', long, env = "DTC_SLOTS", default_value_t = 4)]
     pub slots: u32,
+    /// The queues to take tasks from, comma-separated (e.g. critical,default). A task goes
+    /// only to workers of its queue; across them, higher priority and longer waiting first.
+    #[arg(
+        short = 'q',
+        long = "queue",
+        env = "DTC_QUEUES",
+        value_delimiter = ',',
+        value_name = "QUEUE,QUEUE",
+        default_value = "default"
+    )]
+    pub queues: Vec<String>,
     /// Tasks taken ahead beyond the slots, so a freed slot starts the next task at once
     /// (default: as many as the slots; 0 disables).
     #[arg(long, env = "DTC_PREFETCH")]
@@ -661,6 +672,14 @@ pub struct SubmitArgs {
     /// How many times the task may run before it fails for good.
     #[arg(long, default_value_t = dtc_proto::TaskSpec::DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: u32,
+    /// The queue it waits in; only workers serving that queue (dtc worker --queue) run it.
+    #[arg(short = 'q', long, default_value = dtc_proto::TaskSpec::DEFAULT_QUEUE)]
+    pub queue: String,
+    /// 0 to 9, higher runs first. Waiting ages a task: it is never passed by one that
+    /// became ready more than 1 s per level of priority after it (so a task of priority 0
+    /// waits behind a stream of priority 9 for at most about 9 s more).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub priority: u8,
     /// Start the task this long after it is accepted, e.g. 30s, 5m, 1h 30m (it is held as
     /// scheduled until then; the shard's log keeps the time, so it survives restarts).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "at")]

@@ -325,6 +325,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let mut builder = Worker::builder()
         .builtins()
         .slots(args.slots)
+        .queues(args.queues.iter().filter(|q| !q.is_empty()))
         .heartbeat(Duration::from_millis(args.heartbeat_ms.max(1)))
         .max_frame(args.max_frame)
         .credentials(Arc::clone(&credentials));
@@ -337,7 +338,12 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     let metrics_addr = metrics(args.metrics, false, args.insecure, &credentials, &shutdown).await?;
     let worker = builder.build()?;
-    println!("worker with {} slots serving {:?}", args.slots, addrs);
+    println!(
+        "worker with {} slots serving {:?}, queues {}",
+        args.slots,
+        addrs,
+        args.queues.join(",")
+    );
     print_metrics(metrics_addr);
     worker.run(addrs, shutdown).await?;
     Ok(())

@@ -58,6 +58,13 @@ fn spec(kind: String, payload: Vec<u8>, args: &SubmitArgs) -> anyhow::Result<Tas
     if let Some(backoff) = args.backoff.backoff()? {
         spec = spec.with_backoff(backoff);
     }
+    if args.queue != TaskSpec::DEFAULT_QUEUE {
+        dtc_proto::check_queue_name(&args.queue)?;
+        spec = spec.with_queue(&args.queue);
+    }
+    if args.priority > 0 {
+        spec = spec.with_priority(args.priority);
+    }
     Ok(spec)
 }
 

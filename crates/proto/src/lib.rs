@@ -25,12 +25,15 @@ pub mod transport;
 
 pub use error::{ProtoError, WireError};
 pub use id::{ParseTaskIdError, TaskId};
-pub use task::{Backoff, Outcome, Retry, Start, TaskOptions, TaskSpec, TaskState, TaskView};
+pub use task::{
+    Backoff, Outcome, Retry, Start, TaskOptions, TaskSpec, TaskState, TaskView, check_queue_name,
+};
 
 /// The protocol version this build speaks; the handshake refuses any other. Version 2 added
 /// the cluster, shard and token to the hello; version 3 the task lifecycle (options,
-/// retrying and scheduled states, cancelling running tasks).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// retrying and scheduled states, cancelling running tasks); version 4 queues and
+/// priorities.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The default bound on one frame's length (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;

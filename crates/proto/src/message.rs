@@ -288,6 +288,8 @@ pub enum WorkerMsg {
         prefetch: u32,
         /// The task types it has handlers for.
         kinds: Vec<String>,
+        /// The queues it serves (none: [`crate::TaskSpec::DEFAULT_QUEUE`] only).
+        queues: Vec<String>,
         /// Attempts it still holds from before a reconnect: task and attempt number.
         running: Vec<(TaskId, u32)>,
     },

@@ -101,7 +101,7 @@ impl Backoff {
 }
 
 /// A task's options beyond its input. `None` takes the shard's default.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskOptions {
     /// When it may first start.
     pub start: Start,
@@ -112,6 +112,13 @@ pub struct TaskOptions {
     pub expires_ms: Option<u64>,
     /// How failed attempts are retried.
     pub backoff: Option<Backoff>,
+    /// The named queue it waits in ([`TaskSpec::DEFAULT_QUEUE`] when `None`): only workers
+    /// that serve the queue run it, and a paused queue holds its tasks.
+    pub queue: Option<String>,
+    /// 0 (the default) to [`TaskSpec::MAX_PRIORITY`]; a higher one runs first. Waiting
+    /// ages a task: it is never passed by a task that became ready more than
+    /// [`TaskSpec::AGING_MS`] per level of priority after it.
+    pub priority: u8,
 }
 
 impl TaskSpec {
@@ -131,7 +138,32 @@ impl TaskSpec {
 
     /// Its options (the defaults when it has none).
     pub fn options(&self) -> TaskOptions {
-        self.options.as_deref().copied().unwrap_or_default()
+        self.options.as_deref().cloned().unwrap_or_default()
+    }
+
+    /// The queue it waits in.
+    pub fn queue(&self) -> &str {
+        self.options
+            .as_deref()
+            .and_then(|o| o.queue.as_deref())
+            .unwrap_or(Self::DEFAULT_QUEUE)
+    }
+
+    /// Its priority (0 unless set).
+    pub fn priority(&self) -> u8 {
+        self.options.as_deref().map_or(0, |o| o.priority)
+    }
+
+    /// The same spec, waiting in `queue`.
+    pub fn with_queue(mut self, queue: impl Into<String>) -> Self {
+        self.options_mut().queue = Some(queue.into());
+        self
+    }
+
+    /// The same spec with `priority` (0 to [`TaskSpec::MAX_PRIORITY`], higher first).
+    pub fn with_priority(mut self, priority: u8) -> Self {
+        self.options_mut().priority = priority;
+        self
     }
 
     /// Its options, to change.
@@ -191,6 +223,20 @@ impl TaskSpec {
 
     /// The longest task type name.
     pub const MAX_KIND_LEN: usize = 256;
+
+    /// The queue of a task that names none.
+    pub const DEFAULT_QUEUE: &'static str = "default";
+
+    /// The longest queue name.
+    pub const MAX_QUEUE_LEN: usize = 64;
+
+    /// The highest priority.
+    pub const MAX_PRIORITY: u8 = 9;
+
+    /// How long a wait is worth one level of priority: a ready task counts as having
+    /// become ready this much earlier per level, so a task of priority 0 is passed only by
+    /// tasks that became ready less than 9 × this after it.
+    pub const AGING_MS: u64 = 1_000;
 
     /// The most attempts a task may ask for.
     pub const MAX_ATTEMPTS: u32 = 100;
@@ -256,6 +302,16 @@ impl TaskSpec {
                 return bad(format!("the jitter is {}%; at most 100%", b.jitter_pct));
             }
         }
+        if let Some(queue) = &o.queue {
+            check_queue_name(queue)?;
+        }
+        if o.priority > Self::MAX_PRIORITY {
+            return bad(format!(
+                "the priority is {}; it must be 0 to {}",
+                o.priority,
+                Self::MAX_PRIORITY
+            ));
+        }
         if o.timeout_ms == Some(0) {
             return bad("a timeout must be at least 1 ms".into());
         }
@@ -268,6 +324,26 @@ impl TaskSpec {
             ));
         }
         Ok(())
+    }
+}
+
+/// Whether `name` may name a queue: 1 to [`TaskSpec::MAX_QUEUE_LEN`] bytes of letters,
+/// digits and `_ - . :`; if not, the answer to give.
+pub fn check_queue_name(name: &str) -> Result<(), WireError> {
+    let ok = !name.is_empty()
+        && name.len() <= TaskSpec::MAX_QUEUE_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(WireError::BadRequest {
+            reason: format!(
+                "{name:?} is not a queue name: use 1 to {} letters, digits, '_', '-', '.' or ':'",
+                TaskSpec::MAX_QUEUE_LEN
+            ),
+        })
     }
 }
 

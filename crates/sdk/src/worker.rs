@@ -76,6 +76,9 @@ pub enum WorkerError {
     /// The worker has no handler.
     #[error("a worker needs at least one handler")]
     NoHandlers,
+    /// A queue name is not valid.
+    #[error("{0}")]
+    BadQueue(String),
 }
 
 /// Builds a [`Worker`].
@@ -87,6 +90,7 @@ pub struct WorkerBuilder {
     heartbeat: Duration,
     max_frame: usize,
     builtins: bool,
+    queues: Vec<String>,
     credentials: Arc<Credentials>,
 }
 
@@ -113,6 +117,14 @@ impl WorkerBuilder {
     /// Adds the built-in `noop`, `sleep`, `wordcount` and `fail` handlers (see [`handlers`]).
     pub fn builtins(mut self) -> Self {
         self.builtins = true;
+        self
+    }
+
+    /// The queues the worker takes tasks from (default: only `default`). A task goes only
+    /// to workers that serve its queue; among the queues, higher priority and longer
+    /// waiting go first.
+    pub fn queues<Q: Into<String>>(mut self, queues: impl IntoIterator<Item = Q>) -> Self {
+        self.queues = queues.into_iter().map(Into::into).collect();
         self
     }
 
@@ -174,6 +186,9 @@ impl WorkerBuilder {
         if self.handlers.is_empty() {
             return Err(WorkerError::NoHandlers);
         }
+        for queue in &self.queues {
+            dtc_proto::check_queue_name(queue).map_err(|e| WorkerError::BadQueue(e.to_string()))?;
+        }
         Ok(Worker {
             handlers: Arc::new(self.handlers),
             slots: self.slots,
@@ -181,6 +196,7 @@ impl WorkerBuilder {
             name: self.name,
             heartbeat: self.heartbeat,
             max_frame: self.max_frame,
+            queues: self.queues,
             credentials: self.credentials,
         })
     }
@@ -194,6 +210,7 @@ pub struct Worker {
     name: String,
     heartbeat: Duration,
     max_frame: usize,
+    queues: Vec<String>,
     credentials: Arc<Credentials>,
 }
 
@@ -263,6 +280,7 @@ impl Worker {
             heartbeat: Duration::from_millis(200),
             max_frame: DEFAULT_MAX_FRAME,
             builtins: false,
+            queues: Vec::new(),
             credentials: Arc::new(Credentials::plain()),
         }
     }
@@ -420,6 +438,7 @@ impl Worker {
             slots: self.slots,
             prefetch: self.prefetch,
             kinds,
+            queues: self.queues.clone(),
             // Finished attempts whose completion is still to be sent are held too: the
             // completion follows the registration on this connection.
             running: st

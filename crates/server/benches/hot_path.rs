@@ -9,14 +9,14 @@
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use dtc_proto::{Outcome, Retry, TaskId, TaskSpec};
-use dtc_server::sched::Scheduler;
+use dtc_server::sched::{Ready, Scheduler};
 use dtc_server::shard::{Applied, Command, Retention, TaskTable};
 use std::time::{Duration, Instant};
 
 fn lifecycle(c: &mut Criterion) {
     let mut table = TaskTable::new(Retention::default());
     let mut sched = Scheduler::new(Duration::from_secs(1));
-    sched.add_worker(1, 64, ["noop".to_string()], Instant::now());
+    sched.add_worker(1, 64, ["noop".to_string()], &[], Instant::now());
     let mut n: u128 = 0;
     c.bench_function(
         "task lifecycle: submit, assign, complete (200k results kept)",
@@ -32,7 +32,7 @@ fn lifecycle(c: &mut Criterion) {
                     options: None,
                 };
                 if let Applied::Submitted(Ok(_)) = table.apply(Command::Submit { spec, at_ms: 0 }) {
-                    sched.enqueue(id, "noop");
+                    sched.enqueue(id, "noop", Ready::DEFAULT);
                 }
                 for a in sched.assign(|id| table.runnable(id, 0).map(|input| input.attempt)) {
                     sched.completed(a.worker, a.id, a.attempt);

@@ -148,6 +148,10 @@ impl EarlyTasks {
             payload: &spec.payload,
             // Only untimed tasks run ahead.
             timeout_ms: None,
+            queue: spec.queue(),
+            priority: spec.priority(),
+            // It entered the scheduler when it arrived; this input only starts it.
+            since_ms: 0,
         })
     }
 

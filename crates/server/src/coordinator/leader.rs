@@ -26,8 +26,8 @@ use super::early::EarlyTasks;
 use super::stats::Stats;
 use super::timers::Timers;
 use crate::net::Reply;
-use crate::sched::{Scheduler, WorkerId};
-use crate::shard::{Applied, Command, Listed, Retention, SubmitOutcome, TaskTable};
+use crate::sched::{Ready, Scheduler, WorkerId};
+use crate::shard::{Applied, Command, Input, Listed, Retention, SubmitOutcome, TaskTable};
 use dtc_proto::message::{Assignment, CoordMsg, RequestBody, WorkerMsg};
 use dtc_proto::status::{Cursor, SettingsChange, StateCounts, TaskPage, TaskQuery, WorkerStatus};
 use dtc_proto::{
@@ -182,8 +182,18 @@ pub(super) struct NewWorker {
     pub slots: u32,
     pub capacity: u32,
     pub kinds: Vec<String>,
+    pub queues: Vec<String>,
     pub running: Vec<(TaskId, u32)>,
     pub cancel: CancellationToken,
+}
+
+/// Where and how urgently the scheduler queues a task the table says is runnable.
+fn ready_of<'a>(input: &Input<'a>) -> Ready<'a> {
+    Ready {
+        queue: input.queue,
+        priority: input.priority,
+        since_ms: input.since_ms,
+    }
 }
 
 /// The runtime of this replica's term as leader.
@@ -321,7 +331,12 @@ impl Leader {
                     && table.admits(&task, self.early.ahead()).is_ok_and(|new| new);
                 if new {
                     self.stats.arrived(id, now);
-                    self.sched.enqueue(id, &task.kind);
+                    let ready = Ready {
+                        queue: task.queue(),
+                        priority: task.priority(),
+                        since_ms: at_ms,
+                    };
+                    self.sched.enqueue(id, &task.kind, ready);
                     if wait {
                         self.early.run_unlogged(task, reply);
                         return;
@@ -374,7 +389,8 @@ impl Leader {
 
     /// A worker registered.
     pub(super) fn worker_up(&mut self, w: NewWorker, table: &TaskTable, now: Instant) {
-        self.sched.add_worker(w.worker, w.capacity, w.kinds, now);
+        self.sched
+            .add_worker(w.worker, w.capacity, w.kinds, &w.queues, now);
         self.claim(w.worker, w.running, table, now);
         self.workers.insert(
             w.worker,
@@ -459,9 +475,9 @@ impl Leader {
             return;
         }
         // The same bounds as a task's own options.
-        if let Some(o) = options
+        if let Some(o) = &options
             && let Err(e) = TaskSpec::new(kind.as_str(), "")
-                .with_options(o)
+                .with_options(o.clone())
                 .check_shape()
         {
             reply.send(Err(e)).ok();
@@ -540,7 +556,7 @@ impl Leader {
             if self.sched.running_on(id).is_none()
                 && let Some(input) = table.runnable(id, at_ms)
             {
-                self.sched.enqueue(id, input.kind);
+                self.sched.enqueue(id, input.kind, ready_of(&input));
             }
         }
         for id in due.expiries {
@@ -832,7 +848,7 @@ impl Leader {
         if timing.due_ms > now_ms {
             self.timers.start_at(timing.due_ms, id);
         } else if let Some(input) = table.runnable(id, now_ms) {
-            self.sched.enqueue(id, input.kind);
+            self.sched.enqueue(id, input.kind, ready_of(&input));
         }
     }
 
@@ -1115,6 +1131,7 @@ mod tests {
                 slots,
                 capacity: slots,
                 kinds: vec!["noop".into()],
+                queues: Vec::new(),
                 running,
                 cancel: CancellationToken::new(),
             };

@@ -42,11 +42,12 @@ pub(super) async fn serve<R, W>(
     } = a;
     let mut reader = reader.retype::<WorkerMsg>();
     // A worker takes up to `slots + prefetch` tasks at once (bounded, whatever it claims).
-    let (slots, capacity, kinds, running) = match reader.expect().await {
+    let (slots, capacity, kinds, queues, running) = match reader.expect().await {
         Ok(WorkerMsg::Register {
             slots,
             prefetch,
             kinds,
+            queues,
             running,
         }) if slots > 0 => {
             let max_slots = max_slots.max(1);
@@ -54,7 +55,7 @@ pub(super) async fn serve<R, W>(
                 tracing::warn!(%peer, name = %hello.name, slots, max_slots, "a worker asked for more slots than allowed (--max-worker-slots); it gets the bound");
             }
             let slots = slots.min(max_slots);
-            (slots, slots + prefetch.min(slots), kinds, running)
+            (slots, slots + prefetch.min(slots), kinds, queues, running)
         }
         Ok(other) => {
             let reason =
@@ -84,6 +85,11 @@ pub(super) async fn serve<R, W>(
         .filter(|k| k.len() <= dtc_proto::TaskSpec::MAX_KIND_LEN)
         .take(MAX_KINDS)
         .collect();
+    let queues = queues
+        .into_iter()
+        .filter(|q| dtc_proto::check_queue_name(q).is_ok())
+        .take(MAX_KINDS)
+        .collect();
     let running = running.into_iter().take(capacity as usize).collect();
     let up = Event::WorkerUp(NewWorker {
         worker: id,
@@ -93,6 +99,7 @@ pub(super) async fn serve<R, W>(
         slots,
         capacity,
         kinds,
+        queues,
         running,
         cancel: worker_cancel.clone(),
     });

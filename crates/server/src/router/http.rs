@@ -162,6 +162,11 @@ struct SubmitBody {
     expires_ms: Option<u64>,
     /// How failed attempts are retried.
     backoff: Option<BackoffJson>,
+    /// The queue it waits in.
+    queue: Option<String>,
+    /// 0 to 9, higher first.
+    #[serde(default)]
+    priority: u8,
     #[serde(default)]
     wait: bool,
     /// How long this request waits (with `wait`).
@@ -382,6 +387,8 @@ async fn submit(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> 
     }
     spec.options_mut().timeout_ms = req.attempt_timeout_ms;
     spec.options_mut().expires_ms = req.expires_ms;
+    spec.options_mut().queue = req.queue;
+    spec.options_mut().priority = req.priority;
     if let Some(b) = req.backoff {
         match b.backoff() {
             Ok(b) => spec.options_mut().backoff = Some(b),

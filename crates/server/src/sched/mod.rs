@@ -4,4 +4,4 @@
 
 mod scheduler;
 
-pub use scheduler::{Assign, Scheduler, WorkerId};
+pub use scheduler::{Assign, Ready, Scheduler, WorkerId};

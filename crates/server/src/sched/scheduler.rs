@@ -1,10 +1,13 @@
-//! Which worker runs which task: connected workers and their slots, the ready queue, the
-//! running attempts, and heartbeat deadlines. Owned by the coordinator's actor loop; rebuilt
-//! from the task table when a coordinator starts leading.
+//! Which worker runs which task: connected workers and their slots and queues, the ready
+//! tasks in priority order, paused queues, the running attempts, and heartbeat deadlines.
+//! Owned by the coordinator's actor loop; rebuilt from the task table when a coordinator
+//! starts leading.
 
-use dtc_proto::TaskId;
+use dtc_proto::{TaskId, TaskSpec};
 use foldhash::{HashMap, HashSet};
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A connected worker's id, unique within one coordinator's lifetime.
@@ -21,11 +24,52 @@ pub struct Assign {
     pub attempt: u32,
 }
 
+/// Where a ready task waits and how urgent it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ready<'a> {
+    /// Its queue.
+    pub queue: &'a str,
+    /// Its priority (higher first).
+    pub priority: u8,
+    /// When it became ready (ms since the Unix epoch): ties within a priority go to the
+    /// earliest, and waiting ages it (see [`TaskSpec::AGING_MS`]).
+    pub since_ms: u64,
+}
+
+impl Ready<'_> {
+    /// The default queue, priority 0, ready since the epoch: order by arrival alone.
+    pub const DEFAULT: Ready<'static> = Ready {
+        queue: TaskSpec::DEFAULT_QUEUE,
+        priority: 0,
+        since_ms: 0,
+    };
+
+    /// The task's rank: lower runs first. A level of priority counts as having waited
+    /// [`TaskSpec::AGING_MS`] longer.
+    fn rank(&self) -> i64 {
+        let since = i64::try_from(self.since_ms).unwrap_or(i64::MAX);
+        let head_start = i64::from(self.priority.min(TaskSpec::MAX_PRIORITY))
+            * i64::try_from(TaskSpec::AGING_MS).unwrap_or(0);
+        since.saturating_sub(head_start)
+    }
+}
+
+/// The ready tasks of one task type in one queue, lowest rank (then earliest arrival)
+/// first.
+#[derive(Debug)]
+struct Lane {
+    queue: Arc<str>,
+    kind: String,
+    tasks: BinaryHeap<Reverse<(i64, u64, TaskId)>>,
+}
+
 #[derive(Debug)]
 struct Worker {
     slots: u32,
     /// The task types it has handlers for.
     kinds: HashSet<String>,
+    /// The queues it serves.
+    queues: HashSet<Arc<str>>,
     /// The attempts this worker holds a slot for (an attempt that timed out or was
     /// cancelled holds its slot until the worker reports it stopped).
     busy: HashSet<(TaskId, u32)>,
@@ -45,15 +89,19 @@ impl Worker {
 
 /// The runtime scheduling state of a shard's leader.
 ///
-/// Ready tasks wait in one FIFO queue per task type; a task goes only to a worker that has a
-/// handler for its type (it waits while none is connected). Among the types some free worker
-/// can run, the oldest ready task goes first, to the least loaded such worker.
+/// Ready tasks wait in one lane per queue and task type; a task goes only to a worker that
+/// serves its queue and has a handler for its type (it waits while none is connected), and
+/// never while its queue is paused. Among the lanes some free worker can run, the task of
+/// lowest rank goes first ([`Ready`]: priority, aged by waiting, then arrival), to the least
+/// loaded such worker.
 #[derive(Debug)]
 pub struct Scheduler {
     workers: HashMap<WorkerId, Worker>,
-    /// Ready tasks by type, each with its arrival number; only non-empty queues are kept
-    /// (there are few types, so a short list beats a map).
-    ready: Vec<(String, VecDeque<(u64, TaskId)>)>,
+    /// Ready tasks by queue and type, each with its rank and arrival number; only non-empty
+    /// lanes are kept (there are few, so a short list beats a map).
+    ready: Vec<Lane>,
+    /// Queues whose tasks are held.
+    paused: HashSet<Arc<str>>,
     arrivals: u64,
     ready_len: usize,
     /// Running attempts: task → (worker, attempt).
@@ -69,6 +117,7 @@ impl Scheduler {
         Self {
             workers: HashMap::default(),
             ready: Vec::new(),
+            paused: HashSet::default(),
             arrivals: 0,
             ready_len: 0,
             running: HashMap::default(),
@@ -77,21 +126,29 @@ impl Scheduler {
         }
     }
 
-    /// A worker registered with `slots` slots and handlers for `kinds`.
+    /// A worker registered with `slots` slots and handlers for `kinds`, serving `queues`
+    /// (none: the default queue).
     pub fn add_worker(
         &mut self,
         id: WorkerId,
         slots: u32,
         kinds: impl IntoIterator<Item = String>,
+        queues: &[String],
         now: Instant,
     ) {
         let kinds: HashSet<String> = kinds.into_iter().collect();
+        let queues = if queues.is_empty() {
+            HashSet::from_iter([Arc::from(TaskSpec::DEFAULT_QUEUE)])
+        } else {
+            queues.iter().map(|q| Arc::from(q.as_str())).collect()
+        };
         for kind in &kinds {
             *self.handled.entry(kind.clone()).or_default() += 1;
         }
         let worker = Worker {
             slots,
             kinds,
+            queues,
             busy: HashSet::default(),
             last_seen: now,
             draining: false,
@@ -174,15 +231,41 @@ impl Scheduler {
     }
 
     /// The task, of type `kind`, is ready to run.
-    pub fn enqueue(&mut self, id: TaskId, kind: &str) {
+    pub fn enqueue(&mut self, id: TaskId, kind: &str, ready: Ready<'_>) {
         self.arrivals += 1;
         self.ready_len += 1;
-        match self.ready.iter_mut().find(|(k, _)| k == kind) {
-            Some((_, queue)) => queue.push_back((self.arrivals, id)),
-            None => self
-                .ready
-                .push((kind.to_owned(), VecDeque::from([(self.arrivals, id)]))),
+        let entry = Reverse((ready.rank(), self.arrivals, id));
+        match self
+            .ready
+            .iter_mut()
+            .find(|l| l.kind == kind && &*l.queue == ready.queue)
+        {
+            Some(lane) => lane.tasks.push(entry),
+            None => self.ready.push(Lane {
+                queue: Arc::from(ready.queue),
+                kind: kind.to_owned(),
+                tasks: BinaryHeap::from([entry]),
+            }),
         }
+    }
+
+    /// Holds (`true`) or releases the tasks of `queue`: a paused queue's ready tasks stay
+    /// queued, and running ones finish.
+    pub fn set_paused(&mut self, queue: &str, paused: bool) {
+        if paused {
+            self.paused.insert(Arc::from(queue));
+        } else {
+            self.paused.remove(queue);
+        }
+    }
+
+    /// Ready tasks per queue (entries not yet skipped included).
+    pub fn ready_by_queue(&self) -> HashMap<Arc<str>, usize> {
+        let mut out: HashMap<Arc<str>, usize> = HashMap::default();
+        for lane in &self.ready {
+            *out.entry(Arc::clone(&lane.queue)).or_default() += lane.tasks.len();
+        }
+        out
     }
 
     /// The worker finished `attempt` of `id`: frees its slot.
@@ -234,11 +317,11 @@ impl Scheduler {
         self.workers.get(&id).map(|w| w.last_seen)
     }
 
-    /// The least loaded worker with a free slot and a handler for `kind`.
-    fn best_worker(&self, kind: &str) -> Option<WorkerId> {
+    /// The least loaded worker with a free slot, serving `queue`, with a handler for `kind`.
+    fn best_worker(&self, queue: &str, kind: &str) -> Option<WorkerId> {
         self.workers
             .iter()
-            .filter(|(_, w)| w.free() > 0 && w.kinds.contains(kind))
+            .filter(|(_, w)| w.free() > 0 && w.kinds.contains(kind) && w.queues.contains(queue))
             .max_by_key(|(id, w)| (w.free(), std::cmp::Reverse(**id)))
             .map(|(id, _)| *id)
     }
@@ -249,24 +332,29 @@ impl Scheduler {
     pub fn assign(&mut self, mut next_attempt: impl FnMut(TaskId) -> Option<u32>) -> Vec<Assign> {
         let mut out = Vec::new();
         while self.ready_len > 0 {
-            // The oldest head among the types some free worker can run.
+            // The lowest-ranked head among the unpaused lanes some free worker can run.
             let pick = self
                 .ready
                 .iter()
                 .enumerate()
-                .filter_map(|(i, (kind, q))| q.front().map(|&(arrival, _)| (arrival, i, kind)))
-                .filter_map(|(arrival, i, kind)| self.best_worker(kind).map(|w| (arrival, i, w)))
-                .min_by_key(|&(arrival, ..)| arrival);
+                .filter(|(_, l)| !self.paused.contains(&l.queue))
+                .filter_map(|(i, l)| {
+                    l.tasks
+                        .peek()
+                        .map(|Reverse((rank, arrival, _))| ((*rank, *arrival), i, l))
+                })
+                .filter_map(|(key, i, l)| self.best_worker(&l.queue, &l.kind).map(|w| (key, i, w)))
+                .min_by_key(|&(key, ..)| key);
             let Some((_, index, worker)) = pick else {
                 break;
             };
-            let Some((_, queue)) = self.ready.get_mut(index) else {
+            let Some(lane) = self.ready.get_mut(index) else {
                 break;
             };
-            let Some((_, id)) = queue.pop_front() else {
+            let Some(Reverse((.., id))) = lane.tasks.pop() else {
                 break;
             };
-            if queue.is_empty() {
+            if lane.tasks.is_empty() {
                 self.ready.swap_remove(index);
             }
             self.ready_len -= 1;
@@ -306,10 +394,10 @@ mod tests {
     fn tasks_go_only_to_workers_with_their_handler_oldest_first() {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
-        s.add_worker(1, 4, ["sleep".to_string()], now);
-        s.enqueue(t(1), "render");
-        s.enqueue(t(2), "sleep");
-        s.enqueue(t(3), "sleep");
+        s.add_worker(1, 4, ["sleep".to_string()], &[], now);
+        s.enqueue(t(1), "render", Ready::DEFAULT);
+        s.enqueue(t(2), "sleep", Ready::DEFAULT);
+        s.enqueue(t(3), "sleep", Ready::DEFAULT);
         let got: Vec<TaskId> = s.assign(|_| Some(1)).into_iter().map(|a| a.id).collect();
         assert_eq!(
             got,
@@ -317,8 +405,8 @@ mod tests {
             "nobody renders yet; the sleeps go in order"
         );
         assert_eq!(s.ready_len(), 1);
-        s.add_worker(2, 1, ["render".to_string()], now);
-        s.enqueue(t(4), "sleep");
+        s.add_worker(2, 1, ["render".to_string()], &[], now);
+        s.enqueue(t(4), "sleep", Ready::DEFAULT);
         let got = s.assign(|_| Some(1));
         assert_eq!(
             got,
@@ -337,14 +425,95 @@ mod tests {
         );
     }
 
+    fn at(queue: &str, priority: u8, since_ms: u64) -> Ready<'_> {
+        Ready {
+            queue,
+            priority,
+            since_ms,
+        }
+    }
+
+    fn run_one_by_one(s: &mut Scheduler, worker: WorkerId) -> Vec<TaskId> {
+        let mut order = Vec::new();
+        while let Some(a) = s.assign(|_| Some(1)).first().copied() {
+            s.completed(worker, a.id, a.attempt);
+            order.push(a.id);
+        }
+        order
+    }
+
+    #[test]
+    fn higher_priority_first_then_arrival() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1));
+        for (n, p) in [(1, 0), (2, 5), (3, 9), (4, 5), (5, 0), (6, 9)] {
+            s.enqueue(t(n), "noop", at("default", p, 10_000));
+        }
+        s.add_worker(1, 1, kinds(), &[], now);
+        let order = run_one_by_one(&mut s, 1);
+        assert_eq!(order, [3, 6, 2, 4, 1, 5].map(t));
+    }
+
+    #[test]
+    fn waiting_ages_a_task_past_later_higher_ones() {
+        // A priority-0 task ready at 0 s outranks priority-9 tasks ready after 9 s, and
+        // only those: it is passed by tasks that arrived less than 9 aging steps later.
+        let now = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1));
+        let step = TaskSpec::AGING_MS;
+        s.enqueue(t(1), "noop", at("default", 0, 100_000));
+        s.enqueue(t(2), "noop", at("default", 9, 100_000 + 9 * step - 1));
+        s.enqueue(t(3), "noop", at("default", 9, 100_000 + 9 * step + 1));
+        s.enqueue(t(4), "noop", at("default", 4, 100_000 + 4 * step));
+        s.add_worker(1, 1, kinds(), &[], now);
+        assert_eq!(run_one_by_one(&mut s, 1), [2, 1, 4, 3].map(t));
+    }
+
+    #[test]
+    fn a_task_goes_only_to_a_worker_of_its_queue() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1));
+        s.enqueue(t(1), "noop", at("critical", 0, 0));
+        s.enqueue(t(2), "noop", at("default", 9, 0));
+        s.add_worker(1, 4, kinds(), &["critical".to_string()], now);
+        let got = s.assign(|_| Some(1));
+        assert_eq!(
+            got.iter().map(|a| (a.worker, a.id)).collect::<Vec<_>>(),
+            [(1, t(1))]
+        );
+        s.add_worker(2, 4, kinds(), &[], now);
+        let got = s.assign(|_| Some(1));
+        assert_eq!(
+            got.iter().map(|a| (a.worker, a.id)).collect::<Vec<_>>(),
+            [(2, t(2))]
+        );
+        assert_eq!(s.ready_len(), 0);
+    }
+
+    #[test]
+    fn a_paused_queue_holds_its_tasks_until_resumed() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1));
+        s.add_worker(1, 4, kinds(), &["a".to_string(), "b".to_string()], now);
+        s.set_paused("a", true);
+        s.enqueue(t(1), "noop", at("a", 9, 0));
+        s.enqueue(t(2), "noop", at("b", 0, 5));
+        let got: Vec<TaskId> = s.assign(|_| Some(1)).iter().map(|a| a.id).collect();
+        assert_eq!(got, [t(2)]);
+        assert_eq!(s.ready_by_queue().get("a"), Some(&1));
+        s.set_paused("a", false);
+        let got: Vec<TaskId> = s.assign(|_| Some(1)).iter().map(|a| a.id).collect();
+        assert_eq!(got, [t(1)]);
+    }
+
     #[test]
     fn fills_the_least_loaded_worker_first() {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
-        s.add_worker(1, 2, kinds(), now);
-        s.add_worker(2, 4, kinds(), now);
+        s.add_worker(1, 2, kinds(), &[], now);
+        s.add_worker(2, 4, kinds(), &[], now);
         for n in 0..5 {
-            s.enqueue(t(n), "noop");
+            s.enqueue(t(n), "noop", Ready::DEFAULT);
         }
         let got = s.assign(|_| Some(1));
         assert_eq!(got.len(), 5);
@@ -353,8 +522,8 @@ mod tests {
             on_2, 3,
             "worker 2 has more free slots, so it takes more: {got:?}"
         );
-        s.enqueue(t(8), "noop");
-        s.enqueue(t(9), "noop");
+        s.enqueue(t(8), "noop", Ready::DEFAULT);
+        s.enqueue(t(9), "noop", Ready::DEFAULT);
         assert_eq!(s.assign(|_| Some(1)).len(), 1, "one slot of six was left");
         assert_eq!(s.ready_len(), 1);
     }
@@ -363,10 +532,10 @@ mod tests {
     fn no_slot_no_assignment_and_finished_tasks_are_skipped() {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
-        s.enqueue(t(1), "noop");
+        s.enqueue(t(1), "noop", Ready::DEFAULT);
         assert!(s.assign(|_| Some(1)).is_empty(), "no worker yet");
-        s.add_worker(1, 1, kinds(), now);
-        s.enqueue(t(2), "noop");
+        s.add_worker(1, 1, kinds(), &[], now);
+        s.enqueue(t(2), "noop", Ready::DEFAULT);
         let got = s.assign(|id| (id != t(1)).then_some(1));
         assert_eq!(
             got,
@@ -383,10 +552,10 @@ mod tests {
     fn a_dead_worker_gives_back_its_tasks() {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_millis(1000));
-        s.add_worker(1, 2, kinds(), now);
-        s.add_worker(2, 2, kinds(), now);
-        s.enqueue(t(1), "noop");
-        s.enqueue(t(2), "noop");
+        s.add_worker(1, 2, kinds(), &[], now);
+        s.add_worker(2, 2, kinds(), &[], now);
+        s.enqueue(t(1), "noop", Ready::DEFAULT);
+        s.enqueue(t(2), "noop", Ready::DEFAULT);
         let got = s.assign(|_| Some(1));
         assert_eq!(got.len(), 2);
         s.seen(2, now + Duration::from_millis(900));
@@ -401,8 +570,8 @@ mod tests {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
         assert!(!s.handles("noop"));
-        s.add_worker(1, 1, kinds(), now);
-        s.add_worker(2, 1, ["noop".to_string()], now);
+        s.add_worker(1, 1, kinds(), &[], now);
+        s.add_worker(2, 1, ["noop".to_string()], &[], now);
         s.remove_worker(1);
         assert!(s.handles("noop") && !s.handles("sleep"));
         s.remove_worker(2);
@@ -413,9 +582,9 @@ mod tests {
     fn completion_frees_the_slot_and_draining_takes_nothing() {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
-        s.add_worker(1, 1, kinds(), now);
-        s.enqueue(t(1), "noop");
-        s.enqueue(t(2), "noop");
+        s.add_worker(1, 1, kinds(), &[], now);
+        s.enqueue(t(1), "noop", Ready::DEFAULT);
+        s.enqueue(t(2), "noop", Ready::DEFAULT);
         assert_eq!(s.assign(|_| Some(1)).len(), 1);
         s.completed(1, t(1), 1);
         s.drain(1);
@@ -427,10 +596,10 @@ mod tests {
     fn reported_running_tasks_are_not_run_again() {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
-        s.add_worker(7, 2, kinds(), now);
+        s.add_worker(7, 2, kinds(), &[], now);
         s.hold(7, [(t(1), 1)]);
-        s.enqueue(t(1), "noop");
-        s.enqueue(t(2), "noop");
+        s.enqueue(t(1), "noop", Ready::DEFAULT);
+        s.enqueue(t(2), "noop", Ready::DEFAULT);
         let got = s.assign(|_| Some(1));
         assert_eq!(
             got,
@@ -507,14 +676,14 @@ mod tests {
                                 continue;
                             }
                             let kinds = if sleeps { vec!["noop".to_string(), "sleep".to_string()] } else { vec!["noop".to_string()] };
-                            s.add_worker(worker, slots, kinds, now);
+                            s.add_worker(worker, slots, kinds, &[], now);
                             handles.insert(worker, sleeps);
                         }
                         Op::Leave { worker } => {
                             handles.remove(&worker);
                             for (task, _) in s.remove_worker(worker) {
                                 let kind = kind_of.get(&task).copied().unwrap_or("noop");
-                                s.enqueue(task, kind);
+                                s.enqueue(task, kind, Ready::DEFAULT);
                             }
                         }
                         Op::Drain { worker } => s.drain(worker),
@@ -522,7 +691,7 @@ mod tests {
                             // A task's type never changes: even ids sleep.
                             let kind = if task % 2 == 0 { "sleep" } else { "noop" };
                             kind_of.insert(TaskId(task), kind);
-                            s.enqueue(TaskId(task), kind);
+                            s.enqueue(TaskId(task), kind, Ready::DEFAULT);
                         }
                         Op::Complete { pick } => {
                             let mut running: Vec<(TaskId, WorkerId, u32)> = s.running.iter().map(|(t, (w, a))| (*t, *w, *a)).collect();

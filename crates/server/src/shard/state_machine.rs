@@ -87,6 +87,10 @@ struct Extra {
     backoff: Option<Backoff>,
     /// The last failed attempts' errors, oldest first.
     errors: Vec<String>,
+    /// Its queue, if not the default.
+    queue: Option<String>,
+    /// Its priority.
+    priority: u8,
 }
 
 /// Moves `r` to `phase`, keeping `counts` right.
@@ -114,6 +118,17 @@ impl Record {
 
     fn errors(&self) -> &[String] {
         self.extra.as_ref().map_or(&[], |e| e.errors.as_slice())
+    }
+
+    fn queue(&self) -> &str {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.queue.as_deref())
+            .unwrap_or(TaskSpec::DEFAULT_QUEUE)
+    }
+
+    fn priority(&self) -> u8 {
+        self.extra.as_ref().map_or(0, |e| e.priority)
     }
 
     fn state(&self) -> TaskState {
@@ -162,6 +177,12 @@ pub struct Input<'a> {
     pub payload: &'a Bytes,
     /// How long the attempt may run.
     pub timeout_ms: Option<u64>,
+    /// The queue it waits in.
+    pub queue: &'a str,
+    /// Its priority.
+    pub priority: u8,
+    /// Since when it has been ready to start (ms since the Unix epoch).
+    pub since_ms: u64,
 }
 
 /// A task as a listing first sees it.
@@ -401,10 +422,10 @@ impl TaskTable {
     /// or scheduled or retrying and due, and not past its expiry); `None` otherwise.
     pub fn runnable(&self, id: TaskId, now_ms: u64) -> Option<Input<'_>> {
         let r = self.tasks.get(&id)?;
-        let due = match r.phase {
-            Phase::Queued => true,
-            Phase::Scheduled(due) | Phase::Retrying(due) => due <= now_ms,
-            Phase::Done { .. } => false,
+        let (due, since_ms) = match r.phase {
+            Phase::Queued => (true, r.created_ms),
+            Phase::Scheduled(due) | Phase::Retrying(due) => (due <= now_ms, due),
+            Phase::Done { .. } => (false, 0),
         };
         let lapsed = r.ended == 0 && r.expires_at_ms().is_some_and(|at| at <= now_ms);
         (due && !lapsed).then(|| Input {
@@ -412,6 +433,9 @@ impl TaskTable {
             kind: &r.kind,
             payload: &r.payload,
             timeout_ms: r.timeout_ms(),
+            queue: r.queue(),
+            priority: r.priority(),
+            since_ms,
         })
     }
 
@@ -567,6 +591,10 @@ impl TaskTable {
             o.timeout_ms = o.timeout_ms.or(d.timeout_ms);
             o.expires_ms = o.expires_ms.or(d.expires_ms);
             o.backoff = o.backoff.or(d.backoff);
+            o.queue = o.queue.or_else(|| d.queue.clone());
+            if o.priority == 0 {
+                o.priority = d.priority;
+            }
         }
         let start = match o.start {
             Start::Now => at_ms,
@@ -578,6 +606,8 @@ impl TaskTable {
             expires_at_ms: o.expires_ms.map(|ms| at_ms.saturating_add(ms)),
             backoff: o.backoff,
             errors: Vec::new(),
+            queue: o.queue.filter(|q| q != TaskSpec::DEFAULT_QUEUE),
+            priority: o.priority,
         };
         let record = Record {
             kind: self.kinds.get(&spec.kind),
@@ -1299,7 +1329,7 @@ mod tests {
         };
         let set = t.apply(Command::SetTypeDefaults {
             kind: "noop".into(),
-            options: Some(Box::new(defaults)),
+            options: Some(Box::new(defaults.clone())),
         });
         assert_eq!(
             set,
