@@ -82,6 +82,12 @@ pub enum Command {
     /// router (every shard) or a coordinator (its shard). With secrets this needs the
     /// member certificate (--secrets DIR of a coordinator or router), not just a token.
     Purge(PurgeArgs),
+    /// The named queues, through a router (every shard) or a coordinator (its shard):
+    /// dtc queue list shows each queue's waiting and running tasks, workers, throughput
+    /// and whether it is paused; dtc queue pause NAME holds its tasks (running ones
+    /// finish, new ones are still accepted) until dtc queue resume NAME. Pausing is kept
+    /// in each shard's log; with secrets it needs the member certificate.
+    Queue(QueueArgs),
     /// Show the cluster (through a router) or one coordinator replica: each shard's
     /// replicas, leader, term, log/commit/applied indexes, queue, running tasks, workers.
     Status(StatusArgs),
@@ -805,6 +811,42 @@ pub struct PurgeArgs {
     /// Where to connect.
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+/// `dtc queue`.
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: QueueAction,
+}
+
+/// What `dtc queue` does.
+#[derive(Debug, clap::Subcommand)]
+pub enum QueueAction {
+    /// Every queue: waiting and running tasks, workers serving it, tasks finished per
+    /// second over the last 10 s, paused or not.
+    List {
+        /// Where to connect.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Hold a queue's tasks: running ones finish, new ones are accepted and wait.
+    Pause {
+        /// The queue.
+        name: String,
+        /// Where to connect.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Let a paused queue's tasks run again.
+    Resume {
+        /// The queue.
+        name: String,
+        /// Where to connect.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
 }
 
 /// `dtc cancel`, `dtc retry`: one task, by id.

@@ -43,6 +43,7 @@ fn main() -> ExitCode {
             | Command::Retry(_)
             | Command::Tasks(_)
             | Command::Purge(_)
+            | Command::Queue(_)
             | Command::Status(_)
             | Command::Top(_)
             | Command::Configure(_)
@@ -121,6 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Retry(args) => dtc::task_cmd::retry(args).await.map(drop),
         Command::Tasks(args) => dtc::task_cmd::list(args).await,
         Command::Purge(args) => dtc::task_cmd::purge(args).await,
+        Command::Queue(args) => dtc::task_cmd::queue(args).await,
         Command::Status(args) => dtc::status_cmd::run(args).await,
         Command::Configure(args) => dtc::status_cmd::configure(args).await,
         Command::Top(args) => dtc::top::run(args, shutdown_signal()).await,

@@ -40,7 +40,7 @@ pub fn render(answer: &AdminResponse) -> String {
         AdminResponse::Configured(Err(e)) => format!("not configured: {e}\n"),
         AdminResponse::TypeDefaults(Ok(all)) => type_defaults_lines(all),
         AdminResponse::TypeDefaults(Err(e)) => format!("not configured: {e}\n"),
-        AdminResponse::Tasks(_) | AdminResponse::Purged(_) => {
+        AdminResponse::Tasks(_) | AdminResponse::Purged(_) | AdminResponse::Queues(_) => {
             "an answer to another question\n".to_owned()
         }
     }
@@ -252,7 +252,8 @@ pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
             AdminResponse::Replica(_)
             | AdminResponse::Cluster(_)
             | AdminResponse::Tasks(_)
-            | AdminResponse::Purged(_) => {
+            | AdminResponse::Purged(_)
+            | AdminResponse::Queues(_) => {
                 anyhow::bail!("{addr} answered another question")
             }
         }

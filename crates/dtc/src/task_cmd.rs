@@ -1,9 +1,11 @@
 //! `dtc submit`, `dtc get`, `dtc cancel`, `dtc retry`: one request each against a router
 //! (or a coordinator), printing the task as text or JSON; `dtc tasks`: pages of tasks.
 
-use crate::cli::{GetArgs, IdArgs, PurgeArgs, SubmitArgs, TargetArgs, TasksArgs};
+use crate::cli::{
+    GetArgs, IdArgs, PurgeArgs, QueueAction, QueueArgs, SubmitArgs, TargetArgs, TasksArgs,
+};
 use anyhow::Context;
-use dtc_proto::status::{TaskQuery, ask_purge, ask_tasks};
+use dtc_proto::status::{QueueOp, QueueStatus, TaskQuery, ask_purge, ask_queues, ask_tasks};
 use dtc_proto::transport::{Secure, Tcp};
 
 use dtc_sdk::{Client, ClientConfig, Outcome, TaskSpec, TaskView};
@@ -156,6 +158,57 @@ pub async fn purge(args: PurgeArgs) -> anyhow::Result<()> {
         println!("purged {n} {} tasks", args.state.name());
     }
     Ok(())
+}
+
+/// Lists, pauses or resumes queues, and prints every queue as it then stands.
+pub async fn queue(args: QueueArgs) -> anyhow::Result<()> {
+    let (op, doing, target) = match args.action {
+        QueueAction::List { target } => (QueueOp::List, "listing the queues".to_owned(), target),
+        QueueAction::Pause { name, target } => {
+            dtc_proto::check_queue_name(&name)?;
+            let doing = format!("pausing queue {name}");
+            (QueueOp::Pause(name), doing, target)
+        }
+        QueueAction::Resume { name, target } => {
+            dtc_proto::check_queue_name(&name)?;
+            let doing = format!("resuming queue {name}");
+            (QueueOp::Resume(name), doing, target)
+        }
+    };
+    let addr = SocketAddr::new(target.ip, target.port);
+    let transport = Secure::new(Tcp, target.security.credentials()?);
+    let queues = ask_queues(&transport, &[addr], "dtc queue", &op)
+        .await
+        .with_context(|| format!("{doing} through {addr}"))?;
+    if target.json {
+        println!("{}", serde_json::to_string(&queues)?);
+    } else {
+        print!("{}", queue_table(&queues));
+    }
+    Ok(())
+}
+
+/// `dtc queue list`'s table.
+fn queue_table(queues: &[QueueStatus]) -> String {
+    let mut out = format!(
+        "{:<24} {:>9} {:>9} {:>8} {:>10}  {}\n",
+        "QUEUE", "QUEUED", "RUNNING", "WORKERS", "DONE/S", "STATE"
+    );
+    for q in queues {
+        out.push_str(&format!(
+            "{:<24} {:>9} {:>9} {:>8} {:>10.1}  {}\n",
+            q.name,
+            q.queued,
+            q.running,
+            q.workers,
+            q.done_per_s,
+            if q.paused { "paused" } else { "active" }
+        ));
+    }
+    if queues.is_empty() {
+        out.push_str("(no queue has tasks or workers yet)\n");
+    }
+    out
 }
 
 /// One task as a row of `dtc tasks`.

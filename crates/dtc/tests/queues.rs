@@ -234,3 +234,76 @@ async fn a_low_priority_task_is_passed_only_within_the_aging_bound() -> anyhow::
     })
     .await
 }
+
+/// Runs `dtc ARGS…` to its end; its standard output, or why it failed.
+fn dtc(args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dtc"))
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "dtc {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_queue_holds_its_tasks_and_resumes_them() -> anyhow::Result<()> {
+    common::bounded(async {
+        let coord = Proc::coordinator(&["-p", "0"])?;
+        let port = coord.addr()?.port().to_string();
+        let client = Client::connect(coord.addr()?).await?;
+        let record = Seen::default();
+        let stop = CancellationToken::new();
+        recording_worker(
+            coord.addr()?,
+            "w",
+            &["critical", "default"],
+            Duration::ZERO,
+            &record,
+            &stop,
+        )?;
+        let listed = dtc(&["queue", "pause", "critical", "-p", &port])?;
+        assert!(listed.contains("critical"), "{listed}");
+        let mut held = Vec::new();
+        for i in 0..5 {
+            let spec = TaskSpec::new("record", format!("held {i}")).with_queue("critical");
+            held.push(client.submit(spec).await?.id);
+        }
+        // The other queue still runs meanwhile.
+        let other = client.run(TaskSpec::new("record", "other")).await?;
+        assert_eq!(other.state, TaskState::Succeeded);
+        let json = dtc(&["queue", "list", "-p", &port, "--json"])?;
+        let queues: Vec<serde_json::Value> = serde_json::from_str(&json)?;
+        let critical = queues
+            .iter()
+            .find(|q| q["name"] == "critical")
+            .ok_or_else(|| anyhow::anyhow!("no critical queue in {json}"))?;
+        assert_eq!(critical["paused"], true, "{json}");
+        assert_eq!(critical["queued"], 5, "{json}");
+        assert_eq!(critical["workers"], 1, "{json}");
+        for id in &held {
+            assert_eq!(client.get(*id).await?.state, TaskState::Queued);
+        }
+        assert_eq!(seen(&record).len(), 1, "only the other queue's task ran");
+        dtc(&["queue", "resume", "critical", "-p", &port])?;
+        for id in held {
+            assert_eq!(client.wait(id).await?.state, TaskState::Succeeded);
+        }
+        let table = dtc(&["queue", "list", "-p", &port])?;
+        assert!(
+            table.contains("critical") && !table.contains("paused"),
+            "{table}"
+        );
+        // A name that cannot be a queue is refused with a reason.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dtc"))
+            .args(["queue", "pause", "no spaces", "-p", &port])
+            .output()?;
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not a queue name"));
+        stop.cancel();
+        Ok(())
+    })
+    .await
+}

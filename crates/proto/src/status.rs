@@ -35,7 +35,44 @@ pub enum AdminRequest {
     /// coordinator, its shard's (through its leader); to a router, every shard's. Like a
     /// change of settings, it needs the member certificate when secrets are on.
     Purge(TaskState),
+    /// List the named queues, or pause or resume one (to a coordinator: its shard's,
+    /// through its leader; to a router: every shard's). Pausing and resuming are logged
+    /// and, like a change of settings, need the member certificate when secrets are on.
+    Queues(QueueOp),
 }
+
+/// What [`AdminRequest::Queues`] asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueOp {
+    /// Every queue the shard knows: with tasks, served by a worker, or paused.
+    List,
+    /// Hold the queue's tasks (running ones finish); new tasks are still accepted.
+    Pause(String),
+    /// Let the queue's tasks run again.
+    Resume(String),
+}
+
+/// One named queue as a shard's leader (or, merged, a router) sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueueStatus {
+    /// Its name.
+    pub name: String,
+    /// Tasks ready and waiting for a slot.
+    pub queued: u64,
+    /// Tasks running.
+    pub running: u64,
+    /// Connected workers that serve it.
+    pub workers: u32,
+    /// Whether its tasks are held (through a router: on every shard).
+    pub paused: bool,
+    /// Tasks of it that finished per second, over the last 10 seconds.
+    pub done_per_s: f64,
+}
+
+impl Eq for QueueStatus {}
+
+/// The most queues one shard keeps paused.
+pub const MAX_PAUSED_QUEUES: usize = 1024;
 
 /// Which tasks to list: those older than `before` (a page's `next`), of a state and a type
 /// if given, at most `limit` (at most [`TaskQuery::MAX_LIMIT`]).
@@ -167,6 +204,9 @@ pub enum AdminResponse {
     Purged(Result<u64, crate::WireError>),
     /// The answer to [`AdminRequest::TypeDefaults`]: every type's defaults, once committed.
     TypeDefaults(Result<Vec<(String, TaskOptions)>, crate::WireError>),
+    /// The answer to [`AdminRequest::Queues`]: every queue, after the change if one was
+    /// asked (once committed), by name.
+    Queues(Result<Vec<QueueStatus>, crate::WireError>),
 }
 
 /// The settings every replica of a shard applies alike, kept in the shard's log.
@@ -355,7 +395,8 @@ pub async fn ask_replica<T: crate::transport::Transport>(
             AdminResponse::Configured(_)
             | AdminResponse::Tasks(_)
             | AdminResponse::Purged(_)
-            | AdminResponse::TypeDefaults(_),
+            | AdminResponse::TypeDefaults(_)
+            | AdminResponse::Queues(_),
         ) => Err("an answer to another question".to_string()),
         Err(e) => Err(e.to_string()),
     }
@@ -391,6 +432,43 @@ pub async fn ask_purge<T: crate::transport::Transport>(
         _ => None,
     })
     .await
+}
+
+/// Lists, pauses or resumes the queues of the shard whose replicas are `addrs`, through its
+/// leader.
+pub async fn ask_queues<T: crate::transport::Transport>(
+    transport: &T,
+    addrs: &[std::net::SocketAddr],
+    name: &str,
+    op: &QueueOp,
+) -> Result<Vec<QueueStatus>, crate::WireError> {
+    let request = AdminRequest::Queues(op.clone());
+    ask_leader(transport, addrs, name, &request, |answer| match answer {
+        AdminResponse::Queues(r) => Some(r),
+        _ => None,
+    })
+    .await
+}
+
+/// Merges the queue lists of several shards: counts and rates add up, a queue is paused
+/// only where every shard that lists it holds it paused.
+pub fn merge_queues(lists: impl IntoIterator<Item = Vec<QueueStatus>>) -> Vec<QueueStatus> {
+    let mut all: std::collections::BTreeMap<String, QueueStatus> = Default::default();
+    for q in lists.into_iter().flatten() {
+        match all.get_mut(&q.name) {
+            Some(m) => {
+                m.queued += q.queued;
+                m.running += q.running;
+                m.workers += q.workers;
+                m.paused &= q.paused;
+                m.done_per_s += q.done_per_s;
+            }
+            None => {
+                all.insert(q.name.clone(), q);
+            }
+        }
+    }
+    all.into_values().collect()
 }
 
 /// Asks `request` of a shard's leader, trying the replicas at `addrs` in turn and

@@ -20,14 +20,16 @@
 //! was applied, and told to go to the new leader where they would wait.
 
 use super::CoordinatorConfig;
-use super::leader::{Effects, Leader, LeaderConfig, NewWorker, Read, Then, TypeDefaultsAnswer};
+use super::leader::{
+    Effects, Leader, LeaderConfig, NewWorker, QueuesAnswer, Read, Then, TypeDefaultsAnswer,
+};
 use super::proposer::Proposer;
 use crate::net::Reply;
 use crate::sched::WorkerId;
 use crate::shard::{Batch, BatchApplied, NodeId, Retention, ShardRaft, SharedTable};
 use dtc_proto::message::{CoordMsg, RequestBody, WorkerMsg};
-use dtc_proto::status::SettingsChange;
 use dtc_proto::status::{LeaderStats, StateCounts, TaskPage, TaskQuery, WorkerStatus};
+use dtc_proto::status::{QueueOp, SettingsChange};
 use dtc_proto::{TaskOptions, TaskState, WireError};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
@@ -73,6 +75,12 @@ pub(super) enum Event {
         kind: String,
         options: Option<TaskOptions>,
         reply: oneshot::Sender<TypeDefaultsAnswer>,
+    },
+    /// An operator lists the queues (answered now) or pauses or resumes one (answered once
+    /// committed).
+    Queues {
+        op: QueueOp,
+        reply: oneshot::Sender<QueuesAnswer>,
     },
     /// An operator purges the finished tasks in a state (answered once committed).
     Purge {
@@ -252,6 +260,7 @@ impl Actor {
                     reply.send(Ok(leader.list(&query, table, now))).ok();
                 }
                 Event::Purge { state, reply } => leader.purge(state, reply, now, &mut out),
+                Event::Queues { op, reply } => leader.queues(op, reply, table, now, &mut out),
                 Event::TypeDefaults {
                     kind,
                     options,
@@ -572,6 +581,9 @@ fn refuse(event: Event, leader: &Option<String>) {
             reply.send(Err(err)).ok();
         }
         Event::Purge { reply, .. } => {
+            reply.send(Err(err)).ok();
+        }
+        Event::Queues { reply, .. } => {
             reply.send(Err(err)).ok();
         }
         Event::TypeDefaults { reply, .. } => {

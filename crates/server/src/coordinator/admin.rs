@@ -43,6 +43,9 @@ pub(super) async fn answer(sources: &Sources, request: AdminRequest) -> AdminRes
         AdminRequest::Tasks(query) => {
             AdminResponse::Tasks(ask(sources, |reply| Event::Tasks { query, reply }).await)
         }
+        AdminRequest::Queues(op) => {
+            AdminResponse::Queues(ask(sources, |reply| Event::Queues { op, reply }).await)
+        }
     }
 }
 

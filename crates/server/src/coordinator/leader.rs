@@ -23,13 +23,16 @@
 use super::actor::Runtime;
 use super::clock::LeaderClock;
 use super::early::EarlyTasks;
+use super::queue_rates::QueueRates;
 use super::stats::Stats;
 use super::timers::Timers;
 use crate::net::Reply;
 use crate::sched::{Ready, Scheduler, WorkerId};
 use crate::shard::{Applied, Command, Input, Listed, Retention, SubmitOutcome, TaskTable};
 use dtc_proto::message::{Assignment, CoordMsg, RequestBody, WorkerMsg};
-use dtc_proto::status::{Cursor, SettingsChange, StateCounts, TaskPage, TaskQuery, WorkerStatus};
+use dtc_proto::status::{
+    Cursor, QueueOp, QueueStatus, SettingsChange, StateCounts, TaskPage, TaskQuery, WorkerStatus,
+};
 use dtc_proto::{
     Outcome, Retry, Start, TaskId, TaskOptions, TaskSpec, TaskState, TaskView, WireError,
 };
@@ -63,6 +66,8 @@ pub(super) enum Then {
     Purged(oneshot::Sender<Result<u64, WireError>>),
     /// Answer an operator's change of a type's defaults with every type's.
     TypeDefaults(oneshot::Sender<TypeDefaultsAnswer>),
+    /// Answer an operator's pause or resume of a queue with every queue.
+    Queues(oneshot::Sender<QueuesAnswer>),
     /// An attempt of this task ended (a completion or a lost worker): if the attempt was
     /// stale and the task is still queued but runs nowhere, it must be made ready again.
     Ended(TaskId),
@@ -84,6 +89,9 @@ impl Then {
                 tx.send(Err(err.clone())).ok();
             }
             Self::TypeDefaults(tx) => {
+                tx.send(Err(err.clone())).ok();
+            }
+            Self::Queues(tx) => {
                 tx.send(Err(err.clone())).ok();
             }
             Self::Ended(_) | Self::Nothing => {}
@@ -127,6 +135,9 @@ impl Then {
 
 /// Every task type's defaults, or why a change of them was refused.
 pub(super) type TypeDefaultsAnswer = Result<Vec<(String, TaskOptions)>, WireError>;
+
+/// Every queue, or why a pause or resume was refused.
+pub(super) type QueuesAnswer = Result<Vec<QueueStatus>, WireError>;
 
 /// A lookup: the task, whether to wait for its end, who asked.
 pub(super) type Read = (TaskId, bool, Reply);
@@ -222,6 +233,8 @@ pub(super) struct Leader {
     /// The time stamped on the commands this leader proposes.
     clock: LeaderClock,
     stats: Stats,
+    /// Finished tasks per queue, for `dtc queue list`.
+    rates: QueueRates,
     /// Completions from a worker session that does not hold the attempt: ignored.
     ignored_completions: metrics::Counter,
     /// Attempts a registering worker said it holds that it does not: ignored.
@@ -232,8 +245,11 @@ impl Leader {
     /// The runtime of a term that starts now, over `table` as this replica has applied it.
     pub(super) fn elected(config: LeaderConfig, table: &TaskTable, now: Instant) -> Self {
         let label = config.replica.clone();
+        let mut sched = Scheduler::new(config.heartbeat_timeout);
+        sched.set_all_paused(table.paused_queues());
         Self {
-            sched: Scheduler::new(config.heartbeat_timeout),
+            sched,
+            rates: QueueRates::new(now),
             stats: Stats::new(&label, now),
             clock: LeaderClock::start((config.wall_clock)(), table.clock_ms(), now),
             ignored_completions: metrics::counter!(
@@ -490,6 +506,67 @@ impl Leader {
         out.propose.push((cmd, Then::TypeDefaults(reply)));
     }
 
+    /// An operator's question about the queues: a list is answered now, a pause or resume
+    /// once committed.
+    pub(super) fn queues(
+        &self,
+        op: QueueOp,
+        reply: oneshot::Sender<QueuesAnswer>,
+        table: &TaskTable,
+        now: Instant,
+        out: &mut Effects,
+    ) {
+        let (queue, paused) = match op {
+            QueueOp::List => {
+                reply.send(Ok(self.queue_list(table, now))).ok();
+                return;
+            }
+            QueueOp::Pause(queue) => (queue, true),
+            QueueOp::Resume(queue) => (queue, false),
+        };
+        if let Err(e) = dtc_proto::check_queue_name(&queue) {
+            reply.send(Err(e)).ok();
+            return;
+        }
+        let cmd = Command::PauseQueue { queue, paused };
+        out.propose.push((cmd, Then::Queues(reply)));
+    }
+
+    /// Every queue this leader knows of: with tasks ready or running, served by a worker,
+    /// paused, or with tasks finished lately; by name.
+    fn queue_list(&self, table: &TaskTable, now: Instant) -> Vec<QueueStatus> {
+        let ready = self.sched.ready_by_queue();
+        let workers = self.sched.workers_by_queue();
+        let mut running: HashMap<String, u64> = HashMap::default();
+        for id in self.sched.running_tasks() {
+            let queue = table
+                .queue_of(id)
+                .or_else(|| self.early.input(id).map(|i| i.queue))
+                .unwrap_or(TaskSpec::DEFAULT_QUEUE);
+            *running.entry(queue.to_owned()).or_default() += 1;
+        }
+        let paused = table.paused_queues();
+        let names: std::collections::BTreeSet<String> = ready
+            .keys()
+            .chain(workers.keys())
+            .chain(self.rates.queues())
+            .map(|q| q.to_string())
+            .chain(running.keys().cloned())
+            .chain(paused.iter().cloned())
+            .collect();
+        names
+            .into_iter()
+            .map(|name| QueueStatus {
+                queued: ready.get(name.as_str()).map_or(0, |n| *n as u64),
+                running: running.get(&name).copied().unwrap_or(0),
+                workers: workers.get(name.as_str()).copied().unwrap_or(0),
+                paused: paused.binary_search(&name).is_ok(),
+                done_per_s: self.rates.per_s(&name, now),
+                name,
+            })
+            .collect()
+    }
+
     /// An operator's purge of the finished tasks in `state`.
     pub(super) fn purge(
         &self,
@@ -680,6 +757,9 @@ impl Leader {
                 }
             }
             (Applied::Finished(view), then) => {
+                if let Some(queue) = table.queue_of(view.id) {
+                    self.rates.done(queue, now);
+                }
                 if view.state == TaskState::Cancelled
                     && let Some((worker, attempt)) = self.sched.running_on(view.id)
                 {
@@ -721,6 +801,15 @@ impl Leader {
                     tx.send(all).ok();
                 }
             }
+            (Applied::QueuesPaused(paused), then) => {
+                if let Ok(paused) = &paused {
+                    tracing::info!(?paused, "the paused queues are set");
+                    self.sched.set_all_paused(paused);
+                }
+                if let Then::Queues(tx) = then {
+                    tx.send(paused.map(|_| self.queue_list(table, now))).ok();
+                }
+            }
             (Applied::Nothing, Then::Ended(id)) => {
                 // A stale attempt ended; the current one may have been lost with an earlier
                 // connection of the same worker. Make sure the task can still run.
@@ -734,7 +823,8 @@ impl Leader {
                 | Then::Answer(_)
                 | Then::Configured(_)
                 | Then::Purged(_)
-                | Then::TypeDefaults(_)),
+                | Then::TypeDefaults(_)
+                | Then::Queues(_)),
             ) => {
                 tracing::error!(?applied, "a command yielded an unexpected result");
                 then.fail(&WireError::Unavailable {
@@ -766,6 +856,8 @@ impl Leader {
             "election barrier applied; re-queueing unfinished tasks after the grace"
         );
         self.rebuilt_upto = barrier_index;
+        // A pause committed under the last leader may have been applied since election.
+        self.sched.set_all_paused(table.paused_queues());
         if !table.configured() {
             // The shard's first leader: its flags become the shard's settings.
             let retention = self.config.initial_settings;
@@ -1206,6 +1298,7 @@ mod tests {
                 Command::Cancel { .. } => "cancel",
                 Command::Retry { .. } => "retry",
                 Command::Lapse { .. } => "lapse",
+                Command::PauseQueue { .. } => "pause queue",
                 Command::Purge { .. } => "purge",
                 Command::SetTypeDefaults { .. } => "type defaults",
                 Command::Expire { .. } => "expire",

@@ -13,6 +13,7 @@ mod clock;
 mod early;
 mod leader;
 mod proposer;
+mod queue_rates;
 mod stats;
 mod timers;
 mod worker_session;

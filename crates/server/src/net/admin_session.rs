@@ -5,7 +5,7 @@
 use super::Accepted;
 use dtc_proto::WireError;
 use dtc_proto::connection::write_one;
-use dtc_proto::status::{AdminRequest, AdminResponse};
+use dtc_proto::status::{AdminRequest, AdminResponse, QueueOp};
 use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -54,6 +54,11 @@ pub async fn serve_admin<R, W, F, Fut>(
                     AdminRequest::TypeDefaults { .. } if !member => {
                         AdminResponse::TypeDefaults(Err(WireError::Auth {
                             reason: "role not allowed for this credential: the admin token is read-only; changing a task type's defaults needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
+                        }))
+                    }
+                    AdminRequest::Queues(QueueOp::Pause(_) | QueueOp::Resume(_)) if !member => {
+                        AdminResponse::Queues(Err(WireError::Auth {
+                            reason: "role not allowed for this credential: the admin token is read-only; pausing or resuming a queue needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
                         }))
                     }
                     AdminRequest::Purge(_) if !member => {

@@ -4,7 +4,8 @@
 //! cached: the answer is as fresh as the question. A purge goes to every shard's leader.
 
 use dtc_proto::status::{
-    ClusterStatus, Cursor, ShardStatus, TaskPage, TaskQuery, ask_purge, ask_replica, ask_tasks,
+    ClusterStatus, Cursor, QueueOp, QueueStatus, ShardStatus, TaskPage, TaskQuery, ask_purge,
+    ask_queues, ask_replica, ask_tasks, merge_queues,
 };
 use dtc_proto::transport::Transport;
 use dtc_proto::{TaskState, WireError};
@@ -70,6 +71,24 @@ pub(super) async fn tasks<T: Transport>(
 
 /// Purges the finished tasks in `state` on every shard; how many went in all. The shards
 /// that answered have purged even when another fails the answer.
+/// Lists, pauses or resumes the queues of every shard (a pause holds the queue on every
+/// shard); the queues merged by name.
+pub(super) async fn queues<T: Transport>(
+    transport: &T,
+    shards: &[Vec<SocketAddr>],
+    op: &QueueOp,
+) -> Result<Vec<QueueStatus>, WireError> {
+    let lists = join_all(
+        shards
+            .iter()
+            .map(|addrs| ask_queues(transport, addrs, "router", op)),
+    )
+    .await;
+    Ok(merge_queues(
+        lists.into_iter().collect::<Result<Vec<_>, _>>()?,
+    ))
+}
+
 pub(super) async fn purge<T: Transport>(
     transport: &T,
     shards: &[Vec<SocketAddr>],

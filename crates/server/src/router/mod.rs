@@ -282,6 +282,9 @@ impl<L: Listener, T: Transport> Router<L, T> {
                                     AdminRequest::Purge(state) => AdminResponse::Purged(
                                         admin::purge(&transport, &shards, state).await,
                                     ),
+                                    AdminRequest::Queues(op) => AdminResponse::Queues(
+                                        admin::queues(&transport, &shards, &op).await,
+                                    ),
                                     AdminRequest::TypeDefaults { .. } => {
                                         AdminResponse::TypeDefaults(Err(WireError::BadRequest {
                                             reason: "a router keeps no settings: ask a coordinator of each shard".into(),

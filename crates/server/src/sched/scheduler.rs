@@ -259,6 +259,22 @@ impl Scheduler {
         }
     }
 
+    /// Holds exactly the queues in `paused`, releasing any other.
+    pub fn set_all_paused(&mut self, paused: &[String]) {
+        self.paused = paused.iter().map(|q| Arc::from(q.as_str())).collect();
+    }
+
+    /// How many connected workers serve each queue.
+    pub fn workers_by_queue(&self) -> HashMap<Arc<str>, u32> {
+        let mut out: HashMap<Arc<str>, u32> = HashMap::default();
+        for w in self.workers.values() {
+            for q in &w.queues {
+                *out.entry(Arc::clone(q)).or_default() += 1;
+            }
+        }
+        out
+    }
+
     /// Ready tasks per queue (entries not yet skipped included).
     pub fn ready_by_queue(&self) -> HashMap<Arc<str>, usize> {
         let mut out: HashMap<Arc<str>, usize> = HashMap::default();

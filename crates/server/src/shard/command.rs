@@ -61,6 +61,13 @@ pub enum Command {
         /// Its defaults (boxed: rare, and commands should stay small).
         options: Option<Box<TaskOptions>>,
     },
+    /// Hold (or let run again) the tasks of a named queue.
+    PauseQueue {
+        /// The queue.
+        queue: String,
+        /// Paused (`true`) or resumed.
+        paused: bool,
+    },
     /// Forget every finished task in this state.
     Purge {
         /// Failed, succeeded or cancelled.
@@ -106,6 +113,7 @@ impl Command {
             | Self::Expire { .. }
             | Self::Configure { .. } => 0,
             Self::SetTypeDefaults { kind, .. } => kind.len(),
+            Self::PauseQueue { queue, .. } => queue.len(),
         }
     }
 
@@ -120,7 +128,7 @@ impl Command {
             | Self::Lapse { at_ms, .. }
             | Self::Purge { at_ms, .. }
             | Self::Expire { at_ms } => Some(*at_ms),
-            Self::Configure { .. } | Self::SetTypeDefaults { .. } => None,
+            Self::Configure { .. } | Self::SetTypeDefaults { .. } | Self::PauseQueue { .. } => None,
         }
     }
 }
@@ -156,6 +164,8 @@ pub enum Applied {
     /// Every task type's defaults after a [`Command::SetTypeDefaults`], or why it was
     /// refused.
     TypeDefaults(Result<Vec<(String, TaskOptions)>, WireError>),
+    /// The paused queues after a [`Command::PauseQueue`], by name, or why it was refused.
+    QueuesPaused(Result<Vec<String>, WireError>),
     /// Nothing changed that anyone waits for (a stale completion, an expiry).
     Nothing,
 }

@@ -10,7 +10,7 @@
 use super::cow_map::{CowMap, Frozen};
 use super::{Applied, Command, SubmitOutcome};
 use bytes::Bytes;
-use dtc_proto::status::{Cursor, StateCounts};
+use dtc_proto::status::{Cursor, MAX_PAUSED_QUEUES, StateCounts};
 use dtc_proto::{
     Backoff, Outcome, Retry, Start, TaskId, TaskOptions, TaskSpec, TaskState, TaskView, WireError,
 };
@@ -258,6 +258,8 @@ struct Settings {
     configured: bool,
     /// Options a task of a type takes where its submit gives none, by type, sorted.
     type_defaults: Vec<(String, TaskOptions)>,
+    /// The queues whose tasks are held, sorted.
+    paused_queues: Vec<String>,
 }
 
 /// The most task types with defaults of their own.
@@ -320,6 +322,7 @@ impl TaskTable {
                 retention,
                 configured: false,
                 type_defaults: Vec::new(),
+                paused_queues: Vec::new(),
             },
             ..Self::default()
         }
@@ -365,6 +368,37 @@ impl TaskTable {
         Applied::TypeDefaults(Ok(all.clone()))
     }
 
+    /// The queues whose tasks are held, sorted.
+    pub fn paused_queues(&self) -> &[String] {
+        &self.settings.paused_queues
+    }
+
+    fn pause_queue(&mut self, queue: String, paused: bool) -> Applied {
+        if let Err(e) = dtc_proto::check_queue_name(&queue) {
+            return Applied::QueuesPaused(Err(e));
+        }
+        let all = &mut self.settings.paused_queues;
+        match (all.binary_search(&queue), paused) {
+            (Ok(_), true) | (Err(_), false) => {}
+            (Ok(i), false) => {
+                all.remove(i);
+            }
+            (Err(_), true) if all.len() >= MAX_PAUSED_QUEUES => {
+                let reason = format!(
+                    "at most {MAX_PAUSED_QUEUES} queues may be paused at once; resume one first"
+                );
+                return Applied::QueuesPaused(Err(WireError::BadRequest { reason }));
+            }
+            (Err(i), true) => all.insert(i, queue),
+        }
+        Applied::QueuesPaused(Ok(all.clone()))
+    }
+
+    /// The queue an unfinished or kept task waits (or waited) in.
+    pub fn queue_of(&self, id: TaskId) -> Option<&str> {
+        self.tasks.get(&id).map(Record::queue)
+    }
+
     /// Whether a [`Command::Configure`] has set the settings.
     pub fn configured(&self) -> bool {
         self.settings.configured
@@ -399,6 +433,7 @@ impl TaskTable {
             Command::SetTypeDefaults { kind, options } => {
                 self.set_type_defaults(kind, options.map(|o| *o))
             }
+            Command::PauseQueue { queue, paused } => self.pause_queue(queue, paused),
             Command::Expire { .. } => {
                 self.expire(at_ms);
                 Applied::Nothing
@@ -944,6 +979,37 @@ mod tests {
         max_ms: 10_000,
         jitter_pct: 0,
     };
+
+    #[test]
+    fn paused_queues_are_a_replicated_setting_kept_in_snapshots() {
+        let mut t = TaskTable::new(Retention::default());
+        let pause = |t: &mut TaskTable, q: &str, paused: bool| {
+            t.apply(Command::PauseQueue {
+                queue: q.into(),
+                paused,
+            })
+        };
+        assert_eq!(
+            pause(&mut t, "b", true),
+            Applied::QueuesPaused(Ok(vec!["b".into()]))
+        );
+        pause(&mut t, "a", true);
+        pause(&mut t, "a", true);
+        assert_eq!(t.paused_queues(), ["a", "b"]);
+        assert_eq!(
+            pause(&mut t, "b", false),
+            Applied::QueuesPaused(Ok(vec!["a".into()]))
+        );
+        assert!(matches!(
+            pause(&mut t, "not a name", true),
+            Applied::QueuesPaused(Err(WireError::BadRequest { .. }))
+        ));
+        let restored = TaskTable::restore(&t.image().encode());
+        assert_eq!(
+            restored.map(|r| r.paused_queues().to_vec()).ok(),
+            Some(vec!["a".to_string()])
+        );
+    }
 
     #[test]
     fn submit_is_idempotent_and_returns_the_result() {
