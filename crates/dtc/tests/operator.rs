@@ -194,6 +194,35 @@ fn api_checks(base: &str) -> anyhow::Result<()> {
         assert_eq!(leader[1]["Ok"]["workers"].as_array().map(Vec::len), Some(1));
     }
 
+    // Queues: a task may name one and a priority; the list counts each shard's workers.
+    let r = a
+        .post(&tasks)
+        .send_json(json!({"type": "noop", "queue": "bulk", "priority": 3}))?;
+    assert_eq!(json_of(r)?.0, 202);
+    let r = a
+        .post(&tasks)
+        .send_json(json!({"type": "noop", "priority": 12}))?;
+    let (status, body) = json_of(r)?;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = json_of(a.get(format!("{base}/v1/queues")).call()?)?;
+    assert_eq!(status, 200, "{body}");
+    let queues = body["queues"].as_array().context("no queues")?;
+    let default = queues
+        .iter()
+        .find(|q| q["name"] == "default")
+        .with_context(|| format!("no default queue in {body}"))?;
+    assert_eq!(default["workers"], 2, "{body}");
+    assert_eq!(default["paused"], false, "{body}");
+    let bulk = queues
+        .iter()
+        .find(|q| q["name"] == "bulk")
+        .with_context(|| format!("no bulk queue in {body}"))?;
+    assert_eq!(
+        (&bulk["queued"], &bulk["workers"]),
+        (&json!(1), &json!(0)),
+        "{body}"
+    );
+
     // The dashboard is one self-contained page.
     let mut r = a.get(format!("{base}/")).call()?;
     assert_eq!(r.status().as_u16(), 200);

@@ -185,7 +185,7 @@ impl HttpGuard {
 fn need(method: &Method, path: &str) -> Need {
     match (method, path) {
         (&Method::GET | &Method::HEAD, "/") => Need::Nothing,
-        (_, "/v1/cluster" | "/metrics") => Need::Admin,
+        (_, "/v1/cluster" | "/v1/queues" | "/metrics") => Need::Admin,
         (&Method::GET | &Method::HEAD, _) => Need::Read,
         _ => Need::Write,
     }

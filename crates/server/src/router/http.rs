@@ -15,7 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use dtc_proto::message::RequestBody;
-use dtc_proto::status::{ClusterStatus, Cursor, TaskPage, TaskQuery};
+use dtc_proto::status::{ClusterStatus, Cursor, QueueStatus, TaskPage, TaskQuery};
 use dtc_proto::{Backoff, Outcome, Start, TaskId, TaskSpec, TaskState, TaskView, WireError};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -58,12 +58,17 @@ pub(super) type StatusSource = Arc<dyn Fn() -> BoxFuture<'static, ClusterStatus>
 pub(super) type TasksSource =
     Arc<dyn Fn(TaskQuery) -> BoxFuture<'static, Result<TaskPage, WireError>> + Send + Sync>;
 
+/// Lists the queues across the shards (what `dtc queue list` shows).
+pub(super) type QueuesSource =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<QueueStatus>, WireError>> + Send + Sync>;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub(super) struct Api {
     pub sink: Arc<ShardSink>,
     pub status: StatusSource,
     pub tasks: TasksSource,
+    pub queues: QueuesSource,
     /// Permits for waiting requests ([`MAX_WAITS`]).
     pub waits: Arc<Semaphore>,
     /// The router's shutdown: ends the waits still open.
@@ -123,6 +128,7 @@ pub(super) async fn serve(
         .route("/v1/tasks/{id}", get(lookup).delete(cancel_task))
         .route("/v1/tasks/{id}/retry", axum::routing::post(retry_task))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/queues", get(queues))
         .route("/metrics", get(crate::telemetry::metrics_handler))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(max_body))
@@ -537,6 +543,14 @@ async fn list(State(api): State<Api>, query: Result<Query<ListQuery>, QueryRejec
             });
             axum::Json(body).into_response()
         }
+        Err(e) => wire_error(&e),
+    }
+}
+
+/// `GET /v1/queues`: every named queue across the shards.
+async fn queues(State(api): State<Api>) -> Response {
+    match (api.queues)().await {
+        Ok(queues) => axum::Json(serde_json::json!({ "queues": queues })).into_response(),
         Err(e) => wire_error(&e),
     }
 }

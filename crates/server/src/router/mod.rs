@@ -16,7 +16,7 @@ use dtc_proto::credentials::Credentials;
 use dtc_proto::message::{RequestBody, Role};
 use dtc_proto::mux::Answer;
 use dtc_proto::mux::Mux;
-use dtc_proto::status::{AdminRequest, AdminResponse};
+use dtc_proto::status::{AdminRequest, AdminResponse, QueueOp};
 use dtc_proto::transport::{Listener, Secure, Tcp, Transport};
 use dtc_proto::{TaskView, WireError};
 use shard_map::ShardMap;
@@ -235,6 +235,17 @@ impl<L: Listener, T: Transport> Router<L, T> {
                         let transport = transport.clone();
                         let shards = shards.clone();
                         Box::pin(async move { admin::tasks(&transport, &shards, &query).await })
+                    })
+                },
+                queues: {
+                    let transport = self.transport.clone();
+                    let shards = self.config.shards.clone();
+                    Arc::new(move || {
+                        let transport = transport.clone();
+                        let shards = shards.clone();
+                        Box::pin(
+                            async move { admin::queues(&transport, &shards, &QueueOp::List).await },
+                        )
                     })
                 },
                 waits: Arc::new(tokio::sync::Semaphore::new(http_config.max_waits)),
