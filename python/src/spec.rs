@@ -17,13 +17,15 @@ use std::sync::Arc;
 pub type BackoffArgs = (u64, u32, u64, u8);
 
 /// A task's options beyond its input, as `(delay_ms, at_ms, timeout_ms, expires_ms,
-/// backoff)`; `None` where the shard's default applies.
+/// backoff, queue, priority)`; `None` where the shard's default applies.
 pub type OptionArgs = (
     Option<u64>,
     Option<u64>,
     Option<u64>,
     Option<u64>,
     Option<BackoffArgs>,
+    Option<String>,
+    u8,
 );
 
 /// The bytes of a payload or a result: `bytes`, `str` (as UTF-8), `None` (empty), or any
@@ -119,7 +121,7 @@ pub fn task(
     if let Some(n) = max_attempts {
         spec.max_attempts = n;
     }
-    if let Some((delay_ms, at_ms, timeout_ms, expires_ms, backoff)) = options {
+    if let Some((delay_ms, at_ms, timeout_ms, expires_ms, backoff, queue, priority)) = options {
         let o = spec.options_mut();
         o.start = match (delay_ms, at_ms) {
             (Some(_), Some(_)) => {
@@ -141,6 +143,8 @@ pub fn task(
             max_ms,
             jitter_pct,
         });
+        o.queue = queue;
+        o.priority = priority;
     }
     spec.check_shape()
         .map_err(|e| crate::errors::raise(payload.py(), "BadRequest", (e.to_string(),)))?;

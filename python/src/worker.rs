@@ -303,6 +303,7 @@ pub struct Worker {
     name: String,
     heartbeat: Duration,
     builtins: bool,
+    queues: Vec<String>,
     credentials: Arc<dtc_proto::credentials::Credentials>,
     running: Mutex<Option<Running>>,
 }
@@ -310,7 +311,7 @@ pub struct Worker {
 #[pymethods]
 impl Worker {
     #[new]
-    #[pyo3(signature = (shard, *, slots=4, prefetch=None, name=None, heartbeat=0.2, builtins=false, secrets=None))]
+    #[pyo3(signature = (shard, *, slots=4, prefetch=None, name=None, heartbeat=0.2, builtins=false, secrets=None, queues=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         shard: Vec<String>,
@@ -320,7 +321,12 @@ impl Worker {
         heartbeat: f64,
         builtins: bool,
         secrets: Option<PathBuf>,
+        queues: Vec<String>,
     ) -> PyResult<Self> {
+        for queue in &queues {
+            dtc_proto::check_queue_name(queue)
+                .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        }
         if slots == 0 {
             return Err(pyo3::exceptions::PyValueError::new_err(
                 "a worker needs at least one slot",
@@ -341,6 +347,7 @@ impl Worker {
             name: name.unwrap_or_else(|| format!("python-worker-{}", std::process::id())),
             heartbeat,
             builtins,
+            queues,
             credentials: spec::credentials(secrets)?,
             running: Mutex::new(None),
         })
@@ -355,6 +362,7 @@ impl Worker {
             .slots(self.slots)
             .name(self.name.clone())
             .heartbeat(self.heartbeat)
+            .queues(self.queues.iter())
             .credentials(Arc::clone(&self.credentials));
         if let Some(n) = self.prefetch {
             builder = builder.prefetch(n);

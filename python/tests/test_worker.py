@@ -148,3 +148,39 @@ def test_a_worker_in_a_thread_stops_when_asked(bare_cluster: Local) -> None:
         worker.stop()
         thread.join(LIMIT)
     assert not thread.is_alive()
+
+
+def test_queues_and_priorities_reach_the_python_worker(bare_cluster: Local) -> None:
+    """A worker of queue "py-urgent" runs that queue's tasks, highest priority first; the
+    bad arguments are refused before anything is sent."""
+    order: list[str] = []
+    worker = dtc.Worker(bare_cluster.shard, slots=1, prefetch=0, queues=["py-urgent"])
+
+    @worker.task("note")
+    def note(task: dtc.Task) -> str:
+        order.append(task.text)
+        return task.text
+
+    client = dtc.Client(bare_cluster.router)
+    # Ready at the same instant, before the worker comes: priority alone orders them.
+    at = time.time() + 0.5
+    views = [
+        client.submit("note", str(p), queue="py-urgent", priority=p, at=at) for p in (2, 9, 0, 5, 7)
+    ]
+    while time.time() < at + 0.2:
+        time.sleep(0.05)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        for v in views:
+            assert client.get(v.id, wait=True, timeout=LIMIT).state == "succeeded"
+        assert order == ["9", "7", "5", "2", "0"]
+        with pytest.raises(dtc.BadRequest):
+            client.submit("note", "x", priority=10)
+        with pytest.raises(dtc.BadRequest):
+            client.submit("note", "x", queue="no spaces")
+        with pytest.raises(ValueError):
+            dtc.Worker(bare_cluster.shard, queues=["no spaces"])
+    finally:
+        worker.stop()
+        thread.join(LIMIT)

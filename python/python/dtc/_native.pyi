@@ -12,6 +12,8 @@ _Options = Tuple[
     Optional[int],
     Optional[int],
     Optional[Tuple[int, int, int, int]],
+    Optional[str],
+    int,
 ]
 
 @final
@@ -128,6 +130,7 @@ class Worker:
         heartbeat: float = 0.2,
         builtins: bool = False,
         secrets: Optional[str] = None,
+        queues: Sequence[str] = ...,
     ) -> Worker: ...
     def start(self, handlers: Sequence[Tuple[str, Any, bool]], event_loop: Any = None) -> None: ...
     def serve(self) -> None: ...

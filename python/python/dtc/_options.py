@@ -13,13 +13,16 @@ from .errors import BadRequest
 #: A span of time: seconds (``float`` or ``int``) or a ``timedelta``.
 Seconds = Union[float, int, timedelta]
 
-#: What the native core takes: ``(delay_ms, at_ms, timeout_ms, expires_ms, backoff)``.
+#: What the native core takes: ``(delay_ms, at_ms, timeout_ms, expires_ms, backoff, queue,
+#: priority)``.
 NativeOptions = Tuple[
     Optional[int],
     Optional[int],
     Optional[int],
     Optional[int],
     Optional[Tuple[int, int, int, int]],
+    Optional[str],
+    int,
 ]
 
 
@@ -63,9 +66,21 @@ def native(
     attempt_timeout: Optional[Seconds],
     expires: Optional[Seconds],
     backoff: Optional[Backoff],
+    queue: Optional[str] = None,
+    priority: int = 0,
 ) -> Optional[NativeOptions]:
     """The options for the native core, or ``None`` when all are the shard's defaults."""
-    if delay is None and at is None and attempt_timeout is None and expires is None and backoff is None:
+    if not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise BadRequest(f"the priority must be an integer from 0 to 9, not {priority!r}")
+    if (
+        delay is None
+        and at is None
+        and attempt_timeout is None
+        and expires is None
+        and backoff is None
+        and queue is None
+        and priority == 0
+    ):
         return None
     at_ms = None
     if at is not None:
@@ -78,4 +93,6 @@ def native(
         None if attempt_timeout is None else max(1, millis(attempt_timeout, "attempt_timeout")),
         None if expires is None else millis(expires, "expires"),
         None if backoff is None else backoff.native(),
+        queue,
+        priority,
     )

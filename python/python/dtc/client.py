@@ -76,15 +76,20 @@ class Client:
         attempt_timeout: Optional[Seconds] = None,
         expires: Optional[Seconds] = None,
         backoff: Optional[Backoff] = None,
+        queue: Optional[str] = None,
+        priority: int = 0,
     ) -> TaskView:
         """Submits a task and returns as soon as the shard has accepted it.
 
         ``id`` makes the submit idempotent (submitting an existing id returns that task);
         ``delay`` or ``at`` start it later; ``attempt_timeout`` stops an attempt that runs
         longer; ``expires`` drops it if it has not started by then; ``backoff`` spaces the
-        retries of failed attempts, of which there are at most ``max_attempts``.
+        retries of failed attempts, of which there are at most ``max_attempts``. ``queue``
+        names the queue it waits in (only workers serving it run it) and ``priority`` (0 to
+        9) how soon: higher first, and waiting ages it, so it is never passed by a task that
+        became ready more than a second per level after it.
         """
-        options = native(delay, at, attempt_timeout, expires, backoff)
+        options = native(delay, at, attempt_timeout, expires, backoff, queue, priority)
         view = self._core.submit(type, payload, id, max_attempts, options)
         assert view is not None
         return view
@@ -102,12 +107,14 @@ class Client:
         attempt_timeout: Optional[Seconds] = None,
         expires: Optional[Seconds] = None,
         backoff: Optional[Backoff] = None,
+        queue: Optional[str] = None,
+        priority: int = 0,
     ) -> TaskView:
         """Submits a task and waits until it has finished: returns it when it succeeded
         (its result in ``.result``, or ``.text``), raises :class:`TaskFailed` or
         :class:`TaskCancelled` when it did not, and :class:`Timeout` if ``timeout``
         seconds pass first (the task goes on). The options are :meth:`submit`'s."""
-        options = native(delay, at, attempt_timeout, expires, backoff)
+        options = native(delay, at, attempt_timeout, expires, backoff, queue, priority)
         task_id, view = self._core.run(type, payload, id, max_attempts, options, timeout)
         if view is None:
             raise _timeout(task_id, timeout)
@@ -208,10 +215,12 @@ class AsyncClient:
         attempt_timeout: Optional[Seconds] = None,
         expires: Optional[Seconds] = None,
         backoff: Optional[Backoff] = None,
+        queue: Optional[str] = None,
+        priority: int = 0,
     ) -> TaskView:
         """:meth:`Client.submit` as a coroutine."""
         future = self._future()
-        options = native(delay, at, attempt_timeout, expires, backoff)
+        options = native(delay, at, attempt_timeout, expires, backoff, queue, priority)
         self._core.start_submit(self._mailbox, future, type, payload, False, id, max_attempts, options)
         return await future
 
@@ -228,10 +237,12 @@ class AsyncClient:
         attempt_timeout: Optional[Seconds] = None,
         expires: Optional[Seconds] = None,
         backoff: Optional[Backoff] = None,
+        queue: Optional[str] = None,
+        priority: int = 0,
     ) -> TaskView:
         """:meth:`Client.run` as a coroutine."""
         future = self._future()
-        options = native(delay, at, attempt_timeout, expires, backoff)
+        options = native(delay, at, attempt_timeout, expires, backoff, queue, priority)
         task_id = self._core.start_submit(
             self._mailbox, future, type, payload, True, id, max_attempts, options
         )

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, Awaitable, Callable, Optional, TypeVar, Union
+from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar, Union
 
 from . import _native
 from ._native import Task
@@ -37,7 +37,8 @@ class Worker:
 
     ``shard`` is the addresses of the shard's coordinators (``"host:port,host:port"`` or a
     list); the worker finds and follows their leader. ``slots`` tasks run at once and
-    ``prefetch`` more wait ready (default: as many as the slots). ``builtins`` adds dtc's
+    ``prefetch`` more wait ready (default: as many as the slots). ``queues`` are the named
+    queues it takes tasks from (default: only ``"default"``). ``builtins`` adds dtc's
     built-in task types (``noop``, ``sleep``, ``wordcount``, ``fail``).
     """
 
@@ -51,6 +52,7 @@ class Worker:
         heartbeat: float = 0.2,
         builtins: bool = False,
         secrets: Optional[SecretsDir] = None,
+        queues: Sequence[str] = (),
     ) -> None:
         self._core = _native.Worker(
             _addresses(shard),
@@ -60,6 +62,7 @@ class Worker:
             heartbeat=heartbeat,
             builtins=builtins,
             secrets=None if secrets is None else os.fspath(secrets),
+            queues=list(queues),
         )
         self._handlers: dict[str, Handler] = {}
         self._slots = slots
