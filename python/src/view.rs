@@ -116,6 +116,21 @@ impl View {
         self.0.no_handler
     }
 
+    /// The queue it waits in.
+    #[getter]
+    fn queue(&self) -> &str {
+        self.0
+            .queue
+            .as_deref()
+            .unwrap_or(dtc_sdk::TaskSpec::DEFAULT_QUEUE)
+    }
+
+    /// Its priority (0 to 9, higher first).
+    #[getter]
+    fn priority(&self) -> u8 {
+        self.0.priority
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "TaskView(id='{}', type={:?}, state='{}', attempts={})",

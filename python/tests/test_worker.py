@@ -173,7 +173,9 @@ def test_queues_and_priorities_reach_the_python_worker(bare_cluster: Local) -> N
     thread.start()
     try:
         for v in views:
-            assert client.get(v.id, wait=True, timeout=LIMIT).state == "succeeded"
+            done = client.get(v.id, wait=True, timeout=LIMIT)
+            assert done.state == "succeeded"
+            assert (done.queue, done.priority) == ("py-urgent", int(done.text))
         assert order == ["9", "7", "5", "2", "0"]
         with pytest.raises(dtc.BadRequest):
             client.submit("note", "x", priority=10)

@@ -282,6 +282,8 @@ fn json(view: &TaskView) -> serde_json::Value {
         "error": error,
         "errors": view.errors,
         "no_handler": view.no_handler,
+        "queue": view.queue.as_deref().unwrap_or(TaskSpec::DEFAULT_QUEUE),
+        "priority": view.priority,
     })
 }
 
@@ -295,6 +297,12 @@ fn print(view: &TaskView, json: bool) -> anyhow::Result<()> {
             println!("type: {}", view.kind);
         }
         println!("state: {}", view.state.name());
+        if let Some(queue) = &view.queue {
+            println!("queue: {queue}");
+        }
+        if view.priority > 0 {
+            println!("priority: {}", view.priority);
+        }
         println!("attempts: {}", view.attempts);
         if let Some(due) = view.due_ms {
             println!("due: {} ({})", rfc3339(due), from_now(due));

@@ -284,7 +284,9 @@ async fn a_paused_queue_holds_its_tasks_and_resumes_them() -> anyhow::Result<()>
         assert_eq!(critical["queued"], 5, "{json}");
         assert_eq!(critical["workers"], 1, "{json}");
         for id in &held {
-            assert_eq!(client.get(*id).await?.state, TaskState::Queued);
+            let view = client.get(*id).await?;
+            assert_eq!(view.state, TaskState::Queued);
+            assert_eq!(view.queue.as_deref(), Some("critical"));
         }
         assert_eq!(seen(&record).len(), 1, "only the other queue's task ran");
         dtc(&["queue", "resume", "critical", "-p", &port])?;

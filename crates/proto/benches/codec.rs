@@ -46,6 +46,8 @@ fn codec(c: &mut Criterion) {
             finished_ms: Some(1_800_000_000_001),
             errors: Vec::new(),
             no_handler: false,
+            queue: None,
+            priority: 0,
         }),
     };
     round_trip(c, "result response: encode + decode", &answer);

@@ -463,6 +463,10 @@ pub struct TaskView {
     /// Unfinished, and no worker connected to its shard has a handler for its type: it
     /// waits until one connects (or its expiry).
     pub no_handler: bool,
+    /// Its queue, when not [`TaskSpec::DEFAULT_QUEUE`].
+    pub queue: Option<String>,
+    /// Its priority (0 to [`TaskSpec::MAX_PRIORITY`]).
+    pub priority: u8,
 }
 
 impl TaskView {

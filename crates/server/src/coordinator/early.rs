@@ -47,12 +47,10 @@ impl EarlyTasks {
     /// before it is logged); `None` if `id` is not one.
     pub(super) fn view(&self, id: TaskId, created_ms: u64) -> Option<TaskView> {
         let e = self.tasks.get(&id).filter(|e| e.unlogged.is_some())?;
+        let spec = e.spec.as_ref();
         Some(TaskView {
             id,
-            kind: e
-                .spec
-                .as_ref()
-                .map_or_else(|| "".into(), |s| s.kind.as_str().into()),
+            kind: spec.map_or_else(|| "".into(), |s| s.kind.as_str().into()),
             state: TaskState::Queued,
             attempts: 0,
             outcome: None,
@@ -61,6 +59,10 @@ impl EarlyTasks {
             finished_ms: None,
             errors: Vec::new(),
             no_handler: false,
+            queue: spec
+                .filter(|s| s.queue() != TaskSpec::DEFAULT_QUEUE)
+                .map(|s| s.queue().to_owned()),
+            priority: spec.map_or(0, TaskSpec::priority),
         })
     }
 

@@ -227,6 +227,10 @@ struct TaskJson {
     /// Unfinished, and no worker of its shard has a handler for its type.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     no_handler: bool,
+    /// Its queue.
+    queue: String,
+    /// Its priority.
+    priority: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -265,6 +269,10 @@ fn task_json(view: TaskView) -> TaskJson {
         due: view.due_ms.map(rfc3339),
         errors: view.errors,
         no_handler: view.no_handler,
+        queue: view
+            .queue
+            .unwrap_or_else(|| TaskSpec::DEFAULT_QUEUE.to_owned()),
+        priority: view.priority,
         result,
         result_base64,
         error,

@@ -920,6 +920,8 @@ fn view_of(id: TaskId, r: &Record) -> TaskView {
         finished_ms,
         errors: r.errors().to_vec(),
         no_handler: false,
+        queue: r.extra.as_ref().and_then(|e| e.queue.clone()),
+        priority: r.priority(),
     }
 }
 
