@@ -6,43 +6,13 @@
 mod common;
 
 use anyhow::{Context, bail, ensure};
-use common::{Proc, Shard};
-use dtc_proto::status::{AdminResponse, ClusterStatus, ask_status};
-use dtc_proto::transport::Tcp;
+use common::{Proc, Shard, cluster_status, leader_of};
+use dtc_proto::status::AdminResponse;
 use dtc_sdk::{Client, ClientConfig, Outcome, TaskId, TaskSpec, TaskState};
 use dtc_server::router::shard_map::ShardMap;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// The cluster's status through the router.
-async fn cluster_status(router: SocketAddr) -> anyhow::Result<ClusterStatus> {
-    match ask_status(&Tcp, router, "failover test").await? {
-        AdminResponse::Cluster(c) => Ok(c),
-        other => bail!("{router} answered {other:?}"),
-    }
-}
-
-/// Waits until shard `index` has a leader with a term above `above`; returns its address
-/// and term.
-async fn leader_of(
-    router: SocketAddr,
-    index: usize,
-    above: u64,
-) -> anyhow::Result<(SocketAddr, u64)> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(c) = cluster_status(router).await
-            && let Some(l) = c.shards.get(index).and_then(|s| s.leader())
-            && l.term > above
-        {
-            return Ok((l.addr.parse()?, l.term));
-        }
-        ensure!(Instant::now() < deadline, "shard {index} elected no leader");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// What the client saw of one task.
 #[derive(Clone, Debug)]

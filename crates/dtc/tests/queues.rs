@@ -1,11 +1,12 @@
 //! Named queues and priorities with a real `dtc coordinator` process on loopback: with one
 //! slot, queued tasks run highest priority first; a task goes only to a worker serving its
 //! queue; a low-priority task behind a stream of high-priority ones is passed only by tasks
-//! that became ready within the aging bound after it.
+//! that became ready within the aging bound after it; a paused queue holds its tasks, also
+//! across the loss of its shard's leader, until resumed.
 
 mod common;
 
-use common::Proc;
+use common::{Proc, Shard, leader_of};
 use dtc_sdk::{Client, Task, TaskSpec, TaskState, Worker};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -18,11 +19,12 @@ fn seen(record: &Seen) -> Vec<(String, String)> {
     record.lock().map(|s| s.clone()).unwrap_or_default()
 }
 
-/// Starts an in-test worker named `name` with one slot (nothing taken ahead), serving
+/// Starts an in-test worker named `name` (of the coordinators at `addrs`) with one slot
+/// (nothing taken ahead), serving
 /// `queues`, whose `record` handler notes (its name, the payload) as it starts and then
 /// sleeps `hold`.
 fn recording_worker(
-    addr: std::net::SocketAddr,
+    addrs: &[std::net::SocketAddr],
     name: &str,
     queues: &[&str],
     hold: Duration,
@@ -47,7 +49,7 @@ fn recording_worker(
             }
         })
         .build()?;
-    tokio::spawn(worker.run(vec![addr], stop.clone()));
+    tokio::spawn(worker.run(addrs.to_vec(), stop.clone()));
     Ok(())
 }
 
@@ -73,7 +75,7 @@ async fn with_one_slot_queued_tasks_run_highest_priority_first() -> anyhow::Resu
         let record = Seen::default();
         let stop = CancellationToken::new();
         recording_worker(
-            coord.addr()?,
+            &[coord.addr()?],
             "w",
             &["default"],
             Duration::ZERO,
@@ -105,16 +107,23 @@ async fn a_task_goes_only_to_workers_of_its_queue() -> anyhow::Result<()> {
         let record = Seen::default();
         let stop = CancellationToken::new();
         let addr = coord.addr()?;
-        recording_worker(addr, "crit", &["critical"], Duration::ZERO, &record, &stop)?;
         recording_worker(
-            addr,
+            &[addr],
+            "crit",
+            &["critical"],
+            Duration::ZERO,
+            &record,
+            &stop,
+        )?;
+        recording_worker(
+            &[addr],
             "both",
             &["critical", "default"],
             Duration::ZERO,
             &record,
             &stop,
         )?;
-        recording_worker(addr, "bulk", &["bulk"], Duration::ZERO, &record, &stop)?;
+        recording_worker(&[addr], "bulk", &["bulk"], Duration::ZERO, &record, &stop)?;
         let mut runs = Vec::new();
         for i in 0..60 {
             let queue = ["critical", "default", "bulk"][i % 3];
@@ -165,7 +174,7 @@ async fn a_low_priority_task_is_passed_only_within_the_aging_bound() -> anyhow::
         let stop = CancellationToken::new();
         // One slot, 20 ms a task: about 50 tasks a second.
         recording_worker(
-            coord.addr()?,
+            &[coord.addr()?],
             "w",
             &["default"],
             Duration::from_millis(20),
@@ -257,7 +266,7 @@ async fn a_paused_queue_holds_its_tasks_and_resumes_them() -> anyhow::Result<()>
         let record = Seen::default();
         let stop = CancellationToken::new();
         recording_worker(
-            coord.addr()?,
+            &[coord.addr()?],
             "w",
             &["critical", "default"],
             Duration::ZERO,
@@ -304,6 +313,56 @@ async fn a_paused_queue_holds_its_tasks_and_resumes_them() -> anyhow::Result<()>
             .output()?;
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("not a queue name"));
+        stop.cancel();
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_outlives_the_shards_leader() -> anyhow::Result<()> {
+    common::bounded(async {
+        let mut shard = Shard::start(3, &[])?;
+        let router = Proc::start(&["router", "-p", "0", "--http", "off", "-s", &shard.list()])?;
+        let raddr = router.addr()?;
+        let port = raddr.port().to_string();
+        let (leader, term) = leader_of(raddr, 0, 0).await?;
+        dtc(&["queue", "pause", "held", "-p", &port])?;
+        let mut config = dtc_sdk::ClientConfig::new(vec![raddr]);
+        config.retry_for = Duration::from_secs(60);
+        let client = Client::with_config(config).await?;
+        let mut held = Vec::new();
+        for i in 0..3 {
+            let spec = TaskSpec::new("record", format!("held {i}")).with_queue("held");
+            held.push(client.submit(spec).await?.id);
+        }
+        let record = Seen::default();
+        let stop = CancellationToken::new();
+        recording_worker(&shard.addrs, "w", &["held"], Duration::ZERO, &record, &stop)?;
+        // The leader dies; its successor reads the pause from the log.
+        let i = shard
+            .addrs
+            .iter()
+            .position(|a| *a == leader)
+            .ok_or_else(|| anyhow::anyhow!("the leader {leader} is not a replica"))?;
+        shard.procs[i].kill9()?;
+        leader_of(raddr, 0, term).await?;
+        let json = dtc(&["queue", "list", "-p", &port, "--json"])?;
+        let queues: Vec<serde_json::Value> = serde_json::from_str(&json)?;
+        let q = queues
+            .iter()
+            .find(|q| q["name"] == "held")
+            .ok_or_else(|| anyhow::anyhow!("no held queue in {json}"))?;
+        assert_eq!(q["paused"], true, "{json}");
+        for id in &held {
+            assert_eq!(client.get(*id).await?.state, TaskState::Queued);
+        }
+        assert!(seen(&record).is_empty(), "a paused queue's task ran");
+        dtc(&["queue", "resume", "held", "-p", &port])?;
+        for id in held {
+            assert_eq!(client.wait(id).await?.state, TaskState::Succeeded);
+        }
+        assert_eq!(seen(&record).len(), 3);
         stop.cancel();
         Ok(())
     })

@@ -4,12 +4,14 @@
 #![allow(dead_code)]
 
 use anyhow::{Context, bail};
+use dtc_proto::status::{AdminResponse, ClusterStatus, ask_status};
+use dtc_proto::transport::Tcp;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A directory of its own under the system's temporary directory, removed when dropped.
 pub struct TempDir(PathBuf);
@@ -284,4 +286,32 @@ pub async fn bounded<T>(
     tokio::time::timeout(TEST_LIMIT, body)
         .await
         .context("the test ran past its time limit")?
+}
+
+/// The cluster's status through the router.
+pub async fn cluster_status(router: SocketAddr) -> anyhow::Result<ClusterStatus> {
+    match ask_status(&Tcp, router, "test").await? {
+        AdminResponse::Cluster(c) => Ok(c),
+        other => anyhow::bail!("{router} answered {other:?}"),
+    }
+}
+
+/// Waits until shard `index` has a leader with a term above `above`; returns its address
+/// and term.
+pub async fn leader_of(
+    router: SocketAddr,
+    index: usize,
+    above: u64,
+) -> anyhow::Result<(SocketAddr, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(c) = cluster_status(router).await
+            && let Some(l) = c.shards.get(index).and_then(|s| s.leader())
+            && l.term > above
+        {
+            return Ok((l.addr.parse()?, l.term));
+        }
+        anyhow::ensure!(Instant::now() < deadline, "shard {index} elected no leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
