@@ -57,18 +57,18 @@ impl QueueRates {
     /// A task of `queue` finished at `now`.
     pub(super) fn done(&mut self, queue: &str, now: Instant) {
         let s = self.second(now);
-        if !self.by_queue.contains_key(queue) {
-            if self.by_queue.len() >= MAX_QUEUES {
-                return;
-            }
-            self.by_queue.insert(Arc::from(queue), Ring::default());
-        }
-        let Some(ring) = self.by_queue.get_mut(queue) else {
-            return;
+        let count = |ring: &mut Ring| {
+            ring.advance(s);
+            let slot = &mut ring.counts[(s % WINDOW_S as u64) as usize];
+            *slot = slot.saturating_add(1);
         };
-        ring.advance(s);
-        let slot = &mut ring.counts[(s % WINDOW_S as u64) as usize];
-        *slot = slot.saturating_add(1);
+        if let Some(ring) = self.by_queue.get_mut(queue) {
+            count(ring);
+        } else if self.by_queue.len() < MAX_QUEUES {
+            let mut ring = Ring::default();
+            count(&mut ring);
+            self.by_queue.insert(Arc::from(queue), ring);
+        }
     }
 
     /// Tasks of `queue` finished per second over the last full [`WINDOW_S`] seconds before

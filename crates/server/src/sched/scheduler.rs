@@ -353,7 +353,7 @@ impl Scheduler {
                 .ready
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| !self.paused.contains(&l.queue))
+                .filter(|(_, l)| self.paused.is_empty() || !self.paused.contains(&l.queue))
                 .filter_map(|(i, l)| {
                     l.tasks
                         .peek()
