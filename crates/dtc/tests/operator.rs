@@ -455,6 +455,14 @@ async fn top_shows_every_shard_its_leader_throughput_and_every_worker() -> anyho
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        let queues = dtc_proto::status::ask_queues(
+            &Secure::plain(),
+            &[router],
+            "test",
+            &dtc_proto::status::QueueOp::List,
+        )
+        .await?;
+        top.update_queues(queues);
         let text = screen(&top)?;
         // Through one coordinator (here a follower or the leader of shard 1): its shard,
         // every replica asked.
@@ -480,6 +488,15 @@ async fn top_shows_every_shard_its_leader_throughput_and_every_worker() -> anyho
                 .count();
             assert_eq!(followers, 2, "{text}");
         }
+        // The queues pane: the default queue, served by all four workers, running.
+        let default: Vec<&str> = text
+            .lines()
+            .find(|l| l.starts_with("│default "))
+            .with_context(|| format!("no default queue row:\n{text}"))?
+            .split_whitespace()
+            .collect();
+        assert_eq!(default.get(3), Some(&"4"), "{text}");
+        assert!(default.iter().any(|c| c.starts_with("active")), "{text}");
         for shard in 0..2 {
             for w in 0..2 {
                 let name = format!("local-shard{shard}-worker{w}");

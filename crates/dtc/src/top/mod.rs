@@ -11,7 +11,10 @@ pub mod view;
 use crate::cli::TopArgs;
 use anyhow::Context;
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-use dtc_proto::status::{AdminResponse, ClusterStatus, ShardStatus, ask_replica, ask_status};
+use dtc_proto::status::{
+    AdminResponse, ClusterStatus, QueueOp, QueueStatus, ShardStatus, ask_queues, ask_replica,
+    ask_status,
+};
 use dtc_proto::transport::{Secure, Tcp};
 use futures_util::future::join_all;
 use model::{Key, Top};
@@ -87,7 +90,12 @@ pub async fn run(args: TopArgs, shutdown: CancellationToken) -> anyhow::Result<(
         loop {
             terminal.draw(|f| view::render(f, &top))?;
             tokio::select! {
-                Some(reading) = readings_rx.recv() => top.update(reading, Instant::now()),
+                Some((reading, queues)) = readings_rx.recv() => {
+                    top.update(reading, Instant::now());
+                    if let Some(queues) = queues {
+                        top.update_queues(queues);
+                    }
+                }
                 key = keys_rx.recv() => match key {
                     Some(Ok(key)) => {
                         if !top.key(key) {
@@ -114,7 +122,7 @@ pub async fn run(args: TopArgs, shutdown: CancellationToken) -> anyhow::Result<(
 async fn poll(
     transport: Secure<Tcp>,
     addr: SocketAddr,
-    readings: mpsc::Sender<Result<ClusterStatus, String>>,
+    readings: mpsc::Sender<(Result<ClusterStatus, String>, Option<Vec<QueueStatus>>)>,
     cancel: CancellationToken,
 ) {
     let mut every = tokio::time::interval(REFRESH);
@@ -125,7 +133,11 @@ async fn poll(
             () = cancel.cancelled() => return,
         }
         let reading = tokio::select! {
-            r = read(&transport, addr) => r,
+            r = async {
+                let status = read(&transport, addr).await;
+                let queues = ask_queues(&transport, &[addr], "dtc top", &QueueOp::List).await.ok();
+                (status, queues)
+            } => r,
             () = cancel.cancelled() => return,
         };
         if readings.send(reading).await.is_err() {

@@ -1,10 +1,13 @@
 //! What `dtc top` shows, as plain data: the last cluster status, each shard's throughput
 //! (from the difference of its leader's completed count between two readings) with a
-//! minute of history, the workers in the chosen order, and which pane has the focus. The
+//! minute of history, the named queues, the workers in the chosen order, and which pane has
+//! the focus. The
 //! view draws it; the key handler and the poller change it. Nothing here touches a terminal,
 //! so tests drive it directly.
 
-use dtc_proto::status::{ClusterStatus, RaftRole, ReplicaStatus, ShardStatus, WorkerStatus};
+use dtc_proto::status::{
+    ClusterStatus, QueueStatus, RaftRole, ReplicaStatus, ShardStatus, WorkerStatus,
+};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
@@ -18,6 +21,8 @@ pub enum Pane {
     Shards,
     /// The workers.
     Workers,
+    /// The named queues.
+    Queues,
 }
 
 /// How the workers are ordered (`s` moves to the next).
@@ -109,12 +114,14 @@ pub struct Top {
     pub disconnected: Option<String>,
     /// Per shard.
     pub rates: BTreeMap<u32, Rate>,
+    /// The named queues, as last read (empty until read, or if they could not be).
+    pub queues: Vec<QueueStatus>,
     /// The focused pane.
     pub pane: Pane,
     /// The workers' order.
     pub sort: WorkerSort,
     /// The selected row of each pane.
-    pub selected: [usize; 2],
+    pub selected: [usize; 3],
 }
 
 impl Top {
@@ -125,9 +132,10 @@ impl Top {
             status: None,
             disconnected: None,
             rates: BTreeMap::new(),
+            queues: Vec::new(),
             pane: Pane::Shards,
             sort: WorkerSort::Shard,
-            selected: [0, 0],
+            selected: [0, 0, 0],
         }
     }
 
@@ -152,6 +160,12 @@ impl Top {
                 self.disconnected = Some(e);
             }
         }
+        self.clamp();
+    }
+
+    /// Takes a reading of the queues.
+    pub fn update_queues(&mut self, queues: Vec<QueueStatus>) {
+        self.queues = queues;
         self.clamp();
     }
 
@@ -224,7 +238,8 @@ impl Top {
             Key::Quit => return false,
             Key::NextPane => {
                 self.pane = match self.pane {
-                    Pane::Shards => Pane::Workers,
+                    Pane::Shards => Pane::Queues,
+                    Pane::Queues => Pane::Workers,
                     Pane::Workers => Pane::Shards,
                 };
             }
@@ -243,6 +258,7 @@ impl Top {
                 .map(|s| s.replicas.len())
                 .sum::<usize>(),
             self.workers().len(),
+            self.queues.len(),
         ];
         for (selected, rows) in self.selected.iter_mut().zip(rows) {
             *selected = (*selected).min(rows.saturating_sub(1));

@@ -1,6 +1,6 @@
 //! Draws a [`Top`] onto a ratatui frame: a title line, the cluster's throughput over the
 //! last minute, the shards (one row per replica; the leader's row carries the queue,
-//! running, completed, throughput and latency) and the workers. Pure drawing: the same
+//! running, completed, throughput and latency), the named queues and the workers. Pure drawing: the same
 //! function renders to the terminal and, in tests, to ratatui's test backend.
 
 use super::model::{Pane, Top, role};
@@ -17,10 +17,11 @@ const KEYS: &str = "q quit · Tab/←→ pane · ↑↓ move · s sort workers";
 /// Draws everything.
 pub fn render(frame: &mut Frame, top: &Top) {
     let shard_rows: usize = top.shards().iter().map(|s| s.replicas.len()).sum();
-    let [title, chart, shards, workers] = Layout::vertical([
+    let [title, chart, shards, queues, workers] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(5),
         Constraint::Max(u16::try_from(shard_rows + 3).unwrap_or(u16::MAX)),
+        Constraint::Max(u16::try_from(top.queues.len().max(1) + 3).unwrap_or(u16::MAX)),
         Constraint::Min(4),
     ])
     .areas(frame.area());
@@ -37,7 +38,36 @@ pub fn render(frame: &mut Frame, top: &Top) {
         chart,
     );
     render_shards(frame, top, shards);
+    render_queues(frame, top, queues);
     render_workers(frame, top, workers);
+}
+
+fn render_queues(frame: &mut Frame, top: &Top, area: ratatui::layout::Rect) {
+    let rows = top.queues.iter().map(|q| {
+        let state = if q.paused {
+            Cell::from("paused").style(Style::default().fg(Color::Yellow))
+        } else {
+            Cell::from("active")
+        };
+        Row::new(vec![
+            Cell::from(q.name.clone()),
+            Cell::from(q.queued.to_string()),
+            Cell::from(q.running.to_string()),
+            Cell::from(q.workers.to_string()),
+            Cell::from(format!("{:.1}", q.done_per_s)),
+            state,
+        ])
+    });
+    let columns = [
+        ("queue", 24),
+        ("queued", 10),
+        ("running", 10),
+        ("workers", 8),
+        ("done/s", 10),
+        ("state", 8),
+    ];
+    let title = " queues (dtc queue pause|resume NAME) ".to_string();
+    render_pane(frame, top, area, rows, &columns, (Pane::Queues, title));
 }
 
 fn title_line(top: &Top) -> Line<'static> {
