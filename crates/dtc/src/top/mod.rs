@@ -67,6 +67,10 @@ pub async fn read(transport: &Secure<Tcp>, addr: SocketAddr) -> Result<ClusterSt
     }
 }
 
+/// One refresh: the cluster's status (or why it could not be read) and its queues (if they
+/// could be).
+type Reading = (Result<ClusterStatus, String>, Option<Vec<QueueStatus>>);
+
 /// Runs `dtc top` until `q` (or a signal).
 pub async fn run(args: TopArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let addr = args.target();
@@ -122,7 +126,7 @@ pub async fn run(args: TopArgs, shutdown: CancellationToken) -> anyhow::Result<(
 async fn poll(
     transport: Secure<Tcp>,
     addr: SocketAddr,
-    readings: mpsc::Sender<(Result<ClusterStatus, String>, Option<Vec<QueueStatus>>)>,
+    readings: mpsc::Sender<Reading>,
     cancel: CancellationToken,
 ) {
     let mut every = tokio::time::interval(REFRESH);
