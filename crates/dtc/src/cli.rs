@@ -127,8 +127,8 @@ pub struct ConfigureArgs {
     #[arg(long)]
     pub max_failed: Option<u64>,
     /// Set the defaults of this task type instead: what its tasks take where their submit
-    /// gives none (--timeout, --expires, the --backoff flags). Each shard keeps its own:
-    /// configure every shard.
+    /// gives none (--timeout, --expires, the --backoff flags, --queue, --priority). Each
+    /// shard keeps its own: configure every shard.
     #[arg(long = "type", value_name = "TYPE")]
     pub kind: Option<String>,
     /// With --type: how long one attempt of its tasks may run.
@@ -141,6 +141,12 @@ pub struct ConfigureArgs {
     /// With --type: how its failed attempts are retried.
     #[command(flatten)]
     pub backoff: BackoffArgs,
+    /// With --type: the queue its tasks wait in when their submit names none.
+    #[arg(long, value_name = "QUEUE", requires = "kind")]
+    pub queue: Option<String>,
+    /// With --type: the priority (1 to 9) its tasks take when their submit gives none.
+    #[arg(long, requires = "kind", value_parser = clap::value_parser!(u8).range(1..=9))]
+    pub priority: Option<u8>,
     /// With --type: clear its defaults.
     #[arg(long, requires = "kind")]
     pub clear: bool,

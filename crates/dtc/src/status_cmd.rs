@@ -69,6 +69,12 @@ fn type_defaults_lines(all: &[(String, TaskOptions)]) -> String {
                 b.jitter_pct
             ));
         }
+        if let Some(q) = &o.queue {
+            parts.push(format!("queue {q}"));
+        }
+        if o.priority > 0 {
+            parts.push(format!("priority {}", o.priority));
+        }
         let _ = writeln!(out, "  type {kind}: {}", parts.join(", "));
     }
     out
@@ -197,11 +203,14 @@ pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
                 timeout_ms: args.timeout.map(ms),
                 expires_ms: args.expires.map(ms),
                 backoff: args.backoff.backoff()?,
+                queue: args.queue.clone(),
+                priority: args.priority.unwrap_or(0),
                 ..TaskOptions::default()
             };
             anyhow::ensure!(
                 args.clear || options != TaskOptions::default(),
-                "say what its tasks take: --timeout, --expires, --backoff… (or --clear)"
+                "say what its tasks take: --timeout, --expires, --backoff…, --queue, --priority \
+                 (or --clear)"
             );
             AdminRequest::TypeDefaults {
                 kind: kind.clone(),

@@ -368,3 +368,44 @@ async fn a_pause_outlives_the_shards_leader() -> anyhow::Result<()> {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_types_defaults_give_its_tasks_a_queue_and_priority() -> anyhow::Result<()> {
+    common::bounded(async {
+        let coord = Proc::coordinator(&["-p", "0"])?;
+        let addr = coord.addr()?.to_string();
+        let out = dtc(&[
+            "configure",
+            &addr,
+            "--type",
+            "record",
+            "--queue",
+            "reports",
+            "--priority",
+            "5",
+        ])?;
+        assert!(out.contains("queue reports, priority 5"), "{out}");
+        let client = Client::connect(coord.addr()?).await?;
+        let plain = client.submit(TaskSpec::new("record", "a")).await?;
+        assert_eq!(
+            (plain.queue.as_deref(), plain.priority),
+            (Some("reports"), 5)
+        );
+        // What a submit names wins.
+        let own = client
+            .submit(
+                TaskSpec::new("record", "b")
+                    .with_queue("mine")
+                    .with_priority(2),
+            )
+            .await?;
+        assert_eq!((own.queue.as_deref(), own.priority), (Some("mine"), 2));
+        // A queue name that cannot be one is refused.
+        let refused = std::process::Command::new(env!("CARGO_BIN_EXE_dtc"))
+            .args(["configure", &addr, "--type", "record", "--queue", "a b"])
+            .output()?;
+        assert!(!refused.status.success());
+        Ok(())
+    })
+    .await
+}
