@@ -53,11 +53,45 @@ fn recording_worker(
     Ok(())
 }
 
+/// A coordinator process, a client of it, and what the test's recording workers note
+/// (stopped with the rig).
+struct Rig {
+    coord: Proc,
+    client: Client,
+    record: Seen,
+    stop: CancellationToken,
+}
+
+impl Rig {
+    async fn start() -> anyhow::Result<Self> {
+        let coord = Proc::coordinator(&["-p", "0"])?;
+        let client = Client::connect(coord.addr()?).await?;
+        Ok(Self {
+            coord,
+            client,
+            record: Seen::default(),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// Starts a [`recording_worker`] of the coordinator.
+    fn worker(&self, name: &str, queues: &[&str], hold: Duration) -> anyhow::Result<()> {
+        let addr = self.coord.addr()?;
+        recording_worker(&[addr], name, queues, hold, &self.record, &self.stop)
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_one_slot_queued_tasks_run_highest_priority_first() -> anyhow::Result<()> {
     common::bounded(async {
-        let coord = Proc::coordinator(&["-p", "0"])?;
-        let client = Client::connect(coord.addr()?).await?;
+        let rig = Rig::start().await?;
+        let (client, record) = (&rig.client, &rig.record);
         // All 100 become ready at the same instant (so waiting gives none a head start),
         // with no worker connected yet.
         let start = SystemTime::now() + Duration::from_secs(1);
@@ -72,21 +106,12 @@ async fn with_one_slot_queued_tasks_run_highest_priority_first() -> anyhow::Resu
         while SystemTime::now() < start + Duration::from_millis(100) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let record = Seen::default();
-        let stop = CancellationToken::new();
-        recording_worker(
-            &[coord.addr()?],
-            "w",
-            &["default"],
-            Duration::ZERO,
-            &record,
-            &stop,
-        )?;
+        rig.worker("w", &["default"], Duration::ZERO)?;
         for id in ids {
             assert_eq!(client.wait(id).await?.state, TaskState::Succeeded);
         }
-        stop.cancel();
-        let order: Vec<u8> = seen(&record)
+        rig.stop.cancel();
+        let order: Vec<u8> = seen(record)
             .into_iter()
             .filter_map(|(_, p)| p.parse().ok())
             .collect();
@@ -102,28 +127,11 @@ async fn with_one_slot_queued_tasks_run_highest_priority_first() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_goes_only_to_workers_of_its_queue() -> anyhow::Result<()> {
     common::bounded(async {
-        let coord = Proc::coordinator(&["-p", "0"])?;
-        let client = Client::connect(coord.addr()?).await?;
-        let record = Seen::default();
-        let stop = CancellationToken::new();
-        let addr = coord.addr()?;
-        recording_worker(
-            &[addr],
-            "crit",
-            &["critical"],
-            Duration::ZERO,
-            &record,
-            &stop,
-        )?;
-        recording_worker(
-            &[addr],
-            "both",
-            &["critical", "default"],
-            Duration::ZERO,
-            &record,
-            &stop,
-        )?;
-        recording_worker(&[addr], "bulk", &["bulk"], Duration::ZERO, &record, &stop)?;
+        let rig = Rig::start().await?;
+        let (client, record) = (&rig.client, &rig.record);
+        rig.worker("crit", &["critical"], Duration::ZERO)?;
+        rig.worker("both", &["critical", "default"], Duration::ZERO)?;
+        rig.worker("bulk", &["bulk"], Duration::ZERO)?;
         let mut runs = Vec::new();
         for i in 0..60 {
             let queue = ["critical", "default", "bulk"][i % 3];
@@ -139,8 +147,8 @@ async fn a_task_goes_only_to_workers_of_its_queue() -> anyhow::Result<()> {
         for run in runs {
             assert_eq!(run.await??.state, TaskState::Succeeded);
         }
-        stop.cancel();
-        let all = seen(&record);
+        rig.stop.cancel();
+        let all = seen(record);
         assert_eq!(all.len(), 60);
         for (worker, queue) in &all {
             let serves: &[&str] = match worker.as_str() {
@@ -168,19 +176,10 @@ async fn a_task_goes_only_to_workers_of_its_queue() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_low_priority_task_is_passed_only_within_the_aging_bound() -> anyhow::Result<()> {
     common::bounded(async {
-        let coord = Proc::coordinator(&["-p", "0"])?;
-        let client = Client::connect(coord.addr()?).await?;
-        let record = Seen::default();
-        let stop = CancellationToken::new();
+        let rig = Rig::start().await?;
+        let (client, record) = (&rig.client, &rig.record);
         // One slot, 20 ms a task: about 50 tasks a second.
-        recording_worker(
-            &[coord.addr()?],
-            "w",
-            &["default"],
-            Duration::from_millis(20),
-            &record,
-            &stop,
-        )?;
+        rig.worker("w", &["default"], Duration::from_millis(20))?;
         // A stream of priority-9 tasks that keeps 20 waiting, for at most 14 s or 2,000
         // tasks; the low task goes in after the first second. Each payload is the
         // submission's time in ms since the stream began.
@@ -214,8 +213,8 @@ async fn a_low_priority_task_is_passed_only_within_the_aging_bound() -> anyhow::
         }
         let (low_id, low_at) = low.ok_or_else(|| anyhow::anyhow!("the low task was never sent"))?;
         assert_eq!(client.wait(low_id).await?.state, TaskState::Succeeded);
-        stop.cancel();
-        let order: Vec<String> = seen(&record).into_iter().map(|(_, p)| p).collect();
+        rig.stop.cancel();
+        let order: Vec<String> = seen(record).into_iter().map(|(_, p)| p).collect();
         let low_at: u64 = low_at.parse()?;
         let low_pos = order
             .iter()
@@ -260,19 +259,10 @@ fn dtc(args: &[&str]) -> anyhow::Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_queue_holds_its_tasks_and_resumes_them() -> anyhow::Result<()> {
     common::bounded(async {
-        let coord = Proc::coordinator(&["-p", "0"])?;
+        let rig = Rig::start().await?;
+        let (coord, client, record) = (&rig.coord, &rig.client, &rig.record);
         let port = coord.addr()?.port().to_string();
-        let client = Client::connect(coord.addr()?).await?;
-        let record = Seen::default();
-        let stop = CancellationToken::new();
-        recording_worker(
-            &[coord.addr()?],
-            "w",
-            &["critical", "default"],
-            Duration::ZERO,
-            &record,
-            &stop,
-        )?;
+        rig.worker("w", &["critical", "default"], Duration::ZERO)?;
         let listed = dtc(&["queue", "pause", "critical", "-p", &port])?;
         assert!(listed.contains("critical"), "{listed}");
         let mut held = Vec::new();
@@ -297,7 +287,7 @@ async fn a_paused_queue_holds_its_tasks_and_resumes_them() -> anyhow::Result<()>
             assert_eq!(view.state, TaskState::Queued);
             assert_eq!(view.queue.as_deref(), Some("critical"));
         }
-        assert_eq!(seen(&record).len(), 1, "only the other queue's task ran");
+        assert_eq!(seen(record).len(), 1, "only the other queue's task ran");
         dtc(&["queue", "resume", "critical", "-p", &port])?;
         for id in held {
             assert_eq!(client.wait(id).await?.state, TaskState::Succeeded);
@@ -313,7 +303,7 @@ async fn a_paused_queue_holds_its_tasks_and_resumes_them() -> anyhow::Result<()>
             .output()?;
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("not a queue name"));
-        stop.cancel();
+        rig.stop.cancel();
         Ok(())
     })
     .await

@@ -13,6 +13,17 @@ use dtc_server::sched::{Ready, Scheduler};
 use dtc_server::shard::{Applied, Command, Retention, TaskTable};
 use std::time::{Duration, Instant};
 
+/// A `noop` task with an empty payload and the default options.
+fn noop(id: TaskId) -> TaskSpec {
+    TaskSpec {
+        id,
+        kind: "noop".into(),
+        payload: Bytes::new(),
+        max_attempts: 3,
+        options: None,
+    }
+}
+
 fn lifecycle(c: &mut Criterion) {
     let mut table = TaskTable::new(Retention::default());
     let mut sched = Scheduler::new(Duration::from_secs(1));
@@ -24,13 +35,7 @@ fn lifecycle(c: &mut Criterion) {
             b.iter(|| {
                 n += 1;
                 let id = TaskId(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                let spec = TaskSpec {
-                    id,
-                    kind: "noop".into(),
-                    payload: Bytes::new(),
-                    max_attempts: 3,
-                    options: None,
-                };
+                let spec = noop(id);
                 if let Applied::Submitted(Ok(_)) = table.apply(Command::Submit { spec, at_ms: 0 }) {
                     sched.enqueue(id, "noop", Ready::DEFAULT);
                 }
@@ -106,13 +111,7 @@ fn apply_after_snapshot(c: &mut Criterion) {
                 for _ in 0..256 {
                     n += 1;
                     let id = TaskId(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                    let spec = TaskSpec {
-                        id,
-                        kind: "noop".into(),
-                        payload: Bytes::new(),
-                        max_attempts: 3,
-                        options: None,
-                    };
+                    let spec = noop(id);
                     table.apply(Command::Submit { spec, at_ms: 0 });
                     let outcome = Outcome::Succeeded(Bytes::new());
                     table.apply(Command::Complete {
