@@ -249,17 +249,8 @@ impl Scheduler {
         }
     }
 
-    /// Holds (`true`) or releases the tasks of `queue`: a paused queue's ready tasks stay
-    /// queued, and running ones finish.
-    pub fn set_paused(&mut self, queue: &str, paused: bool) {
-        if paused {
-            self.paused.insert(Arc::from(queue));
-        } else {
-            self.paused.remove(queue);
-        }
-    }
-
-    /// Holds exactly the queues in `paused`, releasing any other.
+    /// Holds exactly the queues in `paused`, releasing any other: a paused queue's ready
+    /// tasks stay queued, and running ones finish.
     pub fn set_all_paused(&mut self, paused: &[String]) {
         self.paused = paused.iter().map(|q| Arc::from(q.as_str())).collect();
     }
@@ -511,13 +502,13 @@ mod tests {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
         s.add_worker(1, 4, kinds(), &["a".to_string(), "b".to_string()], now);
-        s.set_paused("a", true);
+        s.set_all_paused(&["a".to_string()]);
         s.enqueue(t(1), "noop", at("a", 9, 0));
         s.enqueue(t(2), "noop", at("b", 0, 5));
         let got: Vec<TaskId> = s.assign(|_| Some(1)).iter().map(|a| a.id).collect();
         assert_eq!(got, [t(2)]);
         assert_eq!(s.ready_by_queue().get("a"), Some(&1));
-        s.set_paused("a", false);
+        s.set_all_paused(&[]);
         let got: Vec<TaskId> = s.assign(|_| Some(1)).iter().map(|a| a.id).collect();
         assert_eq!(got, [t(1)]);
     }
