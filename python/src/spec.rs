@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub type BackoffArgs = (u64, u32, u64, u8);
 
 /// A task's options beyond its input, as `(delay_ms, at_ms, timeout_ms, expires_ms,
-/// backoff, queue, priority)`; `None` where the shard's default applies.
+/// backoff, queue, priority, (key, key_limit))`; `None` where the shard's default applies.
 pub type OptionArgs = (
     Option<u64>,
     Option<u64>,
@@ -26,6 +26,7 @@ pub type OptionArgs = (
     Option<BackoffArgs>,
     Option<String>,
     u8,
+    Option<(String, u32)>,
 );
 
 /// The bytes of a payload or a result: `bytes`, `str` (as UTF-8), `None` (empty), or any
@@ -121,7 +122,8 @@ pub fn task(
     if let Some(n) = max_attempts {
         spec.max_attempts = n;
     }
-    if let Some((delay_ms, at_ms, timeout_ms, expires_ms, backoff, queue, priority)) = options {
+    if let Some((delay_ms, at_ms, timeout_ms, expires_ms, backoff, queue, priority, key)) = options
+    {
         let o = spec.options_mut();
         o.start = match (delay_ms, at_ms) {
             (Some(_), Some(_)) => {
@@ -145,6 +147,9 @@ pub fn task(
         });
         o.queue = queue;
         o.priority = priority;
+        if let Some((key, limit)) = key {
+            spec = spec.with_concurrency(key, limit);
+        }
     }
     spec.check_shape()
         .map_err(|e| crate::errors::raise(payload.py(), "BadRequest", (e.to_string(),)))?;

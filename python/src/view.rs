@@ -131,6 +131,18 @@ impl View {
         self.0.priority
     }
 
+    /// Its concurrency key, if it has one.
+    #[getter]
+    fn key(&self) -> Option<&str> {
+        self.0.concurrency.as_ref().map(|c| c.key.as_str())
+    }
+
+    /// How many of its key's tasks may run at once (with a key).
+    #[getter]
+    fn key_limit(&self) -> Option<u32> {
+        self.0.concurrency.as_ref().map(|c| c.limit)
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "TaskView(id='{}', type={:?}, state='{}', attempts={})",

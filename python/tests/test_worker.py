@@ -186,3 +186,45 @@ def test_queues_and_priorities_reach_the_python_worker(bare_cluster: Local) -> N
     finally:
         worker.stop()
         thread.join(LIMIT)
+
+
+def test_a_concurrency_key_bounds_a_python_workers_tasks(bare_cluster: Local) -> None:
+    """Twenty tasks of key "py:1" (two at a time) on a worker with four slots: the worker
+    never runs more than two at once, and each view carries its key."""
+    lock = threading.Lock()
+    running = [0, 0]  # now, most
+    worker = dtc.Worker(bare_cluster.shard, slots=4, prefetch=0, queues=["py-keyed"])
+
+    @worker.task("keyed")
+    def keyed(task: dtc.Task) -> str:
+        with lock:
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return task.text
+
+    client = dtc.Client(bare_cluster.router)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        views = [
+            client.submit("keyed", str(i), queue="py-keyed", key="py:1", key_limit=2)
+            for i in range(20)
+        ]
+        for v in views:
+            done = client.get(v.id, wait=True, timeout=LIMIT)
+            assert done.state == "succeeded"
+            assert (done.key, done.key_limit) == ("py:1", 2)
+        assert running[1] == 2
+        # An id given with a key is routed by the key: the view says which id it became.
+        given = "0192f0c1-7e4a-7b3c-9d2e-4f5a6b7c8d9e"
+        routed = client.submit("keyed", "x", queue="py-keyed", id=given, key="py:1")
+        assert routed.id != given and routed.id[14] == "8"
+        assert client.submit("keyed", "x", queue="py-keyed", id=given, key="py:1").id == routed.id
+        with pytest.raises(dtc.BadRequest):
+            client.submit("keyed", "x", key="py:1", key_limit=0)
+    finally:
+        worker.stop()
+        thread.join(LIMIT)

@@ -692,6 +692,16 @@ pub struct SubmitArgs {
     /// waits behind a stream of priority 9 for at most about 9 s more).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=9))]
     pub priority: u8,
+    /// A concurrency key, e.g. tenant:42: at most --key-limit tasks of the key run at once
+    /// across the whole cluster. The task's id is routed by the key (every task of a key
+    /// lives on one shard), so an --id given with it is rewritten; the printed id is the
+    /// one to look up.
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// With --key: how many of the key's tasks may run at once.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "key",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(dtc_proto::TaskSpec::MAX_KEY_LIMIT)))]
+    pub key_limit: u32,
     /// Start the task this long after it is accepted, e.g. 30s, 5m, 1h 30m (it is held as
     /// scheduled until then; the shard's log keeps the time, so it survives restarts).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "at")]

@@ -67,6 +67,9 @@ fn spec(kind: String, payload: Vec<u8>, args: &SubmitArgs) -> anyhow::Result<Tas
     if args.priority > 0 {
         spec = spec.with_priority(args.priority);
     }
+    if let Some(key) = &args.key {
+        spec = spec.with_concurrency(key, args.key_limit);
+    }
     Ok(spec)
 }
 
@@ -284,6 +287,8 @@ fn json(view: &TaskView) -> serde_json::Value {
         "no_handler": view.no_handler,
         "queue": view.queue.as_deref().unwrap_or(TaskSpec::DEFAULT_QUEUE),
         "priority": view.priority,
+        "key": view.concurrency.as_ref().map(|c| &c.key),
+        "key_limit": view.concurrency.as_ref().map(|c| c.limit),
     })
 }
 
@@ -302,6 +307,9 @@ fn print(view: &TaskView, json: bool) -> anyhow::Result<()> {
         }
         if view.priority > 0 {
             println!("priority: {}", view.priority);
+        }
+        if let Some(c) = &view.concurrency {
+            println!("key: {} (at most {} at once)", c.key, c.limit);
         }
         println!("attempts: {}", view.attempts);
         if let Some(due) = view.due_ms {

@@ -204,6 +204,23 @@ fn api_checks(base: &str) -> anyhow::Result<()> {
         .send_json(json!({"type": "noop", "priority": 12}))?;
     let (status, body) = json_of(r)?;
     assert_eq!(status, 400, "{body}");
+    // A concurrency key: the id given is routed by the key, and the task shows its key.
+    let given = "0192f0c1-7e4a-7b3c-9d2e-4f5a6b7c8d9e";
+    let r = a
+        .post(&tasks)
+        .send_json(json!({"type": "noop", "id": given, "key": "tenant:1", "key_limit": 2}))?;
+    let (status, body) = json_of(r)?;
+    assert!(status == 200 || status == 202, "{body}");
+    assert_eq!(
+        (&body["key"], &body["key_limit"]),
+        (&json!("tenant:1"), &json!(2)),
+        "{body}"
+    );
+    assert_ne!(body["id"], given, "{body}");
+    let r = a
+        .post(&tasks)
+        .send_json(json!({"type": "noop", "key_limit": 2}))?;
+    assert_eq!(json_of(r)?.0, 400, "a limit without a key");
     let (status, body) = json_of(a.get(format!("{base}/v1/queues")).call()?)?;
     assert_eq!(status, 200, "{body}");
     let queues = body["queues"].as_array().context("no queues")?;

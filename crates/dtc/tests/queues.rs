@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Proc, Shard, leader_of};
+use common::{Proc, Shard, dtc_ok, leader_of};
 use dtc_sdk::{Client, Task, TaskSpec, TaskState, Worker};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -243,19 +243,6 @@ async fn a_low_priority_task_is_passed_only_within_the_aging_bound() -> anyhow::
     .await
 }
 
-/// Runs `dtc ARGS…` to its end; its standard output, or why it failed.
-fn dtc(args: &[&str]) -> anyhow::Result<String> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dtc"))
-        .args(args)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "dtc {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_queue_holds_its_tasks_and_resumes_them() -> anyhow::Result<()> {
     common::bounded(async {
@@ -263,7 +250,7 @@ async fn a_paused_queue_holds_its_tasks_and_resumes_them() -> anyhow::Result<()>
         let (coord, client, record) = (&rig.coord, &rig.client, &rig.record);
         let port = coord.addr()?.port().to_string();
         rig.worker("w", &["critical", "default"], Duration::ZERO)?;
-        let listed = dtc(&["queue", "pause", "critical", "-p", &port])?;
+        let listed = dtc_ok(&["queue", "pause", "critical", "-p", &port])?;
         assert!(listed.contains("critical"), "{listed}");
         let mut held = Vec::new();
         for i in 0..5 {
@@ -273,7 +260,7 @@ async fn a_paused_queue_holds_its_tasks_and_resumes_them() -> anyhow::Result<()>
         // The other queue still runs meanwhile.
         let other = client.run(TaskSpec::new("record", "other")).await?;
         assert_eq!(other.state, TaskState::Succeeded);
-        let json = dtc(&["queue", "list", "-p", &port, "--json"])?;
+        let json = dtc_ok(&["queue", "list", "-p", &port, "--json"])?;
         let queues: Vec<serde_json::Value> = serde_json::from_str(&json)?;
         let critical = queues
             .iter()
@@ -288,11 +275,11 @@ async fn a_paused_queue_holds_its_tasks_and_resumes_them() -> anyhow::Result<()>
             assert_eq!(view.queue.as_deref(), Some("critical"));
         }
         assert_eq!(seen(record).len(), 1, "only the other queue's task ran");
-        dtc(&["queue", "resume", "critical", "-p", &port])?;
+        dtc_ok(&["queue", "resume", "critical", "-p", &port])?;
         for id in held {
             assert_eq!(client.wait(id).await?.state, TaskState::Succeeded);
         }
-        let table = dtc(&["queue", "list", "-p", &port])?;
+        let table = dtc_ok(&["queue", "list", "-p", &port])?;
         assert!(
             table.contains("critical") && !table.contains("paused"),
             "{table}"
@@ -317,7 +304,7 @@ async fn a_pause_outlives_the_shards_leader() -> anyhow::Result<()> {
         let raddr = router.addr()?;
         let port = raddr.port().to_string();
         let (leader, term) = leader_of(raddr, 0, 0).await?;
-        dtc(&["queue", "pause", "held", "-p", &port])?;
+        dtc_ok(&["queue", "pause", "held", "-p", &port])?;
         let mut config = dtc_sdk::ClientConfig::new(vec![raddr]);
         config.retry_for = Duration::from_secs(60);
         let client = Client::with_config(config).await?;
@@ -337,7 +324,7 @@ async fn a_pause_outlives_the_shards_leader() -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("the leader {leader} is not a replica"))?;
         shard.procs[i].kill9()?;
         leader_of(raddr, 0, term).await?;
-        let json = dtc(&["queue", "list", "-p", &port, "--json"])?;
+        let json = dtc_ok(&["queue", "list", "-p", &port, "--json"])?;
         let queues: Vec<serde_json::Value> = serde_json::from_str(&json)?;
         let q = queues
             .iter()
@@ -348,7 +335,7 @@ async fn a_pause_outlives_the_shards_leader() -> anyhow::Result<()> {
             assert_eq!(client.get(*id).await?.state, TaskState::Queued);
         }
         assert!(seen(&record).is_empty(), "a paused queue's task ran");
-        dtc(&["queue", "resume", "held", "-p", &port])?;
+        dtc_ok(&["queue", "resume", "held", "-p", &port])?;
         for id in held {
             assert_eq!(client.wait(id).await?.state, TaskState::Succeeded);
         }
@@ -364,7 +351,7 @@ async fn a_task_types_defaults_give_its_tasks_a_queue_and_priority() -> anyhow::
     common::bounded(async {
         let coord = Proc::coordinator(&["-p", "0"])?;
         let addr = coord.addr()?.to_string();
-        let out = dtc(&[
+        let out = dtc_ok(&[
             "configure",
             &addr,
             "--type",

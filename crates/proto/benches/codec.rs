@@ -48,6 +48,7 @@ fn codec(c: &mut Criterion) {
             no_handler: false,
             queue: None,
             priority: 0,
+            concurrency: None,
         }),
     };
     round_trip(c, "result response: encode + decode", &answer);

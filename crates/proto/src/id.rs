@@ -20,12 +20,67 @@ impl TaskId {
 
     /// A 64-bit digest of the id, mixed so that every bit of the id counts (splitmix64).
     pub fn hash64(self) -> u64 {
-        let folded = (self.0 as u64) ^ ((self.0 >> 64) as u64).rotate_left(29);
-        let mut z = folded.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        mix64((self.0 as u64) ^ ((self.0 >> 64) as u64).rotate_left(29))
     }
+
+    /// The same id, routed by `key`: its low 32 bits become the key's digest and it is
+    /// marked as a UUID version 8 (custom layout), keeping its other 90 bits. Every task
+    /// routed by one key lands on one shard (see [`TaskId::route_hash`]), and the id alone
+    /// still finds it: lookups need no index. The same id and key always give the same
+    /// routed id, so resubmitting is still idempotent.
+    #[must_use]
+    pub fn routed_by(self, key: &str) -> Self {
+        let keep = !(VERSION_MASK | VARIANT_MASK | u128::from(u32::MAX));
+        Self((self.0 & keep) | ROUTED_VERSION | RFC_VARIANT | u128::from(key_digest(key)))
+    }
+
+    /// Whether the id was made by [`TaskId::routed_by`] for `key`.
+    pub fn is_routed_by(self, key: &str) -> bool {
+        self.is_routed() && self.0 as u32 == key_digest(key)
+    }
+
+    fn is_routed(self) -> bool {
+        self.0 & (VERSION_MASK | VARIANT_MASK) == ROUTED_VERSION | RFC_VARIANT
+    }
+
+    /// What places the task on a shard: the digest of its key for a routed id (the same as
+    /// [`key_route_hash`] of that key), else [`TaskId::hash64`] of the whole id.
+    pub fn route_hash(self) -> u64 {
+        if self.is_routed() {
+            mix64(u64::from(self.0 as u32))
+        } else {
+            self.hash64()
+        }
+    }
+}
+
+const VERSION_MASK: u128 = 0xF << 76;
+const VARIANT_MASK: u128 = 0b11 << 62;
+const ROUTED_VERSION: u128 = 8 << 76;
+const RFC_VARIANT: u128 = 0b10 << 62;
+
+/// Where the tasks routed by `key` go: the value a router places on a shard, equal to
+/// [`TaskId::route_hash`] of every id routed by `key`.
+pub fn key_route_hash(key: &str) -> u64 {
+    mix64(u64::from(key_digest(key)))
+}
+
+/// A 32-bit digest of a key (FNV-1a, folded): part of the stored ids, so it never changes.
+fn key_digest(key: &str) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h ^ (h >> 32)) as u32
+}
+
+/// splitmix64's finaliser.
+fn mix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Default for TaskId {
@@ -89,5 +144,29 @@ mod tests {
     fn bad_text_is_an_error() {
         assert!("not-a-uuid".parse::<TaskId>().is_err());
         assert!("".parse::<TaskId>().is_err());
+    }
+
+    #[test]
+    fn ids_routed_by_a_key_share_its_route_and_keep_the_rest() {
+        let a = TaskId::new().routed_by("tenant:42");
+        let b = TaskId::new().routed_by("tenant:42");
+        assert_ne!(a, b, "the rest of the id stays unique");
+        assert_eq!(a.route_hash(), b.route_hash());
+        assert_eq!(a.route_hash(), key_route_hash("tenant:42"));
+        assert!(a.is_routed_by("tenant:42") && !a.is_routed_by("tenant:43"));
+        let text = a.to_string();
+        assert_eq!(&text[14..15], "8", "a UUID version 8: {text}");
+        let plain = TaskId(7);
+        assert!(!plain.is_routed_by("tenant:42"));
+        assert_eq!(plain.route_hash(), plain.hash64());
+        assert_eq!(
+            plain.routed_by("k"),
+            plain.routed_by("k"),
+            "a pure function"
+        );
+        let spread: std::collections::HashSet<u64> = (0..100)
+            .map(|n| key_route_hash(&format!("tenant:{n}")) >> 60)
+            .collect();
+        assert!(spread.len() > 8, "keys spread: {spread:?}");
     }
 }

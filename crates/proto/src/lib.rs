@@ -24,16 +24,17 @@ pub mod token;
 pub mod transport;
 
 pub use error::{ProtoError, WireError};
-pub use id::{ParseTaskIdError, TaskId};
+pub use id::{ParseTaskIdError, TaskId, key_route_hash};
 pub use task::{
-    Backoff, Outcome, Retry, Start, TaskOptions, TaskSpec, TaskState, TaskView, check_queue_name,
+    Backoff, Concurrency, Outcome, Retry, Start, TaskOptions, TaskSpec, TaskState, TaskView,
+    check_queue_name,
 };
 
 /// The protocol version this build speaks; the handshake refuses any other. Version 2 added
 /// the cluster, shard and token to the hello; version 3 the task lifecycle (options,
 /// retrying and scheduled states, cancelling running tasks); version 4 queues and
-/// priorities.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// priorities; version 5 concurrency keys.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The default bound on one frame's length (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;

@@ -119,6 +119,20 @@ pub struct TaskOptions {
     /// ages a task: it is never passed by a task that became ready more than
     /// [`TaskSpec::AGING_MS`] per level of priority after it.
     pub priority: u8,
+    /// A cluster-wide bound on how many tasks of one key run at once.
+    pub concurrency: Option<Concurrency>,
+}
+
+/// At most `limit` tasks carrying `key` run at once, across the whole cluster: the task's
+/// id is routed by its key ([`TaskId::routed_by`]), so every task of a key lives on one
+/// shard, whose leader counts the key's running attempts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Concurrency {
+    /// The key, such as `tenant:42`.
+    pub key: String,
+    /// How many of the key's tasks may run at once (at least 1). A task starts only while
+    /// fewer than its own limit run.
+    pub limit: u32,
 }
 
 impl TaskSpec {
@@ -163,6 +177,20 @@ impl TaskSpec {
     /// The same spec with `priority` (0 to [`TaskSpec::MAX_PRIORITY`], higher first).
     pub fn with_priority(mut self, priority: u8) -> Self {
         self.options_mut().priority = priority;
+        self
+    }
+
+    /// Its concurrency key and limit, if it has one.
+    pub fn concurrency(&self) -> Option<&Concurrency> {
+        self.options.as_deref().and_then(|o| o.concurrency.as_ref())
+    }
+
+    /// The same spec, limited to `limit` running at once among all tasks carrying `key`.
+    /// Its id becomes [`TaskId::routed_by`] the key, which places it on the key's shard.
+    pub fn with_concurrency(mut self, key: impl Into<String>, limit: u32) -> Self {
+        let key = key.into();
+        self.id = self.id.routed_by(&key);
+        self.options_mut().concurrency = Some(Concurrency { key, limit });
         self
     }
 
@@ -232,6 +260,12 @@ impl TaskSpec {
 
     /// The highest priority.
     pub const MAX_PRIORITY: u8 = 9;
+
+    /// The longest concurrency key.
+    pub const MAX_KEY_LEN: usize = 128;
+
+    /// The highest concurrency limit.
+    pub const MAX_KEY_LIMIT: u32 = 100_000;
 
     /// How long a wait is worth one level of priority: a ready task counts as having
     /// become ready this much earlier per level, so a task of priority 0 is passed only by
@@ -311,6 +345,32 @@ impl TaskSpec {
                 o.priority,
                 Self::MAX_PRIORITY
             ));
+        }
+        if let Some(c) = &o.concurrency {
+            if c.key.is_empty()
+                || c.key.len() > Self::MAX_KEY_LEN
+                || c.key.contains(char::is_control)
+            {
+                return bad(format!(
+                    "a concurrency key is 1 to {} bytes without control characters",
+                    Self::MAX_KEY_LEN
+                ));
+            }
+            if c.limit == 0 || c.limit > Self::MAX_KEY_LIMIT {
+                return bad(format!(
+                    "the concurrency limit is {}; it must be 1 to {}",
+                    c.limit,
+                    Self::MAX_KEY_LIMIT
+                ));
+            }
+            if !self.id.is_routed_by(&c.key) {
+                return bad(format!(
+                    "the id {} is not routed by its concurrency key {:?}, so it would not \
+                     reach the key's shard: make the id with TaskId::routed_by (the SDKs' \
+                     with_concurrency and concurrency= do)",
+                    self.id, c.key
+                ));
+            }
         }
         if o.timeout_ms == Some(0) {
             return bad("a timeout must be at least 1 ms".into());
@@ -467,6 +527,8 @@ pub struct TaskView {
     pub queue: Option<String>,
     /// Its priority (0 to [`TaskSpec::MAX_PRIORITY`]).
     pub priority: u8,
+    /// Its concurrency key and limit, if it has one.
+    pub concurrency: Option<Concurrency>,
 }
 
 impl TaskView {
@@ -521,6 +583,14 @@ mod tests {
             ..Backoff::default()
         });
         assert!(slow.check(10).is_err(), "a backoff that shrinks");
+        let keyed = base.clone().with_concurrency("tenant:42", 3);
+        assert!(keyed.check(10).is_ok());
+        assert!(
+            keyed.clone().with_id(TaskId(9)).check(10).is_err(),
+            "an id not routed by the key"
+        );
+        assert!(base.clone().with_concurrency("t", 0).check(10).is_err());
+        assert!(base.clone().with_concurrency("", 1).check(10).is_err());
         let late = base.with_delay(Duration::from_millis(TaskSpec::MAX_DELAY_MS + 1));
         assert!(late.check(10).is_err());
     }

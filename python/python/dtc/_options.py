@@ -14,7 +14,7 @@ from .errors import BadRequest
 Seconds = Union[float, int, timedelta]
 
 #: What the native core takes: ``(delay_ms, at_ms, timeout_ms, expires_ms, backoff, queue,
-#: priority)``.
+#: priority, (key, key_limit))``.
 NativeOptions = Tuple[
     Optional[int],
     Optional[int],
@@ -23,6 +23,7 @@ NativeOptions = Tuple[
     Optional[Tuple[int, int, int, int]],
     Optional[str],
     int,
+    Optional[Tuple[str, int]],
 ]
 
 
@@ -68,10 +69,14 @@ def native(
     backoff: Optional[Backoff],
     queue: Optional[str] = None,
     priority: int = 0,
+    key: Optional[str] = None,
+    key_limit: int = 1,
 ) -> Optional[NativeOptions]:
     """The options for the native core, or ``None`` when all are the shard's defaults."""
     if not isinstance(priority, int) or not 0 <= priority <= 9:
         raise BadRequest(f"the priority must be an integer from 0 to 9, not {priority!r}")
+    if not isinstance(key_limit, int) or key_limit < 1:
+        raise BadRequest(f"the key limit must be a positive integer, not {key_limit!r}")
     if (
         delay is None
         and at is None
@@ -80,6 +85,7 @@ def native(
         and backoff is None
         and queue is None
         and priority == 0
+        and key is None
     ):
         return None
     at_ms = None
@@ -95,4 +101,5 @@ def native(
         None if backoff is None else backoff.native(),
         queue,
         priority,
+        None if key is None else (key, key_limit),
     )

@@ -78,6 +78,8 @@ class Client:
         backoff: Optional[Backoff] = None,
         queue: Optional[str] = None,
         priority: int = 0,
+        key: Optional[str] = None,
+        key_limit: int = 1,
     ) -> TaskView:
         """Submits a task and returns as soon as the shard has accepted it.
 
@@ -87,9 +89,12 @@ class Client:
         retries of failed attempts, of which there are at most ``max_attempts``. ``queue``
         names the queue it waits in (only workers serving it run it) and ``priority`` (0 to
         9) how soon: higher first, and waiting ages it, so it is never passed by a task that
-        became ready more than a second per level after it.
+        became ready more than a second per level after it. ``key`` (such as ``"tenant:42"``)
+        lets at most ``key_limit`` of the key's tasks run at once across the cluster; the
+        task's id is then routed by the key (so every task of a key lives on one shard), and
+        an ``id`` given with it is rewritten: read the id from the returned view.
         """
-        options = native(delay, at, attempt_timeout, expires, backoff, queue, priority)
+        options = native(delay, at, attempt_timeout, expires, backoff, queue, priority, key, key_limit)
         view = self._core.submit(type, payload, id, max_attempts, options)
         assert view is not None
         return view
@@ -109,12 +114,14 @@ class Client:
         backoff: Optional[Backoff] = None,
         queue: Optional[str] = None,
         priority: int = 0,
+        key: Optional[str] = None,
+        key_limit: int = 1,
     ) -> TaskView:
         """Submits a task and waits until it has finished: returns it when it succeeded
         (its result in ``.result``, or ``.text``), raises :class:`TaskFailed` or
         :class:`TaskCancelled` when it did not, and :class:`Timeout` if ``timeout``
         seconds pass first (the task goes on). The options are :meth:`submit`'s."""
-        options = native(delay, at, attempt_timeout, expires, backoff, queue, priority)
+        options = native(delay, at, attempt_timeout, expires, backoff, queue, priority, key, key_limit)
         task_id, view = self._core.run(type, payload, id, max_attempts, options, timeout)
         if view is None:
             raise _timeout(task_id, timeout)
@@ -217,10 +224,12 @@ class AsyncClient:
         backoff: Optional[Backoff] = None,
         queue: Optional[str] = None,
         priority: int = 0,
+        key: Optional[str] = None,
+        key_limit: int = 1,
     ) -> TaskView:
         """:meth:`Client.submit` as a coroutine."""
         future = self._future()
-        options = native(delay, at, attempt_timeout, expires, backoff, queue, priority)
+        options = native(delay, at, attempt_timeout, expires, backoff, queue, priority, key, key_limit)
         self._core.start_submit(self._mailbox, future, type, payload, False, id, max_attempts, options)
         return await future
 
@@ -239,10 +248,12 @@ class AsyncClient:
         backoff: Optional[Backoff] = None,
         queue: Optional[str] = None,
         priority: int = 0,
+        key: Optional[str] = None,
+        key_limit: int = 1,
     ) -> TaskView:
         """:meth:`Client.run` as a coroutine."""
         future = self._future()
-        options = native(delay, at, attempt_timeout, expires, backoff, queue, priority)
+        options = native(delay, at, attempt_timeout, expires, backoff, queue, priority, key, key_limit)
         task_id = self._core.start_submit(
             self._mailbox, future, type, payload, True, id, max_attempts, options
         )

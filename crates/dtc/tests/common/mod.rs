@@ -315,3 +315,17 @@ pub async fn leader_of(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Runs `dtc ARGS…` to its end: its standard output, or an error with its standard error
+/// if it failed.
+pub fn dtc_ok(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_dtc"))
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "dtc {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

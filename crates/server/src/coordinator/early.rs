@@ -63,6 +63,7 @@ impl EarlyTasks {
                 .filter(|s| s.queue() != TaskSpec::DEFAULT_QUEUE)
                 .map(|s| s.queue().to_owned()),
             priority: spec.map_or(0, TaskSpec::priority),
+            concurrency: spec.and_then(|s| s.concurrency().cloned()),
         })
     }
 
@@ -152,6 +153,8 @@ impl EarlyTasks {
             timeout_ms: None,
             queue: spec.queue(),
             priority: spec.priority(),
+            // Keyed tasks never run ahead: the key's count comes from the table.
+            key: None,
             // It entered the scheduler when it arrived; this input only starts it.
             since_ms: 0,
         })

@@ -203,6 +203,7 @@ fn ready_of<'a>(input: &Input<'a>) -> Ready<'a> {
     Ready {
         queue: input.queue,
         priority: input.priority,
+        key: input.key,
         since_ms: input.since_ms,
     }
 }
@@ -336,11 +337,11 @@ impl Leader {
                     reply
                 };
                 let id = task.id;
-                // A task that waits for a time, or whose attempts are timed, runs once
-                // the table holds it.
-                let plain = task.options().start == Start::Now
-                    && task.options().timeout_ms.is_none()
-                    && table.type_defaults(&task.kind).is_none();
+                // A task that waits for a time, whose attempts are timed, or that counts
+                // against a concurrency key runs once the table holds it.
+                let plain = task.options.as_deref().is_none_or(|o| {
+                    o.start == Start::Now && o.timeout_ms.is_none() && o.concurrency.is_none()
+                }) && table.type_defaults(&task.kind).is_none();
                 let new = plain
                     && self.ready
                     && !self.early.submitting(id)
@@ -350,6 +351,7 @@ impl Leader {
                     let ready = Ready {
                         queue: task.queue(),
                         priority: task.priority(),
+                        key: None,
                         since_ms: at_ms,
                     };
                     self.sched.enqueue(id, &task.kind, ready);
@@ -608,6 +610,7 @@ impl Leader {
                     self.enqueue(id, table, now);
                 }
             }
+            self.sched.end_reservations();
         }
         if now.saturating_duration_since(self.last_expire) >= EXPIRE_EVERY {
             self.last_expire = now;
@@ -864,6 +867,16 @@ impl Leader {
             out.propose
                 .push((Command::Configure { retention }, Then::Nothing));
         }
+        // Which keyed tasks run is not in the table: any that may have started under the
+        // last leader counts under its key until its worker claims it or the grace ends.
+        let now_ms = self.clock.at(now);
+        for id in &queued {
+            if let Some((key, _)) = table.key_of(*id)
+                && table.runnable(*id, now_ms).is_some()
+            {
+                self.sched.reserve(key);
+            }
+        }
         self.reclaim = queued;
         self.reclaim_at = Some(now + self.config.reclaim_grace);
         self.ready = true;
@@ -916,7 +929,10 @@ impl Leader {
                     .deadline(now_ms.saturating_add(timeout), *id, *attempt);
             }
         }
-        self.sched.hold(worker, held);
+        let with_keys = held
+            .into_iter()
+            .map(|(id, attempt)| (id, attempt, table.key_of(id).map(|(key, _)| key)));
+        self.sched.hold(worker, with_keys);
     }
 
     /// Answers `reply` when the task finishes. Waiters whose client has gone are dropped
@@ -1412,6 +1428,61 @@ mod tests {
         assert_eq!(runs.len(), 1, "{runs:?}");
         assert_eq!((runs[0].1, runs[0].2), (2, 2));
         assert_eq!(proposed(&s.worker_says(1, done(1, 1))), ["complete"]);
+    }
+
+    #[test]
+    fn a_new_leader_counts_a_keys_tasks_from_the_table_and_the_claims() {
+        // Tasks 1 to 3 of key k (one at a time) were queued under an earlier leader; task 1
+        // ran on a worker that comes back.
+        let keyed = |n: u128| {
+            // The low 32 bits of a routed id are the key's.
+            let spec = spec(n << 64).with_concurrency("k", 1);
+            let id = spec.id;
+            (spec, id)
+        };
+        let mut table = TaskTable::new(Retention::default());
+        let mut ids = Vec::new();
+        for n in 1..=3 {
+            let (spec, id) = keyed(n);
+            table.apply(Command::Submit { spec, at_ms: 0 });
+            ids.push(id);
+        }
+        let mut s = Shard::ready(table);
+        s.worker(2, 4, Vec::new());
+        // A task of the key submitted now waits: any of the three may run on a worker
+        // that is not back yet.
+        let (fourth, _) = keyed(4);
+        let out = s.request(
+            RequestBody::Submit {
+                task: fourth,
+                wait: false,
+            },
+            10,
+        );
+        s.commit(out);
+        assert!(s.schedule().is_empty());
+        s.worker(1, 4, vec![(ids[0], 1)]);
+        s.now += GRACE;
+        let mut out = Effects::default();
+        s.leader.tick(s.now, &s.table, &mut out);
+        assert!(
+            s.schedule().is_empty(),
+            "past the grace, the claimed attempt still holds the key"
+        );
+        let out = s.worker_says(
+            1,
+            WorkerMsg::Completed(Completion {
+                id: ids[0],
+                attempt: 1,
+                outcome: Outcome::Succeeded(Bytes::new()),
+                retry: dtc_proto::Retry::Policy,
+            }),
+        );
+        assert_eq!(proposed(&out), ["complete"]);
+        s.commit(out);
+        let runs = s.schedule();
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!(TaskId(runs[0].1), ids[1], "the next of the key, in order");
     }
 
     #[test]

@@ -47,8 +47,8 @@ use tokio_util::sync::CancellationToken;
 /// snapshots with the shard's settings and a checksum, the shard's identity file. Format 3:
 /// the task lifecycle (task options, retrying and scheduled tasks, kept failures, type
 /// defaults) in the log's commands and the snapshot's records. Format 4: each task's queue
-/// and priority.
-const DATA_FORMAT: &str = "dtc data format 4";
+/// and priority. Format 5: each task's concurrency key.
+const DATA_FORMAT: &str = "dtc data format 5";
 
 /// The file in a data directory that names its format.
 const FORMAT_FILE: &str = "FORMAT";

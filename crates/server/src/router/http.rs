@@ -173,6 +173,10 @@ struct SubmitBody {
     /// 0 to 9, higher first.
     #[serde(default)]
     priority: u8,
+    /// A concurrency key: at most `key_limit` (default 1) of its tasks run at once. The id
+    /// is routed by the key.
+    key: Option<String>,
+    key_limit: Option<u32>,
     #[serde(default)]
     wait: bool,
     /// How long this request waits (with `wait`).
@@ -231,6 +235,11 @@ struct TaskJson {
     queue: String,
     /// Its priority.
     priority: u8,
+    /// Its concurrency key and limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_limit: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -273,6 +282,8 @@ fn task_json(view: TaskView) -> TaskJson {
             .queue
             .unwrap_or_else(|| TaskSpec::DEFAULT_QUEUE.to_owned()),
         priority: view.priority,
+        key_limit: view.concurrency.as_ref().map(|c| c.limit),
+        key: view.concurrency.map(|c| c.key),
         result,
         result_base64,
         error,
@@ -403,6 +414,11 @@ async fn submit(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> 
     spec.options_mut().expires_ms = req.expires_ms;
     spec.options_mut().queue = req.queue;
     spec.options_mut().priority = req.priority;
+    match (req.key, req.key_limit) {
+        (Some(key), limit) => spec = spec.with_concurrency(key, limit.unwrap_or(1)),
+        (None, Some(_)) => return bad_request("\"key_limit\" needs a \"key\""),
+        (None, None) => {}
+    }
     if let Some(b) = req.backoff {
         match b.backoff() {
             Ok(b) => spec.options_mut().backoff = Some(b),

@@ -1,5 +1,6 @@
-//! Which shard owns a task: a stable hash of its id, by jump consistent hashing (Lamping and
-//! Veach), so that growing from N to N+1 shards moves only about 1/(N+1) of the ids.
+//! Which shard owns a task: a stable hash of its id (of its key, for an id routed by a
+//! concurrency key: [`TaskId::route_hash`]), by jump consistent hashing (Lamping and Veach),
+//! so that growing from N to N+1 shards moves only about 1/(N+1) of the ids.
 
 use dtc_proto::TaskId;
 
@@ -17,9 +18,10 @@ impl ShardMap {
         }
     }
 
-    /// The shard that owns `id`. The same id always maps to the same shard.
+    /// The shard that owns `id`. The same id always maps to the same shard, and the ids
+    /// routed by one key to one shard.
     pub fn shard_of(&self, id: TaskId) -> usize {
-        jump_hash(id.hash64(), self.shards)
+        jump_hash(id.route_hash(), self.shards)
     }
 }
 
@@ -60,5 +62,20 @@ mod tests {
             .filter(|n| a.shard_of(TaskId(*n)) != b.shard_of(TaskId(*n)))
             .count();
         assert!(moved < 2_600, "moved {moved} of 10000");
+    }
+
+    #[test]
+    fn a_keys_tasks_share_a_shard_and_keys_spread() {
+        let map = ShardMap::new(4);
+        let mut used = std::collections::HashSet::new();
+        for k in 0..64 {
+            let key = format!("tenant:{k}");
+            let home = map.shard_of(TaskId::new().routed_by(&key));
+            for _ in 0..20 {
+                assert_eq!(map.shard_of(TaskId::new().routed_by(&key)), home, "{key}");
+            }
+            used.insert(home);
+        }
+        assert_eq!(used.len(), 4, "64 keys use every shard");
     }
 }

@@ -2,6 +2,7 @@
 //! sockets, no clocks, no channels. The coordinator feeds it events (a worker joined, a task
 //! became ready, an attempt completed, time passed) and performs what it returns.
 
+mod keys;
 mod scheduler;
 
 pub use scheduler::{Assign, Ready, Scheduler, WorkerId};

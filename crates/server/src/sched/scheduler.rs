@@ -1,8 +1,10 @@
 //! Which worker runs which task: connected workers and their slots and queues, the ready
-//! tasks in priority order, paused queues, the running attempts, and heartbeat deadlines.
+//! tasks in priority order, paused queues, concurrency keys (in [`super::keys`]), the
+//! running attempts, and heartbeat deadlines.
 //! Owned by the coordinator's actor loop; rebuilt from the task table when a coordinator
 //! starts leading.
 
+use super::keys::{Entry, Keys};
 use dtc_proto::{TaskId, TaskSpec};
 use foldhash::{HashMap, HashSet};
 use std::cmp::Reverse;
@@ -31,6 +33,8 @@ pub struct Ready<'a> {
     pub queue: &'a str,
     /// Its priority (higher first).
     pub priority: u8,
+    /// Its concurrency key and limit: it starts only while fewer of the key's attempts run.
+    pub key: Option<(&'a str, u32)>,
     /// When it became ready (ms since the Unix epoch): ties within a priority go to the
     /// earliest, and waiting ages it (see [`TaskSpec::AGING_MS`]).
     pub since_ms: u64,
@@ -41,6 +45,7 @@ impl Ready<'_> {
     pub const DEFAULT: Ready<'static> = Ready {
         queue: TaskSpec::DEFAULT_QUEUE,
         priority: 0,
+        key: None,
         since_ms: 0,
     };
 
@@ -73,6 +78,8 @@ struct Worker {
     /// The attempts this worker holds a slot for (an attempt that timed out or was
     /// cancelled holds its slot until the worker reports it stopped).
     busy: HashSet<(TaskId, u32)>,
+    /// The keyed ones among them, with their key.
+    keyed: HashMap<(TaskId, u32), Arc<str>>,
     last_seen: Instant,
     draining: bool,
 }
@@ -102,6 +109,8 @@ pub struct Scheduler {
     ready: Vec<Lane>,
     /// Queues whose tasks are held.
     paused: HashSet<Arc<str>>,
+    /// Keyed tasks wait there for room under their key before entering a lane.
+    keys: Keys,
     arrivals: u64,
     ready_len: usize,
     /// Running attempts: task → (worker, attempt).
@@ -118,6 +127,7 @@ impl Scheduler {
             workers: HashMap::default(),
             ready: Vec::new(),
             paused: HashSet::default(),
+            keys: Keys::default(),
             arrivals: 0,
             ready_len: 0,
             running: HashMap::default(),
@@ -150,24 +160,46 @@ impl Scheduler {
             kinds,
             queues,
             busy: HashSet::default(),
+            keyed: HashMap::default(),
             last_seen: now,
             draining: false,
         };
         self.workers.insert(id, worker);
     }
 
-    /// The worker holds these attempts from before it reconnected: they keep their slot and
-    /// are not run again (the caller passes only tasks that are still unfinished; a task
-    /// already running elsewhere stays there).
-    pub fn hold(&mut self, id: WorkerId, attempts: impl IntoIterator<Item = (TaskId, u32)>) {
+    /// The worker holds these attempts (with their task's concurrency key) from before it
+    /// reconnected: they keep their slot, count under their key, and are not run again (the
+    /// caller passes only tasks that are still unfinished; a task already running elsewhere
+    /// stays there).
+    pub fn hold<'k>(
+        &mut self,
+        id: WorkerId,
+        attempts: impl IntoIterator<Item = (TaskId, u32, Option<&'k str>)>,
+    ) {
         let Some(worker) = self.workers.get_mut(&id) else {
             return;
         };
-        for (task, attempt) in attempts {
+        for (task, attempt, key) in attempts {
             if let std::collections::hash_map::Entry::Vacant(slot) = self.running.entry(task) {
                 slot.insert((id, attempt));
                 worker.busy.insert((task, attempt));
+                if let Some(key) = key {
+                    worker.keyed.insert((task, attempt), self.keys.held(key));
+                }
             }
+        }
+    }
+
+    /// A new leader found an unfinished task of `key`: until [`Scheduler::end_reservations`]
+    /// it counts as running, as it may still run on a worker that has not reconnected.
+    pub fn reserve(&mut self, key: &str) {
+        self.keys.reserve(key);
+    }
+
+    /// Unclaimed tasks run nowhere: their reservations end, and their keys make room.
+    pub fn end_reservations(&mut self) {
+        for entry in self.keys.end_reservations() {
+            self.push_lane(entry);
         }
     }
 
@@ -178,6 +210,11 @@ impl Scheduler {
         };
         for kind in &worker.kinds {
             self.unhandle(kind);
+        }
+        for key in worker.keyed.values() {
+            for entry in self.keys.stopped(key) {
+                self.push_lane(entry);
+            }
         }
         worker
             .busy
@@ -230,21 +267,43 @@ impl Scheduler {
             .collect()
     }
 
-    /// The task, of type `kind`, is ready to run.
+    /// The task, of type `kind`, is ready to run (a keyed one once its key has room).
     pub fn enqueue(&mut self, id: TaskId, kind: &str, ready: Ready<'_>) {
         self.arrivals += 1;
+        let Some((key, limit)) = ready.key else {
+            self.push_to_lane(ready.queue, kind, (ready.rank(), self.arrivals, id));
+            return;
+        };
+        let entry = Entry {
+            rank: ready.rank(),
+            arrival: self.arrivals,
+            id,
+            limit,
+            queue: Arc::from(ready.queue),
+            kind: Arc::from(kind),
+        };
+        for entry in self.keys.wait(key, entry) {
+            self.push_lane(entry);
+        }
+    }
+
+    /// A keyed task its key let in takes its place in its lane.
+    fn push_lane(&mut self, e: Entry) {
+        self.push_to_lane(&e.queue, &e.kind, (e.rank, e.arrival, e.id));
+    }
+
+    fn push_to_lane(&mut self, queue: &str, kind: &str, entry: (i64, u64, TaskId)) {
         self.ready_len += 1;
-        let entry = Reverse((ready.rank(), self.arrivals, id));
         match self
             .ready
             .iter_mut()
-            .find(|l| l.kind == kind && &*l.queue == ready.queue)
+            .find(|l| l.kind == kind && &*l.queue == queue)
         {
-            Some(lane) => lane.tasks.push(entry),
+            Some(lane) => lane.tasks.push(Reverse(entry)),
             None => self.ready.push(Lane {
-                queue: Arc::from(ready.queue),
+                queue: Arc::from(queue),
                 kind: kind.to_owned(),
-                tasks: BinaryHeap::from([entry]),
+                tasks: BinaryHeap::from([Reverse(entry)]),
             }),
         }
     }
@@ -266,19 +325,31 @@ impl Scheduler {
         out
     }
 
-    /// Ready tasks per queue (entries not yet skipped included).
+    /// Ready tasks per queue (entries not yet skipped, and keyed tasks waiting for room
+    /// under their key, included).
     pub fn ready_by_queue(&self) -> HashMap<Arc<str>, usize> {
         let mut out: HashMap<Arc<str>, usize> = HashMap::default();
         for lane in &self.ready {
             *out.entry(Arc::clone(&lane.queue)).or_default() += lane.tasks.len();
         }
+        for queue in self.keys.waiting_by_queue() {
+            *out.entry(Arc::clone(queue)).or_default() += 1;
+        }
         out
     }
 
-    /// The worker finished `attempt` of `id`: frees its slot.
+    /// The worker stopped `attempt` of `id` (it finished, failed, or gave up after a stop):
+    /// frees its slot, and its place under its key.
     pub fn completed(&mut self, worker: WorkerId, id: TaskId, attempt: u32) {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.busy.remove(&(id, attempt));
+            if !w.keyed.is_empty()
+                && let Some(key) = w.keyed.remove(&(id, attempt))
+            {
+                for entry in self.keys.stopped(&key) {
+                    self.push_lane(entry);
+                }
+            }
         }
         if self.running.get(&id) == Some(&(worker, attempt)) {
             self.running.remove(&id);
@@ -297,9 +368,10 @@ impl Scheduler {
         self.running.get(&id).copied()
     }
 
-    /// Ready tasks waiting for a slot (including stale entries not yet skipped).
+    /// Ready tasks waiting for a slot or for room under their key (including stale entries
+    /// not yet skipped).
     pub fn ready_len(&self) -> usize {
-        self.ready_len
+        self.ready_len + self.keys.waiting_len()
     }
 
     /// The tasks that run.
@@ -358,21 +430,35 @@ impl Scheduler {
             let Some(lane) = self.ready.get_mut(index) else {
                 break;
             };
-            let Some(Reverse((.., id))) = lane.tasks.pop() else {
+            let Some(Reverse((_, arrival, id))) = lane.tasks.pop() else {
                 break;
             };
             if lane.tasks.is_empty() {
                 self.ready.swap_remove(index);
             }
             self.ready_len -= 1;
-            if self.running.contains_key(&id) {
-                continue;
-            }
-            let Some(attempt) = next_attempt(id) else {
+            let attempt = if self.running.contains_key(&id) {
+                None
+            } else {
+                next_attempt(id)
+            };
+            let key = match self.keys.left_lane(arrival, attempt.is_some()) {
+                Some((key, admitted)) => {
+                    for entry in admitted {
+                        self.push_lane(entry);
+                    }
+                    Some(key)
+                }
+                None => None,
+            };
+            let Some(attempt) = attempt else {
                 continue;
             };
             if let Some(w) = self.workers.get_mut(&worker) {
                 w.busy.insert((id, attempt));
+                if let Some(key) = key {
+                    w.keyed.insert((id, attempt), key);
+                }
             }
             self.running.insert(id, (worker, attempt));
             out.push(Assign {
@@ -437,6 +523,7 @@ mod tests {
             queue,
             priority,
             since_ms,
+            key: None,
         }
     }
 
@@ -495,6 +582,87 @@ mod tests {
             [(2, t(2))]
         );
         assert_eq!(s.ready_len(), 0);
+    }
+
+    fn keyed(key: &str, limit: u32, since_ms: u64) -> Ready<'_> {
+        Ready {
+            key: Some((key, limit)),
+            since_ms,
+            ..Ready::DEFAULT
+        }
+    }
+
+    fn ids(assigned: &[Assign]) -> Vec<TaskId> {
+        assigned.iter().map(|a| a.id).collect()
+    }
+
+    #[test]
+    fn a_key_runs_at_most_its_limit_and_frees_room_only_when_the_worker_stops() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1));
+        s.add_worker(1, 10, kinds(), &[], now);
+        for n in 1..=5 {
+            s.enqueue(t(n), "noop", keyed("tenant:1", 2, n as u64));
+        }
+        s.enqueue(t(6), "noop", at("default", 0, 100));
+        s.enqueue(t(7), "noop", keyed("tenant:2", 1, 1));
+        let first = s.assign(|_| Some(1));
+        assert_eq!(
+            ids(&first),
+            [1, 7, 2, 6].map(t),
+            "two of tenant:1, one of tenant:2"
+        );
+        assert_eq!(s.ready_len(), 3);
+        assert_eq!(s.keys.running("tenant:1"), 2);
+        // The leader forgets an attempt that timed out; its worker still runs it.
+        s.forget(t(1));
+        assert!(s.assign(|_| Some(1)).is_empty(), "the key is still full");
+        s.completed(1, t(1), 1);
+        assert_eq!(ids(&s.assign(|_| Some(1))), [t(3)]);
+        // A worker that is gone runs nothing of the key any more.
+        assert_eq!(s.remove_worker(1).len(), 4);
+        assert_eq!(s.keys.running("tenant:1"), 0);
+        s.add_worker(2, 10, kinds(), &[], now);
+        assert_eq!(ids(&s.assign(|_| Some(1))), [4, 5].map(t));
+    }
+
+    #[test]
+    fn a_stale_keyed_entry_makes_room_for_the_next() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1));
+        s.add_worker(1, 10, kinds(), &[], now);
+        for n in 1..=3 {
+            s.enqueue(t(n), "noop", keyed("k", 1, n as u64));
+        }
+        // The first was cancelled while it waited: the second takes the key's one place.
+        let got = s.assign(|id| (id != t(1)).then_some(1));
+        assert_eq!(ids(&got), [t(2)]);
+        assert_eq!(s.ready_len(), 1);
+        s.completed(1, t(2), 1);
+        assert_eq!(ids(&s.assign(|_| Some(1))), [t(3)]);
+    }
+
+    #[test]
+    fn a_new_leader_counts_unclaimed_keyed_tasks_until_the_grace_ends() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1));
+        // Found unfinished at election: two of key k, which may run on workers not back yet.
+        s.reserve("k");
+        s.reserve("k");
+        s.add_worker(1, 10, kinds(), &[], now);
+        s.enqueue(t(3), "noop", keyed("k", 2, 3));
+        assert!(s.assign(|_| Some(1)).is_empty(), "both places may be taken");
+        // One comes back with its worker: it counts in place of its reservation.
+        s.add_worker(2, 10, kinds(), &[], now);
+        s.hold(2, [(t(1), 1, Some("k"))]);
+        assert!(s.assign(|_| Some(1)).is_empty());
+        assert_eq!(s.keys.running("k"), 2);
+        // The grace ends: the other runs nowhere, so there is room for one.
+        s.end_reservations();
+        assert_eq!(ids(&s.assign(|_| Some(1))), [t(3)]);
+        assert_eq!(s.keys.running("k"), 2);
+        s.completed(2, t(1), 1);
+        assert_eq!(s.keys.running("k"), 1);
     }
 
     #[test]
@@ -604,7 +772,7 @@ mod tests {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
         s.add_worker(7, 2, kinds(), &[], now);
-        s.hold(7, [(t(1), 1)]);
+        s.hold(7, [(t(1), 1, None)]);
         s.enqueue(t(1), "noop", Ready::DEFAULT);
         s.enqueue(t(2), "noop", Ready::DEFAULT);
         let got = s.assign(|_| Some(1));
@@ -682,7 +850,7 @@ mod tests {
                             if handles.contains_key(&worker) {
                                 continue;
                             }
-                            let kinds = if sleeps { vec!["noop".to_string(), "sleep".to_string()] } else { vec!["noop".to_string()] };
+                            let kinds = if sleeps { kinds() } else { vec!["noop".to_string()] };
                             s.add_worker(worker, slots, kinds, &[], now);
                             handles.insert(worker, sleeps);
                         }
@@ -695,10 +863,12 @@ mod tests {
                         }
                         Op::Drain { worker } => s.drain(worker),
                         Op::Enqueue { task } => {
-                            // A task's type never changes: even ids sleep.
+                            // A task's type and key never change: even ids sleep, and
+                            // multiples of 3 count under one key limited to 2.
                             let kind = if task % 2 == 0 { "sleep" } else { "noop" };
                             kind_of.insert(TaskId(task), kind);
-                            s.enqueue(TaskId(task), kind, Ready::DEFAULT);
+                            let ready = if task % 3 == 0 { keyed("k", 2, 0) } else { Ready::DEFAULT };
+                            s.enqueue(TaskId(task), kind, ready);
                         }
                         Op::Complete { pick } => {
                             let mut running: Vec<(TaskId, WorkerId, u32)> = s.running.iter().map(|(t, (w, a))| (*t, *w, *a)).collect();
@@ -725,6 +895,9 @@ mod tests {
                         let held = s.workers.get(worker).is_some_and(|w| w.busy.contains(&(*task, *attempt)));
                         prop_assert!(held, "running {task} is not in worker {worker}'s slots");
                     }
+                    let keyed_busy: usize = s.workers.values().map(|w| w.keyed.len()).sum();
+                    prop_assert!(keyed_busy <= 2, "{keyed_busy} attempts of a key limited to 2");
+                    prop_assert_eq!(keyed_busy as u32, s.keys.running("k"));
                 }
             }
         }

@@ -12,7 +12,8 @@ use super::{Applied, Command, SubmitOutcome};
 use bytes::Bytes;
 use dtc_proto::status::{Cursor, MAX_PAUSED_QUEUES, StateCounts};
 use dtc_proto::{
-    Backoff, Outcome, Retry, Start, TaskId, TaskOptions, TaskSpec, TaskState, TaskView, WireError,
+    Backoff, Concurrency, Outcome, Retry, Start, TaskId, TaskOptions, TaskSpec, TaskState,
+    TaskView, WireError,
 };
 use foldhash::HashSet;
 use serde::{Deserialize, Serialize};
@@ -91,6 +92,8 @@ struct Extra {
     queue: Option<String>,
     /// Its priority.
     priority: u8,
+    /// Its concurrency key and limit.
+    concurrency: Option<Concurrency>,
 }
 
 /// Moves `r` to `phase`, keeping `counts` right.
@@ -129,6 +132,13 @@ impl Record {
 
     fn priority(&self) -> u8 {
         self.extra.as_ref().map_or(0, |e| e.priority)
+    }
+
+    fn key(&self) -> Option<(&str, u32)> {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.concurrency.as_ref())
+            .map(|c| (c.key.as_str(), c.limit))
     }
 
     fn state(&self) -> TaskState {
@@ -181,6 +191,8 @@ pub struct Input<'a> {
     pub queue: &'a str,
     /// Its priority.
     pub priority: u8,
+    /// Its concurrency key and limit.
+    pub key: Option<(&'a str, u32)>,
     /// Since when it has been ready to start (ms since the Unix epoch).
     pub since_ms: u64,
 }
@@ -394,6 +406,11 @@ impl TaskTable {
         Applied::QueuesPaused(Ok(all.clone()))
     }
 
+    /// The concurrency key and limit of an unfinished or kept task, if it has one.
+    pub fn key_of(&self, id: TaskId) -> Option<(&str, u32)> {
+        self.tasks.get(&id).and_then(Record::key)
+    }
+
     /// The queue an unfinished or kept task waits (or waited) in.
     pub fn queue_of(&self, id: TaskId) -> Option<&str> {
         self.tasks.get(&id).map(Record::queue)
@@ -470,6 +487,7 @@ impl TaskTable {
             timeout_ms: r.timeout_ms(),
             queue: r.queue(),
             priority: r.priority(),
+            key: r.key(),
             since_ms,
         })
     }
@@ -643,6 +661,7 @@ impl TaskTable {
             errors: Vec::new(),
             queue: o.queue.filter(|q| q != TaskSpec::DEFAULT_QUEUE),
             priority: o.priority,
+            concurrency: o.concurrency,
         };
         let record = Record {
             kind: self.kinds.get(&spec.kind),
@@ -922,6 +941,7 @@ fn view_of(id: TaskId, r: &Record) -> TaskView {
         no_handler: false,
         queue: r.extra.as_ref().and_then(|e| e.queue.clone()),
         priority: r.priority(),
+        concurrency: r.extra.as_ref().and_then(|e| e.concurrency.clone()),
     }
 }
 

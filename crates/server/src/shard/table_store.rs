@@ -34,8 +34,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// The snapshot file's format version; a replica refuses a file of another version.
 /// Version 2 added the shard's settings and time to the table, and the checksum; version 3
 /// the task lifecycle (each task's phase, options and errors, kept failures, type defaults);
-/// version 4 each task's queue and priority.
-const SNAPSHOT_VERSION: u32 = 4;
+/// version 4 each task's queue and priority; version 5 each task's concurrency key.
+const SNAPSHOT_VERSION: u32 = 5;
 
 /// The name of the snapshot file in a data directory.
 const SNAPSHOT_FILE: &str = "snapshot.bin";
