@@ -863,6 +863,19 @@ pub enum QueueAction {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Limit how fast a queue's tasks start, e.g. `dtc queue limit emails 100/s`, or lift
+    /// the limit with `off`. The limit is in each shard's log, so it outlives failovers;
+    /// through a router it is split evenly among the shards (tasks spread evenly by id).
+    /// Waiting tasks keep their order; at most one second's worth starts at once.
+    Limit {
+        /// The queue.
+        name: String,
+        /// Starts per second, minute or hour (100/s, 30/m, 5/h), or `off`.
+        rate: String,
+        /// Where to connect.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
 }
 
 /// `dtc cancel`, `dtc retry`: one task, by id.

@@ -177,6 +177,15 @@ pub async fn queue(args: QueueArgs) -> anyhow::Result<()> {
             let doing = format!("resuming queue {name}");
             (QueueOp::Resume(name), doing, target)
         }
+        QueueAction::Limit { name, rate, target } => {
+            dtc_proto::check_queue_name(&name)?;
+            let per_hour = match rate.as_str() {
+                "off" | "none" => None,
+                text => Some(dtc_proto::status::parse_rate(text).map_err(anyhow::Error::msg)?),
+            };
+            let doing = format!("limiting queue {name}");
+            (QueueOp::Limit(name, per_hour), doing, target)
+        }
     };
     let addr = SocketAddr::new(target.ip, target.port);
     let transport = Secure::new(Tcp, target.security.credentials()?);
@@ -194,17 +203,21 @@ pub async fn queue(args: QueueArgs) -> anyhow::Result<()> {
 /// `dtc queue list`'s table.
 fn queue_table(queues: &[QueueStatus]) -> String {
     let mut out = format!(
-        "{:<24} {:>9} {:>9} {:>8} {:>10}  {}\n",
-        "QUEUE", "QUEUED", "RUNNING", "WORKERS", "DONE/S", "STATE"
+        "{:<24} {:>9} {:>9} {:>8} {:>10} {:>10}  {}\n",
+        "QUEUE", "QUEUED", "RUNNING", "WORKERS", "DONE/S", "LIMIT", "STATE"
     );
     for q in queues {
+        let limit = q
+            .rate_per_hour
+            .map_or_else(|| "-".to_owned(), dtc_proto::status::format_rate);
         out.push_str(&format!(
-            "{:<24} {:>9} {:>9} {:>8} {:>10.1}  {}\n",
+            "{:<24} {:>9} {:>9} {:>8} {:>10.1} {:>10}  {}\n",
             q.name,
             q.queued,
             q.running,
             q.workers,
             q.done_per_s,
+            limit,
             if q.paused { "paused" } else { "active" }
         ));
     }

@@ -760,7 +760,7 @@ async fn the_secured_http_api_wants_tls_a_token_json_and_its_own_origin() -> any
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_token_reads_but_only_a_member_changes_a_shards_settings() -> anyhow::Result<()> {
-    use dtc_proto::status::{AdminRequest, SettingsChange, ask_admin};
+    use dtc_proto::status::{AdminRequest, QueueOp, SettingsChange, ask_admin};
     common::bounded(async {
         let c = Secured::start()?;
         let full = c.full()?;
@@ -784,6 +784,16 @@ async fn the_admin_token_reads_but_only_a_member_changes_a_shards_settings() -> 
             matches!(&refused, AdminResponse::Purged(Err(e)) if e.to_string().contains("read-only")),
             "{refused:?}"
         );
+        for op in [
+            QueueOp::Pause("q".into()),
+            QueueOp::Limit("q".into(), Some(3600)),
+        ] {
+            let refused = ask_admin(&reader, addr, "test", &AdminRequest::Queues(op)).await?;
+            assert!(
+                matches!(&refused, AdminResponse::Queues(Err(e)) if e.to_string().contains("read-only")),
+                "{refused:?}"
+            );
+        }
         // With the member certificate, through whichever replica leads.
         let member = Secure::new(Tcp, full);
         c.settled_leader().await?;

@@ -50,6 +50,9 @@ pub enum QueueOp {
     Pause(String),
     /// Let the queue's tasks run again.
     Resume(String),
+    /// Limit how fast the queue's tasks start, in starts per hour (`None`: no limit).
+    /// Through a router the rate is split evenly among the shards, as tasks are.
+    Limit(String, Option<u64>),
 }
 
 /// One named queue as a shard's leader (or, merged, a router) sees it.
@@ -67,12 +70,51 @@ pub struct QueueStatus {
     pub paused: bool,
     /// Tasks of it that finished per second, over the last 10 seconds.
     pub done_per_s: f64,
+    /// Its rate limit in starts per hour, if it has one (through a router: the sum over
+    /// the shards).
+    pub rate_per_hour: Option<u64>,
 }
 
 impl Eq for QueueStatus {}
 
 /// The most queues one shard keeps paused.
 pub const MAX_PAUSED_QUEUES: usize = 1024;
+
+/// The most queues one shard keeps rate-limited.
+pub const MAX_LIMITED_QUEUES: usize = 1024;
+
+/// A rate as people write it — `100/s`, `30/m`, `5/h` (also `100/sec`, `30/min`,
+/// `5/hour`) — in starts per hour.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not a rate: write it as 100/s, 30/m or 5/h");
+    let (n, per) = text.trim().split_once('/').ok_or_else(bad)?;
+    let n: u64 = n.trim().parse().map_err(|_| bad())?;
+    let factor = match per.trim() {
+        "s" | "sec" | "second" => 3600,
+        "m" | "min" | "minute" => 60,
+        "h" | "hour" => 1,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(factor) {
+        Some(0) => Err(format!(
+            "{text:?}: a rate must allow at least 1 task an hour"
+        )),
+        Some(per_hour) => Ok(per_hour),
+        None => Err(format!("{text:?} is too fast to be a limit")),
+    }
+}
+
+/// A rate in starts per hour, written in the largest unit that keeps it whole (`100/s`,
+/// `30/m`, `5/h`).
+pub fn format_rate(per_hour: u64) -> String {
+    if per_hour.is_multiple_of(3600) {
+        format!("{}/s", per_hour / 3600)
+    } else if per_hour.is_multiple_of(60) {
+        format!("{}/m", per_hour / 60)
+    } else {
+        format!("{per_hour}/h")
+    }
+}
 
 /// Which tasks to list: those older than `before` (a page's `next`), of a state and a type
 /// if given, at most `limit` (at most [`TaskQuery::MAX_LIMIT`]).
@@ -462,6 +504,10 @@ pub fn merge_queues(lists: impl IntoIterator<Item = Vec<QueueStatus>>) -> Vec<Qu
                 m.workers += q.workers;
                 m.paused &= q.paused;
                 m.done_per_s += q.done_per_s;
+                m.rate_per_hour = match (m.rate_per_hour, q.rate_per_hour) {
+                    (Some(a), Some(b)) => Some(a.saturating_add(b)),
+                    (a, b) => a.or(b),
+                };
             }
             None => {
                 all.insert(q.name.clone(), q);
@@ -545,4 +591,36 @@ pub async fn ask_admin<T: crate::transport::Transport>(
     tokio::time::timeout(ADMIN_TIMEOUT, exchange)
         .await
         .map_err(|_| crate::ProtoError::Timeout)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_read_and_write_as_people_write_them() {
+        assert_eq!(parse_rate("100/s"), Ok(360_000));
+        assert_eq!(parse_rate(" 30 / min "), Ok(1_800));
+        assert_eq!(parse_rate("5/h"), Ok(5));
+        for bad in [
+            "fast",
+            "100",
+            "0/s",
+            "-1/s",
+            "1/day",
+            "1e3/s",
+            "99999999999999999/s",
+        ] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+        for (per_hour, text) in [
+            (360_000, "100/s"),
+            (1_800, "30/m"),
+            (5, "5/h"),
+            (90, "90/h"),
+        ] {
+            assert_eq!(format_rate(per_hour), text);
+            assert_eq!(parse_rate(text), Ok(per_hour));
+        }
+    }
 }

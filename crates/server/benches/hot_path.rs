@@ -39,7 +39,9 @@ fn lifecycle(c: &mut Criterion) {
                 if let Applied::Submitted(Ok(_)) = table.apply(Command::Submit { spec, at_ms: 0 }) {
                     sched.enqueue(id, "noop", Ready::DEFAULT);
                 }
-                for a in sched.assign(|id| table.runnable(id, 0).map(|input| input.attempt)) {
+                for a in sched.assign(Instant::now(), |id| {
+                    table.runnable(id, 0).map(|input| input.attempt)
+                }) {
                     sched.completed(a.worker, a.id, a.attempt);
                     let outcome = Outcome::Succeeded(Bytes::new());
                     table.apply(Command::Complete {

@@ -55,6 +55,10 @@ fn render_queues(frame: &mut Frame, top: &Top, area: ratatui::layout::Rect) {
             Cell::from(q.running.to_string()),
             Cell::from(q.workers.to_string()),
             Cell::from(format!("{:.1}", q.done_per_s)),
+            Cell::from(
+                q.rate_per_hour
+                    .map_or_else(|| "-".to_owned(), dtc_proto::status::format_rate),
+            ),
             state,
         ])
     });
@@ -64,9 +68,10 @@ fn render_queues(frame: &mut Frame, top: &Top, area: ratatui::layout::Rect) {
         ("running", 10),
         ("workers", 8),
         ("done/s", 10),
+        ("limit", 10),
         ("state", 8),
     ];
-    let title = " queues (dtc queue pause|resume NAME) ".to_string();
+    let title = " queues (dtc queue pause|resume|limit NAME) ".to_string();
     render_pane(frame, top, area, rows, &columns, (Pane::Queues, title));
 }
 

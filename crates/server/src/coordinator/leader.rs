@@ -248,6 +248,7 @@ impl Leader {
         let label = config.replica.clone();
         let mut sched = Scheduler::new(config.heartbeat_timeout);
         sched.set_all_paused(table.paused_queues());
+        sched.set_rates(table.queue_rates(), now);
         Self {
             sched,
             rates: QueueRates::new(now),
@@ -296,11 +297,18 @@ impl Leader {
         self.sched.running_len()
     }
 
-    /// When the earliest timer is due, for the actor to wake then.
+    /// When the earliest timer is due, or a rate-limited queue may start its next task,
+    /// for the actor to wake then.
     pub(super) fn next_timer(&self, now: Instant) -> Option<Instant> {
-        let at = self.timers.next_ms()?;
         let now_ms = self.clock.at(now);
-        Some(now + Duration::from_millis(at.saturating_sub(now_ms)))
+        let timer = self
+            .timers
+            .next_ms()
+            .map(|at| now + Duration::from_millis(at.saturating_sub(now_ms)));
+        match (timer, self.sched.next_rate_start()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// A worker's queue, to send it what [`Effects::sends`] holds.
@@ -518,19 +526,27 @@ impl Leader {
         now: Instant,
         out: &mut Effects,
     ) {
-        let (queue, paused) = match op {
+        if let QueueOp::Pause(queue) | QueueOp::Resume(queue) | QueueOp::Limit(queue, _) = &op
+            && let Err(e) = dtc_proto::check_queue_name(queue)
+        {
+            reply.send(Err(e)).ok();
+            return;
+        }
+        let cmd = match op {
             QueueOp::List => {
                 reply.send(Ok(self.queue_list(table, now))).ok();
                 return;
             }
-            QueueOp::Pause(queue) => (queue, true),
-            QueueOp::Resume(queue) => (queue, false),
+            QueueOp::Pause(queue) => Command::PauseQueue {
+                queue,
+                paused: true,
+            },
+            QueueOp::Resume(queue) => Command::PauseQueue {
+                queue,
+                paused: false,
+            },
+            QueueOp::Limit(queue, per_hour) => Command::LimitQueue { queue, per_hour },
         };
-        if let Err(e) = dtc_proto::check_queue_name(&queue) {
-            reply.send(Err(e)).ok();
-            return;
-        }
-        let cmd = Command::PauseQueue { queue, paused };
         out.propose.push((cmd, Then::Queues(reply)));
     }
 
@@ -548,6 +564,7 @@ impl Leader {
             *running.entry(queue.to_owned()).or_default() += 1;
         }
         let paused = table.paused_queues();
+        let limits = table.queue_rates();
         let names: std::collections::BTreeSet<String> = ready
             .keys()
             .chain(workers.keys())
@@ -555,6 +572,7 @@ impl Leader {
             .map(|q| q.to_string())
             .chain(running.keys().cloned())
             .chain(paused.iter().cloned())
+            .chain(limits.iter().map(|(q, _)| q.clone()))
             .collect();
         names
             .into_iter()
@@ -564,6 +582,11 @@ impl Leader {
                 workers: workers.get(name.as_str()).copied().unwrap_or(0),
                 paused: paused.binary_search(&name).is_ok(),
                 done_per_s: self.rates.per_s(&name, now),
+                rate_per_hour: limits
+                    .binary_search_by(|(q, _)| q.cmp(&name))
+                    .ok()
+                    .and_then(|i| limits.get(i))
+                    .map(|(_, rate)| *rate),
                 name,
             })
             .collect()
@@ -804,6 +827,15 @@ impl Leader {
                     tx.send(all).ok();
                 }
             }
+            (Applied::QueueRates(limits), then) => {
+                if let Ok(limits) = &limits {
+                    tracing::info!(?limits, "the queue rate limits are set");
+                    self.sched.set_rates(limits, now);
+                }
+                if let Then::Queues(tx) = then {
+                    tx.send(limits.map(|_| self.queue_list(table, now))).ok();
+                }
+            }
             (Applied::QueuesPaused(paused), then) => {
                 if let Ok(paused) = &paused {
                     tracing::info!(?paused, "the paused queues are set");
@@ -859,8 +891,10 @@ impl Leader {
             "election barrier applied; re-queueing unfinished tasks after the grace"
         );
         self.rebuilt_upto = barrier_index;
-        // A pause committed under the last leader may have been applied since election.
+        // A pause or limit committed under the last leader may have been applied since
+        // election.
         self.sched.set_all_paused(table.paused_queues());
+        self.sched.set_rates(table.queue_rates(), now);
         if !table.configured() {
             // The shard's first leader: its flags become the shard's settings.
             let retention = self.config.initial_settings;
@@ -965,7 +999,7 @@ impl Leader {
         let now_ms = self.clock.at(now);
         let early = &self.early;
         let input = |id: TaskId| table.runnable(id, now_ms).or_else(|| early.input(id));
-        for a in self.sched.assign(|id| input(id).map(|i| i.attempt)) {
+        for a in self.sched.assign(now, |id| input(id).map(|i| i.attempt)) {
             let Some(i) = input(a.id) else {
                 continue;
             };
@@ -1315,6 +1349,7 @@ mod tests {
                 Command::Retry { .. } => "retry",
                 Command::Lapse { .. } => "lapse",
                 Command::PauseQueue { .. } => "pause queue",
+                Command::LimitQueue { .. } => "limit queue",
                 Command::Purge { .. } => "purge",
                 Command::SetTypeDefaults { .. } => "type defaults",
                 Command::Expire { .. } => "expire",

@@ -56,9 +56,11 @@ pub async fn serve_admin<R, W, F, Fut>(
                             reason: "role not allowed for this credential: the admin token is read-only; changing a task type's defaults needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
                         }))
                     }
-                    AdminRequest::Queues(QueueOp::Pause(_) | QueueOp::Resume(_)) if !member => {
+                    // Every change to a queue (pause, resume, limit), not just the ones
+                    // known today.
+                    AdminRequest::Queues(op) if !member && op != QueueOp::List => {
                         AdminResponse::Queues(Err(WireError::Auth {
-                            reason: "role not allowed for this credential: the admin token is read-only; pausing or resuming a queue needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
+                            reason: "role not allowed for this credential: the admin token is read-only; pausing, resuming or limiting a queue needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
                         }))
                     }
                     AdminRequest::Purge(_) if !member => {

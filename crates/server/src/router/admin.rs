@@ -78,10 +78,18 @@ pub(super) async fn queues<T: Transport>(
     shards: &[Vec<SocketAddr>],
     op: &QueueOp,
 ) -> Result<Vec<QueueStatus>, WireError> {
+    // Tasks spread evenly over the shards by id, and so does a rate limit.
+    let op = match op {
+        QueueOp::Limit(queue, Some(per_hour)) => {
+            let shards = u64::try_from(shards.len().max(1)).unwrap_or(1);
+            QueueOp::Limit(queue.clone(), Some(per_hour.div_ceil(shards)))
+        }
+        other => other.clone(),
+    };
     let lists = join_all(
         shards
             .iter()
-            .map(|addrs| ask_queues(transport, addrs, "router", op)),
+            .map(|addrs| ask_queues(transport, addrs, "router", &op)),
     )
     .await;
     Ok(merge_queues(

@@ -3,6 +3,7 @@
 //! became ready, an attempt completed, time passed) and performs what it returns.
 
 mod keys;
+mod rate_limits;
 mod scheduler;
 
 pub use scheduler::{Assign, Ready, Scheduler, WorkerId};

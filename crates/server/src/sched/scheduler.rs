@@ -1,10 +1,11 @@
 //! Which worker runs which task: connected workers and their slots and queues, the ready
-//! tasks in priority order, paused queues, concurrency keys (in [`super::keys`]), the
-//! running attempts, and heartbeat deadlines.
+//! tasks in priority order, paused queues, concurrency keys (in [`super::keys`]), rate
+//! limits per queue (in [`super::rate_limits`]), the running attempts, and heartbeat deadlines.
 //! Owned by the coordinator's actor loop; rebuilt from the task table when a coordinator
 //! starts leading.
 
 use super::keys::{Entry, Keys};
+use super::rate_limits::RateLimits;
 use dtc_proto::{TaskId, TaskSpec};
 use foldhash::{HashMap, HashSet};
 use std::cmp::Reverse;
@@ -111,6 +112,8 @@ pub struct Scheduler {
     paused: HashSet<Arc<str>>,
     /// Keyed tasks wait there for room under their key before entering a lane.
     keys: Keys,
+    /// The rate-limited queues' buckets.
+    rates: RateLimits,
     arrivals: u64,
     ready_len: usize,
     /// Running attempts: task → (worker, attempt).
@@ -128,6 +131,7 @@ impl Scheduler {
             ready: Vec::new(),
             paused: HashSet::default(),
             keys: Keys::default(),
+            rates: RateLimits::default(),
             arrivals: 0,
             ready_len: 0,
             running: HashMap::default(),
@@ -314,6 +318,21 @@ impl Scheduler {
         self.paused = paused.iter().map(|q| Arc::from(q.as_str())).collect();
     }
 
+    /// Limits exactly the queues in `limits` (name, starts per hour), as of `now`; see
+    /// [`super::rate_limits`].
+    pub fn set_rates(&mut self, limits: &[(String, u64)], now: Instant) {
+        self.rates.set(limits, now);
+    }
+
+    /// When a queue held by its rate limit may start its next ready task (the leader wakes
+    /// then to schedule).
+    pub fn next_rate_start(&self) -> Option<Instant> {
+        if self.rates.is_empty() {
+            return None;
+        }
+        self.rates.next_start(self.ready.iter().map(|l| &*l.queue))
+    }
+
     /// How many connected workers serve each queue.
     pub fn workers_by_queue(&self) -> HashMap<Arc<str>, u32> {
         let mut out: HashMap<Arc<str>, u32> = HashMap::default();
@@ -406,17 +425,28 @@ impl Scheduler {
     }
 
     /// Hands ready tasks to free slots until no ready task has a free worker that can run
-    /// it. `next_attempt` gives a task's next attempt number, or `None` if it is no longer
-    /// queued (finished or cancelled since it was enqueued); such entries are dropped.
-    pub fn assign(&mut self, mut next_attempt: impl FnMut(TaskId) -> Option<u32>) -> Vec<Assign> {
+    /// it, as of `now` (for the rate limits). `next_attempt` gives a task's next attempt
+    /// number, or `None` if it is no longer queued (finished or cancelled since it was
+    /// enqueued); such entries are dropped.
+    pub fn assign(
+        &mut self,
+        now: Instant,
+        mut next_attempt: impl FnMut(TaskId) -> Option<u32>,
+    ) -> Vec<Assign> {
         let mut out = Vec::new();
+        let limited = !self.rates.is_empty();
+        if limited {
+            self.rates.refill(now);
+        }
         while self.ready_len > 0 {
-            // The lowest-ranked head among the unpaused lanes some free worker can run.
+            // The lowest-ranked head among the lanes, neither paused nor held by their
+            // rate, that some free worker can run.
             let pick = self
                 .ready
                 .iter()
                 .enumerate()
                 .filter(|(_, l)| self.paused.is_empty() || !self.paused.contains(&l.queue))
+                .filter(|(_, l)| !limited || self.rates.allows(&l.queue))
                 .filter_map(|(i, l)| {
                     l.tasks
                         .peek()
@@ -433,6 +463,7 @@ impl Scheduler {
             let Some(Reverse((_, arrival, id))) = lane.tasks.pop() else {
                 break;
             };
+            let queue = limited.then(|| Arc::clone(&lane.queue));
             if lane.tasks.is_empty() {
                 self.ready.swap_remove(index);
             }
@@ -454,6 +485,9 @@ impl Scheduler {
             let Some(attempt) = attempt else {
                 continue;
             };
+            if let Some(queue) = queue {
+                self.rates.take(&queue);
+            }
             if let Some(w) = self.workers.get_mut(&worker) {
                 w.busy.insert((id, attempt));
                 if let Some(key) = key {
@@ -491,7 +525,11 @@ mod tests {
         s.enqueue(t(1), "render", Ready::DEFAULT);
         s.enqueue(t(2), "sleep", Ready::DEFAULT);
         s.enqueue(t(3), "sleep", Ready::DEFAULT);
-        let got: Vec<TaskId> = s.assign(|_| Some(1)).into_iter().map(|a| a.id).collect();
+        let got: Vec<TaskId> = s
+            .assign(now, |_| Some(1))
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
         assert_eq!(
             got,
             vec![t(2), t(3)],
@@ -500,7 +538,7 @@ mod tests {
         assert_eq!(s.ready_len(), 1);
         s.add_worker(2, 1, ["render".to_string()], &[], now);
         s.enqueue(t(4), "sleep", Ready::DEFAULT);
-        let got = s.assign(|_| Some(1));
+        let got = s.assign(now, |_| Some(1));
         assert_eq!(
             got,
             vec![
@@ -529,7 +567,7 @@ mod tests {
 
     fn run_one_by_one(s: &mut Scheduler, worker: WorkerId) -> Vec<TaskId> {
         let mut order = Vec::new();
-        while let Some(a) = s.assign(|_| Some(1)).first().copied() {
+        while let Some(a) = s.assign(Instant::now(), |_| Some(1)).first().copied() {
             s.completed(worker, a.id, a.attempt);
             order.push(a.id);
         }
@@ -570,13 +608,13 @@ mod tests {
         s.enqueue(t(1), "noop", at("critical", 0, 0));
         s.enqueue(t(2), "noop", at("default", 9, 0));
         s.add_worker(1, 4, kinds(), &["critical".to_string()], now);
-        let got = s.assign(|_| Some(1));
+        let got = s.assign(now, |_| Some(1));
         assert_eq!(
             got.iter().map(|a| (a.worker, a.id)).collect::<Vec<_>>(),
             [(1, t(1))]
         );
         s.add_worker(2, 4, kinds(), &[], now);
-        let got = s.assign(|_| Some(1));
+        let got = s.assign(now, |_| Some(1));
         assert_eq!(
             got.iter().map(|a| (a.worker, a.id)).collect::<Vec<_>>(),
             [(2, t(2))]
@@ -606,7 +644,7 @@ mod tests {
         }
         s.enqueue(t(6), "noop", at("default", 0, 100));
         s.enqueue(t(7), "noop", keyed("tenant:2", 1, 1));
-        let first = s.assign(|_| Some(1));
+        let first = s.assign(now, |_| Some(1));
         assert_eq!(
             ids(&first),
             [1, 7, 2, 6].map(t),
@@ -616,14 +654,17 @@ mod tests {
         assert_eq!(s.keys.running("tenant:1"), 2);
         // The leader forgets an attempt that timed out; its worker still runs it.
         s.forget(t(1));
-        assert!(s.assign(|_| Some(1)).is_empty(), "the key is still full");
+        assert!(
+            s.assign(now, |_| Some(1)).is_empty(),
+            "the key is still full"
+        );
         s.completed(1, t(1), 1);
-        assert_eq!(ids(&s.assign(|_| Some(1))), [t(3)]);
+        assert_eq!(ids(&s.assign(now, |_| Some(1))), [t(3)]);
         // A worker that is gone runs nothing of the key any more.
         assert_eq!(s.remove_worker(1).len(), 4);
         assert_eq!(s.keys.running("tenant:1"), 0);
         s.add_worker(2, 10, kinds(), &[], now);
-        assert_eq!(ids(&s.assign(|_| Some(1))), [4, 5].map(t));
+        assert_eq!(ids(&s.assign(now, |_| Some(1))), [4, 5].map(t));
     }
 
     #[test]
@@ -635,11 +676,11 @@ mod tests {
             s.enqueue(t(n), "noop", keyed("k", 1, n as u64));
         }
         // The first was cancelled while it waited: the second takes the key's one place.
-        let got = s.assign(|id| (id != t(1)).then_some(1));
+        let got = s.assign(now, |id| (id != t(1)).then_some(1));
         assert_eq!(ids(&got), [t(2)]);
         assert_eq!(s.ready_len(), 1);
         s.completed(1, t(2), 1);
-        assert_eq!(ids(&s.assign(|_| Some(1))), [t(3)]);
+        assert_eq!(ids(&s.assign(now, |_| Some(1))), [t(3)]);
     }
 
     #[test]
@@ -651,18 +692,48 @@ mod tests {
         s.reserve("k");
         s.add_worker(1, 10, kinds(), &[], now);
         s.enqueue(t(3), "noop", keyed("k", 2, 3));
-        assert!(s.assign(|_| Some(1)).is_empty(), "both places may be taken");
+        assert!(
+            s.assign(now, |_| Some(1)).is_empty(),
+            "both places may be taken"
+        );
         // One comes back with its worker: it counts in place of its reservation.
         s.add_worker(2, 10, kinds(), &[], now);
         s.hold(2, [(t(1), 1, Some("k"))]);
-        assert!(s.assign(|_| Some(1)).is_empty());
+        assert!(s.assign(now, |_| Some(1)).is_empty());
         assert_eq!(s.keys.running("k"), 2);
         // The grace ends: the other runs nowhere, so there is room for one.
         s.end_reservations();
-        assert_eq!(ids(&s.assign(|_| Some(1))), [t(3)]);
+        assert_eq!(ids(&s.assign(now, |_| Some(1))), [t(3)]);
         assert_eq!(s.keys.running("k"), 2);
         s.completed(2, t(1), 1);
         assert_eq!(s.keys.running("k"), 1);
+    }
+
+    #[test]
+    fn a_rate_limited_queue_starts_tasks_as_its_bucket_allows_and_says_when_next() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1));
+        s.add_worker(1, 10, kinds(), &["slow".into(), "default".into()], now);
+        s.set_rates(&[("slow".into(), 2 * 3600)], now);
+        for n in 1..=4 {
+            s.enqueue(t(n), "noop", at("slow", 0, n as u64));
+        }
+        s.enqueue(t(5), "noop", at("default", 0, 5));
+        assert_eq!(
+            ids(&s.assign(now, |_| Some(1))),
+            [t(5)],
+            "the bucket starts empty"
+        );
+        assert_eq!(s.next_rate_start(), Some(now + Duration::from_millis(500)));
+        let later = now + Duration::from_millis(1_100);
+        assert_eq!(ids(&s.assign(later, |_| Some(1))), [1, 2].map(t), "2/s");
+        assert_eq!(
+            s.next_rate_start(),
+            Some(later + Duration::from_millis(500))
+        );
+        s.set_rates(&[], later);
+        assert_eq!(ids(&s.assign(later, |_| Some(1))), [3, 4].map(t));
+        assert_eq!(s.next_rate_start(), None);
     }
 
     #[test]
@@ -673,11 +744,11 @@ mod tests {
         s.set_all_paused(&["a".to_string()]);
         s.enqueue(t(1), "noop", at("a", 9, 0));
         s.enqueue(t(2), "noop", at("b", 0, 5));
-        let got: Vec<TaskId> = s.assign(|_| Some(1)).iter().map(|a| a.id).collect();
+        let got: Vec<TaskId> = s.assign(now, |_| Some(1)).iter().map(|a| a.id).collect();
         assert_eq!(got, [t(2)]);
         assert_eq!(s.ready_by_queue().get("a"), Some(&1));
         s.set_all_paused(&[]);
-        let got: Vec<TaskId> = s.assign(|_| Some(1)).iter().map(|a| a.id).collect();
+        let got: Vec<TaskId> = s.assign(now, |_| Some(1)).iter().map(|a| a.id).collect();
         assert_eq!(got, [t(1)]);
     }
 
@@ -690,7 +761,7 @@ mod tests {
         for n in 0..5 {
             s.enqueue(t(n), "noop", Ready::DEFAULT);
         }
-        let got = s.assign(|_| Some(1));
+        let got = s.assign(now, |_| Some(1));
         assert_eq!(got.len(), 5);
         let on_2 = got.iter().filter(|a| a.worker == 2).count();
         assert_eq!(
@@ -699,7 +770,11 @@ mod tests {
         );
         s.enqueue(t(8), "noop", Ready::DEFAULT);
         s.enqueue(t(9), "noop", Ready::DEFAULT);
-        assert_eq!(s.assign(|_| Some(1)).len(), 1, "one slot of six was left");
+        assert_eq!(
+            s.assign(now, |_| Some(1)).len(),
+            1,
+            "one slot of six was left"
+        );
         assert_eq!(s.ready_len(), 1);
     }
 
@@ -708,10 +783,10 @@ mod tests {
         let now = Instant::now();
         let mut s = Scheduler::new(Duration::from_secs(1));
         s.enqueue(t(1), "noop", Ready::DEFAULT);
-        assert!(s.assign(|_| Some(1)).is_empty(), "no worker yet");
+        assert!(s.assign(now, |_| Some(1)).is_empty(), "no worker yet");
         s.add_worker(1, 1, kinds(), &[], now);
         s.enqueue(t(2), "noop", Ready::DEFAULT);
-        let got = s.assign(|id| (id != t(1)).then_some(1));
+        let got = s.assign(now, |id| (id != t(1)).then_some(1));
         assert_eq!(
             got,
             vec![Assign {
@@ -731,7 +806,7 @@ mod tests {
         s.add_worker(2, 2, kinds(), &[], now);
         s.enqueue(t(1), "noop", Ready::DEFAULT);
         s.enqueue(t(2), "noop", Ready::DEFAULT);
-        let got = s.assign(|_| Some(1));
+        let got = s.assign(now, |_| Some(1));
         assert_eq!(got.len(), 2);
         s.seen(2, now + Duration::from_millis(900));
         assert_eq!(s.expired(now + Duration::from_millis(1500)), vec![1]);
@@ -760,10 +835,10 @@ mod tests {
         s.add_worker(1, 1, kinds(), &[], now);
         s.enqueue(t(1), "noop", Ready::DEFAULT);
         s.enqueue(t(2), "noop", Ready::DEFAULT);
-        assert_eq!(s.assign(|_| Some(1)).len(), 1);
+        assert_eq!(s.assign(now, |_| Some(1)).len(), 1);
         s.completed(1, t(1), 1);
         s.drain(1);
-        assert!(s.assign(|_| Some(1)).is_empty());
+        assert!(s.assign(now, |_| Some(1)).is_empty());
         assert_eq!(s.ready_len(), 1);
     }
 
@@ -775,7 +850,7 @@ mod tests {
         s.hold(7, [(t(1), 1, None)]);
         s.enqueue(t(1), "noop", Ready::DEFAULT);
         s.enqueue(t(2), "noop", Ready::DEFAULT);
-        let got = s.assign(|_| Some(1));
+        let got = s.assign(now, |_| Some(1));
         assert_eq!(
             got,
             vec![Assign {
@@ -880,7 +955,7 @@ mod tests {
                         Op::Forget { task } => s.forget(TaskId(task)),
                         Op::Assign => {
                             let before: HashSet<TaskId> = s.running.keys().copied().collect();
-                            for a in s.assign(|_| Some(1)) {
+                            for a in s.assign(now, |_| Some(1)) {
                                 prop_assert!(!before.contains(&a.id), "{} assigned while running", a.id);
                                 let kind = kind_of.get(&a.id).copied().unwrap_or("noop");
                                 let can_sleep = handles.get(&a.worker).copied().unwrap_or(false);

@@ -68,6 +68,13 @@ pub enum Command {
         /// Paused (`true`) or resumed.
         paused: bool,
     },
+    /// Limit (or with `None` stop limiting) how fast a named queue's tasks start.
+    LimitQueue {
+        /// The queue.
+        queue: String,
+        /// Starts per hour.
+        per_hour: Option<u64>,
+    },
     /// Forget every finished task in this state.
     Purge {
         /// Failed, succeeded or cancelled.
@@ -113,7 +120,7 @@ impl Command {
             | Self::Expire { .. }
             | Self::Configure { .. } => 0,
             Self::SetTypeDefaults { kind, .. } => kind.len(),
-            Self::PauseQueue { queue, .. } => queue.len(),
+            Self::PauseQueue { queue, .. } | Self::LimitQueue { queue, .. } => queue.len(),
         }
     }
 
@@ -128,7 +135,10 @@ impl Command {
             | Self::Lapse { at_ms, .. }
             | Self::Purge { at_ms, .. }
             | Self::Expire { at_ms } => Some(*at_ms),
-            Self::Configure { .. } | Self::SetTypeDefaults { .. } | Self::PauseQueue { .. } => None,
+            Self::Configure { .. }
+            | Self::SetTypeDefaults { .. }
+            | Self::PauseQueue { .. }
+            | Self::LimitQueue { .. } => None,
         }
     }
 }
@@ -166,6 +176,9 @@ pub enum Applied {
     TypeDefaults(Result<Vec<(String, TaskOptions)>, WireError>),
     /// The paused queues after a [`Command::PauseQueue`], by name, or why it was refused.
     QueuesPaused(Result<Vec<String>, WireError>),
+    /// The rate-limited queues (name, starts per hour) after a [`Command::LimitQueue`], or
+    /// why it was refused.
+    QueueRates(Result<Vec<(String, u64)>, WireError>),
     /// Nothing changed that anyone waits for (a stale completion, an expiry).
     Nothing,
 }

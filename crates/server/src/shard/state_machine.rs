@@ -10,7 +10,7 @@
 use super::cow_map::{CowMap, Frozen};
 use super::{Applied, Command, SubmitOutcome};
 use bytes::Bytes;
-use dtc_proto::status::{Cursor, MAX_PAUSED_QUEUES, StateCounts};
+use dtc_proto::status::{Cursor, MAX_LIMITED_QUEUES, MAX_PAUSED_QUEUES, StateCounts};
 use dtc_proto::{
     Backoff, Concurrency, Outcome, Retry, Start, TaskId, TaskOptions, TaskSpec, TaskState,
     TaskView, WireError,
@@ -272,6 +272,8 @@ struct Settings {
     type_defaults: Vec<(String, TaskOptions)>,
     /// The queues whose tasks are held, sorted.
     paused_queues: Vec<String>,
+    /// The rate-limited queues and their starts per hour, sorted by name.
+    queue_rates: Vec<(String, u64)>,
 }
 
 /// The most task types with defaults of their own.
@@ -335,6 +337,7 @@ impl TaskTable {
                 configured: false,
                 type_defaults: Vec::new(),
                 paused_queues: Vec::new(),
+                queue_rates: Vec::new(),
             },
             ..Self::default()
         }
@@ -406,6 +409,38 @@ impl TaskTable {
         Applied::QueuesPaused(Ok(all.clone()))
     }
 
+    /// The rate-limited queues and their starts per hour, sorted by name.
+    pub fn queue_rates(&self) -> &[(String, u64)] {
+        &self.settings.queue_rates
+    }
+
+    fn limit_queue(&mut self, queue: String, per_hour: Option<u64>) -> Applied {
+        if let Err(e) = dtc_proto::check_queue_name(&queue) {
+            return Applied::QueueRates(Err(e));
+        }
+        let all = &mut self.settings.queue_rates;
+        let at = all.binary_search_by(|(q, _)| q.as_str().cmp(&queue));
+        match (at, per_hour) {
+            (_, Some(0)) => {
+                let reason = "a rate limit must allow at least 1 task an hour".to_owned();
+                return Applied::QueueRates(Err(WireError::BadRequest { reason }));
+            }
+            (Err(_), None) => {}
+            (Ok(i), None) => {
+                all.remove(i);
+            }
+            (Ok(i), Some(rate)) => all[i].1 = rate,
+            (Err(_), Some(_)) if all.len() >= MAX_LIMITED_QUEUES => {
+                let reason = format!(
+                    "at most {MAX_LIMITED_QUEUES} queues may be rate-limited; lift a limit first"
+                );
+                return Applied::QueueRates(Err(WireError::BadRequest { reason }));
+            }
+            (Err(i), Some(rate)) => all.insert(i, (queue, rate)),
+        }
+        Applied::QueueRates(Ok(all.clone()))
+    }
+
     /// The concurrency key and limit of an unfinished or kept task, if it has one.
     pub fn key_of(&self, id: TaskId) -> Option<(&str, u32)> {
         self.tasks.get(&id).and_then(Record::key)
@@ -451,6 +486,7 @@ impl TaskTable {
                 self.set_type_defaults(kind, options.map(|o| *o))
             }
             Command::PauseQueue { queue, paused } => self.pause_queue(queue, paused),
+            Command::LimitQueue { queue, per_hour } => self.limit_queue(queue, per_hour),
             Command::Expire { .. } => {
                 self.expire(at_ms);
                 Applied::Nothing
@@ -1030,6 +1066,49 @@ mod tests {
         assert_eq!(
             restored.map(|r| r.paused_queues().to_vec()).ok(),
             Some(vec!["a".to_string()])
+        );
+    }
+
+    #[test]
+    fn queue_rate_limits_are_a_bounded_replicated_setting_kept_in_snapshots() {
+        let mut t = TaskTable::new(Retention::default());
+        let limit = |t: &mut TaskTable, q: &str, per_hour: Option<u64>| {
+            t.apply(Command::LimitQueue {
+                queue: q.into(),
+                per_hour,
+            })
+        };
+        limit(&mut t, "b", Some(7));
+        limit(&mut t, "a", Some(3600));
+        assert_eq!(
+            limit(&mut t, "b", Some(60)),
+            Applied::QueueRates(Ok(vec![("a".into(), 3600), ("b".into(), 60)]))
+        );
+        assert_eq!(
+            limit(&mut t, "a", None),
+            Applied::QueueRates(Ok(vec![("b".into(), 60)]))
+        );
+        for refused in [
+            limit(&mut t, "c", Some(0)),
+            limit(&mut t, "no name", Some(1)),
+        ] {
+            assert!(matches!(
+                refused,
+                Applied::QueueRates(Err(WireError::BadRequest { .. }))
+            ));
+        }
+        for n in 1..MAX_LIMITED_QUEUES {
+            limit(&mut t, &format!("q{n}"), Some(1));
+        }
+        assert!(matches!(
+            limit(&mut t, "one-too-many", Some(1)),
+            Applied::QueueRates(Err(WireError::BadRequest { .. }))
+        ));
+        assert_eq!(t.queue_rates().len(), MAX_LIMITED_QUEUES);
+        let restored = TaskTable::restore(&t.image().encode());
+        assert_eq!(
+            restored.map(|r| r.queue_rates().to_vec()).ok(),
+            Some(t.queue_rates().to_vec())
         );
     }
 

@@ -1,6 +1,7 @@
-//! Concurrency keys with real `dtc coordinator` and `dtc router` processes on loopback: the
-//! tasks of a key all go to the key's shard, whose leader runs at most the key's limit at
-//! once, as the workers themselves count.
+//! Concurrency keys and rate limits with real `dtc coordinator` and `dtc router` processes
+//! on loopback: the tasks of a key all go to the key's shard, whose leader runs at most the
+//! key's limit at once, as the workers themselves count; a rate-limited queue starts its
+//! tasks no faster than its limit.
 
 mod common;
 
@@ -8,7 +9,7 @@ use common::{Proc, dtc_ok};
 use dtc_sdk::{Client, Task, TaskSpec, TaskState, Worker};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// What the workers saw per key: how many run now, the most that ran at once, and which
@@ -163,6 +164,87 @@ async fn a_key_never_runs_more_than_its_limit_across_two_shards() -> anyhow::Res
         assert_eq!(json["key"], "tenant:9", "{json}");
         assert_eq!(json["key_limit"], 2, "{json}");
         assert_eq!(json["state"], "succeeded", "{json}");
+        stop.cancel();
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_queue_starts_no_faster_than_its_limit() -> anyhow::Result<()> {
+    common::bounded(async {
+        let coord = Proc::coordinator(&["-p", "0"])?;
+        let addr = coord.addr()?;
+        let port = addr.port().to_string();
+        let stop = CancellationToken::new();
+        let starts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let seen = Arc::clone(&starts);
+        let worker = Worker::builder()
+            .slots(16)
+            .queues(["slow"])
+            .handler("note", move |_task: Task| {
+                if let Ok(mut s) = seen.lock() {
+                    s.push(Instant::now());
+                }
+                async { Ok::<_, String>("") }
+            })
+            .build()?;
+        tokio::spawn(worker.run(vec![addr], stop.clone()));
+        dtc_ok(&["queue", "limit", "slow", "5/s", "-p", &port])?;
+        let listed: Vec<serde_json::Value> =
+            serde_json::from_str(&dtc_ok(&["queue", "list", "--json", "-p", &port])?)?;
+        let slow = listed.iter().find(|q| q["name"] == "slow");
+        assert_eq!(
+            slow.map(|q| &q["rate_per_hour"]),
+            Some(&serde_json::json!(18_000)),
+            "{listed:?}"
+        );
+
+        // 20 tasks at once, with 16 free slots: at most one second's worth (5) starts at
+        // once, then 5 a second.
+        let client = Client::connect(addr).await?;
+        let mut runs = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let client = client.clone();
+            runs.spawn(async move {
+                client
+                    .run(TaskSpec::new("note", "").with_queue("slow"))
+                    .await
+            });
+        }
+        while let Some(run) = runs.join_next().await {
+            assert_eq!(run??.state, TaskState::Succeeded);
+        }
+        let mut starts = starts
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .clone();
+        starts.sort();
+        assert_eq!(starts.len(), 20);
+        let span = starts[19] - starts[0];
+        assert!(
+            span >= Duration::from_millis(2_500),
+            "15 starts past the first 5 took {span:?}"
+        );
+        for (i, first) in starts.iter().enumerate() {
+            let in_a_second = starts[i..]
+                .iter()
+                .take_while(|t| **t - *first < Duration::from_secs(1))
+                .count();
+            assert!(in_a_second <= 11, "{in_a_second} starts within a second");
+        }
+
+        // Lifted: the queue shows no limit.
+        dtc_ok(&["queue", "limit", "slow", "off", "-p", &port])?;
+        let table = dtc_ok(&["queue", "list", "-p", &port])?;
+        assert!(table.contains("slow") && !table.contains("5/s"), "{table}");
+        let refused = std::process::Command::new(env!("CARGO_BIN_EXE_dtc"))
+            .args(["queue", "limit", "slow", "fast", "-p", &port])
+            .output()?;
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("100/s"),
+            "the error shows the form"
+        );
         stop.cancel();
         Ok(())
     })
