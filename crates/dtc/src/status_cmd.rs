@@ -40,9 +40,10 @@ pub fn render(answer: &AdminResponse) -> String {
         AdminResponse::Configured(Err(e)) => format!("not configured: {e}\n"),
         AdminResponse::TypeDefaults(Ok(all)) => type_defaults_lines(all),
         AdminResponse::TypeDefaults(Err(e)) => format!("not configured: {e}\n"),
-        AdminResponse::Tasks(_) | AdminResponse::Purged(_) | AdminResponse::Queues(_) => {
-            "an answer to another question\n".to_owned()
-        }
+        AdminResponse::Tasks(_)
+        | AdminResponse::Purged(_)
+        | AdminResponse::Queues(_)
+        | AdminResponse::Schedules(_) => "an answer to another question\n".to_owned(),
     }
 }
 
@@ -262,7 +263,8 @@ pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
             | AdminResponse::Cluster(_)
             | AdminResponse::Tasks(_)
             | AdminResponse::Purged(_)
-            | AdminResponse::Queues(_) => {
+            | AdminResponse::Queues(_)
+            | AdminResponse::Schedules(_) => {
                 anyhow::bail!("{addr} answered another question")
             }
         }

@@ -17,6 +17,7 @@ mod error;
 mod id;
 pub mod message;
 pub mod mux;
+pub mod schedule;
 pub mod status;
 mod task;
 pub mod tls;
@@ -33,7 +34,7 @@ pub use task::{
 /// The protocol version this build speaks; the handshake refuses any other. Version 2 added
 /// the cluster, shard and token to the hello; version 3 the task lifecycle (options,
 /// retrying and scheduled states, cancelling running tasks); version 4 queues and
-/// priorities; version 5 concurrency keys.
+/// priorities; version 5 concurrency keys, queue rate limits and schedules.
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The default bound on one frame's length (16 MiB).

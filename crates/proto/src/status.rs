@@ -3,6 +3,7 @@
 //! ([`ReplicaStatus`]); a router gathers every replica of every shard ([`ClusterStatus`]).
 //! `dtc status` prints these; the tests use them to find leaders.
 
+use crate::schedule::{ScheduleOp, ScheduleStatus};
 use crate::{TaskId, TaskOptions, TaskState, TaskView};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -39,6 +40,11 @@ pub enum AdminRequest {
     /// through its leader; to a router: every shard's). Pausing and resuming are logged
     /// and, like a change of settings, need the member certificate when secrets are on.
     Queues(QueueOp),
+    /// List, add, pause, resume, trigger or delete schedules (to a coordinator: its
+    /// shard's, through its leader; to a router: a schedule's own shard, or every shard's
+    /// for a list). Changes are logged and, like a change of settings, need the member
+    /// certificate when secrets are on.
+    Schedules(ScheduleOp),
 }
 
 /// What [`AdminRequest::Queues`] asks.
@@ -249,6 +255,9 @@ pub enum AdminResponse {
     /// The answer to [`AdminRequest::Queues`]: every queue, after the change if one was
     /// asked (once committed), by name.
     Queues(Result<Vec<QueueStatus>, crate::WireError>),
+    /// The answer to [`AdminRequest::Schedules`]: the schedules after the change if one was
+    /// asked (once committed; for a change, only the one it changed), by name.
+    Schedules(Result<Vec<ScheduleStatus>, crate::WireError>),
 }
 
 /// The settings every replica of a shard applies alike, kept in the shard's log.
@@ -438,7 +447,8 @@ pub async fn ask_replica<T: crate::transport::Transport>(
             | AdminResponse::Tasks(_)
             | AdminResponse::Purged(_)
             | AdminResponse::TypeDefaults(_)
-            | AdminResponse::Queues(_),
+            | AdminResponse::Queues(_)
+            | AdminResponse::Schedules(_),
         ) => Err("an answer to another question".to_string()),
         Err(e) => Err(e.to_string()),
     }
@@ -487,6 +497,22 @@ pub async fn ask_queues<T: crate::transport::Transport>(
     let request = AdminRequest::Queues(op.clone());
     ask_leader(transport, addrs, name, &request, |answer| match answer {
         AdminResponse::Queues(r) => Some(r),
+        _ => None,
+    })
+    .await
+}
+
+/// Lists or changes the schedules of the shard whose replicas are `addrs`, through its
+/// leader.
+pub async fn ask_schedules<T: crate::transport::Transport>(
+    transport: &T,
+    addrs: &[std::net::SocketAddr],
+    name: &str,
+    op: &ScheduleOp,
+) -> Result<Vec<ScheduleStatus>, crate::WireError> {
+    let request = AdminRequest::Schedules(op.clone());
+    ask_leader(transport, addrs, name, &request, |answer| match answer {
+        AdminResponse::Schedules(r) => Some(r),
         _ => None,
     })
     .await

@@ -61,7 +61,8 @@ pub async fn read(transport: &Secure<Tcp>, addr: SocketAddr) -> Result<ClusterSt
             | AdminResponse::Tasks(_)
             | AdminResponse::Purged(_)
             | AdminResponse::TypeDefaults(_)
-            | AdminResponse::Queues(_),
+            | AdminResponse::Queues(_)
+            | AdminResponse::Schedules(_),
         ) => Err("an answer to another question".to_string()),
         Err(e) => Err(e.to_string()),
     }

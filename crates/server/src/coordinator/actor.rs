@@ -21,13 +21,15 @@
 
 use super::CoordinatorConfig;
 use super::leader::{
-    Effects, Leader, LeaderConfig, NewWorker, QueuesAnswer, Read, Then, TypeDefaultsAnswer,
+    Effects, Leader, LeaderConfig, NewWorker, QueuesAnswer, Read, SchedulesAnswer, Then,
+    TypeDefaultsAnswer,
 };
 use super::proposer::Proposer;
 use crate::net::Reply;
 use crate::sched::WorkerId;
 use crate::shard::{Batch, BatchApplied, NodeId, Retention, ShardRaft, SharedTable};
 use dtc_proto::message::{CoordMsg, RequestBody, WorkerMsg};
+use dtc_proto::schedule::ScheduleOp;
 use dtc_proto::status::{LeaderStats, StateCounts, TaskPage, TaskQuery, WorkerStatus};
 use dtc_proto::status::{QueueOp, SettingsChange};
 use dtc_proto::{TaskOptions, TaskState, WireError};
@@ -81,6 +83,12 @@ pub(super) enum Event {
     Queues {
         op: QueueOp,
         reply: oneshot::Sender<QueuesAnswer>,
+    },
+    /// An operator lists the schedules (answered now) or changes one (answered once
+    /// committed).
+    Schedules {
+        op: ScheduleOp,
+        reply: oneshot::Sender<SchedulesAnswer>,
     },
     /// An operator purges the finished tasks in a state (answered once committed).
     Purge {
@@ -261,6 +269,9 @@ impl Actor {
                 }
                 Event::Purge { state, reply } => leader.purge(state, reply, now, &mut out),
                 Event::Queues { op, reply } => leader.queues(op, reply, table, now, &mut out),
+                Event::Schedules { op, reply } => {
+                    leader.schedules(op, reply, table, now, &mut out);
+                }
                 Event::TypeDefaults {
                     kind,
                     options,
@@ -584,6 +595,9 @@ fn refuse(event: Event, leader: &Option<String>) {
             reply.send(Err(err)).ok();
         }
         Event::Queues { reply, .. } => {
+            reply.send(Err(err)).ok();
+        }
+        Event::Schedules { reply, .. } => {
             reply.send(Err(err)).ok();
         }
         Event::TypeDefaults { reply, .. } => {

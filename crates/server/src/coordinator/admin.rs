@@ -46,6 +46,9 @@ pub(super) async fn answer(sources: &Sources, request: AdminRequest) -> AdminRes
         AdminRequest::Queues(op) => {
             AdminResponse::Queues(ask(sources, |reply| Event::Queues { op, reply }).await)
         }
+        AdminRequest::Schedules(op) => {
+            AdminResponse::Schedules(ask(sources, |reply| Event::Schedules { op, reply }).await)
+        }
     }
 }
 

@@ -27,9 +27,10 @@ use super::queue_rates::QueueRates;
 use super::stats::Stats;
 use super::timers::Timers;
 use crate::net::Reply;
-use crate::sched::{Ready, Scheduler, WorkerId};
+use crate::sched::{Firings, Ready, Scheduler, WorkerId};
 use crate::shard::{Applied, Command, Input, Listed, Retention, SubmitOutcome, TaskTable};
 use dtc_proto::message::{Assignment, CoordMsg, RequestBody, WorkerMsg};
+use dtc_proto::schedule::{ScheduleOp, ScheduleStatus};
 use dtc_proto::status::{
     Cursor, QueueOp, QueueStatus, SettingsChange, StateCounts, TaskPage, TaskQuery, WorkerStatus,
 };
@@ -68,6 +69,8 @@ pub(super) enum Then {
     TypeDefaults(oneshot::Sender<TypeDefaultsAnswer>),
     /// Answer an operator's pause or resume of a queue with every queue.
     Queues(oneshot::Sender<QueuesAnswer>),
+    /// Answer an operator's change of a schedule with it as it then stands.
+    Schedules(oneshot::Sender<SchedulesAnswer>),
     /// An attempt of this task ended (a completion or a lost worker): if the attempt was
     /// stale and the task is still queued but runs nowhere, it must be made ready again.
     Ended(TaskId),
@@ -92,6 +95,9 @@ impl Then {
                 tx.send(Err(err.clone())).ok();
             }
             Self::Queues(tx) => {
+                tx.send(Err(err.clone())).ok();
+            }
+            Self::Schedules(tx) => {
                 tx.send(Err(err.clone())).ok();
             }
             Self::Ended(_) | Self::Nothing => {}
@@ -128,6 +134,9 @@ impl Then {
             (Applied::TypeDefaults(all), Self::TypeDefaults(tx)) => {
                 tx.send(all).ok();
             }
+            (Applied::Schedule { result, .. }, Self::Schedules(tx)) => {
+                tx.send(result).ok();
+            }
             (_, then) => then.fail(&WireError::NotLeader { leader }),
         }
     }
@@ -138,6 +147,9 @@ pub(super) type TypeDefaultsAnswer = Result<Vec<(String, TaskOptions)>, WireErro
 
 /// Every queue, or why a pause or resume was refused.
 pub(super) type QueuesAnswer = Result<Vec<QueueStatus>, WireError>;
+
+/// What an operator's question about the schedules is answered with.
+pub(super) type SchedulesAnswer = Result<Vec<ScheduleStatus>, WireError>;
 
 /// A lookup: the task, whether to wait for its end, who asked.
 pub(super) type Read = (TaskId, bool, Reply);
@@ -236,6 +248,8 @@ pub(super) struct Leader {
     stats: Stats,
     /// Finished tasks per queue, for `dtc queue list`.
     rates: QueueRates,
+    /// The schedules' next ticks (loaded once the election barrier is applied).
+    firings: Firings,
     /// Completions from a worker session that does not hold the attempt: ignored.
     ignored_completions: metrics::Counter,
     /// Attempts a registering worker said it holds that it does not: ignored.
@@ -252,6 +266,7 @@ impl Leader {
         Self {
             sched,
             rates: QueueRates::new(now),
+            firings: Firings::default(),
             stats: Stats::new(&label, now),
             clock: LeaderClock::start((config.wall_clock)(), table.clock_ms(), now),
             ignored_completions: metrics::counter!(
@@ -305,10 +320,14 @@ impl Leader {
             .timers
             .next_ms()
             .map(|at| now + Duration::from_millis(at.saturating_sub(now_ms)));
-        match (timer, self.sched.next_rate_start()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let tick = self
+            .firings
+            .next_ms()
+            .map(|at| now + Duration::from_millis(at.saturating_sub(now_ms)));
+        [timer, self.sched.next_rate_start(), tick]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// A worker's queue, to send it what [`Effects::sends`] holds.
@@ -592,6 +611,70 @@ impl Leader {
             .collect()
     }
 
+    /// An operator's question about the schedules: a list is answered now, a change once
+    /// committed.
+    pub(super) fn schedules(
+        &self,
+        op: ScheduleOp,
+        reply: oneshot::Sender<SchedulesAnswer>,
+        table: &TaskTable,
+        now: Instant,
+        out: &mut Effects,
+    ) {
+        let at_ms = self.clock.at(now);
+        let cmd = match op {
+            ScheduleOp::List => {
+                let all = table.schedules().iter().map(|(_, s)| s.status()).collect();
+                reply.send(Ok(all)).ok();
+                return;
+            }
+            ScheduleOp::Add(spec) => {
+                let checked = crate::shard::check_schedule(&spec).and_then(|()| {
+                    let len = spec.payload.len();
+                    if len > self.config.max_payload {
+                        return Err(WireError::BadRequest {
+                            reason: format!(
+                                "the payload is {len} bytes; this cluster takes at most {} \
+                                 (--max-payload)",
+                                self.config.max_payload
+                            ),
+                        });
+                    }
+                    Ok(())
+                });
+                if let Err(e) = checked {
+                    reply.send(Err(e)).ok();
+                    return;
+                }
+                Command::AddSchedule {
+                    spec: Box::new(spec),
+                    at_ms,
+                }
+            }
+            ScheduleOp::Pause(name) => Command::PauseSchedule {
+                name,
+                paused: true,
+                at_ms,
+            },
+            ScheduleOp::Resume(name) => Command::PauseSchedule {
+                name,
+                paused: false,
+                at_ms,
+            },
+            ScheduleOp::Trigger(name) => Command::TriggerSchedule { name, at_ms },
+            ScheduleOp::Delete(name) => Command::DeleteSchedule { name },
+        };
+        out.propose.push((cmd, Then::Schedules(reply)));
+    }
+
+    /// Tracks a schedule as the table now holds it (or no more, once deleted).
+    fn reload_schedule(&mut self, name: &str, table: &TaskTable) {
+        match table.schedules().get(name) {
+            Some(s) => self.firings.load(&s.spec, s.paused, s.last_tick_ms),
+            None => self.firings.remove(name),
+        }
+    }
+
     /// An operator's purge of the finished tasks in `state`.
     pub(super) fn purge(
         &self,
@@ -625,6 +708,18 @@ impl Leader {
                 "worker missed its heartbeats; re-queueing its tasks"
             );
             self.drop_worker(worker, at_ms, out);
+        }
+        if self.ready {
+            for f in self.firings.due(at_ms) {
+                let cmd = Command::Fire {
+                    name: f.name.to_string(),
+                    tick_ms: f.tick_ms,
+                    run: f.run,
+                    missed: f.missed,
+                    at_ms,
+                };
+                out.propose.push((cmd, Then::Nothing));
+            }
         }
         if self.reclaim_at.is_some_and(|at| now >= at) {
             self.reclaim_at = None;
@@ -836,6 +931,29 @@ impl Leader {
                     tx.send(limits.map(|_| self.queue_list(table, now))).ok();
                 }
             }
+            (Applied::Fired(created), _) => {
+                if let Some(id) = created.filter(|_| fresh && self.ready) {
+                    self.enqueue(id, table, now);
+                }
+            }
+            (
+                Applied::Schedule {
+                    name,
+                    result,
+                    created,
+                },
+                then,
+            ) => {
+                if self.ready {
+                    self.reload_schedule(&name, table);
+                }
+                if let Some(id) = created.filter(|_| fresh && self.ready) {
+                    self.enqueue(id, table, now);
+                }
+                if let Then::Schedules(tx) = then {
+                    tx.send(result).ok();
+                }
+            }
             (Applied::QueuesPaused(paused), then) => {
                 if let Ok(paused) = &paused {
                     tracing::info!(?paused, "the paused queues are set");
@@ -859,7 +977,8 @@ impl Leader {
                 | Then::Configured(_)
                 | Then::Purged(_)
                 | Then::TypeDefaults(_)
-                | Then::Queues(_)),
+                | Then::Queues(_)
+                | Then::Schedules(_)),
             ) => {
                 tracing::error!(?applied, "a command yielded an unexpected result");
                 then.fail(&WireError::Unavailable {
@@ -910,6 +1029,9 @@ impl Leader {
             {
                 self.sched.reserve(key);
             }
+        }
+        for (_, s) in table.schedules().iter() {
+            self.firings.load(&s.spec, s.paused, s.last_tick_ms);
         }
         self.reclaim = queued;
         self.reclaim_at = Some(now + self.config.reclaim_grace);
@@ -1350,6 +1472,11 @@ mod tests {
                 Command::Lapse { .. } => "lapse",
                 Command::PauseQueue { .. } => "pause queue",
                 Command::LimitQueue { .. } => "limit queue",
+                Command::AddSchedule { .. } => "add schedule",
+                Command::PauseSchedule { .. } => "pause schedule",
+                Command::DeleteSchedule { .. } => "delete schedule",
+                Command::TriggerSchedule { .. } => "trigger schedule",
+                Command::Fire { .. } => "fire",
                 Command::Purge { .. } => "purge",
                 Command::SetTypeDefaults { .. } => "type defaults",
                 Command::Expire { .. } => "expire",
@@ -1518,6 +1645,59 @@ mod tests {
         let runs = s.schedule();
         assert_eq!(runs.len(), 1, "{runs:?}");
         assert_eq!(TaskId(runs[0].1), ids[1], "the next of the key, in order");
+    }
+
+    #[test]
+    fn a_schedule_added_through_the_leader_fires_each_tick_as_a_task() {
+        use dtc_proto::schedule::{CatchUp, Overlap, ScheduleSpec, schedule_task_id};
+        let mut s = Shard::ready(TaskTable::new(Retention::default()));
+        s.worker(1, 4, Vec::new());
+        let spec = ScheduleSpec {
+            name: "every-second".into(),
+            cron: "* * * * * *".into(),
+            tz: None,
+            overlap: Overlap::Allow,
+            catch_up: CatchUp::All,
+            kind: "noop".into(),
+            payload: Bytes::from_static(b"tick"),
+            max_attempts: 3,
+            options: None,
+        };
+        let (tx, mut rx) = oneshot::channel();
+        let mut out = Effects::default();
+        s.leader
+            .schedules(ScheduleOp::Add(spec), tx, &s.table, s.now, &mut out);
+        assert_eq!(proposed(&out), ["add schedule"]);
+        s.commit(out);
+        let added = rx.try_recv().ok().and_then(Result::ok).unwrap_or_default();
+        let next = added.first().and_then(|st| st.next_ms).unwrap_or(0);
+        let until_tick = next.saturating_sub(s.leader.at_ms(s.now));
+        assert!(
+            until_tick <= 1_000,
+            "the next whole second: {until_tick} ms"
+        );
+        // The leader wakes for the tick, proposes it, and runs its task.
+        let wake = s.leader.next_timer(s.now).map(|at| at - s.now);
+        assert!(
+            wake.is_some_and(|w| w <= Duration::from_millis(until_tick)),
+            "{wake:?}"
+        );
+        let out = s.advance(until_tick);
+        assert_eq!(proposed(&out), ["fire"]);
+        s.commit(out);
+        let runs = s.schedule();
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!(TaskId(runs[0].1), schedule_task_id("every-second", next));
+        // Two seconds later (the worker, silent that long, is gone): two more ticks.
+        let out = s.advance(2_000);
+        let fires = proposed(&out).iter().filter(|p| **p == "fire").count();
+        assert_eq!(fires, 2);
+        s.commit(out);
+        assert_eq!(
+            s.leader.sched.ready_len(),
+            3,
+            "the lost attempt and two new tasks"
+        );
     }
 
     #[test]

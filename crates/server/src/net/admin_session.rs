@@ -5,6 +5,7 @@
 use super::Accepted;
 use dtc_proto::WireError;
 use dtc_proto::connection::write_one;
+use dtc_proto::schedule::ScheduleOp;
 use dtc_proto::status::{AdminRequest, AdminResponse, QueueOp};
 use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -61,6 +62,11 @@ pub async fn serve_admin<R, W, F, Fut>(
                     AdminRequest::Queues(op) if !member && op != QueueOp::List => {
                         AdminResponse::Queues(Err(WireError::Auth {
                             reason: "role not allowed for this credential: the admin token is read-only; pausing, resuming or limiting a queue needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
+                        }))
+                    }
+                    AdminRequest::Schedules(op) if !member && op != ScheduleOp::List => {
+                        AdminResponse::Schedules(Err(WireError::Auth {
+                            reason: "role not allowed for this credential: the admin token is read-only; changing a schedule needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
                         }))
                     }
                     AdminRequest::Purge(_) if !member => {

@@ -1,11 +1,13 @@
 //! What a router tells an operator (`Role::Admin`, through `net::serve_admin`): a
 //! [`ClusterStatus`], gathered by asking every replica of every shard at once (each within
 //! `ADMIN_TIMEOUT`), and pages of tasks merged from every shard's leader. Nothing is
-//! cached: the answer is as fresh as the question. A purge goes to every shard's leader.
+//! cached: the answer is as fresh as the question. A purge goes to every shard's leader; a
+//! schedule's change to the shard its name routes to.
 
+use dtc_proto::schedule::{ScheduleOp, ScheduleStatus};
 use dtc_proto::status::{
     ClusterStatus, Cursor, QueueOp, QueueStatus, ShardStatus, TaskPage, TaskQuery, ask_purge,
-    ask_queues, ask_replica, ask_tasks, merge_queues,
+    ask_queues, ask_replica, ask_schedules, ask_tasks, merge_queues,
 };
 use dtc_proto::transport::Transport;
 use dtc_proto::{TaskState, WireError};
@@ -95,6 +97,33 @@ pub(super) async fn queues<T: Transport>(
     Ok(merge_queues(
         lists.into_iter().collect::<Result<Vec<_>, _>>()?,
     ))
+}
+
+/// A schedule's change goes to the shard its name routes to; a list gathers every shard's.
+pub(super) async fn schedules<T: Transport>(
+    transport: &T,
+    shards: &[Vec<SocketAddr>],
+    op: &ScheduleOp,
+) -> Result<Vec<ScheduleStatus>, WireError> {
+    if let Some(name) = op.name() {
+        let shard = super::shard_map::ShardMap::new(shards.len()).shard_of_key(name);
+        let addrs = shards.get(shard).ok_or(WireError::Unavailable {
+            reason: "the router has no shards".into(),
+        })?;
+        return ask_schedules(transport, addrs, "router", op).await;
+    }
+    let lists = join_all(
+        shards
+            .iter()
+            .map(|addrs| ask_schedules(transport, addrs, "router", op)),
+    )
+    .await;
+    let mut all = Vec::new();
+    for list in lists {
+        all.extend(list?);
+    }
+    all.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    Ok(all)
 }
 
 pub(super) async fn purge<T: Transport>(

@@ -296,6 +296,9 @@ impl<L: Listener, T: Transport> Router<L, T> {
                                     AdminRequest::Queues(op) => AdminResponse::Queues(
                                         admin::queues(&transport, &shards, &op).await,
                                     ),
+                                    AdminRequest::Schedules(op) => AdminResponse::Schedules(
+                                        admin::schedules(&transport, &shards, &op).await,
+                                    ),
                                     AdminRequest::TypeDefaults { .. } => {
                                         AdminResponse::TypeDefaults(Err(WireError::BadRequest {
                                             reason: "a router keeps no settings: ask a coordinator of each shard".into(),

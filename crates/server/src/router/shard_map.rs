@@ -23,6 +23,12 @@ impl ShardMap {
     pub fn shard_of(&self, id: TaskId) -> usize {
         jump_hash(id.route_hash(), self.shards)
     }
+
+    /// The shard of the tasks routed by `key` ([`TaskId::routed_by`]): where a concurrency
+    /// key's tasks, and a schedule of that name, live.
+    pub fn shard_of_key(&self, key: &str) -> usize {
+        jump_hash(dtc_proto::key_route_hash(key), self.shards)
+    }
 }
 
 fn jump_hash(mut key: u64, buckets: usize) -> usize {
@@ -71,6 +77,7 @@ mod tests {
         for k in 0..64 {
             let key = format!("tenant:{k}");
             let home = map.shard_of(TaskId::new().routed_by(&key));
+            assert_eq!(map.shard_of_key(&key), home);
             for _ in 0..20 {
                 assert_eq!(map.shard_of(TaskId::new().routed_by(&key)), home, "{key}");
             }

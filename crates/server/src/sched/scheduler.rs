@@ -1,6 +1,7 @@
 //! Which worker runs which task: connected workers and their slots and queues, the ready
-//! tasks in priority order, paused queues, concurrency keys (in [`super::keys`]), rate
-//! limits per queue (in [`super::rate_limits`]), the running attempts, and heartbeat deadlines.
+//! tasks in priority order, paused queues, concurrency keys (in `sched/keys.rs`), rate
+//! limits per queue (in `sched/rate_limits.rs`), the running attempts, and heartbeat
+//! deadlines.
 //! Owned by the coordinator's actor loop; rebuilt from the task table when a coordinator
 //! starts leading.
 
@@ -318,8 +319,8 @@ impl Scheduler {
         self.paused = paused.iter().map(|q| Arc::from(q.as_str())).collect();
     }
 
-    /// Limits exactly the queues in `limits` (name, starts per hour), as of `now`; see
-    /// [`super::rate_limits`].
+    /// Limits exactly the queues in `limits` (name, starts per hour), as of `now`: a token bucket per queue
+    /// that holds one second's worth and starts empty.
     pub fn set_rates(&mut self, limits: &[(String, u64)], now: Instant) {
         self.rates.set(limits, now);
     }

@@ -4,6 +4,7 @@
 //! commands in the same order gives the same table on every replica.
 
 use super::Retention;
+use dtc_proto::schedule::{ScheduleSpec, ScheduleStatus};
 use dtc_proto::{Outcome, Retry, TaskId, TaskOptions, TaskSpec, TaskState, TaskView, WireError};
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +76,49 @@ pub enum Command {
         /// Starts per hour.
         per_hour: Option<u64>,
     },
+    /// Add a schedule (its first tick is the first after `at_ms`).
+    AddSchedule {
+        /// The schedule (boxed: rare, and commands should stay small).
+        spec: Box<ScheduleSpec>,
+        /// The leader's clock when it proposed this.
+        at_ms: u64,
+    },
+    /// Pause or resume a schedule.
+    PauseSchedule {
+        /// The schedule.
+        name: String,
+        /// Paused (`true`) or resumed.
+        paused: bool,
+        /// The leader's clock when it proposed this (a resumed schedule fires from its
+        /// next tick after it).
+        at_ms: u64,
+    },
+    /// Remove a schedule.
+    DeleteSchedule {
+        /// The schedule.
+        name: String,
+    },
+    /// Submit a schedule's task now, outside its calendar.
+    TriggerSchedule {
+        /// The schedule.
+        name: String,
+        /// The leader's clock when it proposed this.
+        at_ms: u64,
+    },
+    /// Handle a schedule's tick: submit its task (`run`) or skip it, with `missed` earlier
+    /// ticks skipped. A tick at or before the last one handled changes nothing.
+    Fire {
+        /// The schedule.
+        name: String,
+        /// The tick (ms since the Unix epoch).
+        tick_ms: u64,
+        /// Submit its task (else skip it).
+        run: bool,
+        /// Earlier ticks skipped with it (by the catch-up policy).
+        missed: u32,
+        /// The leader's clock when it proposed this.
+        at_ms: u64,
+    },
     /// Forget every finished task in this state.
     Purge {
         /// Failed, succeeded or cancelled.
@@ -121,6 +165,13 @@ impl Command {
             | Self::Configure { .. } => 0,
             Self::SetTypeDefaults { kind, .. } => kind.len(),
             Self::PauseQueue { queue, .. } | Self::LimitQueue { queue, .. } => queue.len(),
+            Self::AddSchedule { spec, .. } => {
+                spec.name.len() + spec.cron.len() + spec.kind.len() + spec.payload.len()
+            }
+            Self::PauseSchedule { name, .. }
+            | Self::DeleteSchedule { name }
+            | Self::TriggerSchedule { name, .. }
+            | Self::Fire { name, .. } => name.len(),
         }
     }
 
@@ -134,11 +185,16 @@ impl Command {
             | Self::Retry { at_ms, .. }
             | Self::Lapse { at_ms, .. }
             | Self::Purge { at_ms, .. }
+            | Self::AddSchedule { at_ms, .. }
+            | Self::PauseSchedule { at_ms, .. }
+            | Self::TriggerSchedule { at_ms, .. }
+            | Self::Fire { at_ms, .. }
             | Self::Expire { at_ms } => Some(*at_ms),
             Self::Configure { .. }
             | Self::SetTypeDefaults { .. }
             | Self::PauseQueue { .. }
-            | Self::LimitQueue { .. } => None,
+            | Self::LimitQueue { .. }
+            | Self::DeleteSchedule { .. } => None,
         }
     }
 }
@@ -179,6 +235,18 @@ pub enum Applied {
     /// The rate-limited queues (name, starts per hour) after a [`Command::LimitQueue`], or
     /// why it was refused.
     QueueRates(Result<Vec<(String, u64)>, WireError>),
+    /// A schedule after a change (none once deleted), or why the change was refused; and
+    /// the task a trigger submitted, to schedule.
+    Schedule {
+        /// The schedule.
+        name: String,
+        /// It as it now stands.
+        result: Result<Vec<ScheduleStatus>, WireError>,
+        /// A new task to schedule.
+        created: Option<TaskId>,
+    },
+    /// A schedule's tick submitted this new task (to schedule), or nothing.
+    Fired(Option<TaskId>),
     /// Nothing changed that anyone waits for (a stale completion, an expiry).
     Nothing,
 }

@@ -17,6 +17,7 @@ mod mem_log_store;
 pub mod peer;
 mod raft_types;
 mod runtime;
+mod schedules;
 mod state_machine;
 mod table_store;
 
@@ -27,5 +28,6 @@ pub use mem_log_store::{DiskFault, MemDisk, MemLogStore};
 pub use openraft::ServerState;
 pub use raft_types::{Batch, BatchApplied, Entry, Node, NodeId, ShardRaft, TypeConfig};
 pub use runtime::seed_thread_rng;
+pub use schedules::{Schedule, Schedules, check as check_schedule};
 pub use state_machine::{CorruptSnapshot, Input, Listed, Retention, TableImage, TaskTable, Timing};
 pub use table_store::{SharedTable, SnapshotFileError, TableStore, read_snapshot_file};

@@ -8,6 +8,7 @@
 //! one before it (a leader whose clock is behind) reorders nothing.
 
 use super::cow_map::{CowMap, Frozen};
+use super::schedules::{Firing, Schedules};
 use super::{Applied, Command, SubmitOutcome};
 use bytes::Bytes;
 use dtc_proto::status::{Cursor, MAX_LIMITED_QUEUES, MAX_PAUSED_QUEUES, StateCounts};
@@ -274,6 +275,8 @@ struct Settings {
     paused_queues: Vec<String>,
     /// The rate-limited queues and their starts per hour, sorted by name.
     queue_rates: Vec<(String, u64)>,
+    /// The shard's schedules.
+    schedules: Schedules,
 }
 
 /// The most task types with defaults of their own.
@@ -338,6 +341,7 @@ impl TaskTable {
                 type_defaults: Vec::new(),
                 paused_queues: Vec::new(),
                 queue_rates: Vec::new(),
+                schedules: Schedules::default(),
             },
             ..Self::default()
         }
@@ -441,6 +445,66 @@ impl TaskTable {
         Applied::QueueRates(Ok(all.clone()))
     }
 
+    /// The shard's schedules.
+    pub fn schedules(&self) -> &Schedules {
+        &self.settings.schedules
+    }
+
+    fn schedule_changed(
+        &self,
+        name: String,
+        result: Result<(), WireError>,
+        created: Option<TaskId>,
+    ) -> Applied {
+        let result = result.map(|()| {
+            self.settings
+                .schedules
+                .get(&name)
+                .map(|s| vec![s.status()])
+                .unwrap_or_default()
+        });
+        Applied::Schedule {
+            name,
+            result,
+            created,
+        }
+    }
+
+    /// Handles a schedule's tick: the task it submits, if one.
+    fn fire(&mut self, name: &str, tick_ms: u64, run: bool, missed: u32, at_ms: u64) -> Applied {
+        match self.settings.schedules.fire(name, tick_ms, run, missed) {
+            Firing::Nothing | Firing::Skip => Applied::Fired(None),
+            Firing::Submit {
+                spec,
+                unless_running,
+            } => {
+                let last_runs = unless_running
+                    .is_some_and(|id| self.tasks.get(&id).is_some_and(|r| !r.is_done()));
+                if last_runs {
+                    self.settings.schedules.skipped(name);
+                    return Applied::Fired(None);
+                }
+                Applied::Fired(self.submit_scheduled(name, spec, at_ms))
+            }
+        }
+    }
+
+    /// Submits a schedule's task: its id if it is new (a full queue skips it).
+    fn submit_scheduled(&mut self, name: &str, spec: TaskSpec, at_ms: u64) -> Option<TaskId> {
+        let id = spec.id;
+        match self.submit(spec, at_ms) {
+            Ok(SubmitOutcome { created: true, .. }) => {
+                self.settings.schedules.fired(name, id);
+                Some(id)
+            }
+            Ok(_) => None,
+            Err(_) => {
+                self.settings.schedules.skipped(name);
+                None
+            }
+        }
+    }
+
     /// The concurrency key and limit of an unfinished or kept task, if it has one.
     pub fn key_of(&self, id: TaskId) -> Option<(&str, u32)> {
         self.tasks.get(&id).and_then(Record::key)
@@ -487,6 +551,39 @@ impl TaskTable {
             }
             Command::PauseQueue { queue, paused } => self.pause_queue(queue, paused),
             Command::LimitQueue { queue, per_hour } => self.limit_queue(queue, per_hour),
+            Command::AddSchedule { spec, at_ms } => {
+                let name = spec.name.clone();
+                let result = self.settings.schedules.add(*spec, at_ms);
+                self.schedule_changed(name, result, None)
+            }
+            Command::PauseSchedule {
+                name,
+                paused,
+                at_ms,
+            } => {
+                let result = self.settings.schedules.pause(&name, paused, at_ms);
+                self.schedule_changed(name, result, None)
+            }
+            Command::DeleteSchedule { name } => {
+                let result = self.settings.schedules.delete(&name);
+                self.schedule_changed(name, result, None)
+            }
+            Command::TriggerSchedule { name, at_ms } => {
+                match self.settings.schedules.trigger(&name, at_ms) {
+                    Ok(spec) => {
+                        let created = self.submit_scheduled(&name, spec, at_ms);
+                        self.schedule_changed(name, Ok(()), created)
+                    }
+                    Err(e) => self.schedule_changed(name, Err(e), None),
+                }
+            }
+            Command::Fire {
+                name,
+                tick_ms,
+                run,
+                missed,
+                at_ms,
+            } => self.fire(&name, tick_ms, run, missed, at_ms),
             Command::Expire { .. } => {
                 self.expire(at_ms);
                 Applied::Nothing
@@ -984,6 +1081,7 @@ fn view_of(id: TaskId, r: &Record) -> TaskView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dtc_proto::schedule::{CatchUp, Overlap, ScheduleSpec, schedule_task_id, trigger_task_id};
 
     fn spec(n: u128, max_attempts: u32) -> TaskSpec {
         TaskSpec {
@@ -1110,6 +1208,127 @@ mod tests {
             restored.map(|r| r.queue_rates().to_vec()).ok(),
             Some(t.queue_rates().to_vec())
         );
+    }
+
+    fn every_second(name: &str, overlap: Overlap) -> ScheduleSpec {
+        ScheduleSpec {
+            name: name.into(),
+            cron: "* * * * * *".into(),
+            tz: None,
+            overlap,
+            catch_up: CatchUp::All,
+            kind: "noop".into(),
+            payload: Bytes::from_static(b"tick"),
+            max_attempts: 1,
+            options: None,
+        }
+    }
+
+    fn fire(t: &mut TaskTable, name: &str, tick_ms: u64) -> Applied {
+        t.apply(Command::Fire {
+            name: name.into(),
+            tick_ms,
+            run: true,
+            missed: 0,
+            at_ms: tick_ms,
+        })
+    }
+
+    #[test]
+    fn a_schedules_tick_submits_one_task_once_and_overlaps_follow_its_policy() {
+        let mut t = TaskTable::new(Retention::default());
+        let add = |t: &mut TaskTable, spec: ScheduleSpec| {
+            t.apply(Command::AddSchedule {
+                spec: Box::new(spec),
+                at_ms: 1_000,
+            })
+        };
+        assert!(
+            matches!(add(&mut t, every_second("s", Overlap::Skip)), Applied::Schedule { result: Ok(ref v), .. } if v.len() == 1)
+        );
+        assert!(
+            matches!(
+                add(&mut t, every_second("s", Overlap::Skip)),
+                Applied::Schedule { result: Ok(_), .. }
+            ),
+            "adding the same spec again is no change"
+        );
+        assert!(matches!(
+            add(&mut t, every_second("s", Overlap::Allow)),
+            Applied::Schedule { result: Err(_), .. }
+        ));
+        let mut bad = every_second("bad", Overlap::Skip);
+        bad.cron = "every second".into();
+        assert!(matches!(
+            add(&mut t, bad),
+            Applied::Schedule { result: Err(_), .. }
+        ));
+
+        let first = schedule_task_id("s", 2_000);
+        assert_eq!(fire(&mut t, "s", 2_000), Applied::Fired(Some(first)));
+        assert_eq!(t.view(first).map(|v| v.state), Some(TaskState::Queued));
+        for stale in [2_000, 1_500] {
+            assert_eq!(
+                fire(&mut t, "s", stale),
+                Applied::Fired(None),
+                "a tick handled once"
+            );
+        }
+        // The first tick's task is unfinished: overlap skip skips the next tick.
+        assert_eq!(fire(&mut t, "s", 3_000), Applied::Fired(None));
+        t.apply(Command::Complete {
+            id: first,
+            attempt: 1,
+            outcome: Outcome::Succeeded(Bytes::new()),
+            retry: Retry::Policy,
+            at_ms: 3_100,
+        });
+        let fourth = schedule_task_id("s", 4_000);
+        assert_eq!(fire(&mut t, "s", 4_000), Applied::Fired(Some(fourth)));
+        let status = t
+            .schedules()
+            .get("s")
+            .map(|s| (s.fired, s.skipped, s.last_tick_ms));
+        assert_eq!(status, Some((2, 1, 4_000)));
+
+        t.apply(Command::Complete {
+            id: fourth,
+            attempt: 1,
+            outcome: Outcome::Succeeded(Bytes::new()),
+            retry: Retry::Policy,
+            at_ms: 4_100,
+        });
+        // Paused ticks pass; resumed, it fires from its next tick after the resume.
+        t.apply(Command::PauseSchedule {
+            name: "s".into(),
+            paused: true,
+            at_ms: 4_500,
+        });
+        assert_eq!(fire(&mut t, "s", 5_000), Applied::Fired(None));
+        t.apply(Command::PauseSchedule {
+            name: "s".into(),
+            paused: false,
+            at_ms: 7_200,
+        });
+        assert_eq!(fire(&mut t, "s", 7_000), Applied::Fired(None));
+        assert!(matches!(fire(&mut t, "s", 8_000), Applied::Fired(Some(_))));
+        // A trigger submits a task now, outside the calendar.
+        let triggered = t.apply(Command::TriggerSchedule {
+            name: "s".into(),
+            at_ms: 8_100,
+        });
+        assert!(
+            matches!(triggered, Applied::Schedule { created: Some(id), .. } if id == trigger_task_id("s", 8_100))
+        );
+
+        let restored = TaskTable::restore(&t.image().encode()).ok();
+        assert_eq!(
+            restored.as_ref().map(TaskTable::schedules),
+            Some(t.schedules())
+        );
+        let deleted = t.apply(Command::DeleteSchedule { name: "s".into() });
+        assert!(matches!(deleted, Applied::Schedule { result: Ok(ref v), .. } if v.is_empty()));
+        assert_eq!(fire(&mut t, "s", 9_000), Applied::Fired(None));
     }
 
     #[test]

@@ -1,0 +1,220 @@
+//! The schedules a shard keeps, as part of its replicated table (and its snapshots): each
+//! schedule's definition, whether it is paused, the last tick handled and the counts of
+//! ticks fired and skipped. The [`TaskTable`](super::TaskTable) applies the schedule
+//! commands through this; the leader's [`Firings`](crate::sched::Firings) decides when
+//! ticks are due and proposes them.
+//!
+//! A tick is handled at most once: a `Fire` for a tick at or before the last one handled
+//! changes nothing, so a tick proposed by two leaders across a failover submits one task
+//! (whose id is derived from the schedule and the tick besides).
+
+use crate::sched::Calendar;
+use dtc_proto::schedule::{ScheduleSpec, ScheduleStatus, check_schedule_name};
+use dtc_proto::{Start, TaskId, TaskSpec, WireError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One schedule as the table holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// What it is.
+    pub spec: ScheduleSpec,
+    /// Paused: its ticks pass without firing.
+    pub paused: bool,
+    /// The last tick handled, or when it was added or resumed (ms since the Unix epoch).
+    pub last_tick_ms: u64,
+    /// The task of its last firing.
+    pub last_task: Option<TaskId>,
+    /// Ticks (and triggers) that submitted a task.
+    pub fired: u64,
+    /// Ticks skipped by the overlap policy, or missed and not caught up.
+    pub skipped: u64,
+}
+
+impl Schedule {
+    /// What an operator sees of it, with its next tick.
+    pub fn status(&self) -> ScheduleStatus {
+        let next_ms = Calendar::parse(&self.spec.cron, self.spec.tz.as_deref())
+            .ok()
+            .and_then(|c| c.next_after(self.last_tick_ms));
+        ScheduleStatus {
+            spec: self.spec.clone(),
+            paused: self.paused,
+            last_tick_ms: self.last_tick_ms,
+            next_ms,
+            last_task: self.last_task,
+            fired: self.fired,
+            skipped: self.skipped,
+        }
+    }
+}
+
+/// Every schedule of the shard, by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedules(BTreeMap<String, Schedule>);
+
+/// What applying a `Fire` asks of the table.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Firing {
+    /// Nothing: an unknown schedule, or a tick already handled.
+    Nothing,
+    /// The tick is skipped.
+    Skip,
+    /// Submit this task (unless the last one is unfinished and overlaps are skipped: the
+    /// table knows, and says so with [`Schedules::skipped`]).
+    Submit {
+        /// The task.
+        spec: TaskSpec,
+        /// Whether an unfinished last task skips this tick.
+        unless_running: Option<TaskId>,
+    },
+}
+
+impl Schedules {
+    /// A schedule by name.
+    pub fn get(&self, name: &str) -> Option<&Schedule> {
+        self.0.get(name)
+    }
+
+    /// Every schedule, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Schedule)> {
+        self.0.iter()
+    }
+
+    /// Adds `spec` at `at_ms` (its first tick is the first after that). Adding the same spec
+    /// again changes nothing; another spec under a taken name is refused.
+    pub fn add(&mut self, spec: ScheduleSpec, at_ms: u64) -> Result<(), WireError> {
+        check(&spec)?;
+        if let Some(s) = self.0.get(&spec.name) {
+            if s.spec == spec {
+                return Ok(());
+            }
+            return Err(bad(format!(
+                "a schedule named {:?} exists with another definition: delete it first (dtc \
+                 schedule delete {})",
+                spec.name, spec.name
+            )));
+        }
+        if self.0.len() >= ScheduleSpec::MAX_SCHEDULES {
+            return Err(bad(format!(
+                "this shard keeps at most {} schedules; delete one first",
+                ScheduleSpec::MAX_SCHEDULES
+            )));
+        }
+        let schedule = Schedule {
+            spec,
+            paused: false,
+            last_tick_ms: at_ms,
+            last_task: None,
+            fired: 0,
+            skipped: 0,
+        };
+        self.0.insert(schedule.spec.name.clone(), schedule);
+        Ok(())
+    }
+
+    /// Pauses or resumes a schedule at `at_ms`; a resumed one fires from its next tick
+    /// after `at_ms` (the ticks while paused are not caught up).
+    pub fn pause(&mut self, name: &str, paused: bool, at_ms: u64) -> Result<(), WireError> {
+        let s = self.0.get_mut(name).ok_or_else(|| unknown(name))?;
+        if s.paused && !paused {
+            s.last_tick_ms = s.last_tick_ms.max(at_ms);
+        }
+        s.paused = paused;
+        Ok(())
+    }
+
+    /// Removes a schedule.
+    pub fn delete(&mut self, name: &str) -> Result<(), WireError> {
+        self.0.remove(name).map(|_| ()).ok_or_else(|| unknown(name))
+    }
+
+    /// What handling tick `tick_ms` of `name` does (`run`: submit its task, or skip it), and
+    /// `missed` ticks before it skipped; the schedule's last tick moves to `tick_ms`.
+    pub fn fire(&mut self, name: &str, tick_ms: u64, run: bool, missed: u32) -> Firing {
+        let Some(s) = self.0.get_mut(name) else {
+            return Firing::Nothing;
+        };
+        if tick_ms <= s.last_tick_ms || s.paused {
+            return Firing::Nothing;
+        }
+        s.last_tick_ms = tick_ms;
+        s.skipped += u64::from(missed);
+        if !run {
+            s.skipped += 1;
+            return Firing::Skip;
+        }
+        let unless_running = match s.spec.overlap {
+            dtc_proto::schedule::Overlap::Skip => s.last_task,
+            dtc_proto::schedule::Overlap::Allow => None,
+        };
+        let id = dtc_proto::schedule::schedule_task_id(name, tick_ms);
+        Firing::Submit {
+            spec: task_of(&s.spec, id),
+            unless_running,
+        }
+    }
+
+    /// The task a trigger of `name` at `at_ms` submits.
+    pub fn trigger(&self, name: &str, at_ms: u64) -> Result<TaskSpec, WireError> {
+        let s = self.0.get(name).ok_or_else(|| unknown(name))?;
+        let id = dtc_proto::schedule::trigger_task_id(name, at_ms);
+        Ok(task_of(&s.spec, id))
+    }
+
+    /// `name` submitted task `id`.
+    pub fn fired(&mut self, name: &str, id: TaskId) {
+        if let Some(s) = self.0.get_mut(name) {
+            s.fired += 1;
+            s.last_task = Some(id);
+        }
+    }
+
+    /// `name` skipped a tick because its last task was unfinished.
+    pub fn skipped(&mut self, name: &str) {
+        if let Some(s) = self.0.get_mut(name) {
+            s.skipped += 1;
+        }
+    }
+}
+
+/// Whether a spec can be kept: a valid name, a calendar that reads, a task within bounds.
+pub fn check(spec: &ScheduleSpec) -> Result<(), WireError> {
+    check_schedule_name(&spec.name)?;
+    Calendar::parse(&spec.cron, spec.tz.as_deref()).map_err(bad)?;
+    if let Some(o) = &spec.options {
+        if o.start != Start::Now {
+            return Err(bad(
+                "a schedule's task starts at its tick: it takes no delay or start time".into(),
+            ));
+        }
+        if o.concurrency.is_some() {
+            return Err(bad(
+                "a schedule's task is routed by the schedule's name: it takes no concurrency key"
+                    .into(),
+            ));
+        }
+    }
+    let id = dtc_proto::schedule::schedule_task_id(&spec.name, 0);
+    task_of(spec, id).check_shape()
+}
+
+fn task_of(spec: &ScheduleSpec, id: TaskId) -> TaskSpec {
+    TaskSpec {
+        id,
+        kind: spec.kind.clone(),
+        payload: spec.payload.clone(),
+        max_attempts: spec.max_attempts,
+        options: spec.options.clone(),
+    }
+}
+
+fn bad(reason: String) -> WireError {
+    WireError::BadRequest { reason }
+}
+
+fn unknown(name: &str) -> WireError {
+    bad(format!(
+        "no schedule named {name:?} on this shard (dtc schedule list shows them)"
+    ))
+}
