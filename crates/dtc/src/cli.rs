@@ -88,6 +88,12 @@ pub enum Command {
     /// finish, new ones are still accepted) until dtc queue resume NAME. Pausing is kept
     /// in each shard's log; with secrets it needs the member certificate.
     Queue(QueueArgs),
+    /// Cron schedules, through a router (a schedule lives on the shard its name routes
+    /// to) or a coordinator (its shard): dtc schedule add nightly --cron "0 3 * * *"
+    /// --tz Europe/Paris report; each tick submits one task, exactly once even across
+    /// failovers. list, pause NAME, resume NAME, trigger NAME (run it now), delete NAME.
+    /// Kept in each shard's log; with secrets, changes need the member certificate.
+    Schedule(ScheduleArgs),
     /// Show the cluster (through a router) or one coordinator replica: each shard's
     /// replicas, leader, term, log/commit/applied indexes, queue, running tasks, workers.
     Status(StatusArgs),
@@ -876,6 +882,109 @@ pub enum QueueAction {
         #[command(flatten)]
         target: TargetArgs,
     },
+}
+
+/// `dtc schedule`.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ScheduleAction,
+}
+
+/// What `dtc schedule` does.
+#[derive(Debug, clap::Subcommand)]
+pub enum ScheduleAction {
+    /// Add a schedule: at each tick of its cron expression it submits a task of TYPE with
+    /// PAYLOAD, whose id is derived from the schedule and the tick (so a tick never runs
+    /// twice, even across failovers).
+    Add(ScheduleAddArgs),
+    /// Every schedule: its calendar, next tick, last task, ticks fired and skipped.
+    List {
+        /// Where to connect.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Let a schedule's ticks pass without firing.
+    Pause(ScheduleNameArgs),
+    /// Fire again from the next tick on (ticks while paused are not caught up).
+    Resume(ScheduleNameArgs),
+    /// Submit the schedule's task now, outside its calendar.
+    Trigger(ScheduleNameArgs),
+    /// Remove a schedule (tasks it submitted are not touched).
+    Delete(ScheduleNameArgs),
+}
+
+/// `dtc schedule pause|resume|trigger|delete NAME`.
+#[derive(Debug, Args)]
+pub struct ScheduleNameArgs {
+    /// The schedule.
+    pub name: String,
+    /// Where to connect.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `dtc schedule add`.
+#[derive(Debug, Args)]
+pub struct ScheduleAddArgs {
+    /// The schedule's name: 1 to 64 letters, digits, '_', '-', '.' or ':'.
+    pub name: String,
+    /// The task type each tick submits.
+    pub kind: String,
+    /// The payload, as text.
+    #[arg(default_value = "")]
+    pub payload: String,
+    /// When it ticks: five fields, minute hour day-of-month month day-of-week
+    /// ("*/5 * * * *": every five minutes), or six with seconds first ("*/10 * * * * *").
+    #[arg(long, value_name = "EXPR")]
+    pub cron: String,
+    /// The IANA time zone the expression is read in (Europe/Paris). Default: UTC.
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+    /// At a tick while the last tick's task is unfinished: skip the tick, or allow
+    /// overlapping runs.
+    #[arg(long, value_enum, default_value_t = OverlapArg::Skip)]
+    pub overlap: OverlapArg,
+    /// Ticks missed while the shard had no leader (or over 1 s late): none are run, one
+    /// task runs for them, or all run in order.
+    #[arg(long, value_enum, default_value_t = CatchUpArg::One)]
+    pub catch_up: CatchUpArg,
+    /// How many times each task may run before it fails for good.
+    #[arg(long, default_value_t = dtc_proto::TaskSpec::DEFAULT_MAX_ATTEMPTS)]
+    pub max_attempts: u32,
+    /// The queue its tasks wait in.
+    #[arg(short = 'q', long, default_value = dtc_proto::TaskSpec::DEFAULT_QUEUE)]
+    pub queue: String,
+    /// Its tasks' priority, 0 to 9.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub priority: u8,
+    /// How long one attempt of its tasks may run.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Where to connect.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `--overlap`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum OverlapArg {
+    /// Skip the tick.
+    Skip,
+    /// Submit it anyway.
+    Allow,
+}
+
+/// `--catch-up`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CatchUpArg {
+    /// Skip the missed ticks.
+    None,
+    /// One task for all of them.
+    One,
+    /// One task each, in order.
+    All,
 }
 
 /// `dtc cancel`, `dtc retry`: one task, by id.

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod local;
 pub mod membership;
+pub mod schedule_cmd;
 pub mod secrets;
 pub mod status_cmd;
 pub mod task_cmd;

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             | Command::Tasks(_)
             | Command::Purge(_)
             | Command::Queue(_)
+            | Command::Schedule(_)
             | Command::Status(_)
             | Command::Top(_)
             | Command::Configure(_)
@@ -123,6 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tasks(args) => dtc::task_cmd::list(args).await,
         Command::Purge(args) => dtc::task_cmd::purge(args).await,
         Command::Queue(args) => dtc::task_cmd::queue(args).await,
+        Command::Schedule(args) => dtc::schedule_cmd::run(args).await,
         Command::Status(args) => dtc::status_cmd::run(args).await,
         Command::Configure(args) => dtc::status_cmd::configure(args).await,
         Command::Top(args) => dtc::top::run(args, shutdown_signal()).await,

@@ -254,7 +254,7 @@ fn row(view: &TaskView) -> String {
 }
 
 /// A time as RFC 3339 (UTC), from ms since the Unix epoch.
-fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     let at = UNIX_EPOCH + Duration::from_millis(ms);
     time::OffsetDateTime::from(at)
         .format(&time::format_description::well_known::Rfc3339)
@@ -262,7 +262,7 @@ fn rfc3339(ms: u64) -> String {
 }
 
 /// How far `ms` (since the epoch) is from now, for people: "in 2.5s", "3s ago".
-fn from_now(ms: u64) -> String {
+pub(crate) fn from_now(ms: u64) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
