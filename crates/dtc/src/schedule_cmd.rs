@@ -4,12 +4,13 @@
 //! schedules as a table or JSON.
 
 use crate::cli::{CatchUpArg, OverlapArg, ScheduleAction, ScheduleAddArgs, ScheduleArgs};
-use crate::task_cmd::{from_now, rfc3339};
+use crate::task_cmd::from_now;
 use anyhow::Context;
 use dtc_proto::schedule::{CatchUp, Overlap, ScheduleOp, ScheduleSpec, ScheduleStatus};
 use dtc_proto::status::ask_schedules;
 use dtc_proto::transport::{Secure, Tcp};
 use dtc_proto::{TaskOptions, TaskSpec};
+use dtc_server::router::http_schedules::schedule_json;
 use dtc_server::sched::Calendar;
 use std::net::SocketAddr;
 
@@ -53,7 +54,8 @@ pub async fn run(args: ScheduleArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("{doing} through {addr}"))?;
     if target.json {
-        println!("{}", serde_json::to_string(&json(&schedules))?);
+        let list: Vec<serde_json::Value> = schedules.iter().map(schedule_json).collect();
+        println!("{}", serde_json::to_string(&list)?);
     } else {
         print!("{}", table(&schedules));
     }
@@ -92,29 +94,6 @@ fn spec(a: &ScheduleAddArgs) -> anyhow::Result<ScheduleSpec> {
         max_attempts: a.max_attempts,
         options: (options != TaskOptions::default()).then(|| Box::new(options)),
     })
-}
-
-/// The schedules as JSON (the HTTP API's form too).
-pub fn json(schedules: &[ScheduleStatus]) -> serde_json::Value {
-    schedules
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "name": s.spec.name,
-                "cron": s.spec.cron,
-                "tz": s.spec.tz.as_deref().unwrap_or("UTC"),
-                "overlap": format!("{:?}", s.spec.overlap).to_lowercase(),
-                "catch_up": format!("{:?}", s.spec.catch_up).to_lowercase(),
-                "type": s.spec.kind,
-                "paused": s.paused,
-                "next": s.next_ms.filter(|_| !s.paused).map(rfc3339),
-                "last_tick": rfc3339(s.last_tick_ms),
-                "last_task": s.last_task.map(|id| id.to_string()),
-                "fired": s.fired,
-                "skipped": s.skipped,
-            })
-        })
-        .collect()
 }
 
 /// `dtc schedule list`'s table.

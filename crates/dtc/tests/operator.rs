@@ -240,6 +240,38 @@ fn api_checks(base: &str) -> anyhow::Result<()> {
         "{body}"
     );
 
+    // Schedules: added, paused, listed and deleted over HTTP; a bad calendar is refused.
+    let schedules = format!("{base}/v1/schedules");
+    let r = a.post(&schedules).send_json(json!({
+        "name": "http-nightly", "cron": "0 3 * * *", "tz": "Europe/Paris", "type": "noop"
+    }))?;
+    let (status, body) = json_of(r)?;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["schedules"][0]["tz"], "Europe/Paris", "{body}");
+    assert!(body["schedules"][0]["next"].is_string(), "{body}");
+    let r = a
+        .post(format!("{schedules}/http-nightly/pause"))
+        .send_json(json!({}))?;
+    let (status, body) = json_of(r)?;
+    assert_eq!(
+        (status, &body["schedules"][0]["paused"]),
+        (200, &json!(true)),
+        "{body}"
+    );
+    let (status, body) = json_of(a.get(&schedules).call()?)?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["schedules"].as_array().map(Vec::len),
+        Some(1),
+        "{body}"
+    );
+    let (status, body) = json_of(a.delete(format!("{schedules}/http-nightly")).call()?)?;
+    assert_eq!((status, &body["schedules"]), (200, &json!([])), "{body}");
+    let r = a.post(&schedules).send_json(json!({
+        "name": "bad", "cron": "at noon", "type": "noop"
+    }))?;
+    assert_eq!(json_of(r)?.0, 400);
+
     // The dashboard is one self-contained page.
     let mut r = a.get(format!("{base}/")).call()?;
     assert_eq!(r.status().as_u16(), 200);

@@ -741,6 +741,16 @@ async fn the_secured_http_api_wants_tls_a_token_json_and_its_own_origin() -> any
         assert_eq!(status, 403);
         let (status, _) = https(&c, "GET", "/metrics", &[as_admin], "").await?;
         assert_eq!(status, 200);
+        // Schedules: the admin token lists them; no token changes one over HTTP (that
+        // needs the member certificate).
+        let (status, body) = https(&c, "GET", "/v1/schedules", &[as_admin], "").await?;
+        assert_eq!(status, 200, "{body}");
+        let schedule = r#"{"name":"s","cron":"* * * * *","type":"wordcount"}"#;
+        for who in [auth, as_admin] {
+            let (status, body) = https(&c, "POST", "/v1/schedules", &[who, json], schedule).await?;
+            assert_eq!(status, 403, "{body}");
+            assert!(body.contains("member certificate"), "{body}");
+        }
         // The dashboard page itself needs no token (it asks for one).
         let (status, _) = https(&c, "GET", "/", &[], "").await?;
         assert_eq!(status, 200);
@@ -794,6 +804,12 @@ async fn the_admin_token_reads_but_only_a_member_changes_a_shards_settings() -> 
                 "{refused:?}"
             );
         }
+        let trigger = AdminRequest::Schedules(dtc_proto::schedule::ScheduleOp::Trigger("s".into()));
+        let refused = ask_admin(&reader, addr, "test", &trigger).await?;
+        assert!(
+            matches!(&refused, AdminResponse::Schedules(Err(e)) if e.to_string().contains("read-only")),
+            "{refused:?}"
+        );
         // With the member certificate, through whichever replica leads.
         let member = Secure::new(Tcp, full);
         c.settled_leader().await?;

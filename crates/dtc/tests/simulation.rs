@@ -24,7 +24,11 @@
 //!   starts before its backoff has passed (in simulated time: the leaders' clocks start
 //!   from the log's time, so they never run ahead of it);
 //! - a task the client was told is cancelled ends cancelled on every replica, never with a
-//!   result.
+//!   result;
+//! - a schedule firing every second (added by the client at the start, with `--catch-up
+//!   all`, and paused once the client is done — in every fifth seed, not before 60
+//!   simulated seconds) submitted exactly one task for each tick from its start to its
+//!   last, none skipped, and every replica holds the same schedule.
 //!
 //! `DTC_SIM_SEEDS=N` runs N seeds (default 100); `DTC_SIM_SEED=S` runs seed S alone. A
 //! failing seed is printed with the command that replays it. The fault schedule, the
@@ -32,11 +36,14 @@
 
 mod common;
 
+use dtc_proto::schedule::{
+    CatchUp, Overlap, ScheduleOp, ScheduleSpec, ScheduleStatus, schedule_task_id,
+};
 use dtc_proto::transport::{CONNECT_TIMEOUT, Listener, Transport};
 use dtc_proto::{Start, TaskId};
 use dtc_sdk::{Backoff, Client, ClientConfig, Outcome, TaskError, TaskSpec, TaskState, Worker};
 use dtc_server::coordinator::{Coordinator, CoordinatorConfig, RaftTiming};
-use dtc_server::shard::{DiskFault, MemDisk, ShardRaft, SharedTable, seed_thread_rng};
+use dtc_server::shard::{DiskFault, MemDisk, Schedule, ShardRaft, SharedTable, seed_thread_rng};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
@@ -134,6 +141,40 @@ struct World {
     cancelled: Vec<TaskId>,
     /// Tasks whose cancel may or may not have been done (the answer was lost).
     maybe_cancelled: Vec<TaskId>,
+    /// The schedule's last tick handled when it was added, and when it was paused.
+    schedule: (Option<u64>, Option<u64>),
+}
+
+/// The schedule the client adds: every second, every missed tick caught up.
+const SCHEDULE: &str = "every-second";
+/// In every fifth seed the client pauses it only after this much simulated time (the
+/// others pause it when their tasks are done: a simulated second costs real time).
+const SCHEDULE_RUNS: Duration = Duration::from_secs(60);
+
+fn schedule_spec() -> ScheduleSpec {
+    ScheduleSpec {
+        name: SCHEDULE.into(),
+        cron: "* * * * * *".into(),
+        tz: None,
+        overlap: Overlap::Allow,
+        catch_up: CatchUp::All,
+        kind: "wordcount".into(),
+        payload: "one tick".into(),
+        max_attempts: 3,
+        options: None,
+    }
+}
+
+/// Asks `op` of the shard until it is answered (leaders come and go meanwhile): the
+/// schedule as it then stands.
+async fn schedule_op(op: ScheduleOp) -> ScheduleStatus {
+    loop {
+        let answer = dtc_proto::status::ask_schedules(&SimNet, &shard_addrs(), "client", &op).await;
+        if let Some(s) = answer.ok().and_then(|all| all.into_iter().next()) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -321,6 +362,11 @@ fn run_seed(seed: u64) -> Result<(), String> {
     }
     let client_world = Arc::clone(&world);
     let client_seed = rng.random::<u64>();
+    let schedule_runs = if seed.is_multiple_of(5) {
+        SCHEDULE_RUNS
+    } else {
+        Duration::ZERO
+    };
     sim.client("client", async move {
         let mut rng = StdRng::seed_from_u64(client_seed);
         let mut config = ClientConfig::new(shard_addrs());
@@ -331,6 +377,8 @@ fn run_seed(seed: u64) -> Result<(), String> {
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
+        let added = schedule_op(ScheduleOp::Add(schedule_spec())).await;
+        lock(&client_world).schedule.0 = Some(added.last_tick_ms);
         let mut runs = tokio::task::JoinSet::new();
         for n in 0..TASKS {
             let (spec, want) = if n % 8 == 1 {
@@ -420,6 +468,9 @@ fn run_seed(seed: u64) -> Result<(), String> {
             });
         }
         while runs.join_next().await.is_some() {}
+        tokio::time::sleep(schedule_runs.saturating_sub(sim_now())).await;
+        let paused = schedule_op(ScheduleOp::Pause(SCHEDULE.into())).await;
+        lock(&client_world).schedule.1 = Some(paused.last_tick_ms);
         lock(&client_world).done = true;
         Ok(())
     });
@@ -734,6 +785,7 @@ fn check(w: &World) -> Result<(), String> {
             }
         }
     }
+    check_schedule(w)?;
     for (index, tables) in &by_index {
         if let Some((first_id, first)) = tables.first()
             && let Some((id, _)) = tables.iter().find(|(_, t)| t != first)
@@ -741,6 +793,56 @@ fn check(w: &World) -> Result<(), String> {
             return Err(format!(
                 "replicas {first_id} and {id} applied index {index} but hold different tables"
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Every tick of the schedule from its start to its last submitted one task on every
+/// replica, and every replica holds the same schedule.
+fn check_schedule(w: &World) -> Result<(), String> {
+    let (Some(start), Some(end)) = w.schedule else {
+        return Err(format!("the schedule was not run: {:?}", w.schedule));
+    };
+    let ticks: Vec<u64> = (start / 1000 + 1..=end / 1000).map(|s| s * 1000).collect();
+    if ticks.len() < 5 {
+        return Err(format!("only {} ticks in {start}..={end}", ticks.len()));
+    }
+    let mut first: Option<(u64, Schedule)> = None;
+    for (id, (_, table)) in &w.replicas {
+        if w.refused.contains_key(id) {
+            continue;
+        }
+        let t = table.lock();
+        let Some(s) = t.table.schedules().get(SCHEDULE).cloned() else {
+            return Err(format!("replica {id} holds no schedule"));
+        };
+        let want = (true, end, ticks.len() as u64, 0);
+        if (s.paused, s.last_tick_ms, s.fired, s.skipped) != want {
+            return Err(format!(
+                "replica {id}: the schedule is paused {} at tick {} with {} fired and {} skipped; \
+                 {} ticks to {end} were due",
+                s.paused,
+                s.last_tick_ms,
+                s.fired,
+                s.skipped,
+                ticks.len()
+            ));
+        }
+        if let Some(tick) = ticks
+            .iter()
+            .find(|tick| t.table.view(schedule_task_id(SCHEDULE, **tick)).is_none())
+        {
+            return Err(format!("replica {id} holds no task for tick {tick}"));
+        }
+        match &first {
+            Some((other, same)) if *same != s => {
+                return Err(format!(
+                    "replicas {other} and {id} hold different schedules"
+                ));
+            }
+            Some(_) => {}
+            None => first = Some((*id, s)),
         }
     }
     Ok(())

@@ -1,12 +1,14 @@
 //! `dtc-sdk`: what a program links to use dtc. [`Client`] submits tasks and waits for their
 //! results (following reconnects and retrying with the same task id); [`Worker`] runs
 //! handlers (plain async functions) for the tasks a coordinator assigns; [`handlers`] holds
-//! the built-in task types (`noop`, `sleep`, `wordcount`, `fail`).
+//! the built-in task types (`noop`, `sleep`, `wordcount`, `fail`); [`schedule`] manages
+//! cron schedules.
 //!
 //! It depends on the protocol crate only: no Raft, no server, no terminal UI.
 
 mod client;
 pub mod handlers;
+pub mod schedule;
 mod task;
 pub mod timer;
 mod worker;

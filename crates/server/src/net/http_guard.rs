@@ -34,6 +34,9 @@ enum Need {
     Write,
     /// The cluster's status or metrics: the admin token.
     Admin,
+    /// Changing a schedule: the cluster's member certificate, which HTTP does not carry
+    /// (refused when secrets are on).
+    Member,
 }
 
 /// Why a request is refused: its status, an error code and what to do.
@@ -128,6 +131,13 @@ impl HttpGuard {
         if need == Need::Nothing {
             return Ok(());
         }
+        if need == Need::Member {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "changing a schedule needs the cluster's member certificate, which HTTP does not carry: use dtc schedule … --secrets DIR on a member's machine".into(),
+            );
+        }
         let presented = headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -163,6 +173,7 @@ impl HttpGuard {
             Need::Read => true,
             Need::Write => role == Role::Client,
             Need::Admin => role == Role::Admin,
+            Need::Member => false,
         };
         if allowed {
             Ok(())
@@ -186,6 +197,8 @@ fn need(method: &Method, path: &str) -> Need {
     match (method, path) {
         (&Method::GET | &Method::HEAD, "/") => Need::Nothing,
         (_, "/v1/cluster" | "/v1/queues" | "/metrics") => Need::Admin,
+        (&Method::GET | &Method::HEAD, "/v1/schedules") => Need::Admin,
+        (_, p) if p.starts_with("/v1/schedules") => Need::Member,
         (&Method::GET | &Method::HEAD, _) => Need::Read,
         _ => Need::Write,
     }

@@ -15,6 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use dtc_proto::message::RequestBody;
+use dtc_proto::schedule::{ScheduleOp, ScheduleStatus};
 use dtc_proto::status::{ClusterStatus, Cursor, QueueStatus, TaskPage, TaskQuery};
 use dtc_proto::{Backoff, Outcome, Start, TaskId, TaskSpec, TaskState, TaskView, WireError};
 use futures_util::future::BoxFuture;
@@ -62,6 +63,11 @@ pub(super) type TasksSource =
 pub(super) type QueuesSource =
     Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<QueueStatus>, WireError>> + Send + Sync>;
 
+/// Lists or changes schedules (what `dtc schedule` does).
+pub(super) type SchedulesSource = Arc<
+    dyn Fn(ScheduleOp) -> BoxFuture<'static, Result<Vec<ScheduleStatus>, WireError>> + Send + Sync,
+>;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub(super) struct Api {
@@ -69,6 +75,7 @@ pub(super) struct Api {
     pub status: StatusSource,
     pub tasks: TasksSource,
     pub queues: QueuesSource,
+    pub schedules: SchedulesSource,
     /// Permits for waiting requests ([`MAX_WAITS`]).
     pub waits: Arc<Semaphore>,
     /// The router's shutdown: ends the waits still open.
@@ -129,6 +136,18 @@ pub(super) async fn serve(
         .route("/v1/tasks/{id}/retry", axum::routing::post(retry_task))
         .route("/v1/cluster", get(cluster))
         .route("/v1/queues", get(queues))
+        .route(
+            "/v1/schedules",
+            get(super::http_schedules::list).post(super::http_schedules::add),
+        )
+        .route(
+            "/v1/schedules/{name}",
+            axum::routing::delete(super::http_schedules::delete),
+        )
+        .route(
+            "/v1/schedules/{name}/{action}",
+            axum::routing::post(super::http_schedules::act),
+        )
         .route("/metrics", get(crate::telemetry::metrics_handler))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(max_body))
@@ -291,7 +310,7 @@ fn task_json(view: TaskView) -> TaskJson {
 }
 
 /// A time (ms since the Unix epoch) as RFC 3339, UTC.
-fn rfc3339(ms: u64) -> String {
+pub(super) fn rfc3339(ms: u64) -> String {
     let at = UNIX_EPOCH + Duration::from_millis(ms);
     time::OffsetDateTime::from(at)
         .format(&time::format_description::well_known::Rfc3339)
@@ -299,7 +318,7 @@ fn rfc3339(ms: u64) -> String {
 }
 
 /// The JSON error every failure is answered with.
-fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+pub(super) fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
     let body = serde_json::json!({ "error": { "code": code, "message": message.to_string() } });
     let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -311,7 +330,7 @@ fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Res
 }
 
 /// A shard's error answer as an HTTP status: retryable ones are 503 with `Retry-After`.
-fn wire_error(e: &WireError) -> Response {
+pub(super) fn wire_error(e: &WireError) -> Response {
     let (status, code) = match e {
         WireError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
         WireError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
@@ -328,7 +347,7 @@ fn wire_error(e: &WireError) -> Response {
     error(status, code, e)
 }
 
-fn bad_request(message: impl std::fmt::Display) -> Response {
+pub(super) fn bad_request(message: impl std::fmt::Display) -> Response {
     error(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 

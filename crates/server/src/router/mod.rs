@@ -6,6 +6,7 @@
 
 mod admin;
 pub mod http;
+pub mod http_schedules;
 pub mod shard_map;
 
 use crate::net::{
@@ -246,6 +247,15 @@ impl<L: Listener, T: Transport> Router<L, T> {
                         Box::pin(
                             async move { admin::queues(&transport, &shards, &QueueOp::List).await },
                         )
+                    })
+                },
+                schedules: {
+                    let transport = self.transport.clone();
+                    let shards = self.config.shards.clone();
+                    Arc::new(move |op| {
+                        let transport = transport.clone();
+                        let shards = shards.clone();
+                        Box::pin(async move { admin::schedules(&transport, &shards, &op).await })
                     })
                 },
                 waits: Arc::new(tokio::sync::Semaphore::new(http_config.max_waits)),
