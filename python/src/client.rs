@@ -20,7 +20,41 @@ use tokio::time::Instant;
 pub struct Client {
     /// `None` once closed.
     client: RwLock<Option<dtc_sdk::Client>>,
+    /// Where and as whom it connects (schedules are asked on connections of their own).
+    config: ClientConfig,
 }
+
+/// A schedule to add, as the Python layer passes it: `(name, cron, tz, overlap,
+/// catch_up, type, payload, max_attempts, queue, priority)`.
+pub type ScheduleArgs<'py> = (
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    Bound<'py, PyAny>,
+    Option<u32>,
+    Option<String>,
+    u8,
+);
+
+/// A schedule as the Python layer reads it: `(name, cron, tz, overlap, catch_up, type,
+/// paused, next_ms, last_tick_ms, last_task, fired, skipped)`.
+pub type ScheduleRow = (
+    String,
+    String,
+    Option<String>,
+    &'static str,
+    &'static str,
+    String,
+    bool,
+    Option<u64>,
+    u64,
+    Option<String>,
+    u64,
+    u64,
+);
 
 /// What a request does, so that blocking and asyncio calls share one list.
 enum Op {
@@ -96,10 +130,11 @@ impl Client {
             ClientConfig::new(spec::addrs(&addrs)?).with_credentials(spec::credentials(secrets)?);
         config.retry_for = Duration::try_from_secs_f64(retry_for.max(0.0)).unwrap_or(Duration::MAX);
         config.name = name.unwrap_or_else(|| format!("python client {}", std::process::id()));
-        let connected = runtime::wait(py, dtc_sdk::Client::with_config(config), None)?;
+        let connected = runtime::wait(py, dtc_sdk::Client::with_config(config.clone()), None)?;
         match connected {
             Some(Ok(client)) => Ok(Self {
                 client: RwLock::new(Some(client)),
+                config,
             }),
             Some(Err(e)) => Err(errors::client(py, &e)),
             None => Err(errors::raise(
@@ -222,6 +257,124 @@ impl Client {
             }
         };
         self.start(py, mailbox, future, op)
+    }
+
+    /// Lists (`"list"`, the page after `name`), adds (`"add"`, with `spec`), or pauses,
+    /// resumes, triggers or deletes (with `name`) schedules; the schedules answered, as rows.
+    #[pyo3(signature = (op, name=None, spec=None))]
+    fn schedule(
+        &self,
+        py: Python<'_>,
+        op: &str,
+        name: Option<String>,
+        spec: Option<ScheduleArgs<'_>>,
+    ) -> PyResult<Vec<ScheduleRow>> {
+        use dtc_sdk::schedule::{CatchUp, Overlap, ScheduleOp, ScheduleSpec};
+        let bad = |reason: String| errors::raise(py, "BadRequest", (reason,));
+        let named = || {
+            name.clone()
+                .ok_or_else(|| bad(format!("{op} needs a schedule name")))
+        };
+        let op = match op {
+            "list" => ScheduleOp::List {
+                after: name.clone(),
+            },
+            "pause" => ScheduleOp::Pause(named()?),
+            "resume" => ScheduleOp::Resume(named()?),
+            "trigger" => ScheduleOp::Trigger(named()?),
+            "delete" => ScheduleOp::Delete(named()?),
+            "add" => {
+                let Some((
+                    name,
+                    cron,
+                    tz,
+                    overlap,
+                    catch_up,
+                    kind,
+                    payload,
+                    attempts,
+                    queue,
+                    priority,
+                )) = spec
+                else {
+                    return Err(bad("add needs a schedule".into()));
+                };
+                let overlap = match overlap.as_str() {
+                    "skip" => Overlap::Skip,
+                    "allow" => Overlap::Allow,
+                    other => {
+                        return Err(bad(format!(
+                            "overlap is \"skip\" or \"allow\", not {other:?}"
+                        )));
+                    }
+                };
+                let catch_up = match catch_up.as_str() {
+                    "none" => CatchUp::None,
+                    "one" => CatchUp::One,
+                    "all" => CatchUp::All,
+                    other => {
+                        return Err(bad(format!(
+                            "catch_up is \"none\", \"one\" or \"all\", not {other:?}"
+                        )));
+                    }
+                };
+                let options = dtc_sdk::TaskOptions {
+                    queue: queue.filter(|q| q != dtc_sdk::TaskSpec::DEFAULT_QUEUE),
+                    priority,
+                    ..dtc_sdk::TaskOptions::default()
+                };
+                ScheduleOp::Add(ScheduleSpec {
+                    name,
+                    cron,
+                    tz,
+                    overlap,
+                    catch_up,
+                    kind,
+                    payload: spec::bytes_of(&payload)?,
+                    max_attempts: attempts.unwrap_or(dtc_sdk::TaskSpec::DEFAULT_MAX_ATTEMPTS),
+                    options: (options != dtc_sdk::TaskOptions::default())
+                        .then(|| Box::new(options)),
+                })
+            }
+            other => return Err(bad(format!("no schedule operation {other:?}"))),
+        };
+        let config = self.config.clone();
+        let answer = runtime::wait(
+            py,
+            async move { dtc_sdk::schedule::manage(&config, &op).await },
+            None,
+        )?;
+        let all = match answer {
+            Some(Ok(all)) => all,
+            Some(Err(e)) => return Err(errors::client(py, &e)),
+            None => return Err(errors::raise(py, "Unavailable", ("no answer",))),
+        };
+        Ok(all
+            .into_iter()
+            .map(|s| {
+                (
+                    s.spec.name,
+                    s.spec.cron,
+                    s.spec.tz,
+                    match s.spec.overlap {
+                        Overlap::Skip => "skip",
+                        Overlap::Allow => "allow",
+                    },
+                    match s.spec.catch_up {
+                        CatchUp::None => "none",
+                        CatchUp::One => "one",
+                        CatchUp::All => "all",
+                    },
+                    s.spec.kind,
+                    s.paused,
+                    s.next_ms.filter(|_| !s.paused),
+                    s.last_tick_ms,
+                    s.last_task.map(|id| id.to_string()),
+                    s.fired,
+                    s.skipped,
+                )
+            })
+            .collect())
     }
 
     /// Closes the connection once the calls in flight have been answered.

@@ -228,3 +228,41 @@ def test_a_concurrency_key_bounds_a_python_workers_tasks(bare_cluster: Local) ->
     finally:
         worker.stop()
         thread.join(LIMIT)
+
+
+def test_schedules_from_python(bare_cluster: Local) -> None:
+    """A per-second schedule added from Python submits its task at each tick, which a
+    Python worker runs; list, pause, trigger and delete do what they say, and a calendar
+    that cannot be read is refused."""
+    ran: list[str] = []
+    worker = dtc.Worker(bare_cluster.shard, slots=2, queues=["py-cron"])
+
+    @worker.task("py-tick")
+    def tick(task: dtc.Task) -> str:
+        ran.append(task.id)
+        return "ok"
+
+    client = dtc.Client(bare_cluster.router)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        added = client.add_schedule("py-every-second", "* * * * * *", "py-tick", queue="py-cron")
+        assert (added.name, added.tz, added.overlap, added.catch_up) == (
+            "py-every-second", None, "skip", "one"
+        )
+        assert added.next is not None and added.next > added.last_tick
+        until(lambda: len(ran) >= 2, "two ticks ran")
+        listed = {s.name: s for s in client.schedules()}
+        assert listed["py-every-second"].fired >= 2
+        paused = client.pause_schedule("py-every-second")
+        assert paused.paused and paused.next is None
+        triggered = client.trigger_schedule("py-every-second")
+        assert triggered.fired == paused.fired + 1
+        until(lambda: triggered.last_task in ran, "the triggered task ran")
+        client.delete_schedule("py-every-second")
+        assert "py-every-second" not in {s.name for s in client.schedules()}
+        with pytest.raises(dtc.BadRequest):
+            client.add_schedule("bad", "every second", "py-tick")
+    finally:
+        worker.stop()
+        thread.join(LIMIT)

@@ -7,7 +7,7 @@ use crate::cli::{CatchUpArg, OverlapArg, ScheduleAction, ScheduleAddArgs, Schedu
 use crate::task_cmd::from_now;
 use anyhow::Context;
 use dtc_proto::schedule::{CatchUp, Overlap, ScheduleOp, ScheduleSpec, ScheduleStatus};
-use dtc_proto::status::ask_schedules;
+use dtc_proto::status::{ask_all_schedules, ask_schedules};
 use dtc_proto::transport::{Secure, Tcp};
 use dtc_proto::{TaskOptions, TaskSpec};
 use dtc_server::router::http_schedules::schedule_json;
@@ -17,9 +17,11 @@ use std::net::SocketAddr;
 /// Runs one `dtc schedule` action and prints the schedules it answers with.
 pub async fn run(args: ScheduleArgs) -> anyhow::Result<()> {
     let (op, doing, target) = match args.action {
-        ScheduleAction::List { target } => {
-            (ScheduleOp::List, "listing the schedules".into(), target)
-        }
+        ScheduleAction::List { target } => (
+            ScheduleOp::List { after: None },
+            "listing the schedules".into(),
+            target,
+        ),
         ScheduleAction::Add(add) => {
             let doing = format!("adding schedule {}", add.name);
             (ScheduleOp::Add(spec(&add)?), doing, add.target)
@@ -50,9 +52,11 @@ pub async fn run(args: ScheduleArgs) -> anyhow::Result<()> {
     }
     let addr = SocketAddr::new(target.ip, target.port);
     let transport = Secure::new(Tcp, target.security.credentials()?);
-    let schedules = ask_schedules(&transport, &[addr], "dtc schedule", &op)
-        .await
-        .with_context(|| format!("{doing} through {addr}"))?;
+    let schedules = match op {
+        ScheduleOp::List { .. } => ask_all_schedules(&transport, &[addr], "dtc schedule").await,
+        op => ask_schedules(&transport, &[addr], "dtc schedule", &op).await,
+    }
+    .with_context(|| format!("{doing} through {addr}"))?;
     if target.json {
         let list: Vec<serde_json::Value> = schedules.iter().map(schedule_json).collect();
         println!("{}", serde_json::to_string(&list)?);

@@ -445,7 +445,7 @@ fn metrics_parse_while_a_benchmark_runs_and_count_what_the_client_counted() -> a
 
 /// The screen as text, one line per row.
 fn screen(top: &dtc::top::model::Top) -> anyhow::Result<String> {
-    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(140, 40))?;
+    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(140, 48))?;
     terminal.draw(|f| dtc::top::view::render(f, top))?;
     let buffer = terminal.backend().buffer();
     let width = usize::from(buffer.area.width);
@@ -512,6 +512,23 @@ async fn top_shows_every_shard_its_leader_throughput_and_every_worker() -> anyho
         )
         .await?;
         top.update_queues(queues);
+        let nightly = dtc_proto::schedule::ScheduleSpec {
+            name: "top-nightly".into(),
+            cron: "0 3 * * *".into(),
+            tz: None,
+            overlap: dtc_proto::schedule::Overlap::Skip,
+            catch_up: dtc_proto::schedule::CatchUp::One,
+            kind: "noop".into(),
+            payload: bytes::Bytes::new(),
+            max_attempts: 3,
+            options: None,
+        };
+        let op = dtc_proto::schedule::ScheduleOp::Add(nightly);
+        dtc_proto::status::ask_schedules(&Secure::plain(), &[router], "test", &op).await?;
+        let op = dtc_proto::schedule::ScheduleOp::List { after: None };
+        top.update_schedules(
+            dtc_proto::status::ask_schedules(&Secure::plain(), &[router], "test", &op).await?,
+        );
         let text = screen(&top)?;
         // Through one coordinator (here a follower or the leader of shard 1): its shard,
         // every replica asked.
@@ -546,6 +563,15 @@ async fn top_shows_every_shard_its_leader_throughput_and_every_worker() -> anyho
             .collect();
         assert_eq!(default.get(3), Some(&"4"), "{text}");
         assert!(default.iter().any(|c| c.starts_with("active")), "{text}");
+        // The schedules pane.
+        let nightly = text
+            .lines()
+            .find(|l| l.starts_with("│top-nightly "))
+            .with_context(|| format!("no schedule row:\n{text}"))?;
+        assert!(
+            nightly.contains("0 3 * * *") && nightly.contains("active"),
+            "{text}"
+        );
         for shard in 0..2 {
             for w in 0..2 {
                 let name = format!("local-shard{shard}-worker{w}");

@@ -7,8 +7,8 @@
 mod common;
 
 use common::{Proc, Shard, dtc_ok, leader_of};
-use dtc_proto::schedule::{ScheduleOp, ScheduleStatus, schedule_task_id};
-use dtc_proto::status::ask_schedules;
+use dtc_proto::schedule::{ScheduleStatus, schedule_task_id};
+use dtc_proto::status::ask_all_schedules;
 use dtc_proto::transport::Tcp;
 use dtc_sdk::{Client, ClientConfig, Task, TaskState, Worker};
 use std::net::SocketAddr;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The schedule `name` as the router finds it.
 async fn status(router: SocketAddr, name: &str) -> anyhow::Result<ScheduleStatus> {
-    let all = ask_schedules(&Tcp, &[router], "test", &ScheduleOp::List).await?;
+    let all = ask_all_schedules(&Tcp, &[router], "test").await?;
     all.into_iter()
         .find(|s| s.spec.name == name)
         .ok_or_else(|| anyhow::anyhow!("no schedule {name}"))

@@ -61,6 +61,8 @@ impl ScheduleSpec {
     pub const LATE_MS: u64 = 1_000;
     /// The most schedules one shard keeps.
     pub const MAX_SCHEDULES: usize = 100_000;
+    /// The most schedules one list answers with (one page).
+    pub const MAX_LISTED: usize = 1_000;
 }
 
 /// A schedule as its shard holds it.
@@ -86,8 +88,13 @@ pub struct ScheduleStatus {
 /// What [`AdminRequest::Schedules`](crate::status::AdminRequest::Schedules) asks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ScheduleOp {
-    /// Every schedule (through a router: of every shard).
-    List,
+    /// The schedules named after `after` (all when `None`), by name, at most
+    /// [`ScheduleSpec::MAX_LISTED`] (through a router: of every shard). A full page's last
+    /// name asks for the next page.
+    List {
+        /// Where the page starts (exclusive).
+        after: Option<String>,
+    },
     /// Add a schedule (adding the same spec again changes nothing).
     Add(ScheduleSpec),
     /// Let its ticks pass without firing.
@@ -104,7 +111,7 @@ impl ScheduleOp {
     /// The schedule it is about (`None` for a list).
     pub fn name(&self) -> Option<&str> {
         match self {
-            Self::List => None,
+            Self::List { .. } => None,
             Self::Add(spec) => Some(&spec.name),
             Self::Pause(n) | Self::Resume(n) | Self::Trigger(n) | Self::Delete(n) => Some(n),
         }

@@ -518,6 +518,24 @@ pub async fn ask_schedules<T: crate::transport::Transport>(
     .await
 }
 
+/// Every schedule of the cluster (or shard) at `addrs`, page by page.
+pub async fn ask_all_schedules<T: crate::transport::Transport>(
+    transport: &T,
+    addrs: &[std::net::SocketAddr],
+    name: &str,
+) -> Result<Vec<ScheduleStatus>, crate::WireError> {
+    let mut all: Vec<ScheduleStatus> = Vec::new();
+    loop {
+        let after = all.last().map(|s| s.spec.name.clone());
+        let page = ask_schedules(transport, addrs, name, &ScheduleOp::List { after }).await?;
+        let full = page.len() >= crate::schedule::ScheduleSpec::MAX_LISTED;
+        all.extend(page);
+        if !full {
+            return Ok(all);
+        }
+    }
+}
+
 /// Merges the queue lists of several shards: counts and rates add up, a queue is paused
 /// only where every shard that lists it holds it paused.
 pub fn merge_queues(lists: impl IntoIterator<Item = Vec<QueueStatus>>) -> Vec<QueueStatus> {

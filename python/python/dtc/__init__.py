@@ -34,6 +34,7 @@ from .errors import (
     Timeout,
     Unavailable,
 )
+from .schedules import Schedule
 from .worker import Worker
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "Overloaded",
     "Refused",
     "RetryAfter",
+    "Schedule",
     "Task",
     "TaskCancelled",
     "TaskFailed",

@@ -14,7 +14,8 @@ from typing import Any, Optional, Sequence, Union
 from . import _native
 from ._native import TaskView
 from ._options import Backoff, Seconds, native
-from .errors import TaskCancelled, TaskFailed, Timeout
+from .errors import NotFound, TaskCancelled, TaskFailed, Timeout
+from .schedules import Schedule
 
 #: A server's address (``"host:port"``), several comma-separated, or a list of them.
 Address = Union[str, Sequence[str]]
@@ -147,6 +148,61 @@ class Client:
         view = self._core.retry(id)
         assert view is not None
         return view
+
+    def add_schedule(
+        self,
+        name: str,
+        cron: str,
+        type: str,
+        payload: Payload = b"",
+        *,
+        tz: Optional[str] = None,
+        overlap: str = "skip",
+        catch_up: str = "one",
+        max_attempts: Optional[int] = None,
+        queue: Optional[str] = None,
+        priority: int = 0,
+    ) -> Schedule:
+        """Adds a schedule: at each tick of ``cron`` (five fields, or six with seconds
+        first) in the IANA zone ``tz`` (UTC by default) it submits a ``type`` task with
+        ``payload``, exactly once per tick. ``overlap`` says what a tick does while the
+        last tick's task is unfinished (``"skip"`` or ``"allow"``), ``catch_up`` what
+        happens to ticks missed while the shard had no leader (``"none"``, ``"one"`` or
+        ``"all"``). Adding the same schedule again changes nothing. With secrets this
+        needs the cluster's member certificate (like ``dtc schedule add``)."""
+        spec = (name, cron, tz, overlap, catch_up, type, payload, max_attempts, queue, priority)
+        return self._schedule_one("add", None, spec)
+
+    def schedules(self) -> list[Schedule]:
+        """Every schedule (through a router: of every shard), by name."""
+        out: list[Schedule] = []
+        while True:
+            page = self._core.schedule("list", out[-1].name if out else None)
+            if not page:
+                return out
+            out.extend(Schedule.of(row) for row in page)
+
+    def pause_schedule(self, name: str) -> Schedule:
+        """Lets the schedule's ticks pass without firing."""
+        return self._schedule_one("pause", name)
+
+    def resume_schedule(self, name: str) -> Schedule:
+        """Fires again from the next tick on (the ticks while paused are not caught up)."""
+        return self._schedule_one("resume", name)
+
+    def trigger_schedule(self, name: str) -> Schedule:
+        """Submits the schedule's task now, outside its calendar."""
+        return self._schedule_one("trigger", name)
+
+    def delete_schedule(self, name: str) -> None:
+        """Removes the schedule (the tasks it submitted stay)."""
+        self._core.schedule("delete", name)
+
+    def _schedule_one(self, op: str, name: Optional[str], spec: Any = None) -> Schedule:
+        rows = self._core.schedule(op, name, spec)
+        if not rows:
+            raise NotFound(f"no schedule {name!r}")
+        return Schedule.of(rows[0])
 
     def close(self) -> None:
         """Closes the connection once the calls in flight are answered."""

@@ -11,9 +11,10 @@ pub mod view;
 use crate::cli::TopArgs;
 use anyhow::Context;
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use dtc_proto::schedule::{ScheduleOp, ScheduleStatus};
 use dtc_proto::status::{
     AdminResponse, ClusterStatus, QueueOp, QueueStatus, ShardStatus, ask_queues, ask_replica,
-    ask_status,
+    ask_schedules, ask_status,
 };
 use dtc_proto::transport::{Secure, Tcp};
 use futures_util::future::join_all;
@@ -68,9 +69,13 @@ pub async fn read(transport: &Secure<Tcp>, addr: SocketAddr) -> Result<ClusterSt
     }
 }
 
-/// One refresh: the cluster's status (or why it could not be read) and its queues (if they
-/// could be).
-type Reading = (Result<ClusterStatus, String>, Option<Vec<QueueStatus>>);
+/// One refresh: the cluster's status (or why it could not be read), its queues and its
+/// schedules (if they could be).
+type Reading = (
+    Result<ClusterStatus, String>,
+    Option<Vec<QueueStatus>>,
+    Option<Vec<ScheduleStatus>>,
+);
 
 /// Runs `dtc top` until `q` (or a signal).
 pub async fn run(args: TopArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -95,10 +100,13 @@ pub async fn run(args: TopArgs, shutdown: CancellationToken) -> anyhow::Result<(
         loop {
             terminal.draw(|f| view::render(f, &top))?;
             tokio::select! {
-                Some((reading, queues)) = readings_rx.recv() => {
+                Some((reading, queues, schedules)) = readings_rx.recv() => {
                     top.update(reading, Instant::now());
                     if let Some(queues) = queues {
                         top.update_queues(queues);
+                    }
+                    if let Some(schedules) = schedules {
+                        top.update_schedules(schedules);
                     }
                 }
                 key = keys_rx.recv() => match key {
@@ -141,7 +149,9 @@ async fn poll(
             r = async {
                 let status = read(&transport, addr).await;
                 let queues = ask_queues(&transport, &[addr], "dtc top", &QueueOp::List).await.ok();
-                (status, queues)
+                let first = ScheduleOp::List { after: None };
+                let schedules = ask_schedules(&transport, &[addr], "dtc top", &first).await.ok();
+                (status, queues, schedules)
             } => r,
             () = cancel.cancelled() => return,
         };

@@ -1,10 +1,11 @@
 //! What `dtc top` shows, as plain data: the last cluster status, each shard's throughput
 //! (from the difference of its leader's completed count between two readings) with a
-//! minute of history, the named queues, the workers in the chosen order, and which pane has
-//! the focus. The
+//! minute of history, the named queues, the schedules, the workers in the chosen order, and
+//! which pane has the focus. The
 //! view draws it; the key handler and the poller change it. Nothing here touches a terminal,
 //! so tests drive it directly.
 
+use dtc_proto::schedule::ScheduleStatus;
 use dtc_proto::status::{
     ClusterStatus, QueueStatus, RaftRole, ReplicaStatus, ShardStatus, WorkerStatus,
 };
@@ -23,6 +24,8 @@ pub enum Pane {
     Workers,
     /// The named queues.
     Queues,
+    /// The schedules.
+    Schedules,
 }
 
 /// How the workers are ordered (`s` moves to the next).
@@ -120,8 +123,10 @@ pub struct Top {
     pub pane: Pane,
     /// The workers' order.
     pub sort: WorkerSort,
+    /// The schedules, as last read.
+    pub schedules: Vec<ScheduleStatus>,
     /// The selected row of each pane.
-    pub selected: [usize; 3],
+    pub selected: [usize; 4],
 }
 
 impl Top {
@@ -135,7 +140,8 @@ impl Top {
             queues: Vec::new(),
             pane: Pane::Shards,
             sort: WorkerSort::Shard,
-            selected: [0, 0, 0],
+            schedules: Vec::new(),
+            selected: [0, 0, 0, 0],
         }
     }
 
@@ -160,6 +166,12 @@ impl Top {
                 self.disconnected = Some(e);
             }
         }
+        self.clamp();
+    }
+
+    /// Takes a reading of the schedules.
+    pub fn update_schedules(&mut self, schedules: Vec<ScheduleStatus>) {
+        self.schedules = schedules;
         self.clamp();
     }
 
@@ -239,7 +251,8 @@ impl Top {
             Key::NextPane => {
                 self.pane = match self.pane {
                     Pane::Shards => Pane::Queues,
-                    Pane::Queues => Pane::Workers,
+                    Pane::Queues => Pane::Schedules,
+                    Pane::Schedules => Pane::Workers,
                     Pane::Workers => Pane::Shards,
                 };
             }
@@ -259,6 +272,7 @@ impl Top {
                 .sum::<usize>(),
             self.workers().len(),
             self.queues.len(),
+            self.schedules.len(),
         ];
         for (selected, rows) in self.selected.iter_mut().zip(rows) {
             *selected = (*selected).min(rows.saturating_sub(1));

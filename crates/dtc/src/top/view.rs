@@ -17,11 +17,12 @@ const KEYS: &str = "q quit · Tab/←→ pane · ↑↓ move · s sort workers";
 /// Draws everything.
 pub fn render(frame: &mut Frame, top: &Top) {
     let shard_rows: usize = top.shards().iter().map(|s| s.replicas.len()).sum();
-    let [title, chart, shards, queues, workers] = Layout::vertical([
+    let [title, chart, shards, queues, schedules, workers] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(5),
         Constraint::Max(u16::try_from(shard_rows + 3).unwrap_or(u16::MAX)),
         Constraint::Max(u16::try_from(top.queues.len().max(1) + 3).unwrap_or(u16::MAX)),
+        Constraint::Max(u16::try_from(top.schedules.len().max(1) + 3).unwrap_or(u16::MAX)),
         Constraint::Min(4),
     ])
     .areas(frame.area());
@@ -39,6 +40,7 @@ pub fn render(frame: &mut Frame, top: &Top) {
     );
     render_shards(frame, top, shards);
     render_queues(frame, top, queues);
+    render_schedules(frame, top, schedules);
     render_workers(frame, top, workers);
 }
 
@@ -73,6 +75,45 @@ fn render_queues(frame: &mut Frame, top: &Top, area: ratatui::layout::Rect) {
     ];
     let title = " queues (dtc queue pause|resume|limit NAME) ".to_string();
     render_pane(frame, top, area, rows, &columns, (Pane::Queues, title));
+}
+
+fn render_schedules(frame: &mut Frame, top: &Top, area: ratatui::layout::Rect) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let rows = top.schedules.iter().map(|s| {
+        let (next, state) = match (s.paused, s.next_ms) {
+            (true, _) => (
+                "-".to_owned(),
+                Cell::from("paused").style(Style::default().fg(Color::Yellow)),
+            ),
+            (false, Some(at)) => (
+                format!("in {:.0}s", at.saturating_sub(now_ms) as f64 / 1000.0),
+                Cell::from("active"),
+            ),
+            (false, None) => ("never".to_owned(), Cell::from("active")),
+        };
+        Row::new(vec![
+            Cell::from(s.spec.name.clone()),
+            Cell::from(s.spec.cron.clone()),
+            Cell::from(next),
+            Cell::from(s.spec.kind.clone()),
+            Cell::from(s.fired.to_string()),
+            Cell::from(s.skipped.to_string()),
+            state,
+        ])
+    });
+    let columns = [
+        ("schedule", 24),
+        ("cron", 16),
+        ("next", 10),
+        ("type", 16),
+        ("fired", 8),
+        ("skipped", 8),
+        ("state", 8),
+    ];
+    let title = " schedules (dtc schedule add|pause|resume|trigger NAME) ".to_string();
+    render_pane(frame, top, area, rows, &columns, (Pane::Schedules, title));
 }
 
 fn title_line(top: &Top) -> Line<'static> {

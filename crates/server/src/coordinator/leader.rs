@@ -30,7 +30,7 @@ use crate::net::Reply;
 use crate::sched::{Firings, Ready, Scheduler, WorkerId};
 use crate::shard::{Applied, Command, Input, Listed, Retention, SubmitOutcome, TaskTable};
 use dtc_proto::message::{Assignment, CoordMsg, RequestBody, WorkerMsg};
-use dtc_proto::schedule::{ScheduleOp, ScheduleStatus};
+use dtc_proto::schedule::{ScheduleOp, ScheduleSpec, ScheduleStatus};
 use dtc_proto::status::{
     Cursor, QueueOp, QueueStatus, SettingsChange, StateCounts, TaskPage, TaskQuery, WorkerStatus,
 };
@@ -623,9 +623,15 @@ impl Leader {
     ) {
         let at_ms = self.clock.at(now);
         let cmd = match op {
-            ScheduleOp::List => {
-                let all = table.schedules().iter().map(|(_, s)| s.status()).collect();
-                reply.send(Ok(all)).ok();
+            ScheduleOp::List { after } => {
+                // Next ticks from the firings (no calendar to read per schedule).
+                let page = table
+                    .schedules()
+                    .after(after.as_deref())
+                    .take(ScheduleSpec::MAX_LISTED)
+                    .map(|s| s.status_with(self.firings.next_of(&s.spec.name)))
+                    .collect();
+                reply.send(Ok(page)).ok();
                 return;
             }
             ScheduleOp::Add(spec) => {

@@ -64,7 +64,9 @@ pub async fn serve_admin<R, W, F, Fut>(
                             reason: "role not allowed for this credential: the admin token is read-only; pausing, resuming or limiting a queue needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
                         }))
                     }
-                    AdminRequest::Schedules(op) if !member && op != ScheduleOp::List => {
+                    AdminRequest::Schedules(op)
+                        if !member && !matches!(op, ScheduleOp::List { .. }) =>
+                    {
                         AdminResponse::Schedules(Err(WireError::Auth {
                             reason: "role not allowed for this credential: the admin token is read-only; changing a schedule needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
                         }))

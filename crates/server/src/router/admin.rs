@@ -118,11 +118,14 @@ pub(super) async fn schedules<T: Transport>(
             .map(|addrs| ask_schedules(transport, addrs, "router", op)),
     )
     .await;
+    // Each shard's page starts at the same name: their first MAX_LISTED together are the
+    // cluster's page.
     let mut all = Vec::new();
     for list in lists {
         all.extend(list?);
     }
     all.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    all.truncate(dtc_proto::schedule::ScheduleSpec::MAX_LISTED);
     Ok(all)
 }
 

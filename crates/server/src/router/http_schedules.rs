@@ -6,8 +6,8 @@
 //! the shard the schedule's name routes to.
 
 use super::http::{Api, bad_request, error, rfc3339, wire_error};
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -102,16 +102,35 @@ async fn answer(api: &Api, op: ScheduleOp, created: bool) -> Response {
             } else {
                 StatusCode::OK
             };
+            let next = (all.len() >= ScheduleSpec::MAX_LISTED)
+                .then(|| all.last().map(|s| s.spec.name.clone()))
+                .flatten();
             let list: Vec<serde_json::Value> = all.iter().map(schedule_json).collect();
-            (status, axum::Json(serde_json::json!({ "schedules": list }))).into_response()
+            let body = serde_json::json!({ "schedules": list, "next": next });
+            (status, axum::Json(body)).into_response()
         }
         Err(e) => wire_error(&e),
     }
 }
 
-/// `GET /v1/schedules`.
-pub(super) async fn list(State(api): State<Api>) -> Response {
-    answer(&api, ScheduleOp::List, false).await
+/// `GET /v1/schedules?after=NAME`: a page.
+pub(super) async fn list(
+    State(api): State<Api>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let after = match query {
+        Ok(Query(q)) => q.after,
+        Err(e) => return bad_request(e.body_text()),
+    };
+    answer(&api, ScheduleOp::List { after }, false).await
+}
+
+/// `GET /v1/schedules`'s query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    /// The page starts after this name.
+    after: Option<String>,
 }
 
 /// `POST /v1/schedules`.

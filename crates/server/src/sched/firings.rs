@@ -89,6 +89,11 @@ impl Firings {
         self.active.is_empty()
     }
 
+    /// A tracked schedule's next tick.
+    pub fn next_of(&self, name: &str) -> Option<u64> {
+        self.active.get(name).map(|a| a.next_ms)
+    }
+
     /// The earliest next tick.
     pub fn next_ms(&self) -> Option<u64> {
         self.queue.first().map(|(at, _)| *at)

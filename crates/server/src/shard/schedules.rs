@@ -32,11 +32,16 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// What an operator sees of it, with its next tick.
+    /// What an operator sees of it, with its next tick read from its calendar.
     pub fn status(&self) -> ScheduleStatus {
         let next_ms = Calendar::parse(&self.spec.cron, self.spec.tz.as_deref())
             .ok()
             .and_then(|c| c.next_after(self.last_tick_ms));
+        self.status_with(next_ms)
+    }
+
+    /// What an operator sees of it, with its next tick as the caller knows it.
+    pub fn status_with(&self, next_ms: Option<u64>) -> ScheduleStatus {
         ScheduleStatus {
             spec: self.spec.clone(),
             paused: self.paused,
@@ -79,6 +84,13 @@ impl Schedules {
     /// Every schedule, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Schedule)> {
         self.0.iter()
+    }
+
+    /// The schedules named after `after` (every one when `None`), by name.
+    pub fn after(&self, after: Option<&str>) -> impl Iterator<Item = &Schedule> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_owned()));
+        self.0.range((from, Bound::Unbounded)).map(|(_, s)| s)
     }
 
     /// Adds `spec` at `at_ms` (its first tick is the first after that). Adding the same spec
@@ -217,4 +229,49 @@ fn unknown(name: &str) -> WireError {
     bad(format!(
         "no schedule named {name:?} on this shard (dtc schedule list shows them)"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dtc_proto::TaskOptions;
+    use dtc_proto::schedule::{CatchUp, Overlap};
+
+    fn spec(name: &str) -> ScheduleSpec {
+        ScheduleSpec {
+            name: name.into(),
+            cron: "0 * * * *".into(),
+            tz: None,
+            overlap: Overlap::Skip,
+            catch_up: CatchUp::One,
+            kind: "noop".into(),
+            payload: bytes::Bytes::new(),
+            max_attempts: 1,
+            options: None,
+        }
+    }
+
+    #[test]
+    fn pages_start_after_a_name_and_bad_specs_are_refused() {
+        let mut all = Schedules::default();
+        for name in ["c", "a", "b", "d"] {
+            assert_eq!(all.add(spec(name), 0), Ok(()));
+        }
+        let names =
+            |after| -> Vec<String> { all.after(after).map(|s| s.spec.name.clone()).collect() };
+        assert_eq!(names(None), ["a", "b", "c", "d"]);
+        assert_eq!(names(Some("b")), ["c", "d"]);
+        assert_eq!(names(Some("bb")), ["c", "d"]);
+        let mut delayed = spec("late");
+        delayed.options = Some(Box::new(TaskOptions {
+            start: Start::After(1_000),
+            ..TaskOptions::default()
+        }));
+        assert!(
+            all.add(delayed, 0).is_err(),
+            "a schedule's task starts at its tick"
+        );
+        assert!(all.add(spec("no spaces here"), 0).is_err());
+        assert!(all.pause("missing", true, 0).is_err());
+    }
 }
