@@ -137,6 +137,15 @@ impl View {
         self.0.concurrency.as_ref().map(|c| c.key.as_str())
     }
 
+    /// While it runs: its handler's last report, as `(fraction, message)`.
+    #[getter]
+    fn progress(&self) -> Option<(f64, String)> {
+        self.0
+            .progress
+            .as_ref()
+            .map(|p| (f64::from(p.permille) / 1000.0, p.message.clone()))
+    }
+
     /// How many of its key's tasks may run at once (with a key).
     #[getter]
     fn key_limit(&self) -> Option<u32> {

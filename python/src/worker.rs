@@ -77,6 +77,15 @@ impl HandlerTask {
         self.task.is_cancelled()
     }
 
+    /// Reports how far this attempt has come: `fraction` done (0 to 1) and what it is doing
+    /// (at most 256 bytes), shown by `dtc get`, the HTTP API and the dashboard while it
+    /// runs. Best effort: it never blocks, and reports sent faster than they can be
+    /// forwarded are dropped.
+    #[pyo3(signature = (fraction, message=""))]
+    fn progress(&self, fraction: f64, message: &str) {
+        self.task.progress(fraction, message);
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Task(id='{}', type={:?}, attempt={})",

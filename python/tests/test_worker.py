@@ -266,3 +266,30 @@ def test_schedules_from_python(bare_cluster: Local) -> None:
     finally:
         worker.stop()
         thread.join(LIMIT)
+
+
+def test_a_python_handlers_progress_shows_while_it_runs(bare_cluster: Local) -> None:
+    """task.progress() from a Python handler is what client.get() shows while it runs."""
+    release = threading.Event()
+    worker = dtc.Worker(bare_cluster.shard, slots=1, queues=["py-progress"])
+
+    @worker.task("py-long")
+    def long(task: dtc.Task) -> str:
+        task.progress(0.5, "half of it")
+        release.wait(LIMIT)
+        return "done"
+
+    client = dtc.Client(bare_cluster.router)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        view = client.submit("py-long", "", queue="py-progress")
+        until(lambda: client.get(view.id).progress is not None, "the progress report")
+        assert client.get(view.id).progress == (0.5, "half of it")
+        release.set()
+        finished = client.get(view.id, wait=True, timeout=LIMIT)
+        assert finished.state == "succeeded" and finished.progress is None
+    finally:
+        release.set()
+        worker.stop()
+        thread.join(LIMIT)

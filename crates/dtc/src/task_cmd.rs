@@ -302,6 +302,10 @@ fn json(view: &TaskView) -> serde_json::Value {
         "priority": view.priority,
         "key": view.concurrency.as_ref().map(|c| &c.key),
         "key_limit": view.concurrency.as_ref().map(|c| c.limit),
+        "progress": view.progress.as_ref().map(|p| serde_json::json!({
+            "fraction": f64::from(p.permille) / 1000.0,
+            "message": p.message,
+        })),
     })
 }
 
@@ -323,6 +327,13 @@ fn print(view: &TaskView, json: bool) -> anyhow::Result<()> {
         }
         if let Some(c) = &view.concurrency {
             println!("key: {} (at most {} at once)", c.key, c.limit);
+        }
+        if let Some(p) = &view.progress {
+            println!(
+                "progress: {:.1}% {}",
+                f64::from(p.permille) / 10.0,
+                p.message
+            );
         }
         println!("attempts: {}", view.attempts);
         if let Some(due) = view.due_ms {

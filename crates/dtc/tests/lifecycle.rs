@@ -1,7 +1,7 @@
 //! The task lifecycle with real `dtc` processes on loopback: attempt timeouts that stop the
 //! handler and free its slot, retries spaced by their backoff and a failed task run again
-//! with `dtc retry`, a delayed task that outlives `kill -9` of every replica, and a running
-//! task cancelled.
+//! with `dtc retry`, a delayed task that outlives `kill -9` of every replica, a running
+//! task cancelled, and a handler's progress shown by `dtc get`.
 
 mod common;
 
@@ -343,6 +343,55 @@ async fn a_task_types_defaults_apply_to_its_tasks_until_cleared() -> anyhow::Res
         assert_eq!(done.state, TaskState::Succeeded, "no timeout once cleared");
         let (ok, _) = dtc(&["configure", &addr, "--type", "sleep"])?;
         assert!(!ok, "--type alone says nothing to set");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handlers_progress_shows_in_dtc_get_while_it_runs() -> anyhow::Result<()> {
+    common::bounded(async {
+        let coord = Proc::coordinator(&["-p", "0"])?;
+        let addr = coord.addr()?;
+        let port = addr.port().to_string();
+        let stop = CancellationToken::new();
+        let go = Arc::new(tokio::sync::Notify::new());
+        let release = Arc::clone(&go);
+        let worker = Worker::builder()
+            .handler("copy", move |task: Task| {
+                let release = Arc::clone(&release);
+                async move {
+                    task.progress(0.25, "copying part 1 of 4");
+                    release.notified().await;
+                    Ok::<_, String>("copied")
+                }
+            })
+            .build()?;
+        tokio::spawn(worker.run(vec![addr], stop.clone()));
+        let client = Client::connect(addr).await?;
+        let id = client.submit(TaskSpec::new("copy", "")).await?.id;
+        until(|| {
+            let client = client.clone();
+            async move { Ok(client.get(id).await?.progress.is_some()) }
+        })
+        .await?;
+        let text = common::dtc_ok(&["get", &id.to_string(), "-p", &port])?;
+        assert!(
+            text.contains("progress: 25.0% copying part 1 of 4"),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&common::dtc_ok(&[
+            "get",
+            &id.to_string(),
+            "-p",
+            &port,
+            "--json",
+        ])?)?;
+        assert_eq!(json["progress"]["fraction"], 0.25, "{json}");
+        go.notify_one();
+        let done = client.wait(id).await?;
+        assert_eq!((done.state, done.progress), (TaskState::Succeeded, None));
+        stop.cancel();
         Ok(())
     })
     .await

@@ -49,6 +49,7 @@ fn codec(c: &mut Criterion) {
             queue: None,
             priority: 0,
             concurrency: None,
+            progress: None,
         }),
     };
     round_trip(c, "result response: encode + decode", &answer);

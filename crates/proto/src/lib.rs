@@ -27,14 +27,14 @@ pub mod transport;
 pub use error::{ProtoError, WireError};
 pub use id::{ParseTaskIdError, TaskId, key_route_hash};
 pub use task::{
-    Backoff, Concurrency, Outcome, Retry, Start, TaskOptions, TaskSpec, TaskState, TaskView,
-    check_queue_name,
+    Backoff, Concurrency, Outcome, Retry, Start, TaskOptions, TaskProgress, TaskSpec, TaskState,
+    TaskView, check_queue_name,
 };
 
 /// The protocol version this build speaks; the handshake refuses any other. Version 2 added
 /// the cluster, shard and token to the hello; version 3 the task lifecycle (options,
 /// retrying and scheduled states, cancelling running tasks); version 4 queues and
-/// priorities; version 5 concurrency keys, queue rate limits and schedules.
+/// priorities; version 5 concurrency keys, queue rate limits, schedules and progress reports.
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The default bound on one frame's length (16 MiB).

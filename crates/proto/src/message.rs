@@ -8,7 +8,7 @@
 //! | worker → coordinator | [`WorkerMsg`] | [`CoordMsg`] |
 
 use crate::token::Token;
-use crate::{Outcome, Retry, TaskId, TaskSpec, TaskView, WireError};
+use crate::{Outcome, Retry, TaskId, TaskProgress, TaskSpec, TaskView, WireError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -299,6 +299,15 @@ pub enum WorkerMsg {
     Completed(Completion),
     /// The worker is shutting down: assign it nothing more.
     Draining,
+    /// A running attempt's handler reported how far it has come.
+    Progress {
+        /// The task.
+        id: TaskId,
+        /// The attempt.
+        attempt: u32,
+        /// How far.
+        progress: TaskProgress,
+    },
 }
 
 /// The end of one attempt.

@@ -529,6 +529,46 @@ pub struct TaskView {
     pub priority: u8,
     /// Its concurrency key and limit, if it has one.
     pub concurrency: Option<Concurrency>,
+    /// While it runs: the last progress its handler reported.
+    pub progress: Option<TaskProgress>,
+}
+
+/// How far a running attempt has come, as its handler reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskProgress {
+    /// Done, in thousandths (0 to 1000).
+    pub permille: u16,
+    /// What it is doing (at most [`TaskProgress::MAX_MESSAGE`] bytes).
+    pub message: String,
+}
+
+impl TaskProgress {
+    /// The longest progress message.
+    pub const MAX_MESSAGE: usize = 256;
+
+    /// A report of `fraction` (clamped to 0–1) done, doing `message` (cut at
+    /// [`TaskProgress::MAX_MESSAGE`] bytes, on a character boundary).
+    pub fn new(fraction: f64, message: &str) -> Self {
+        let fraction = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
+        let mut end = message.len().min(Self::MAX_MESSAGE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self {
+            // In 0..=1000 after the clamp.
+            permille: (fraction * 1000.0).round() as u16,
+            message: message[..end].to_owned(),
+        }
+    }
+
+    /// Whether it is within bounds (what a coordinator checks of a worker's report).
+    pub fn is_valid(&self) -> bool {
+        self.permille <= 1000 && self.message.len() <= Self::MAX_MESSAGE
+    }
 }
 
 impl TaskView {
@@ -591,6 +631,10 @@ mod tests {
         );
         assert!(base.clone().with_concurrency("t", 0).check(10).is_err());
         assert!(base.clone().with_concurrency("", 1).check(10).is_err());
+        let cut = TaskProgress::new(7.0, &"é".repeat(200));
+        assert_eq!(cut.permille, 1000, "clamped");
+        assert!(cut.message.len() <= TaskProgress::MAX_MESSAGE && cut.is_valid());
+        assert_eq!(TaskProgress::new(f64::NAN, "").permille, 0);
         let late = base.with_delay(Duration::from_millis(TaskSpec::MAX_DELAY_MS + 1));
         assert!(late.check(10).is_err());
     }

@@ -4,9 +4,10 @@
 
 use bytes::Bytes;
 use dtc_proto::message::Assignment;
-use dtc_proto::{Retry, TaskId};
+use dtc_proto::{Retry, TaskId, TaskProgress};
 use std::fmt;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// One attempt of a task, as its handler sees it.
@@ -21,17 +22,36 @@ pub struct Task {
     /// The handler's input.
     pub payload: Bytes,
     cancel: CancellationToken,
+    /// Where progress reports go (to the worker's connection); none outside a worker.
+    reports: Option<mpsc::Sender<Report>>,
 }
 
+/// A progress report on its way to the coordinator: task, attempt, how far.
+pub(crate) type Report = (TaskId, u32, TaskProgress);
+
 impl Task {
-    /// The attempt the coordinator assigned, with its own cancellation signal.
-    pub(crate) fn assigned(a: Assignment) -> Self {
+    /// The attempt the coordinator assigned, with its own cancellation signal, reporting
+    /// its progress to `reports`.
+    pub(crate) fn assigned(a: Assignment, reports: mpsc::Sender<Report>) -> Self {
         Self {
             id: a.id,
             attempt: a.attempt,
             kind: a.kind,
             payload: a.payload,
             cancel: CancellationToken::new(),
+            reports: Some(reports),
+        }
+    }
+
+    /// Reports how far this attempt has come: `fraction` done (0 to 1) and what it is
+    /// doing (at most 256 bytes). `dtc get`, the HTTP API and the dashboard show the latest
+    /// report while the attempt runs. Best effort and cheap: it never waits; reports sent
+    /// faster than the connection takes them are dropped, and a new leader shows none
+    /// until the next one.
+    pub fn progress(&self, fraction: f64, message: &str) {
+        if let Some(reports) = &self.reports {
+            let report = (self.id, self.attempt, TaskProgress::new(fraction, message));
+            reports.try_send(report).ok();
         }
     }
 
@@ -43,6 +63,7 @@ impl Task {
             kind: kind.into(),
             payload: payload.into(),
             cancel: CancellationToken::new(),
+            reports: None,
         }
     }
 

@@ -30,7 +30,7 @@
 //! ```
 
 use crate::handlers;
-use crate::task::{Task, TaskError};
+use crate::task::{Report, Task, TaskError};
 use crate::timer::PreciseTimer;
 use bytes::Bytes;
 use dtc_proto::connection::{FrameReader, write_loop};
@@ -225,13 +225,15 @@ struct State {
     overflow: VecDeque<Task>,
     /// Completions not yet handed to a connection.
     outbox: Vec<Completion>,
+    /// Where the handlers' progress reports go.
+    reports: mpsc::Sender<Report>,
     draining: bool,
 }
 
 impl State {
     /// Hands a task to the slots (or keeps it until the inbox has room).
     fn give(&mut self, task: Assignment) {
-        let task = Task::assigned(task);
+        let task = Task::assigned(task, self.reports.clone());
         self.running
             .insert(task.id, (task.attempt, task.cancel_token()));
         if !self.overflow.is_empty() {
@@ -309,6 +311,8 @@ impl Worker {
             return Err(WorkerError::NoAddress);
         }
         let (done_tx, mut done_rx) = mpsc::channel::<Completion>(self.slots as usize * 2 + 16);
+        // Progress reports: a few per slot in flight; more are dropped (best effort).
+        let (reports, mut reports_rx) = mpsc::channel::<Report>(self.slots as usize * 4 + 16);
         let (inbox, inbox_rx) = mpsc::channel::<Task>((self.slots + self.prefetch) as usize + 1);
         let inbox_rx = Arc::new(tokio::sync::Mutex::new(inbox_rx));
         let label = [("worker", self.name.clone())];
@@ -332,6 +336,7 @@ impl Worker {
             inbox,
             overflow: VecDeque::new(),
             outbox: Vec::new(),
+            reports,
             draining: false,
         };
         let mut backoff = MIN_BACKOFF;
@@ -367,7 +372,13 @@ impl Worker {
                 tracing::info!(%addr, slots = self.slots, "worker connected");
                 backoff = MIN_BACKOFF;
                 let refusal = self
-                    .session(reader.retype(), writer, &mut st, &mut done_rx, &shutdown)
+                    .session(
+                        reader.retype(),
+                        writer,
+                        &mut st,
+                        (&mut done_rx, &mut reports_rx),
+                        &shutdown,
+                    )
                     .await;
                 if st.draining && st.running.is_empty() && st.outbox.is_empty() {
                     return Ok(());
@@ -421,7 +432,7 @@ impl Worker {
         mut reader: FrameReader<R, CoordMsg>,
         writer: W,
         st: &mut State,
-        done_rx: &mut mpsc::Receiver<Completion>,
+        (done_rx, reports_rx): (&mut mpsc::Receiver<Completion>, &mut mpsc::Receiver<Report>),
         shutdown: &CancellationToken,
     ) -> Option<WireError>
     where
@@ -498,6 +509,13 @@ impl Worker {
                 n = done_rx.recv_many(&mut done, self.slots as usize) => {
                     for c in done.drain(..n) {
                         st.finished(c);
+                    }
+                }
+                Some((id, attempt, progress)) = reports_rx.recv() => {
+                    // Only for an attempt still held; a full queue drops the report.
+                    if st.running.get(&id).is_some_and(|(a, _)| *a == attempt) {
+                        let report = WorkerMsg::Progress { id, attempt, progress };
+                        ok = !matches!(tx.try_send(report), Err(mpsc::error::TrySendError::Closed(_)));
                     }
                 }
                                 _ = heartbeat.tick() => {

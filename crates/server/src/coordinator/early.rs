@@ -64,6 +64,7 @@ impl EarlyTasks {
                 .map(|s| s.queue().to_owned()),
             priority: spec.map_or(0, TaskSpec::priority),
             concurrency: spec.and_then(|s| s.concurrency().cloned()),
+            progress: None,
         })
     }
 

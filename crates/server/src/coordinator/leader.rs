@@ -35,7 +35,8 @@ use dtc_proto::status::{
     Cursor, QueueOp, QueueStatus, SettingsChange, StateCounts, TaskPage, TaskQuery, WorkerStatus,
 };
 use dtc_proto::{
-    Outcome, Retry, Start, TaskId, TaskOptions, TaskSpec, TaskState, TaskView, WireError,
+    Outcome, Retry, Start, TaskId, TaskOptions, TaskProgress, TaskSpec, TaskState, TaskView,
+    WireError,
 };
 use foldhash::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -250,6 +251,9 @@ pub(super) struct Leader {
     rates: QueueRates,
     /// The schedules' next ticks (loaded once the election barrier is applied).
     firings: Firings,
+    /// The last progress reported by each running attempt's handler (runtime only: a new
+    /// leader knows none until the handler reports again).
+    progress: HashMap<TaskId, TaskProgress>,
     /// Completions from a worker session that does not hold the attempt: ignored.
     ignored_completions: metrics::Counter,
     /// Attempts a registering worker said it holds that it does not: ignored.
@@ -267,6 +271,7 @@ impl Leader {
             sched,
             rates: QueueRates::new(now),
             firings: Firings::default(),
+            progress: HashMap::default(),
             stats: Stats::new(&label, now),
             clock: LeaderClock::start((config.wall_clock)(), table.clock_ms(), now),
             ignored_completions: metrics::counter!(
@@ -464,9 +469,23 @@ impl Leader {
             WorkerMsg::Heartbeat => out.sends.push((worker, CoordMsg::Alive)),
             WorkerMsg::Register { .. } => {}
             WorkerMsg::Draining => self.sched.drain(worker),
+            WorkerMsg::Progress {
+                id,
+                attempt,
+                progress,
+            } => {
+                // Only the session holding the attempt reports for it; kept while it runs.
+                if self.sched.running_on(id) == Some((worker, attempt)) && progress.is_valid() {
+                    self.progress.insert(id, progress);
+                }
+            }
             WorkerMsg::Completed(c) => {
                 // Only the session holding the task's current attempt completes it.
                 let holds = self.sched.running_on(c.id) == Some((worker, c.attempt));
+                // A report lives while a worker runs the task: at most one per busy slot.
+                if !self.progress.is_empty() {
+                    self.progress.remove(&c.id);
+                }
                 self.sched.completed(worker, c.id, c.attempt);
                 if !holds {
                     self.ignored_completions.increment(1);
@@ -807,6 +826,7 @@ impl Leader {
             conn.cancel.cancel();
         }
         for (id, attempt) in self.sched.remove_worker(worker) {
+            self.progress.remove(&id);
             self.log_unlogged(id, at_ms, out);
             out.propose
                 .push((Command::Requeue { id, attempt, at_ms }, Then::Ended(id)));
@@ -1173,6 +1193,7 @@ impl Leader {
             view.state = TaskState::Running;
             view.attempts += 1;
             view.due_ms = None;
+            view.progress = self.progress.get(&view.id).cloned();
             return view;
         }
         if view.due_ms.is_some_and(|due| due <= self.clock.at(now)) {
@@ -1704,6 +1725,37 @@ mod tests {
             3,
             "the lost attempt and two new tasks"
         );
+    }
+
+    #[test]
+    fn a_running_attempts_progress_shows_in_its_view_until_it_ends() {
+        let mut s = Shard::ready(TaskTable::new(Retention::default()));
+        s.worker(1, 1, Vec::new());
+        s.worker(2, 1, Vec::new());
+        let out = s.request(submit(1, false), 10);
+        s.commit(out);
+        let runs = s.schedule();
+        let (holder, _, _) = runs[0];
+        let other = if holder == 1 { 2 } else { 1 };
+        let report = |fraction, message: &str| WorkerMsg::Progress {
+            id: TaskId(1),
+            attempt: 1,
+            progress: TaskProgress::new(fraction, message),
+        };
+        let shown = |s: &Shard| {
+            s.leader
+                .view(TaskId(1), &s.table, s.now)
+                .and_then(|v| v.progress)
+        };
+        s.worker_says(other, report(0.9, "not mine"));
+        assert_eq!(shown(&s), None, "only the holder reports");
+        s.worker_says(holder, report(0.5, "halfway"));
+        assert_eq!(shown(&s), Some(TaskProgress::new(0.5, "halfway")));
+        assert_eq!(shown(&s).map(|p| p.permille), Some(500));
+        let out = s.worker_says(holder, done(1, 1));
+        s.commit(out);
+        assert_eq!(shown(&s), None, "a finished task has no progress");
+        assert!(s.leader.progress.is_empty());
     }
 
     #[test]

@@ -259,6 +259,9 @@ struct TaskJson {
     key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key_limit: Option<u32>,
+    /// While it runs: its handler's last progress report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -303,6 +306,9 @@ fn task_json(view: TaskView) -> TaskJson {
         priority: view.priority,
         key_limit: view.concurrency.as_ref().map(|c| c.limit),
         key: view.concurrency.map(|c| c.key),
+        progress: view.progress.map(|p| {
+            serde_json::json!({ "fraction": f64::from(p.permille) / 1000.0, "message": p.message })
+        }),
         result,
         result_base64,
         error,

@@ -1075,6 +1075,7 @@ fn view_of(id: TaskId, r: &Record) -> TaskView {
         queue: r.extra.as_ref().and_then(|e| e.queue.clone()),
         priority: r.priority(),
         concurrency: r.extra.as_ref().and_then(|e| e.concurrency.clone()),
+        progress: None,
     }
 }
 
