@@ -333,7 +333,9 @@ impl Worker {
         queues: Vec<String>,
     ) -> PyResult<Self> {
         for queue in &queues {
-            dtc_proto::check_queue_name(queue)
+            // A queue may carry a weight: `name=weight` (checked by the SDK's builder).
+            let name = queue.split_once('=').map_or(queue.as_str(), |(n, _)| n);
+            dtc_proto::check_queue_name(name.trim())
                 .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         }
         if slots == 0 {

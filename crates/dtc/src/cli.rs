@@ -455,6 +455,8 @@ pub struct WorkerArgs {
     pub slots: u32,
     /// The queues to take tasks from, comma-separated (e.g. critical,default). A task goes
     /// only to workers of its queue; across them, higher priority and longer waiting first.
+    /// NAME=WEIGHT shares the slots by weight while several queues have tasks ready
+    /// (critical=3,default=1: three of four slots to critical).
     #[arg(
         short = 'q',
         long = "queue",

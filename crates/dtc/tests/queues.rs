@@ -386,3 +386,43 @@ async fn a_task_types_defaults_give_its_tasks_a_queue_and_priority() -> anyhow::
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_queue_weights_share_its_slot() -> anyhow::Result<()> {
+    common::bounded(async {
+        let rig = Rig::start().await?;
+        let (client, record) = (&rig.client, &rig.record);
+        // 40 tasks in each queue, all ready at the same instant, before the worker comes.
+        let start = SystemTime::now() + Duration::from_secs(1);
+        let mut ids = Vec::new();
+        for i in 0..80 {
+            let queue = if i % 2 == 0 { "lo" } else { "hi" };
+            let spec = TaskSpec::new("record", queue)
+                .with_queue(queue)
+                .with_start_at(start);
+            ids.push(client.submit(spec).await?.id);
+        }
+        while SystemTime::now() < start + Duration::from_millis(100) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        rig.worker("w", &["hi=3", "lo=1"], Duration::ZERO)?;
+        for id in ids {
+            assert_eq!(client.wait(id).await?.state, TaskState::Succeeded);
+        }
+        rig.stop.cancel();
+        let order: Vec<String> = seen(record).into_iter().map(|(_, q)| q).collect();
+        let hi = order.iter().take(40).filter(|q| *q == "hi").count();
+        assert!(
+            (29..=31).contains(&hi),
+            "{hi} of the first 40 from hi=3: {order:?}"
+        );
+        // A weight out of bounds is refused when the worker is built.
+        let bad = Worker::builder()
+            .handler("record", |_task: Task| async { Ok::<_, String>("") })
+            .queues(["hi=0"])
+            .build();
+        assert!(bad.is_err());
+        Ok(())
+    })
+    .await
+}

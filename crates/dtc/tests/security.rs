@@ -508,6 +508,7 @@ async fn a_worker_cannot_complete_or_claim_a_task_it_does_not_hold() -> anyhow::
             prefetch: 1_000_000,
             kinds: vec!["noop".into()],
             queues: Vec::new(),
+            weights: Vec::new(),
             running: vec![(id, 1)],
         };
         write_one(&mut writer, &register, 1 << 20).await?;

@@ -275,6 +275,9 @@ pub struct Response {
     pub body: Result<TaskView, WireError>,
 }
 
+/// The highest weight a worker may give one of its queues.
+pub const MAX_QUEUE_WEIGHT: u32 = 1_000;
+
 /// What a worker sends its coordinator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkerMsg {
@@ -290,6 +293,9 @@ pub enum WorkerMsg {
         kinds: Vec<String>,
         /// The queues it serves (none: [`crate::TaskSpec::DEFAULT_QUEUE`] only).
         queues: Vec<String>,
+        /// Each queue's weight, in the order of `queues` (empty: all 1): while several of
+        /// its queues have tasks ready, its slots go to them in proportion to their weights.
+        weights: Vec<u32>,
         /// Attempts it still holds from before a reconnect: task and attempt number.
         running: Vec<(TaskId, u32)>,
     },

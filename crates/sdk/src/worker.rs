@@ -122,7 +122,9 @@ impl WorkerBuilder {
 
     /// The queues the worker takes tasks from (default: only `default`). A task goes only
     /// to workers that serve its queue; among the queues, higher priority and longer
-    /// waiting go first.
+    /// waiting go first. `name=weight` (`critical=3`, weight 1 to 1000) weighs a queue:
+    /// while several of the worker's queues have tasks ready, its slots go to them in
+    /// proportion to their weights (`critical=3,default=1`: three of four to `critical`).
     pub fn queues<Q: Into<String>>(mut self, queues: impl IntoIterator<Item = Q>) -> Self {
         self.queues = queues.into_iter().map(Into::into).collect();
         self
@@ -186,8 +188,15 @@ impl WorkerBuilder {
         if self.handlers.is_empty() {
             return Err(WorkerError::NoHandlers);
         }
-        for queue in &self.queues {
-            dtc_proto::check_queue_name(queue).map_err(|e| WorkerError::BadQueue(e.to_string()))?;
+        let mut queues = Vec::with_capacity(self.queues.len());
+        let mut weights = Vec::with_capacity(self.queues.len());
+        for given in &self.queues {
+            let (queue, weight) = weighted(given)?;
+            queues.push(queue);
+            weights.push(weight);
+        }
+        if weights.iter().all(|w| *w == 1) {
+            weights.clear();
         }
         Ok(Worker {
             handlers: Arc::new(self.handlers),
@@ -196,10 +205,35 @@ impl WorkerBuilder {
             name: self.name,
             heartbeat: self.heartbeat,
             max_frame: self.max_frame,
-            queues: self.queues,
+            queues,
+            weights,
             credentials: self.credentials,
         })
     }
+}
+
+/// A queue as given to [`WorkerBuilder::queues`]: `name` or `name=weight`.
+fn weighted(given: &str) -> Result<(String, u32), WorkerError> {
+    let (name, weight) = match given.split_once('=') {
+        None => (given, 1),
+        Some((name, weight)) => {
+            let weight = weight
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|w| (1..=dtc_proto::message::MAX_QUEUE_WEIGHT).contains(w))
+                .ok_or_else(|| {
+                    WorkerError::BadQueue(format!(
+                        "{given:?}: a queue's weight is a whole number from 1 to {} \
+                         (critical=3)",
+                        dtc_proto::message::MAX_QUEUE_WEIGHT
+                    ))
+                })?;
+            (name.trim(), weight)
+        }
+    };
+    dtc_proto::check_queue_name(name).map_err(|e| WorkerError::BadQueue(e.to_string()))?;
+    Ok((name.to_owned(), weight))
 }
 
 /// A worker: slots and handlers, ready to [`run`](Worker::run) against a coordinator.
@@ -211,6 +245,8 @@ pub struct Worker {
     heartbeat: Duration,
     max_frame: usize,
     queues: Vec<String>,
+    /// Each queue's weight (empty: all 1).
+    weights: Vec<u32>,
     credentials: Arc<Credentials>,
 }
 
@@ -450,6 +486,7 @@ impl Worker {
             prefetch: self.prefetch,
             kinds,
             queues: self.queues.clone(),
+            weights: self.weights.clone(),
             // Finished attempts whose completion is still to be sent are held too: the
             // completion follows the registration on this connection.
             running: st

@@ -14,6 +14,7 @@ _Options = Tuple[
     Optional[Tuple[int, int, int, int]],
     Optional[str],
     int,
+    Optional[Tuple[str, int]],
 ]
 
 @final

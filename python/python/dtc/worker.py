@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar, Union
+from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 from . import _native
 from ._native import Task
@@ -38,7 +38,9 @@ class Worker:
     ``shard`` is the addresses of the shard's coordinators (``"host:port,host:port"`` or a
     list); the worker finds and follows their leader. ``slots`` tasks run at once and
     ``prefetch`` more wait ready (default: as many as the slots). ``queues`` are the named
-    queues it takes tasks from (default: only ``"default"``). ``builtins`` adds dtc's
+    queues it takes tasks from (default: only ``"default"``); a dict gives them weights
+    (``{"critical": 3, "default": 1}``: while both have tasks ready, three of every four
+    slots go to ``critical``). ``builtins`` adds dtc's
     built-in task types (``noop``, ``sleep``, ``wordcount``, ``fail``).
     """
 
@@ -52,8 +54,10 @@ class Worker:
         heartbeat: float = 0.2,
         builtins: bool = False,
         secrets: Optional[SecretsDir] = None,
-        queues: Sequence[str] = (),
+        queues: Union[Sequence[str], Mapping[str, int]] = (),
     ) -> None:
+        if isinstance(queues, Mapping):
+            queues = [f"{name}={weight}" for name, weight in queues.items()]
         self._core = _native.Worker(
             _addresses(shard),
             slots=slots,

@@ -207,6 +207,8 @@ pub(super) struct NewWorker {
     pub capacity: u32,
     pub kinds: Vec<String>,
     pub queues: Vec<String>,
+    /// Each queue's weight, in the order of `queues`.
+    pub weights: Vec<u32>,
     pub running: Vec<(TaskId, u32)>,
     pub cancel: CancellationToken,
 }
@@ -441,6 +443,15 @@ impl Leader {
     pub(super) fn worker_up(&mut self, w: NewWorker, table: &TaskTable, now: Instant) {
         self.sched
             .add_worker(w.worker, w.capacity, w.kinds, &w.queues, now);
+        if w.weights.iter().any(|weight| *weight != 1) {
+            let weights: Vec<(String, u32)> = w
+                .queues
+                .iter()
+                .cloned()
+                .zip(w.weights.iter().copied())
+                .collect();
+            self.sched.set_weights(w.worker, &weights);
+        }
         self.claim(w.worker, w.running, table, now);
         self.workers.insert(
             w.worker,
@@ -1423,6 +1434,7 @@ mod tests {
                 capacity: slots,
                 kinds: vec!["noop".into()],
                 queues: Vec::new(),
+                weights: Vec::new(),
                 running,
                 cancel: CancellationToken::new(),
             };

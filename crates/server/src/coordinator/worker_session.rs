@@ -42,12 +42,13 @@ pub(super) async fn serve<R, W>(
     } = a;
     let mut reader = reader.retype::<WorkerMsg>();
     // A worker takes up to `slots + prefetch` tasks at once (bounded, whatever it claims).
-    let (slots, capacity, kinds, queues, running) = match reader.expect().await {
+    let (slots, capacity, kinds, queues, weights, running) = match reader.expect().await {
         Ok(WorkerMsg::Register {
             slots,
             prefetch,
             kinds,
             queues,
+            weights,
             running,
         }) if slots > 0 => {
             let max_slots = max_slots.max(1);
@@ -55,7 +56,8 @@ pub(super) async fn serve<R, W>(
                 tracing::warn!(%peer, name = %hello.name, slots, max_slots, "a worker asked for more slots than allowed (--max-worker-slots); it gets the bound");
             }
             let slots = slots.min(max_slots);
-            (slots, slots + prefetch.min(slots), kinds, queues, running)
+            let capacity = slots + prefetch.min(slots);
+            (slots, capacity, kinds, queues, weights, running)
         }
         Ok(other) => {
             let reason =
@@ -85,11 +87,13 @@ pub(super) async fn serve<R, W>(
         .filter(|k| k.len() <= dtc_proto::TaskSpec::MAX_KIND_LEN)
         .take(MAX_KINDS)
         .collect();
-    let queues = queues
+    let (queues, weights): (Vec<String>, Vec<u32>) = queues
         .into_iter()
-        .filter(|q| dtc_proto::check_queue_name(q).is_ok())
+        .zip(weights.into_iter().chain(std::iter::repeat(1)))
+        .filter(|(q, _)| dtc_proto::check_queue_name(q).is_ok())
+        .map(|(q, w)| (q, w.clamp(1, dtc_proto::message::MAX_QUEUE_WEIGHT)))
         .take(MAX_KINDS)
-        .collect();
+        .unzip();
     let running = running.into_iter().take(capacity as usize).collect();
     let up = Event::WorkerUp(NewWorker {
         worker: id,
@@ -100,6 +104,7 @@ pub(super) async fn serve<R, W>(
         capacity,
         kinds,
         queues,
+        weights,
         running,
         cancel: worker_cancel.clone(),
     });

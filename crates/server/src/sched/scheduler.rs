@@ -77,6 +77,8 @@ struct Worker {
     kinds: HashSet<String>,
     /// The queues it serves.
     queues: HashSet<Arc<str>>,
+    /// Its queues' weights, if it gave any but 1 (see [`Shares`]).
+    shares: Option<Box<Shares>>,
     /// The attempts this worker holds a slot for (an attempt that timed out or was
     /// cancelled holds its slot until the worker reports it stopped).
     busy: HashSet<(TaskId, u32)>,
@@ -93,6 +95,34 @@ impl Worker {
         } else {
             self.slots.saturating_sub(self.busy.len() as u32)
         }
+    }
+}
+
+/// A worker's split of its slots among its weighted queues, by stride scheduling: each
+/// queue advances its pass by `STRIDE / weight` per task it gets, and the worker's next
+/// task comes from the ready queue of lowest pass (a queue back from idle starts at the
+/// worker's current pass, so it gets no burst for the time it was empty).
+#[derive(Debug)]
+struct Shares {
+    weights: HashMap<Arc<str>, u32>,
+    pass: HashMap<Arc<str>, u64>,
+    /// The pass of the queue that got the last task.
+    now: u64,
+}
+
+impl Shares {
+    const STRIDE: u64 = 1_000_000;
+
+    fn pass_of(&self, queue: &str) -> u64 {
+        self.pass.get(queue).copied().unwrap_or(0).max(self.now)
+    }
+
+    fn took(&mut self, queue: &Arc<str>) {
+        let weight = u64::from(self.weights.get(queue).copied().unwrap_or(1).max(1));
+        let at = self.pass_of(queue);
+        self.now = at;
+        self.pass
+            .insert(Arc::clone(queue), at + Self::STRIDE / weight);
     }
 }
 
@@ -164,12 +194,31 @@ impl Scheduler {
             slots,
             kinds,
             queues,
+            shares: None,
             busy: HashSet::default(),
             keyed: HashMap::default(),
             last_seen: now,
             draining: false,
         };
         self.workers.insert(id, worker);
+    }
+
+    /// The worker gives its queues these weights: while several of them have tasks ready,
+    /// its slots go to them in proportion (all 1, the default: by rank alone).
+    pub fn set_weights(&mut self, id: WorkerId, weights: &[(String, u32)]) {
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
+        worker.shares = weights.iter().any(|(_, w)| *w != 1).then(|| {
+            Box::new(Shares {
+                weights: weights
+                    .iter()
+                    .map(|(q, w)| (Arc::from(q.as_str()), (*w).max(1)))
+                    .collect(),
+                pass: HashMap::default(),
+                now: 0,
+            })
+        });
     }
 
     /// The worker holds these attempts (with their task's concurrency key) from before it
@@ -455,9 +504,29 @@ impl Scheduler {
                 })
                 .filter_map(|(key, i, l)| self.best_worker(&l.queue, &l.kind).map(|w| (key, i, w)))
                 .min_by_key(|&(key, ..)| key);
-            let Some((_, index, worker)) = pick else {
+            let Some((_, mut index, worker)) = pick else {
                 break;
             };
+            // A worker with weighted queues takes from its ready queue of lowest pass.
+            if let Some(shares) = self.workers.get(&worker).and_then(|w| w.shares.as_deref())
+                && let Some(w) = self.workers.get(&worker)
+            {
+                let fairest = self
+                    .ready
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| w.queues.contains(&l.queue) && w.kinds.contains(&l.kind))
+                    .filter(|(_, l)| self.paused.is_empty() || !self.paused.contains(&l.queue))
+                    .filter(|(_, l)| !limited || self.rates.allows(&l.queue))
+                    .filter_map(|(i, l)| {
+                        let Reverse((rank, arrival, _)) = l.tasks.peek()?;
+                        Some(((shares.pass_of(&l.queue), *rank, *arrival), i))
+                    })
+                    .min_by_key(|(key, _)| *key);
+                if let Some((_, i)) = fairest {
+                    index = i;
+                }
+            }
             let Some(lane) = self.ready.get_mut(index) else {
                 break;
             };
@@ -465,6 +534,13 @@ impl Scheduler {
                 break;
             };
             let queue = limited.then(|| Arc::clone(&lane.queue));
+            if let Some(shares) = self
+                .workers
+                .get_mut(&worker)
+                .and_then(|w| w.shares.as_deref_mut())
+            {
+                shares.took(&lane.queue);
+            }
             if lane.tasks.is_empty() {
                 self.ready.swap_remove(index);
             }
@@ -735,6 +811,34 @@ mod tests {
         s.set_rates(&[], later);
         assert_eq!(ids(&s.assign(later, |_| Some(1))), [3, 4].map(t));
         assert_eq!(s.next_rate_start(), None);
+    }
+
+    #[test]
+    fn a_workers_weighted_queues_share_its_slots_by_weight() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Duration::from_secs(1));
+        s.add_worker(1, 1, kinds(), &["hi".into(), "lo".into()], now);
+        s.set_weights(1, &[("hi".into(), 3), ("lo".into(), 1)]);
+        for n in 0..40u64 {
+            // The low queue's tasks are older: by rank alone they would all go first.
+            s.enqueue(t(u128::from(n)), "noop", at("lo", 0, n));
+            s.enqueue(t(u128::from(100 + n)), "noop", at("hi", 0, 1_000 + n));
+        }
+        let order = run_one_by_one(&mut s, 1);
+        let hi_in = |k: usize| order.iter().take(k).filter(|id| id.0 >= 100).count();
+        assert_eq!(hi_in(20), 15, "three of four: {order:?}");
+        assert_eq!(hi_in(40), 30);
+        assert_eq!(order.len(), 80, "then the rest");
+        // Without weights, rank alone: every older low task first.
+        let mut plain = Scheduler::new(Duration::from_secs(1));
+        plain.add_worker(1, 1, kinds(), &["hi".into(), "lo".into()], now);
+        plain.set_weights(1, &[("hi".into(), 1), ("lo".into(), 1)]);
+        for n in 0..4u64 {
+            plain.enqueue(t(u128::from(n)), "noop", at("lo", 0, n));
+            plain.enqueue(t(u128::from(100 + n)), "noop", at("hi", 0, 1_000 + n));
+        }
+        let order = run_one_by_one(&mut plain, 1);
+        assert_eq!(&order[..4], [0, 1, 2, 3].map(t));
     }
 
     #[test]
