@@ -689,17 +689,9 @@ pub struct SubmitArgs {
     /// The task id (a UUID); submitting an id twice returns the first task's result.
     #[arg(long)]
     pub id: Option<dtc_proto::TaskId>,
-    /// How many times the task may run before it fails for good.
-    #[arg(long, default_value_t = dtc_proto::TaskSpec::DEFAULT_MAX_ATTEMPTS)]
-    pub max_attempts: u32,
-    /// The queue it waits in; only workers serving that queue (dtc worker --queue) run it.
-    #[arg(short = 'q', long, default_value = dtc_proto::TaskSpec::DEFAULT_QUEUE)]
-    pub queue: String,
-    /// 0 to 9, higher runs first. Waiting ages a task: it is never passed by one that
-    /// became ready more than 1 s per level of priority after it (so a task of priority 0
-    /// waits behind a stream of priority 9 for at most about 9 s more).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=9))]
-    pub priority: u8,
+    /// Its attempts, queue and priority.
+    #[command(flatten)]
+    pub shape: TaskShapeArgs,
     /// A concurrency key, e.g. tenant:42: at most --key-limit tasks of the key run at once
     /// across the whole cluster. The task's id is routed by the key (every task of a key
     /// lives on one shard), so an --id given with it is rewritten; the printed id is the
@@ -717,10 +709,6 @@ pub struct SubmitArgs {
     /// Start the task at this time, RFC 3339 (2026-12-01T09:00:00Z, or with an offset).
     #[arg(long, value_name = "TIME", value_parser = parse_rfc3339)]
     pub at: Option<SystemTime>,
-    /// How long one attempt may run; one that runs longer fails (and is retried while
-    /// attempts remain) and its handler is told to stop. Default: no limit.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub timeout: Option<Duration>,
     /// Fail the task as expired if it has not started this long after it was accepted.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub expires: Option<Duration>,
@@ -733,6 +721,26 @@ pub struct SubmitArgs {
     /// Where to connect.
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+/// What a task is allowed and where it waits (`dtc submit`, `dtc schedule add`).
+#[derive(Debug, Args)]
+pub struct TaskShapeArgs {
+    /// How many times the task may run before it fails for good.
+    #[arg(long, default_value_t = dtc_proto::TaskSpec::DEFAULT_MAX_ATTEMPTS)]
+    pub max_attempts: u32,
+    /// The queue it waits in; only workers serving that queue (dtc worker --queue) run it.
+    #[arg(short = 'q', long, default_value = dtc_proto::TaskSpec::DEFAULT_QUEUE)]
+    pub queue: String,
+    /// 0 to 9, higher runs first. Waiting ages a task: it is never passed by one that
+    /// became ready more than 1 s per level of priority after it (so a task of priority 0
+    /// waits behind a stream of priority 9 for at most about 9 s more).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub priority: u8,
+    /// How long one attempt may run; one that runs longer fails (and is retried while
+    /// attempts remain) and its handler is told to stop. Default: no limit.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
 /// `dtc get`.
@@ -952,18 +960,9 @@ pub struct ScheduleAddArgs {
     /// task runs for them, or all run in order.
     #[arg(long, value_enum, default_value_t = CatchUpArg::One)]
     pub catch_up: CatchUpArg,
-    /// How many times each task may run before it fails for good.
-    #[arg(long, default_value_t = dtc_proto::TaskSpec::DEFAULT_MAX_ATTEMPTS)]
-    pub max_attempts: u32,
-    /// The queue its tasks wait in.
-    #[arg(short = 'q', long, default_value = dtc_proto::TaskSpec::DEFAULT_QUEUE)]
-    pub queue: String,
-    /// Its tasks' priority, 0 to 9.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=9))]
-    pub priority: u8,
-    /// How long one attempt of its tasks may run.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub timeout: Option<Duration>,
+    /// Its tasks' attempts, queue, priority and timeout.
+    #[command(flatten)]
+    pub shape: TaskShapeArgs,
     /// Where to connect.
     #[command(flatten)]
     pub target: TargetArgs,

@@ -71,14 +71,15 @@ fn spec(a: &ScheduleAddArgs) -> anyhow::Result<ScheduleSpec> {
     Calendar::parse(&a.cron, a.tz.as_deref()).map_err(anyhow::Error::msg)?;
     let mut options = TaskOptions {
         timeout_ms: a
+            .shape
             .timeout
             .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)),
-        priority: a.priority,
+        priority: a.shape.priority,
         ..TaskOptions::default()
     };
-    if a.queue != TaskSpec::DEFAULT_QUEUE {
-        dtc_proto::check_queue_name(&a.queue)?;
-        options.queue = Some(a.queue.clone());
+    if a.shape.queue != TaskSpec::DEFAULT_QUEUE {
+        dtc_proto::check_queue_name(&a.shape.queue)?;
+        options.queue = Some(a.shape.queue.clone());
     }
     Ok(ScheduleSpec {
         name: a.name.clone(),
@@ -95,7 +96,7 @@ fn spec(a: &ScheduleAddArgs) -> anyhow::Result<ScheduleSpec> {
         },
         kind: a.kind.clone(),
         payload: a.payload.clone().into_bytes().into(),
-        max_attempts: a.max_attempts,
+        max_attempts: a.shape.max_attempts,
         options: (options != TaskOptions::default()).then(|| Box::new(options)),
     })
 }

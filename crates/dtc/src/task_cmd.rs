@@ -41,7 +41,8 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<TaskView> {
 
 /// The task `dtc submit` asks for.
 fn spec(kind: String, payload: Vec<u8>, args: &SubmitArgs) -> anyhow::Result<TaskSpec> {
-    let mut spec = TaskSpec::new(kind, payload).with_max_attempts(args.max_attempts);
+    let shape = &args.shape;
+    let mut spec = TaskSpec::new(kind, payload).with_max_attempts(shape.max_attempts);
     if let Some(id) = args.id {
         spec = spec.with_id(id);
     }
@@ -51,7 +52,7 @@ fn spec(kind: String, payload: Vec<u8>, args: &SubmitArgs) -> anyhow::Result<Tas
     if let Some(at) = args.at {
         spec = spec.with_start_at(at);
     }
-    if let Some(timeout) = args.timeout {
+    if let Some(timeout) = shape.timeout {
         spec = spec.with_timeout(timeout);
     }
     if let Some(ttl) = args.expires {
@@ -60,12 +61,12 @@ fn spec(kind: String, payload: Vec<u8>, args: &SubmitArgs) -> anyhow::Result<Tas
     if let Some(backoff) = args.backoff.backoff()? {
         spec = spec.with_backoff(backoff);
     }
-    if args.queue != TaskSpec::DEFAULT_QUEUE {
-        dtc_proto::check_queue_name(&args.queue)?;
-        spec = spec.with_queue(&args.queue);
+    if shape.queue != TaskSpec::DEFAULT_QUEUE {
+        dtc_proto::check_queue_name(&shape.queue)?;
+        spec = spec.with_queue(&shape.queue);
     }
-    if args.priority > 0 {
-        spec = spec.with_priority(args.priority);
+    if shape.priority > 0 {
+        spec = spec.with_priority(shape.priority);
     }
     if let Some(key) = &args.key {
         spec = spec.with_concurrency(key, args.key_limit);

@@ -317,12 +317,7 @@ async fn a_pause_outlives_the_shards_leader() -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         recording_worker(&shard.addrs, "w", &["held"], Duration::ZERO, &record, &stop)?;
         // The leader dies; its successor reads the pause from the log.
-        let i = shard
-            .addrs
-            .iter()
-            .position(|a| *a == leader)
-            .ok_or_else(|| anyhow::anyhow!("the leader {leader} is not a replica"))?;
-        shard.procs[i].kill9()?;
+        shard.kill9(leader)?;
         leader_of(raddr, 0, term).await?;
         let json = dtc_ok(&["queue", "list", "-p", &port, "--json"])?;
         let queues: Vec<serde_json::Value> = serde_json::from_str(&json)?;

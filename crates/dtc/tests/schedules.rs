@@ -76,12 +76,7 @@ async fn a_per_second_schedule_fires_each_tick_once_across_a_leader_kill() -> an
         let start = status(raddr, "every-second").await?.last_tick_ms;
         // Three ticks under the first leader, then it dies; the next leader catches up.
         until_tick(raddr, "every-second", start + 3_000).await?;
-        let i = shard
-            .addrs
-            .iter()
-            .position(|a| *a == leader)
-            .ok_or_else(|| anyhow::anyhow!("the leader {leader} is not a replica"))?;
-        shard.procs[i].kill9()?;
+        shard.kill9(leader)?;
         let killed_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis();

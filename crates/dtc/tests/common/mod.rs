@@ -225,6 +225,16 @@ impl Shard {
         Proc::start(&args)
     }
 
+    /// SIGKILLs the replica at `addr` (say, the leader).
+    pub fn kill9(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
+        let i = self
+            .addrs
+            .iter()
+            .position(|a| *a == addr)
+            .with_context(|| format!("{addr} is not a replica of this shard"))?;
+        self.procs[i].kill9()
+    }
+
     /// The replica list as `-s` takes it.
     pub fn list(&self) -> String {
         let v: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
