@@ -682,6 +682,7 @@ pub struct TargetArgs {
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
     /// The task type (a handler's name: noop, sleep, wordcount, fail, or your own).
+    #[arg(value_name = "TYPE")]
     pub kind: String,
     /// The payload, as text (e.g. microseconds for sleep, a text for wordcount).
     #[arg(default_value = "")]
@@ -941,6 +942,7 @@ pub struct ScheduleAddArgs {
     /// The schedule's name: 1 to 64 letters, digits, '_', '-', '.' or ':'.
     pub name: String,
     /// The task type each tick submits.
+    #[arg(value_name = "TYPE")]
     pub kind: String,
     /// The payload, as text.
     #[arg(default_value = "")]
