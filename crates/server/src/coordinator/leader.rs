@@ -1645,7 +1645,11 @@ mod tests {
         let mut ids = Vec::new();
         for n in 1..=3 {
             let (spec, id) = keyed(n);
-            table.apply(Command::Submit { spec, at_ms: 0 });
+            // A ms apart: their order is their rank, not the order of their re-queueing.
+            table.apply(Command::Submit {
+                spec,
+                at_ms: u64::try_from(n).unwrap_or(0),
+            });
             ids.push(id);
         }
         let mut s = Shard::ready(table);
