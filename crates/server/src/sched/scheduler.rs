@@ -508,8 +508,8 @@ impl Scheduler {
                 break;
             };
             // A worker with weighted queues takes from its ready queue of lowest pass.
-            if let Some(shares) = self.workers.get(&worker).and_then(|w| w.shares.as_deref())
-                && let Some(w) = self.workers.get(&worker)
+            if let Some(w) = self.workers.get(&worker)
+                && let Some(shares) = w.shares.as_deref()
             {
                 let fairest = self
                     .ready
@@ -565,10 +565,20 @@ impl Scheduler {
             if let Some(queue) = queue {
                 self.rates.take(&queue);
             }
+            let mut counted_twice = None;
             if let Some(w) = self.workers.get_mut(&worker) {
                 w.busy.insert((id, attempt));
                 if let Some(key) = key {
-                    w.keyed.insert((id, attempt), key);
+                    // The worker may still hold this very attempt (a task forgotten and
+                    // submitted again): it counts under its key once.
+                    if w.keyed.insert((id, attempt), Arc::clone(&key)).is_some() {
+                        counted_twice = Some(key);
+                    }
+                }
+            }
+            if let Some(key) = counted_twice {
+                for entry in self.keys.stopped(&key) {
+                    self.push_lane(entry);
                 }
             }
             self.running.insert(id, (worker, attempt));
