@@ -59,6 +59,7 @@ fn main() -> ExitCode {
     } else {
         "warn,dtc=info,dtc_server=info,dtc_sdk=info,dtc_proto=info,openraft=off"
     });
+    raise_open_files_limit();
     let threads = match &cli.command {
         Command::Local(l) => l.threads.max(1),
         _ => 1,
@@ -82,6 +83,22 @@ fn main() -> ExitCode {
             eprintln!("dtc: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: a common soft limit of 1,024
+/// would make `accept` fail (EMFILE) long before `--max-connections` is reached. A limit
+/// that cannot be raised is only logged: the process still runs, with fewer connections.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open files limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open files limit"),
     }
 }
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod secured;
+
 use anyhow::{Context, bail};
 use dtc_proto::status::{AdminResponse, ClusterStatus, ask_status};
 use dtc_proto::transport::Tcp;
@@ -67,16 +69,32 @@ impl Proc {
     /// Starts `dtc ARGS…` and returns the first `lines` lines it prints (its address is
     /// the last word of the first).
     pub fn start_lines(args: &[&str], lines: usize) -> anyhow::Result<(Self, Vec<String>)> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dtc"))
-            .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("DTC_TEST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting dtc")?;
+        let filter = std::env::var("DTC_TEST_LOG").unwrap_or_else(|_| "warn,openraft=off".into());
+        Self::start_with_stderr(args, lines, Stdio::inherit(), Some(&filter))
+    }
+
+    /// Starts `dtc ARGS…` as [`Proc::start`] does, with its log (standard error, at the
+    /// binary's own default filter) written to `log`.
+    pub fn start_logging(args: &[&str], log: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(log)?;
+        Ok(Self::start_with_stderr(args, 1, Stdio::from(file), None)?.0)
+    }
+
+    /// Starts `dtc ARGS…` with `RUST_LOG` set to `filter` (or unset: the binary's own
+    /// default), standard error to `stderr`, and reads its first `lines` lines.
+    fn start_with_stderr(
+        args: &[&str],
+        lines: usize,
+        stderr: Stdio,
+        filter: Option<&str>,
+    ) -> anyhow::Result<(Self, Vec<String>)> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dtc"));
+        command.args(args).stdout(Stdio::piped()).stderr(stderr);
+        match filter {
+            Some(f) => command.env("RUST_LOG", f),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let mut child = command.spawn().context("starting dtc")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut stdout = BufReader::new(stdout);
         let mut printed = Vec::new();
@@ -338,4 +356,30 @@ pub fn dtc_ok(args: &[&str]) -> anyhow::Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Raises this test process's soft limit on open files to its hard limit, for tests that
+/// hold many sockets at once.
+pub fn raise_open_files_limit() -> anyhow::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    Ok(hard)
+}
+
+/// Opens `n` TCP connections to `to` from the loopback address `from` (127.0.0.2, …) and
+/// keeps them open, sending nothing; a connection the server closes at once is counted
+/// all the same (the kernel accepts before the server decides).
+pub async fn idle_sockets(
+    from: std::net::IpAddr,
+    to: SocketAddr,
+    n: usize,
+) -> anyhow::Result<Vec<tokio::net::TcpStream>> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(from, 0))?;
+        held.push(socket.connect(to).await?);
+    }
+    Ok(held)
 }

@@ -6,23 +6,16 @@
 //! (and, for peers, the same shard). With secrets, coordinators and routers must present a
 //! certificate signed by the cluster CA and their role's token; workers, clients and
 //! operator tools their role's token. A refusal says what is missing; it is counted
-//! (`dtc_auth_failures_total{role}`) and logged at most once a minute per remote address.
-//! The accept loop asks the gate; nothing else does.
+//! (`dtc_auth_failures_total{role}`) and logged through the listener's [`Noise`], at most
+//! once a minute per remote address. The accept loop asks the gate; nothing else does.
 
+use super::noise::{Noise, Refused};
 use dtc_proto::WireError;
 use dtc_proto::credentials::Credentials;
 use dtc_proto::message::{Hello, Role, ShardId};
 use dtc_proto::tls::Tls;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// How often a refusal from one remote address is logged, at most.
-const LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// How many remote addresses the log throttle remembers.
-const LOG_MEMORY: usize = 1024;
+use std::sync::Arc;
 
 /// Why a server cannot use its credentials.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +67,8 @@ pub struct Gate {
     node: &'static str,
     roles: &'static [Role],
     shard: Option<ShardId>,
-    logged: Mutex<HashMap<IpAddr, Instant>>,
+    /// Where refusals of this node's listener are counted and logged.
+    noise: Noise,
 }
 
 impl std::fmt::Debug for Gate {
@@ -106,7 +100,7 @@ impl Gate {
             node,
             roles,
             shard,
-            logged: Mutex::new(HashMap::new()),
+            noise: Noise::new(node),
         })
     }
 
@@ -118,8 +112,13 @@ impl Gate {
             node,
             roles,
             shard: None,
-            logged: Mutex::new(HashMap::new()),
+            noise: Noise::new(node),
         }
+    }
+
+    /// Where the listener counts and logs the connections it refuses.
+    pub fn noise(&self) -> &Noise {
+        &self.noise
     }
 
     /// The node's TLS, when it serves TLS.
@@ -180,31 +179,12 @@ impl Gate {
         }
     }
 
-    /// Records a refused connection: counts it, and logs it unless this address was logged
-    /// less than a minute ago.
+    /// Records a connection refused for its credentials: counts it by role, and logs it
+    /// through the listener's throttle.
     pub fn refused(&self, remote: IpAddr, role: Option<Role>, reason: &str) {
         let label = role.map_or("unknown", Role::name);
         metrics::counter!("dtc_auth_failures_total", "role" => label).increment(1);
-        let now = Instant::now();
-        let log = match self.logged.lock() {
-            Ok(mut logged) => {
-                if logged.len() >= LOG_MEMORY {
-                    logged.retain(|_, at| now.duration_since(*at) < LOG_EVERY);
-                }
-                match logged.get(&remote) {
-                    Some(at) if now.duration_since(*at) < LOG_EVERY => false,
-                    _ if logged.len() >= LOG_MEMORY => false,
-                    _ => {
-                        logged.insert(remote, now);
-                        true
-                    }
-                }
-            }
-            Err(_) => false,
-        };
-        if log {
-            tracing::warn!(%remote, role = label, reason, "refused a connection (further refusals from this address are counted, and logged at most once a minute)");
-        }
+        self.noise.refused(remote, Refused::Auth, reason);
     }
 }
 
@@ -239,7 +219,7 @@ mod tests {
             node: "coordinator",
             roles: ALL,
             shard: Some(shard),
-            logged: Mutex::new(HashMap::new()),
+            noise: Noise::new("coordinator"),
         }
     }
 

@@ -1,19 +1,22 @@
 //! Serving HTTP — the router's API and dashboard, and `/metrics` — with dtc's rules for a
 //! port: TLS when the node holds the cluster's member certificate, a bound on connections
-//! (past it a new one is closed at once), a time limit on reading a request's head and on
-//! answering a whole request, and a shutdown that waits for every connection to end.
-//! Which requests are allowed is the app's business (the router's guard).
+//! in total and per remote address ([`Places`]: past either a new one is closed at once,
+//! counted and logged at most once a minute per address), time limits on reading a
+//! request's head, on reading its body and on answering it, and a shutdown that waits for
+//! every connection to end. Which requests are allowed is the app's business (the
+//! router's guard).
 
+use super::noise::{Noise, Refused};
+use super::places::{NoPlace, PlaceBounds, Places};
+use axum::body::Body;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,8 +26,14 @@ use tokio_util::task::TaskTracker;
 pub struct HttpLimits {
     /// The most connections at once; past it a new one is closed.
     pub max_connections: usize,
+    /// The most connections at once from one remote address; past it a new one is closed.
+    pub max_connections_per_ip: usize,
     /// How long the TLS handshake and a request's head may take.
     pub header_timeout: Duration,
+    /// How long a request's body may take to arrive, and its largest size.
+    pub body_timeout: Duration,
+    /// The largest request body read; a bigger one is answered 413.
+    pub max_body: usize,
     /// How long a whole request may take to be answered (waits included).
     pub request_timeout: Duration,
 }
@@ -33,7 +42,10 @@ impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            max_connections_per_ip: 128,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_body: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(330),
         }
     }
@@ -49,10 +61,22 @@ pub async fn serve_http(
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let request_timeout = limits.request_timeout;
-    let app = app.layer(axum::middleware::from_fn(
-        move |req: Request, next: Next| time_limit(request_timeout, req, next),
-    ));
-    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let app = app
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                read_body(limits.body_timeout, limits.max_body, req, next)
+            },
+        ))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| time_limit(request_timeout, req, next),
+        ));
+    let places = Places::new(PlaceBounds {
+        total: limits.max_connections,
+        per_address: limits.max_connections_per_ip,
+        reserve: 0,
+        telling: 0,
+    });
+    let noise = Noise::new("HTTP API");
     let tasks = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -66,9 +90,24 @@ pub async fn serve_http(
             },
             () = cancel.cancelled() => break,
         };
-        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
-            tracing::warn!(%peer, max = limits.max_connections, "HTTP connection bound reached; closing a new connection");
-            continue;
+        let place = match places.take(peer.ip()) {
+            Ok(place) => place,
+            Err(NoPlace::AddressFull) => {
+                noise.refused(
+                    peer.ip(),
+                    Refused::AddressBound,
+                    "this address holds its most HTTP connections; closed",
+                );
+                continue;
+            }
+            Err(NoPlace::NodeFull) => {
+                noise.refused(
+                    peer.ip(),
+                    Refused::NodeBound,
+                    "the HTTP connection bound is reached; closed",
+                );
+                continue;
+            }
         };
         stream.set_nodelay(true).ok();
         let app = app.clone();
@@ -90,7 +129,7 @@ pub async fn serve_http(
                     }
                 }
             }
-            drop(permit);
+            drop(place);
         });
     }
     tasks.close();
@@ -130,15 +169,45 @@ async fn serve_one<I>(
 async fn time_limit(limit: Duration, req: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => (
+        Err(_) => error_json(
             StatusCode::REQUEST_TIMEOUT,
-            axum::Json(serde_json::json!({
-                "error": {
-                    "code": "timeout",
-                    "message": format!("the request took longer than {limit:?}"),
-                }
-            })),
-        )
-            .into_response(),
+            "timeout",
+            format!("the request took longer than {limit:?}"),
+        ),
     }
+}
+
+/// Reads a request's whole body within `limit` (at most `max` bytes) before the handler
+/// runs, so that a client sending its body slowly holds its connection for seconds, not
+/// for the request's whole time limit: 408 when it takes longer, 413 when it is bigger.
+async fn read_body(limit: Duration, max: usize, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match tokio::time::timeout(limit, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return error_json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the request body is larger than {max} bytes, or was cut short"),
+            );
+        }
+        Err(_) => {
+            return error_json(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("the request body took longer than {limit:?} to arrive"),
+            );
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// An error answer in the API's JSON shape.
+fn error_json(status: StatusCode, code: &str, message: String) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response()
 }

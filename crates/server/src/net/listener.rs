@@ -2,20 +2,22 @@
 //! through TLS (when the node serves it), its hello read and judged by the node's [`Gate`],
 //! each in its own task, and handed, with the peer's role, to the caller's handler.
 //!
-//! Connections are bounded in total and per remote address; a connection over the total
-//! bound is closed at once, one over its address's bound is told why in the handshake.
+//! Connections are bounded in total and per remote address, with the last places of the
+//! total kept for the cluster's members ([`Places`]); what is refused is counted and logged
+//! through the gate's [`Noise`](super::noise::Noise), at most once a minute per address.
 //! On shutdown the loop waits for every connection's task to end.
 
 use super::gate::Gate;
+use super::noise::Refused;
+use super::places::{MAX_TELLING, NoPlace, Place, PlaceBounds, PlaceKind, Places, member_reserve};
 use dtc_proto::connection::{FrameReader, HANDSHAKE_TIMEOUT, HELLO_MAX_FRAME, accept_handshake};
-use dtc_proto::message::{Hello, HelloFrame};
+use dtc_proto::message::{Hello, HelloFrame, Role};
 use dtc_proto::tls::{self, AcceptError, SecureRead, SecureWrite};
 use dtc_proto::transport::Listener;
 use dtc_proto::{DEFAULT_MAX_FRAME, DEFAULT_MAX_INFLIGHT, ProtoError, WireError};
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -95,52 +97,6 @@ pub type Conn<L> = Accepted<
     SecureWrite<<L as Listener>::Read, <L as Listener>::Write>,
 >;
 
-/// Open connections, in total and per remote address.
-#[derive(Default)]
-struct Open {
-    total: usize,
-    by_ip: HashMap<IpAddr, usize>,
-}
-
-/// One connection's place in [`Open`]; leaving it frees the place.
-struct Place {
-    open: Arc<Mutex<Open>>,
-    ip: IpAddr,
-    /// This connection is over its address's bound.
-    over_ip_bound: bool,
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        if let Ok(mut open) = self.open.lock() {
-            open.total = open.total.saturating_sub(1);
-            if let Some(n) = open.by_ip.get_mut(&self.ip) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    open.by_ip.remove(&self.ip);
-                }
-            }
-        }
-    }
-}
-
-/// Takes a place for a connection from `ip`; `None` when the node is at its total bound.
-fn take_place(open: &Arc<Mutex<Open>>, ip: IpAddr, limits: &Limits) -> Option<Place> {
-    let mut guard = open.lock().ok()?;
-    if guard.total >= limits.max_connections {
-        return None;
-    }
-    guard.total += 1;
-    let n = guard.by_ip.entry(ip).or_insert(0);
-    *n += 1;
-    let over_ip_bound = *n > limits.max_connections_per_ip;
-    Some(Place {
-        open: Arc::clone(open),
-        ip,
-        over_ip_bound,
-    })
-}
-
 /// Accepts connections from `listener` until `cancel` fires, then waits for every
 /// connection's task to end. Each connection's TLS handshake, hello and handler run in
 /// their own task; a refused or failed handshake closes only that connection. The handler
@@ -158,7 +114,12 @@ pub async fn accept_loop<L, F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let handler = Arc::new(handler);
-    let open = Arc::new(Mutex::new(Open::default()));
+    let places = Places::new(PlaceBounds {
+        total: limits.max_connections,
+        per_address: limits.max_connections_per_ip,
+        reserve: member_reserve(limits.max_connections),
+        telling: MAX_TELLING,
+    });
     let tasks = TaskTracker::new();
     loop {
         let (read, writer, peer) = tokio::select! {
@@ -172,16 +133,25 @@ pub async fn accept_loop<L, F, Fut>(
             },
             () = cancel.cancelled() => break,
         };
-        let Some(place) = take_place(&open, peer.ip(), &limits) else {
-            gate.refused(
-                peer.ip(),
-                None,
-                &format!(
-                    "the node is at its bound of {} connections; closed",
+        let place = match places.take(peer.ip()) {
+            Ok(place) => place,
+            Err(NoPlace::NodeFull) => {
+                let detail = format!(
+                    "the node holds its most connections ({}); closed",
                     limits.max_connections
-                ),
-            );
-            continue;
+                );
+                gate.noise().refused(peer.ip(), Refused::NodeBound, &detail);
+                continue;
+            }
+            Err(NoPlace::AddressFull) => {
+                let detail = format!(
+                    "this address holds its most connections ({}); closed",
+                    limits.max_connections_per_ip
+                );
+                gate.noise()
+                    .refused(peer.ip(), Refused::AddressBound, &detail);
+                continue;
+            }
         };
         let node = node.clone();
         let cancel = cancel.clone();
@@ -196,9 +166,11 @@ pub async fn accept_loop<L, F, Fut>(
             match opened {
                 Ok(Some(accepted)) => handler(accepted).await,
                 Ok(None) => {}
-                Err(_) => {
-                    tracing::info!(%peer, "closed a connection whose handshake took too long")
-                }
+                Err(_) => gate.noise().refused(
+                    peer.ip(),
+                    Refused::HandshakeTimeout,
+                    "closed a connection whose handshake took too long",
+                ),
             }
             drop(place);
         });
@@ -231,29 +203,20 @@ where
                 return None;
             }
             Err(e) => {
-                gate.refused(peer.ip(), None, &e.to_string());
+                gate.noise()
+                    .refused(peer.ip(), Refused::Tls, &e.to_string());
                 return None;
             }
         },
     };
     let mut reader = FrameReader::new(read, HELLO_MAX_FRAME);
-    let mut refused_role = None;
+    // Why the hello was refused, when it was, and the role it asked for.
+    let mut refusal: Option<(Refused, Role)> = None;
     let admit = |hello: &Hello| {
-        if place.over_ip_bound {
-            refused_role = Some(hello.role);
-            return Err(WireError::Auth {
-                reason: format!(
-                    "too many connections from {}: at most {} at once",
-                    peer.ip(),
-                    limits.max_connections_per_ip
-                ),
-            });
-        }
-        let verdict = gate.admit(hello, member);
-        if verdict.is_err() {
-            refused_role = Some(hello.role);
-        }
-        verdict
+        admit_to_place(hello, member, place, peer, limits, gate).map_err(|(why, err)| {
+            refusal = Some((why, hello.role));
+            err
+        })
     };
     match accept_handshake(&mut reader, &mut writer, node, limits.max_frame, admit).await {
         Ok(hello) => {
@@ -266,13 +229,64 @@ where
                 writer,
             })
         }
-        Err(ProtoError::Handshake(reason)) if refused_role.is_some() => {
-            gate.refused(peer.ip(), refused_role, &reason);
+        Err(ProtoError::Handshake(reason)) => {
+            match refusal {
+                Some((Refused::Auth, role)) => gate.refused(peer.ip(), Some(role), &reason),
+                Some((why, _)) => gate.noise().refused(peer.ip(), why, &reason),
+                // Not a dtc hello of this version: it was told so.
+                None => gate.noise().refused(peer.ip(), Refused::BadHello, &reason),
+            }
+            None
+        }
+        Err(e @ (ProtoError::Io(_) | ProtoError::Closed | ProtoError::Truncated)) => {
+            tracing::debug!(%peer, error = %e, "connection closed during its handshake");
             None
         }
         Err(e) => {
-            tracing::info!(%peer, error = %e, "refused a connection");
+            gate.noise()
+                .refused(peer.ip(), Refused::BadHello, &e.to_string());
             None
         }
     }
+}
+
+/// Whether a hello may keep the place its socket took: a socket past its address's share
+/// is refused; one in the members' reserve only if it is a replica or router proved a
+/// member; any other as the gate decides. A refusal says why, to the log and to the peer.
+fn admit_to_place(
+    hello: &Hello,
+    member: bool,
+    place: &Place,
+    peer: SocketAddr,
+    limits: &Limits,
+    gate: &Gate,
+) -> Result<(), (Refused, WireError)> {
+    let bound = |why, reason| Err((why, WireError::Auth { reason }));
+    match place.kind() {
+        PlaceKind::Telling => {
+            return bound(
+                Refused::AddressBound,
+                format!(
+                    "too many connections from {}: at most {} at once (--max-connections-per-ip)",
+                    peer.ip(),
+                    limits.max_connections_per_ip
+                ),
+            );
+        }
+        PlaceKind::Reserve => {
+            let proved = member || gate.tls().is_none();
+            if !(proved && matches!(hello.role, Role::Peer | Role::Router)) {
+                return bound(
+                    Refused::NodeBound,
+                    format!(
+                        "the node holds its most connections for clients, workers and tools ({} of {}, the rest kept for the cluster's replicas and routers): try again later, or raise --max-connections",
+                        limits.max_connections - member_reserve(limits.max_connections),
+                        limits.max_connections
+                    ),
+                );
+            }
+        }
+        PlaceKind::General => {}
+    }
+    gate.admit(hello, member).map_err(|e| (Refused::Auth, e))
 }

@@ -8,6 +8,8 @@ mod gate;
 mod http;
 mod http_guard;
 mod listener;
+mod noise;
+mod places;
 
 pub use admin_session::serve_admin;
 pub use client_session::{Reply, RequestSink, serve_client};
@@ -18,3 +20,5 @@ pub use listener::{
     Accepted, Conn, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
     DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_WAITS, Limits, accept_loop,
 };
+pub use noise::{Noise, Refused};
+pub use places::{NoPlace, Place, PlaceBounds, PlaceKind, Places, member_reserve};

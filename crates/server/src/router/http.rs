@@ -156,7 +156,11 @@ pub(super) async fn serve(
             crate::net::guard,
         ))
         .with_state(api);
-    serve_http(listener, app, tls, HttpLimits::default(), cancel).await
+    let limits = HttpLimits {
+        max_body,
+        ..HttpLimits::default()
+    };
+    serve_http(listener, app, tls, limits, cancel).await
 }
 
 async fn dashboard() -> Html<&'static str> {
