@@ -333,8 +333,9 @@ pub struct NetArgs {
     /// connection is read again once answers free some.
     #[arg(long, env = "DTC_MAX_INFLIGHT_BYTES", value_name = "BYTES", default_value_t = dtc_server::net::DEFAULT_MAX_INFLIGHT_BYTES)]
     pub max_inflight_bytes: usize,
-    /// The most requests on one client connection that wait for their task to finish; past
-    /// it such requests are answered "limit reached".
+    /// The most requests that wait for their task to finish from one remote address, over
+    /// all its connections; past it such requests are answered "limit reached". A router
+    /// holds at most half its waits towards a shard for one address, whatever this says.
     #[arg(long, env = "DTC_MAX_WAITS", default_value_t = dtc_server::net::DEFAULT_MAX_WAITS)]
     pub max_waits: usize,
     /// Seconds after which a client or operator connection with nothing in flight is

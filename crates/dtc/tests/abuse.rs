@@ -7,15 +7,19 @@
 mod common;
 
 use anyhow::Context;
-use common::{Proc, Shard, TempDir, idle_sockets, raise_open_files_limit};
+use common::{FromAddress, Proc, Shard, TempDir, idle_sockets, raise_open_files_limit};
 use dtc_proto::codec::encode_frame;
 use dtc_proto::message::{Hello, Role, ShardId};
 use dtc_proto::mux::dial;
 use dtc_proto::status::{AdminResponse, ask_status};
 use dtc_proto::transport::{Tcp, Transport};
+use dtc_sdk::{Client, ClientConfig, ClientError, TaskId, TaskSpec, TaskState, WireError};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinSet;
 
 fn loopback(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, last])
@@ -205,6 +209,210 @@ async fn a_flood_of_bad_hellos_is_counted_and_logged_once_per_address() -> anyho
         assert_eq!(lines.len(), 2, "one line per address: {lines:#?}");
         assert!(lines.iter().any(|l| l.contains("127.0.0.1")));
         assert!(lines.iter().any(|l| l.contains("127.0.0.2")));
+        Ok(())
+    })
+    .await
+}
+
+/// A coordinator with a worker for `wordcount`, and a router in front of it serving HTTP.
+struct Routed {
+    router: SocketAddr,
+    http: SocketAddr,
+    _procs: [Proc; 3],
+}
+
+impl Routed {
+    fn start() -> anyhow::Result<Self> {
+        let coordinator = Proc::coordinator(&["-p", "0"])?;
+        let list = coordinator.addr()?.to_string();
+        let worker = Proc::start(&["worker", "-s", &list, "-w", "4"])?;
+        let (router, lines) = Proc::start_lines(
+            &["router", "-p", "0", "--http", "127.0.0.1:0", "-s", &list],
+            2,
+        )?;
+        let http = lines
+            .get(1)
+            .and_then(|l| l.split("http://").nth(1))
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("no HTTP address in {lines:?}"))?;
+        Ok(Self {
+            router: router.addr()?,
+            http,
+            _procs: [coordinator, worker, router],
+        })
+    }
+
+    /// A client of the router from `from`, that never retries.
+    async fn client(&self, from: IpAddr) -> anyhow::Result<Client> {
+        let mut config = ClientConfig::new(vec![self.router]);
+        config.max_inflight = 20_000;
+        config.retry_for = Duration::ZERO;
+        Ok(Client::with_transport(config, FromAddress(from)).await?)
+    }
+}
+
+/// Clients from `from`, one per connection, each parking `per_connection` waits on `id`;
+/// counts the waits refused for a limit.
+struct Parked {
+    clients: Vec<Client>,
+    waits: JoinSet<()>,
+    refused: Arc<AtomicUsize>,
+}
+
+impl Parked {
+    async fn start(
+        cluster: &Routed,
+        from: IpAddr,
+        connections: usize,
+        per_connection: usize,
+        id: TaskId,
+    ) -> anyhow::Result<Self> {
+        let refused = Arc::new(AtomicUsize::new(0));
+        let mut waits = JoinSet::new();
+        let mut clients = Vec::new();
+        for _ in 0..connections {
+            let client = cluster.client(from).await?;
+            for _ in 0..per_connection {
+                let client = client.clone();
+                let refused = Arc::clone(&refused);
+                waits.spawn(async move {
+                    if let Err(ClientError::Wire(WireError::LimitReached { .. })) =
+                        client.wait(id).await
+                    {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            clients.push(client);
+        }
+        Ok(Self {
+            clients,
+            waits,
+            refused,
+        })
+    }
+
+    /// Waits until `n` of its waits have been refused.
+    async fn refused(&self, n: usize) {
+        while self.refused.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The client goes away: every wait and connection dropped.
+    async fn leave(mut self) {
+        self.waits.abort_all();
+        while self.waits.join_next().await.is_some() {}
+        self.clients.clear();
+    }
+}
+
+/// Submits a wordcount task with wait from `client`: its state, or the error.
+async fn waiting_submit(client: &Client, n: usize) -> Result<TaskState, ClientError> {
+    client
+        .run(TaskSpec::new("wordcount", format!("round {n}")))
+        .await
+        .map(|view| view.state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_are_shared_per_address_and_given_back_when_their_client_leaves() -> anyhow::Result<()>
+{
+    common::bounded(async {
+        let max_waits = dtc_server::net::DEFAULT_MAX_WAITS;
+        let cluster = Routed::start()?;
+        let other = cluster.client(loopback(1)).await?;
+        // A task nobody runs, for everyone to wait on.
+        let stuck = TaskSpec::new("nobody-runs-this", "");
+        let id = stuck.id;
+        other.submit(stuck).await?;
+        // Three rounds: the router's connection to the shard carries 16,384 requests, so
+        // waits left on the coordinator by the first two rounds would stop the third.
+        for round in 0..3 {
+            // One client from .2 on three connections holds one address's share at most.
+            let greedy = Parked::start(&cluster, loopback(2), 3, max_waits, id).await?;
+            greedy.refused(2 * max_waits).await;
+            assert_eq!(
+                waiting_submit(&other, round).await?,
+                TaskState::Succeeded,
+                "round {round}: a client holding its address's share leaves room for others"
+            );
+            // A second address fills the router's waits towards the shard (two shares): a
+            // connection's requests are taken in order, so once its waits past the share
+            // are refused, the share's are all held …
+            let second = Parked::start(&cluster, loopback(3), 1, max_waits + 100, id).await?;
+            second.refused(100).await;
+            match waiting_submit(&other, round).await {
+                Err(ClientError::Wire(WireError::LimitReached { reason })) => {
+                    assert!(reason.contains("shard 0"), "{reason}");
+                }
+                other => anyhow::bail!("round {round}: the shard's waits are full, yet {other:?}"),
+            }
+            // … until both leave: then another client's waiting submit goes through.
+            greedy.leave().await;
+            second.leave().await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match waiting_submit(&other, round).await {
+                    Ok(state) => {
+                        assert_eq!(state, TaskState::Succeeded);
+                        break;
+                    }
+                    Err(ClientError::Wire(WireError::LimitReached { .. }))
+                        if tokio::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => anyhow::bail!("round {round}: the waits were not given back: {e}"),
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_waits_that_time_out_are_given_back() -> anyhow::Result<()> {
+    common::bounded(async {
+        let cluster = Routed::start()?;
+        let http = cluster.http;
+        let stuck = TaskSpec::new("nobody-runs-this", "");
+        let id = stuck.id;
+        cluster.client(loopback(1)).await?.submit(stuck).await?;
+        // 5,000 waits of 10 ms on a task that never ends, 50 at a time from one address:
+        // more than the API's 4,096 waits, so each must be given back when it times out.
+        let statuses = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u16>> {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(20)))
+                .build()
+                .into();
+            let url = format!("http://{http}/v1/tasks/{id}?wait=true&timeout_ms=10");
+            std::thread::scope(|s| {
+                let threads: Vec<_> = (0..50)
+                    .map(|_| {
+                        s.spawn(|| -> anyhow::Result<Vec<u16>> {
+                            (0..100)
+                                .map(|_| Ok(agent.get(&url).call()?.status().as_u16()))
+                                .collect()
+                        })
+                    })
+                    .collect();
+                let mut all = Vec::new();
+                for t in threads {
+                    all.extend(
+                        t.join()
+                            .map_err(|_| anyhow::anyhow!("a thread panicked"))??,
+                    );
+                }
+                Ok(all)
+            })
+        })
+        .await??;
+        let refused = statuses.iter().filter(|s| !matches!(s, 200 | 202)).count();
+        assert_eq!(refused, 0, "{refused} of {} waits refused", statuses.len());
         Ok(())
     })
     .await

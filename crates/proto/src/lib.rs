@@ -34,8 +34,9 @@ pub use task::{
 /// The protocol version this build speaks; the handshake refuses any other. Version 2 added
 /// the cluster, shard and token to the hello; version 3 the task lifecycle (options,
 /// retrying and scheduled states, cancelling running tasks); version 4 queues and
-/// priorities; version 5 concurrency keys, queue rate limits, schedules and progress reports.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// priorities; version 5 concurrency keys, queue rate limits, schedules and progress
+/// reports; version 6 a router's taking back of a departed client's wait (`Unwait`).
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The default bound on one frame's length (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;

@@ -250,6 +250,16 @@ pub enum RequestBody {
         /// The task's id.
         id: TaskId,
     },
+    /// Take back a wait: request `req` of this connection, which waits for task `id` to
+    /// finish, is no longer wanted (the client a router forwarded it for has gone). It is
+    /// dropped unanswered, and this request is not answered either. Only routers send it;
+    /// from anyone else it is refused.
+    Unwait {
+        /// The task the wait is on.
+        id: TaskId,
+        /// The waiting request's number on this connection.
+        req: u64,
+    },
 }
 
 impl RequestBody {
@@ -257,8 +267,19 @@ impl RequestBody {
     pub fn task_id(&self) -> TaskId {
         match self {
             Self::Submit { task, .. } => task.id,
-            Self::Get { id, .. } | Self::Cancel { id } | Self::Retry { id } => *id,
+            Self::Get { id, .. }
+            | Self::Cancel { id }
+            | Self::Retry { id }
+            | Self::Unwait { id, .. } => *id,
         }
+    }
+
+    /// Whether the request is answered only when its task has finished.
+    pub fn waits_for_end(&self) -> bool {
+        matches!(
+            self,
+            Self::Submit { wait: true, .. } | Self::Get { wait: true, .. }
+        )
     }
 }
 

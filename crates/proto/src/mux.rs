@@ -5,7 +5,9 @@
 //! come. Requests answered `NotLeader`, or in flight when the connection breaks, are resent
 //! with the same task ids to the (new) leader for up to [`Mux::hold`]; when no address can
 //! be reached they are answered `Unavailable` at once. A connection that stays silent while
-//! requests wait is probed, then replaced.
+//! requests wait is probed, then replaced. When told that some of its askers have gone
+//! ([`Mux::abandon`]), it drops their requests ([`Answer::abandoned`]) and takes back
+//! their waits on the server (`Unwait`), so a departed client holds nothing.
 //!
 //! The router uses one per shard; the SDK's `Client` uses one per client.
 
@@ -16,8 +18,9 @@ use crate::{ProtoError, TaskId, TaskView, WireError};
 use foldhash::HashMap;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +28,12 @@ use tokio_util::sync::CancellationToken;
 pub trait Answer: Send + 'static {
     /// Delivers the answer.
     fn answer(self, body: Result<TaskView, WireError>);
+
+    /// Whether nobody waits for the answer any more (its asker has gone). Asked only of
+    /// requests that wait for their task to finish, when the mux is told to sweep.
+    fn abandoned(&self) -> bool {
+        false
+    }
 }
 
 impl Answer for oneshot::Sender<Result<TaskView, WireError>> {
@@ -57,8 +66,9 @@ const PROBE_AFTER: Duration = Duration::from_secs(1);
 /// peer vanished without closing it, or the network lost it); its requests are resent.
 const DEAD_AFTER: Duration = Duration::from_secs(5);
 
-/// The request number of probes; requests are numbered from 1.
-const PROBE: u64 = 0;
+/// The request number of probes and `Unwait`s, whose answers nobody waits for; requests
+/// are numbered from 1.
+const UNTRACKED: u64 = 0;
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -85,6 +95,8 @@ pub struct Mux<T = Tcp> {
     pub max_inflight: usize,
     /// How long a request is held and resent while the shard fails over.
     pub hold: Duration,
+    /// Notified when askers have gone: the mux then drops their waiting requests.
+    pub abandon: Arc<Notify>,
 }
 
 /// A request and where its answer goes, with the time it stops being resent.
@@ -265,14 +277,15 @@ impl<T: Transport> Mux<T> {
         cancel: &CancellationToken,
     ) -> Ended {
         let max = self.max_inflight;
-        let (tx, wrx) = mpsc::channel::<Request>(max + BATCH + waiting.len());
+        // Room for every request in flight and, as many again, the `Unwait`s of a sweep.
+        let (tx, wrx) = mpsc::channel::<Request>(2 * max + BATCH + waiting.len());
         let conn_cancel = cancel.child_token();
         let writer_task =
             tokio::spawn(write_loop(writer, wrx, self.max_frame, conn_cancel.clone()));
         let mut pending: HashMap<u64, Held<A>> = HashMap::default();
         let mut next_req: u64 = 0;
         let mut send = |held: Held<A>, pending: &mut HashMap<u64, Held<A>>| {
-            next_req = next_req.wrapping_add(1).max(PROBE + 1);
+            next_req = next_req.wrapping_add(1).max(UNTRACKED + 1);
             match tx.try_send(Request {
                 req: next_req,
                 body: held.body.clone(),
@@ -296,6 +309,12 @@ impl<T: Transport> Mux<T> {
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ended = loop {
             tokio::select! {
+                () = self.abandon.notified() => {
+                    sweep(&mut pending, waiting, |req, id| {
+                        let body = RequestBody::Unwait { id, req };
+                        tx.try_send(Request { req: UNTRACKED, body }).ok();
+                    });
+                }
                 _ = probe.tick() => {
                     if pending.is_empty() {
                         heard = Instant::now();
@@ -303,7 +322,7 @@ impl<T: Transport> Mux<T> {
                         break Ended::Lost(format!("{addr} answered nothing for {DEAD_AFTER:?}"));
                     } else if heard.elapsed() >= PROBE_AFTER {
                         let body = RequestBody::Get { id: TaskId(0), wait: false };
-                        tx.try_send(Request { req: PROBE, body }).ok();
+                        tx.try_send(Request { req: UNTRACKED, body }).ok();
                     }
                 }
                 n = rx.recv_many(&mut incoming, BATCH), if pending.len() < max => {
@@ -356,6 +375,24 @@ impl<T: Transport> Mux<T> {
     }
 }
 
+/// Drops the waiting requests whose askers have gone: those sent (in `pending`, by
+/// request number) are taken back with `unwait(req, task)`, those not yet sent are just
+/// dropped. Dropping a request's answer handle gives back whatever its asker held.
+fn sweep<A: Answer>(
+    pending: &mut HashMap<u64, Held<A>>,
+    waiting: &mut VecDeque<Held<A>>,
+    mut unwait: impl FnMut(u64, TaskId),
+) {
+    pending.retain(|req, held| {
+        let gone = held.body.waits_for_end() && held.answer.abandoned();
+        if gone {
+            unwait(*req, held.body.task_id());
+        }
+        !gone
+    });
+    waiting.retain(|held| !(held.body.waits_for_end() && held.answer.abandoned()));
+}
+
 /// Answers the held requests that have run out of time with `err`.
 fn expire<A: Answer>(waiting: &mut VecDeque<Held<A>>, err: &WireError) {
     let now = Instant::now();
@@ -366,5 +403,54 @@ fn expire<A: Answer>(waiting: &mut VecDeque<Held<A>>, err: &WireError) {
     *waiting = keep;
     for held in late {
         held.answer.answer(Err(err.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// An answer whose asker has gone once `gone` is set.
+    struct Asker(Arc<AtomicBool>);
+
+    impl Answer for Asker {
+        fn answer(self, _: Result<TaskView, WireError>) {}
+        fn abandoned(&self) -> bool {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    fn held(id: u128, wait: bool, gone: &Arc<AtomicBool>) -> Held<Asker> {
+        Held {
+            body: RequestBody::Get {
+                id: TaskId(id),
+                wait,
+            },
+            answer: Asker(Arc::clone(gone)),
+            until: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_sweep_drops_the_abandoned_waits_and_takes_back_those_sent() {
+        let left = Arc::new(AtomicBool::new(true));
+        let stays = Arc::new(AtomicBool::new(false));
+        let mut pending: HashMap<u64, Held<Asker>> = HashMap::default();
+        pending.insert(1, held(10, true, &left));
+        pending.insert(2, held(11, true, &stays));
+        // A lookup without wait is answered soon anyway: never swept.
+        pending.insert(3, held(12, false, &left));
+        let mut waiting = VecDeque::from([held(13, true, &left), held(14, true, &stays)]);
+        let mut unwaits = Vec::new();
+        sweep(&mut pending, &mut waiting, |req, id| {
+            unwaits.push((req, id))
+        });
+        assert_eq!(unwaits, vec![(1, TaskId(10))]);
+        let mut left_pending: Vec<u64> = pending.keys().copied().collect();
+        left_pending.sort_unstable();
+        assert_eq!(left_pending, vec![2, 3]);
+        let ids: Vec<TaskId> = waiting.iter().map(|h| h.body.task_id()).collect();
+        assert_eq!(ids, vec![TaskId(14)]);
     }
 }

@@ -165,6 +165,7 @@ impl Client {
             max_frame: config.max_frame,
             max_inflight: config.max_inflight,
             hold: config.retry_for.min(dtc_proto::mux::DEFAULT_HOLD),
+            abandon: Default::default(),
         };
         tokio::spawn(mux.run(rx, cancel.clone()));
         Ok(Self {

@@ -383,3 +383,21 @@ pub async fn idle_sockets(
     }
     Ok(held)
 }
+
+/// TCP from one loopback address (127.0.0.2, …), standing for another host: the SDK's
+/// transport for a client that must appear to come from elsewhere.
+#[derive(Clone, Copy, Debug)]
+pub struct FromAddress(pub std::net::IpAddr);
+
+impl dtc_proto::transport::Transport for FromAddress {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+
+    async fn connect(&self, addr: SocketAddr) -> std::io::Result<(Self::Read, Self::Write)> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(self.0, 0))?;
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true).ok();
+        Ok(stream.into_split())
+    }
+}

@@ -40,6 +40,8 @@ use openraft::error::ClientWriteError;
 use openraft::metrics::RaftServerMetrics;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -152,6 +154,9 @@ pub(super) struct Actor {
     /// The leader openraft last named, to count changes of leader.
     known_leader: Option<NodeId>,
     leader_changes: metrics::Counter,
+    /// Set by client sessions when waiting requests were abandoned; cleared by the tick
+    /// that drops them.
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Actor {
@@ -161,9 +166,11 @@ impl Actor {
         raft: ShardRaft,
         table: SharedTable,
         events: mpsc::Receiver<Event>,
+        abandoned: Arc<AtomicBool>,
     ) -> Self {
         let metrics = raft.server_metrics();
         Self {
+            abandoned,
             known_leader: None,
             leader_changes: metrics::counter!(
                 "dtc_raft_leader_changes_total",
@@ -344,6 +351,9 @@ impl Actor {
         let Part::Leading(leader) = &mut self.part else {
             return;
         };
+        if self.abandoned.swap(false, Ordering::Relaxed) {
+            leader.drop_abandoned();
+        }
         let mut out = Effects::default();
         leader.tick(now, &self.table.lock().table, &mut out);
         self.perform(out, now);

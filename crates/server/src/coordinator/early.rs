@@ -161,6 +161,13 @@ impl EarlyTasks {
         })
     }
 
+    /// Drops the waiting submitters nobody wants an answer for any more.
+    pub(super) fn drop_abandoned(&mut self) {
+        for waiting in self.tasks.values_mut().filter_map(|e| e.unlogged.as_mut()) {
+            waiting.retain(|r| !r.is_abandoned());
+        }
+    }
+
     /// Every unlogged task's waiting submitters, the map emptied.
     pub(super) fn drain_waiting(&mut self) -> impl Iterator<Item = Reply> + use<> {
         self.ahead = 0;

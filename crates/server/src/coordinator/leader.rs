@@ -415,7 +415,24 @@ impl Leader {
                 out.propose
                     .push((Command::Retry { id, at_ms }, Then::Answer(reply)));
             }
+            // Client sessions take waits back themselves; none reaches here.
+            RequestBody::Unwait { .. } => out.answers.push((
+                reply,
+                Err(WireError::BadRequest {
+                    reason: "only a router's connection takes waits back".into(),
+                }),
+            )),
         }
+    }
+
+    /// Drops the waiting requests nobody wants an answer for any more (their clients
+    /// left), giving back what they hold of their connections' bounds.
+    pub(super) fn drop_abandoned(&mut self) {
+        self.waiters.retain(|_, waiting| {
+            waiting.retain(|r| !r.is_abandoned());
+            !waiting.is_empty()
+        });
+        self.early.drop_abandoned();
     }
 
     /// Logs the submit of a task that has so far run unlogged (if it is one). Its waiting
@@ -1128,11 +1145,14 @@ impl Leader {
         self.sched.hold(worker, with_keys);
     }
 
-    /// Answers `reply` when the task finishes. Waiters whose client has gone are dropped
-    /// here, so clients that wait and disconnect over and over cannot grow the list.
+    /// Answers `reply` when the task finishes, unless nobody wants it any more. Waiters
+    /// whose client has gone are dropped here too, besides [`Leader::drop_abandoned`].
     fn wait_for(&mut self, id: TaskId, reply: Reply) {
+        if reply.is_abandoned() {
+            return;
+        }
         let waiting = self.waiters.entry(id).or_default();
-        waiting.retain(|r| !r.is_closed());
+        waiting.retain(|r| !r.is_abandoned());
         waiting.push(reply);
     }
 
@@ -1934,6 +1954,36 @@ mod tests {
         let err = WireError::NotLeader { leader: None };
         s.leader.step_down(&err);
         assert!(rx.try_recv().is_ok(), "the waiting submitter is answered");
+    }
+
+    #[test]
+    fn waiters_whose_clients_have_left_are_dropped() {
+        let mut s = Shard::ready(TaskTable::new(Retention::default()));
+        let mut out = Effects::default();
+        // One submitter waits for a task that runs unlogged, two clients for another task.
+        let (runs_unlogged, gone_1) = Reply::for_test(1);
+        s.leader
+            .request(submit(1, true), runs_unlogged, &s.table, s.now, &mut out);
+        let (stays, _kept) = Reply::for_test(2);
+        let (leaves, gone_2) = Reply::for_test(3);
+        s.leader.wait_for(TaskId(2), stays);
+        s.leader.wait_for(TaskId(2), leaves);
+        drop((gone_1, gone_2));
+        s.leader.drop_abandoned();
+        let waiting: Vec<u64> = s
+            .leader
+            .waiters
+            .values()
+            .flatten()
+            .map(Reply::req)
+            .collect();
+        assert_eq!(waiting, [2]);
+        assert_eq!(s.leader.early.drain_waiting().count(), 0);
+        // A wait already abandoned when it would start is not kept at all.
+        let (late, gone_3) = Reply::for_test(4);
+        drop(gone_3);
+        s.leader.wait_for(TaskId(3), late);
+        assert!(!s.leader.waiters.contains_key(&TaskId(3)));
     }
 
     #[test]

@@ -38,6 +38,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -372,12 +373,14 @@ impl<L: Listener> Coordinator<L> {
         // The replica's name in its metrics: its address in the shard's membership.
         let replica = self.config.replicas.get(&self.config.id).cloned();
         let replica = replica.unwrap_or_else(|| addr.clone());
+        let abandoned = Arc::new(AtomicBool::new(false));
         let actor = Actor::new(
             &self.config,
             &replica,
             self.raft.clone(),
             self.table.clone(),
             events_rx,
+            Arc::clone(&abandoned),
         );
         let actor_task = tokio::spawn(actor.run(cancel.clone()));
         let storage_guard = tokio::spawn(stop_on_storage_failure(
@@ -388,7 +391,10 @@ impl<L: Listener> Coordinator<L> {
         let limits = self.config.limits;
         let max_worker_slots = self.config.max_worker_slots;
         let snapshots = peer::SnapshotProgress::default();
-        let sink = Arc::new(ActorSink(events_tx.clone()));
+        let sink = Arc::new(ActorSink {
+            events: events_tx.clone(),
+            abandoned,
+        });
         let conn_cancel = cancel.clone();
         let sources = admin::Sources {
             raft: self.raft.clone(),
@@ -561,14 +567,24 @@ fn shard_identity(dir: &Path, derived: ShardId) -> Result<ShardId, String> {
     }
 }
 
-struct ActorSink(mpsc::Sender<Event>);
+/// Client sessions' way to the actor.
+struct ActorSink {
+    events: mpsc::Sender<Event>,
+    /// Set when some waiting requests were abandoned; the actor drops them on its next
+    /// tick (so a burst of departures costs one sweep).
+    abandoned: Arc<AtomicBool>,
+}
 
 impl RequestSink for ActorSink {
     async fn request(&self, body: RequestBody, reply: Reply) {
         if let Err(mpsc::error::SendError(Event::Request { reply, .. })) =
-            self.0.send(Event::Request { body, reply }).await
+            self.events.send(Event::Request { body, reply }).await
         {
             reply.send(Err(WireError::ShuttingDown));
         }
+    }
+
+    fn abandoned(&self) {
+        self.abandoned.store(true, Ordering::Relaxed);
     }
 }

@@ -1,9 +1,14 @@
 //! Serving one client connection: requests are read as they come, each with permits from
-//! the connection's bounds — requests in flight, their bytes, and requests that wait for a
-//! task to finish — and handed to a [`RequestSink`] with a [`Reply`] handle that answers it
-//! later, in any order. A client connection that stays idle (nothing in flight) past its
-//! idle timeout is closed. Used by the coordinator (the sink is its actor) and by the
-//! router (the sink picks a shard).
+//! the connection's bounds — requests in flight, their bytes, and (from the remote
+//! address's share) requests that wait for a task to finish — and handed to a
+//! [`RequestSink`] with a [`Reply`] handle that answers it later, in any order. A client
+//! connection that stays idle (nothing in flight) past its idle timeout is closed. Used by
+//! the coordinator (the sink is its actor) and by the router (the sink picks a shard).
+//!
+//! A wait is given back as soon as nobody wants it: when its client stops sending (the
+//! connection's waits are all marked abandoned at once), or, on a router's connection,
+//! when the router sends `Unwait` for it because the client it forwarded for has gone.
+//! Either way the sink is told ([`RequestSink::abandoned`]) so that it drops them.
 
 use super::{Accepted, Limits};
 use dtc_proto::ProtoError;
@@ -11,8 +16,10 @@ use dtc_proto::connection::{WithPermit, write_loop};
 use dtc_proto::message::{CONNECTION_ERROR, Request, RequestBody, Response, Role};
 use dtc_proto::mux::Answer;
 use dtc_proto::{TaskView, WireError};
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +44,8 @@ pub struct Reply {
 struct Held {
     _bytes: OwnedSemaphorePermit,
     _wait: Option<OwnedSemaphorePermit>,
+    /// For a waiting request: set once nobody wants its answer any more.
+    gone: Option<Arc<AtomicBool>>,
 }
 
 impl Answer for Reply {
@@ -63,6 +72,7 @@ impl Reply {
             held: Held {
                 _bytes: permit(),
                 _wait: None,
+                gone: None,
             },
         };
         (reply, rx)
@@ -74,9 +84,15 @@ impl Reply {
         self.req
     }
 
-    /// Whether the client's connection has gone (its answer would be dropped).
-    pub fn is_closed(&self) -> bool {
+    /// Whether nobody wants the answer any more: the client's connection has gone, the
+    /// client stopped sending, or (through a router) the client it was forwarded for left.
+    pub fn is_abandoned(&self) -> bool {
         self.tx.is_closed()
+            || self
+                .held
+                .gone
+                .as_ref()
+                .is_some_and(|g| g.load(Ordering::Relaxed))
     }
     /// Sends the answer. If the client has gone, the answer is dropped.
     pub fn send(self, body: Result<TaskView, WireError>) {
@@ -99,14 +115,19 @@ pub trait RequestSink: Send + Sync + 'static {
     /// Takes one request; must eventually answer through `reply` (or drop it if the node is
     /// stopping). Waiting here holds back the client's connection (backpressure).
     fn request(&self, body: RequestBody, reply: Reply) -> impl Future<Output = ()> + Send;
+
+    /// Some waiting requests handed over earlier are abandoned ([`Reply::is_abandoned`]):
+    /// the sink should drop them soon, giving back what they hold.
+    fn abandoned(&self);
 }
 
 /// Serves one client (or router) connection until it closes, it sends something malformed,
 /// it stays idle past `limits.idle_timeout`, or `cancel` fires. A malformed frame is
 /// answered with `BadRequest` where it can be and closes the connection; the node and its
-/// other connections carry on. A client may have `limits.max_waits` waiting requests at once
-/// (past it, a waiting request is answered `LimitReached`); a router's connection carries
-/// the waits of all its clients and has no bound but its requests in flight.
+/// other connections carry on. A client address may have `limits.max_waits` waiting requests
+/// at once over all its connections (past it, a waiting request is answered
+/// `LimitReached`); a router's connection carries the waits of all its clients and has no
+/// bound but its requests in flight.
 pub async fn serve_client<R, W, S>(
     conn: Accepted<R, W>,
     sink: Arc<S>,
@@ -122,6 +143,7 @@ pub async fn serve_client<R, W, S>(
         peer,
         reader,
         writer,
+        waits,
         ..
     } = conn;
     let Limits {
@@ -138,7 +160,12 @@ pub async fn serve_client<R, W, S>(
     let permits = Arc::new(Semaphore::new(max_inflight));
     let byte_budget = max_inflight_bytes.max(max_frame).min(u32::MAX as usize);
     let bytes = Arc::new(Semaphore::new(byte_budget));
-    let waits = (!from_router).then(|| Arc::new(Semaphore::new(max_waits)));
+    let waits = (!from_router).then_some(waits);
+    // A client's waits are all abandoned at once, when it stops sending; a router's one by
+    // one, as it takes each back.
+    let left = Arc::new(AtomicBool::new(false));
+    let mut router_waits: HashMap<u64, Weak<AtomicBool>> = HashMap::new();
+    let mut forwarded_waits = false;
     let conn_cancel = cancel.child_token();
     let writer_task = tokio::spawn(write_loop(writer, rx, max_frame, conn_cancel.clone()));
     tracing::debug!(%peer, name = %hello.name, role = ?hello.role, "client connected");
@@ -191,6 +218,16 @@ pub async fn serve_client<R, W, S>(
             }
         };
         requests += 1;
+        if let RequestBody::Unwait { req, .. } = request.body
+            && from_router
+        {
+            let gone = router_waits.remove(&req).and_then(|g| g.upgrade());
+            if let Some(gone) = gone {
+                gone.store(true, Ordering::Relaxed);
+                sink.abandoned();
+            }
+            continue;
+        }
         let size = request_bytes(&request.body).clamp(1, byte_budget);
         let (permit, bytes) = tokio::select! {
             p = async {
@@ -212,22 +249,45 @@ pub async fn serve_client<R, W, S>(
             held: Held {
                 _bytes: bytes,
                 _wait: None,
+                gone: None,
             },
         };
-        if let (Some(waits), true) = (&waits, waits_for_end(&request.body)) {
-            match Arc::clone(waits).try_acquire_owned() {
-                Ok(w) => reply.held._wait = Some(w),
-                Err(_) => {
-                    reply.send(Err(WireError::LimitReached {
-                        reason: format!(
-                            "this connection already has {max_waits} requests waiting for tasks to finish"
-                        ),
-                    }));
-                    continue;
+        if let RequestBody::Unwait { .. } = request.body {
+            reply.send(Err(WireError::BadRequest {
+                reason: "only a router takes waits back".into(),
+            }));
+            continue;
+        }
+        if request.body.waits_for_end() {
+            forwarded_waits = true;
+            if let Some(waits) = &waits {
+                match Arc::clone(waits).try_acquire_owned() {
+                    Ok(w) => reply.held._wait = Some(w),
+                    Err(_) => {
+                        reply.send(Err(WireError::LimitReached {
+                            reason: format!(
+                                "{} already has {max_waits} requests waiting for tasks to finish (--max-waits)",
+                                peer.ip()
+                            ),
+                        }));
+                        continue;
+                    }
                 }
+                reply.held.gone = Some(Arc::clone(&left));
+            } else {
+                let gone = Arc::new(AtomicBool::new(false));
+                if router_waits.len() >= 2 * max_inflight {
+                    router_waits.retain(|_, g| g.strong_count() > 0);
+                }
+                router_waits.insert(request.req, Arc::downgrade(&gone));
+                reply.held.gone = Some(gone);
             }
         }
         sink.request(request.body, reply).await;
+    }
+    left.store(true, Ordering::Relaxed);
+    if forwarded_waits {
+        sink.abandoned();
     }
     drop(tx);
     // The client has stopped sending. Answers already queued, and those that come within
@@ -248,14 +308,9 @@ pub async fn serve_client<R, W, S>(
 fn request_bytes(body: &RequestBody) -> usize {
     match body {
         RequestBody::Submit { task, .. } => task.payload.len() + task.kind.len() + 64,
-        RequestBody::Get { .. } | RequestBody::Cancel { .. } | RequestBody::Retry { .. } => 64,
+        RequestBody::Get { .. }
+        | RequestBody::Cancel { .. }
+        | RequestBody::Retry { .. }
+        | RequestBody::Unwait { .. } => 64,
     }
-}
-
-/// Whether a request is answered only when its task has finished.
-fn waits_for_end(body: &RequestBody) -> bool {
-    matches!(
-        body,
-        RequestBody::Submit { wait: true, .. } | RequestBody::Get { wait: true, .. }
-    )
 }

@@ -9,7 +9,7 @@
 use super::noise::{Noise, Refused};
 use super::places::{NoPlace, PlaceBounds, Places};
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -110,7 +110,8 @@ pub async fn serve_http(
             }
         };
         stream.set_nodelay(true).ok();
-        let app = app.clone();
+        // Handlers learn who asks (a client address's share of waits).
+        let app = app.clone().layer(axum::Extension(ConnectInfo(peer)));
         let tls = tls.clone();
         let cancel = cancel.clone();
         tasks.spawn(async move {

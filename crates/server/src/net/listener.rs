@@ -10,6 +10,7 @@
 use super::gate::Gate;
 use super::noise::Refused;
 use super::places::{MAX_TELLING, NoPlace, Place, PlaceBounds, PlaceKind, Places, member_reserve};
+use super::shares::AddressShares;
 use dtc_proto::connection::{FrameReader, HANDSHAKE_TIMEOUT, HELLO_MAX_FRAME, accept_handshake};
 use dtc_proto::message::{Hello, HelloFrame, Role};
 use dtc_proto::tls::{self, AcceptError, SecureRead, SecureWrite};
@@ -19,6 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -54,7 +56,8 @@ pub struct Limits {
     /// The most bytes of requests (payloads and type names) in flight on one connection;
     /// past it the connection is not read until answers free some (at least one frame).
     pub max_inflight_bytes: usize,
-    /// The most requests on one client connection that wait for a task to finish.
+    /// The most requests that wait for a task to finish, from one remote address's client
+    /// connections together.
     pub max_waits: usize,
     /// A client or operator connection with nothing in flight for this long is closed.
     pub idle_timeout: Duration,
@@ -89,6 +92,9 @@ pub struct Accepted<R, W> {
     pub reader: FrameReader<R, HelloFrame>,
     /// The writing half.
     pub writer: W,
+    /// The remote address's share of waiting requests ([`Limits::max_waits`]), which all
+    /// its connections draw on.
+    pub waits: Arc<Semaphore>,
 }
 
 /// What a listener's handler is given: an admitted connection, plain or inside TLS.
@@ -119,6 +125,12 @@ pub async fn accept_loop<L, F, Fut>(
         per_address: limits.max_connections_per_ip,
         reserve: member_reserve(limits.max_connections),
         telling: MAX_TELLING,
+    });
+    let shares = AddressShares::new(limits.max_waits);
+    let listening = Arc::new(Listening {
+        node,
+        limits,
+        gate: Arc::clone(&gate),
     });
     let tasks = TaskTracker::new();
     loop {
@@ -153,12 +165,13 @@ pub async fn accept_loop<L, F, Fut>(
                 continue;
             }
         };
-        let node = node.clone();
         let cancel = cancel.clone();
         let handler = Arc::clone(&handler);
-        let gate = Arc::clone(&gate);
+        let listening = Arc::clone(&listening);
+        let waits = shares.of(peer.ip());
         tasks.spawn(async move {
-            let opening = open_connection(read, writer, peer, &node, &limits, &gate, &place);
+            let gate = &listening.gate;
+            let opening = open_connection(read, writer, peer, &listening, &place, waits);
             let opened = tokio::select! {
                 o = tokio::time::timeout(limits.handshake_timeout, opening) => o,
                 () = cancel.cancelled() => return,
@@ -179,21 +192,29 @@ pub async fn accept_loop<L, F, Fut>(
     tasks.wait().await;
 }
 
+/// What every connection of one listener is opened with.
+struct Listening {
+    /// The node's name, for the welcome.
+    node: String,
+    limits: Limits,
+    gate: Arc<Gate>,
+}
+
 /// TLS (when the node serves it), then the hello, judged by the gate. `None` when the
 /// connection is refused or fails; refusals are recorded with the gate.
 async fn open_connection<R, W>(
     read: R,
     write: W,
     peer: SocketAddr,
-    node: &str,
-    limits: &Limits,
-    gate: &Gate,
+    listening: &Listening,
     place: &Place,
+    waits: Arc<Semaphore>,
 ) -> Option<Accepted<SecureRead<R, W>, SecureWrite<R, W>>>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
+    let Listening { node, limits, gate } = listening;
     let (read, mut writer, member) = match gate.tls().and_then(|t| t.acceptor()) {
         None => (SecureRead::Plain(read), SecureWrite::Plain(write), false),
         Some(acceptor) => match tls::accept(acceptor, read, write).await {
@@ -227,6 +248,7 @@ where
                 member: member || gate.tls().is_none(),
                 reader,
                 writer,
+                waits,
             })
         }
         Err(ProtoError::Handshake(reason)) => {

@@ -10,6 +10,7 @@ mod http_guard;
 mod listener;
 mod noise;
 mod places;
+mod shares;
 
 pub use admin_session::serve_admin;
 pub use client_session::{Reply, RequestSink, serve_client};
@@ -22,3 +23,4 @@ pub use listener::{
 };
 pub use noise::{Noise, Refused};
 pub use places::{NoPlace, Place, PlaceBounds, PlaceKind, Places, member_reserve};
+pub use shares::AddressShares;

@@ -5,7 +5,9 @@
 //! answer; nothing here holds state of its own. `docs/http-api.md` documents it.
 
 use super::{Answerer, ShardSink};
+use crate::net::{AddressShares, RequestSink};
 use crate::net::{HttpGuard, HttpLimits, serve_http};
+use axum::extract::ConnectInfo;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -20,7 +22,7 @@ use dtc_proto::status::{ClusterStatus, Cursor, QueueStatus, TaskPage, TaskQuery}
 use dtc_proto::{Backoff, Outcome, Start, TaskId, TaskSpec, TaskState, TaskView, WireError};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::net::TcpListener;
@@ -35,11 +37,15 @@ pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
-/// Waiting requests the API keeps open towards the shards at most, by default. A wait that times out
-/// stays open towards its shard until the task ends (the protocol cannot take a wait back),
-/// so without a bound, clients polling a task that never ends could fill the router's
-/// connection to its shard; past the bound a wait is answered 503.
+/// Waiting requests the API keeps open towards the shards at most, by default; past the
+/// bound a wait is answered 503. A wait is given back as soon as its request ends
+/// (answered, timed out, or its client gone).
 pub const MAX_WAITS: usize = 4096;
+
+/// How many of the API's `max_waits` one client address may hold at once: a quarter.
+pub fn per_address_waits(max_waits: usize) -> usize {
+    (max_waits / 4).max(1)
+}
 
 /// Where and how the HTTP API listens.
 #[derive(Clone, Debug)]
@@ -78,6 +84,8 @@ pub(super) struct Api {
     pub schedules: SchedulesSource,
     /// Permits for waiting requests ([`MAX_WAITS`]).
     pub waits: Arc<Semaphore>,
+    /// Each client address's share of them ([`per_address_waits`]).
+    pub wait_shares: Arc<AddressShares>,
     /// The router's shutdown: ends the waits still open.
     pub cancel: CancellationToken,
 }
@@ -90,32 +98,54 @@ impl Api {
         rx.await.unwrap_or(Err(WireError::ShuttingDown))
     }
 
-    /// Asks with `wait` for at most `limit`; `None` when the limit ran out first. The
-    /// request's permit is held until the shard answers, even after the limit.
+    /// Asks with `wait` for at most `limit`, on behalf of a client at `from`; `None` when
+    /// the limit ran out first. The wait holds a place among the API's waits and in its
+    /// client address's share until this request ends (answered, out of time, or dropped
+    /// with its connection); then the shard's connection is told to take it back.
     async fn ask_waiting(
         &self,
         body: RequestBody,
         limit: Duration,
+        from: IpAddr,
     ) -> Option<Result<TaskView, WireError>> {
-        let Ok(permit) = Arc::clone(&self.waits).try_acquire_owned() else {
+        let Ok(_mine) = self.wait_shares.of(from).try_acquire_owned() else {
+            return Some(Err(WireError::LimitReached {
+                reason: format!(
+                    "{from} already holds its share of the API's requests waiting for tasks to finish"
+                ),
+            }));
+        };
+        let Ok(_place) = Arc::clone(&self.waits).try_acquire_owned() else {
             return Some(Err(WireError::Overloaded));
         };
         let (tx, rx) = oneshot::channel();
         self.sink.forward(body, Answerer::http(tx)).await;
-        let (back, answer) = oneshot::channel();
-        let cancel = self.cancel.clone();
-        tokio::spawn(async move {
-            let result = tokio::select! {
-                r = rx => r.unwrap_or(Err(WireError::ShuttingDown)),
-                () = cancel.cancelled() => Err(WireError::ShuttingDown),
-            };
-            drop(permit);
-            back.send(result).ok();
-        });
-        tokio::time::timeout(limit, answer)
-            .await
-            .ok()
-            .map(|r| r.unwrap_or(Err(WireError::ShuttingDown)))
+        let mut pending = Pending {
+            sink: &self.sink,
+            answered: false,
+        };
+        let result = tokio::select! {
+            r = tokio::time::timeout(limit, rx) => r.ok(),
+            () = self.cancel.cancelled() => Some(Ok(Err(WireError::ShuttingDown))),
+        };
+        let result = result.map(|r| r.unwrap_or(Err(WireError::ShuttingDown)));
+        pending.answered = result.is_some();
+        result
+    }
+}
+
+/// A wait forwarded to a shard; if it ends unanswered (out of time, or its request
+/// dropped), the shard's connection is told to take it back at once.
+struct Pending<'a> {
+    sink: &'a ShardSink,
+    answered: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.sink.abandoned();
+        }
     }
 }
 
@@ -380,7 +410,11 @@ fn wait_for(timeout_ms: Option<u64>) -> Duration {
 }
 
 /// `POST /v1/tasks`.
-async fn submit(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn submit(
+    State(api): State<Api>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(rejection) => {
@@ -459,15 +493,22 @@ async fn submit(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> 
         task: spec,
         wait: req.wait,
     };
-    answer(&api, id, body, req.wait.then(|| wait_for(req.timeout_ms))).await
+    let wait = req.wait.then(|| wait_for(req.timeout_ms));
+    answer(&api, client.ip(), id, body, wait).await
 }
 
-/// Asks the shard (waiting up to `wait`, if given) and answers with its result, or, when
-/// the wait runs out first, with the task as it stands.
-async fn answer(api: &Api, id: TaskId, body: RequestBody, wait: Option<Duration>) -> Response {
+/// Asks the shard for a client at `from` (waiting up to `wait`, if given) and answers with
+/// its result, or, when the wait runs out first, with the task as it stands.
+async fn answer(
+    api: &Api,
+    from: IpAddr,
+    id: TaskId,
+    body: RequestBody,
+    wait: Option<Duration>,
+) -> Response {
     let result = match wait {
         None => api.ask(body).await,
-        Some(limit) => match api.ask_waiting(body, limit).await {
+        Some(limit) => match api.ask_waiting(body, limit, from).await {
             Some(r) => r,
             None => api.ask(RequestBody::Get { id, wait: false }).await,
         },
@@ -490,6 +531,7 @@ struct LookupQuery {
 /// `GET /v1/tasks/{id}`.
 async fn lookup(
     State(api): State<Api>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     id: Result<Path<String>, PathRejection>,
     query: Result<Query<LookupQuery>, QueryRejection>,
 ) -> Response {
@@ -505,13 +547,8 @@ async fn lookup(
         id,
         wait: query.wait,
     };
-    answer(
-        &api,
-        id,
-        body,
-        query.wait.then(|| wait_for(query.timeout_ms)),
-    )
-    .await
+    let wait = query.wait.then(|| wait_for(query.timeout_ms));
+    answer(&api, client.ip(), id, body, wait).await
 }
 
 /// `DELETE /v1/tasks/{id}`: cancels an unfinished task (a running one's handler is told to

@@ -24,7 +24,7 @@ use shard_map::ShardMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// How a router runs.
@@ -186,11 +186,19 @@ impl<L: Listener, T: Transport> Router<L, T> {
     /// Serves until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) {
         let addr = self.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        let limits = self.config.limits;
+        // Each shard connection carries at most this many waits; one address may hold at
+        // most half of them, so that it cannot take every other client's.
+        let shard_waits = self.config.limits.max_inflight / 2;
+        let limits = Limits {
+            max_waits: self.config.limits.max_waits.min(shard_waits / 2),
+            ..self.config.limits
+        };
         let mut senders = Vec::new();
+        let mut abandon = Vec::new();
         let mut tasks = Vec::new();
         for (index, addrs) in self.config.shards.iter().enumerate() {
             let (tx, rx) = mpsc::channel(limits.max_inflight);
+            let notify = Arc::new(Notify::new());
             let mux = Mux {
                 transport: self.transport.clone(),
                 label: format!("shard {index}"),
@@ -200,18 +208,21 @@ impl<L: Listener, T: Transport> Router<L, T> {
                 max_frame: limits.max_frame,
                 max_inflight: limits.max_inflight,
                 hold: dtc_proto::mux::DEFAULT_HOLD,
+                abandon: Arc::clone(&notify),
             };
             tasks.push(tokio::spawn(mux.run::<Answerer>(rx, cancel.clone())));
             senders.push(tx);
+            abandon.push(notify);
         }
         let counter =
             |kind: &'static str| metrics::counter!("dtc_router_requests_total", "kind" => kind);
         let sink = Arc::new(ShardSink {
             map: ShardMap::new(senders.len()),
             waits: (0..senders.len())
-                .map(|_| Arc::new(Semaphore::new(limits.max_inflight / 2)))
+                .map(|_| Arc::new(Semaphore::new(shard_waits)))
                 .collect(),
             shards: senders,
+            abandon,
             requests: [
                 counter("submit"),
                 counter("get"),
@@ -259,6 +270,9 @@ impl<L: Listener, T: Transport> Router<L, T> {
                     })
                 },
                 waits: Arc::new(tokio::sync::Semaphore::new(http_config.max_waits)),
+                wait_shares: Arc::new(crate::net::AddressShares::new(http::per_address_waits(
+                    http_config.max_waits,
+                ))),
                 cancel: cancel.clone(),
             };
             let http_addr = listener
@@ -381,6 +395,13 @@ impl Answerer {
 }
 
 impl Answer for Answerer {
+    fn abandoned(&self) -> bool {
+        match &self.to {
+            AnswerTo::Conn(reply) => reply.is_abandoned(),
+            AnswerTo::Http(tx) => tx.is_closed(),
+        }
+    }
+
     fn answer(self, body: Result<TaskView, WireError>) {
         if let Err(e) = &body {
             let kind = match e {
@@ -414,6 +435,8 @@ pub(crate) struct ShardSink {
     /// of the shard connection's requests in flight, so that waits parked on tasks that
     /// never end cannot stall everyone's other requests.
     waits: Vec<Arc<Semaphore>>,
+    /// Per shard, what tells its connection that some askers have gone.
+    abandon: Vec<Arc<Notify>>,
     /// Requests forwarded: submits, lookups, cancels, retries.
     requests: [metrics::Counter; 4],
 }
@@ -422,18 +445,31 @@ impl RequestSink for ShardSink {
     async fn request(&self, body: RequestBody, reply: Reply) {
         self.forward(body, Answerer::conn(reply)).await;
     }
+
+    fn abandoned(&self) {
+        for shard in &self.abandon {
+            shard.notify_one();
+        }
+    }
 }
 
 impl ShardSink {
     /// Sends `body` to its task's shard; the answer goes to `reply`.
     pub(crate) async fn forward(&self, body: RequestBody, mut reply: Answerer) {
-        self.requests[match body {
+        let kind = match body {
             RequestBody::Submit { .. } => 0,
             RequestBody::Get { .. } => 1,
             RequestBody::Cancel { .. } => 2,
             RequestBody::Retry { .. } => 3,
-        }]
-        .increment(1);
+            // Client sessions take waits back themselves; none is forwarded.
+            RequestBody::Unwait { .. } => {
+                reply.answer(Err(WireError::BadRequest {
+                    reason: "only a router's connection takes waits back".into(),
+                }));
+                return;
+            }
+        };
+        self.requests[kind].increment(1);
         let shard = self.map.shard_of(body.task_id());
         let (Some(tx), Some(waits)) = (self.shards.get(shard), self.waits.get(shard)) else {
             reply.answer(Err(WireError::Unavailable {
@@ -441,10 +477,7 @@ impl ShardSink {
             }));
             return;
         };
-        if matches!(
-            body,
-            RequestBody::Submit { wait: true, .. } | RequestBody::Get { wait: true, .. }
-        ) {
+        if body.waits_for_end() {
             match Arc::clone(waits).try_acquire_owned() {
                 Ok(permit) => reply.wait = Some(permit),
                 Err(_) => {
