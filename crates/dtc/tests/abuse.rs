@@ -7,13 +7,17 @@
 mod common;
 
 use anyhow::Context;
-use common::{FromAddress, Proc, Shard, TempDir, idle_sockets, raise_open_files_limit};
+use common::{
+    FromAddress, Proc, Shard, TempDir, dtc_ok, idle_sockets, raise_open_files_limit,
+    schedule_status, until_tick,
+};
 use dtc_proto::codec::encode_frame;
 use dtc_proto::message::{Hello, Role, ShardId};
 use dtc_proto::mux::dial;
+use dtc_proto::schedule::schedule_task_id;
 use dtc_proto::status::{AdminResponse, ask_status};
 use dtc_proto::transport::{Tcp, Transport};
-use dtc_sdk::{Client, ClientConfig, ClientError, TaskId, TaskSpec, TaskState, WireError};
+use dtc_sdk::{Client, ClientConfig, ClientError, Outcome, TaskId, TaskSpec, TaskState, WireError};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -413,6 +417,69 @@ async fn http_waits_that_time_out_are_given_back() -> anyhow::Result<()> {
         .await??;
         let refused = statuses.iter().filter(|s| !matches!(s, 200 | 202)).count();
         assert_eq!(refused, 0, "{refused} of {} waits refused", statuses.len());
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_planted_ahead_of_a_schedules_ticks_are_refused_and_each_tick_fires_once()
+-> anyhow::Result<()> {
+    common::bounded(async {
+        let cluster = Routed::start()?;
+        let port = cluster.router.port().to_string();
+        dtc_ok(&[
+            "schedule",
+            "add",
+            "planted",
+            "wordcount",
+            "one two three",
+            "--cron",
+            "* * * * * *",
+            "--catch-up",
+            "all",
+            "--overlap",
+            "allow",
+            "-p",
+            &port,
+        ])?;
+        let start = schedule_status(cluster.router, "planted")
+            .await?
+            .last_tick_ms;
+        // A client with only the client role submits the next ten ticks' ids with a payload
+        // of its own, ahead of time: every one is refused.
+        let attacker = cluster.client(loopback(2)).await?;
+        for second in start / 1000 + 1..=start / 1000 + 10 {
+            let id = schedule_task_id("planted", second * 1000);
+            let planted = TaskSpec::new("wordcount", "planted").with_id(id);
+            match attacker.submit(planted).await {
+                Err(ClientError::Wire(WireError::BadRequest { reason })) => {
+                    assert!(reason.contains("submits itself"), "{reason}");
+                }
+                other => anyhow::bail!("a planted tick id was taken: {other:?}"),
+            }
+        }
+        until_tick(cluster.router, "planted", start + 4_000).await?;
+        dtc_ok(&["schedule", "pause", "planted", "-p", &port])?;
+        let end = schedule_status(cluster.router, "planted").await?;
+        // One task per tick, each the schedule's own.
+        let (first, last) = (start / 1000 + 1, end.last_tick_ms / 1000);
+        let ticks = last + 1 - first;
+        assert_eq!((end.fired, end.skipped), (ticks, 0), "{end:?}");
+        let mut config = ClientConfig::new(vec![cluster.router]);
+        config.retry_for = Duration::from_secs(30);
+        let client = Client::with_config(config).await?;
+        for second in first..=last {
+            let view = client
+                .wait(schedule_task_id("planted", second * 1000))
+                .await?;
+            assert_eq!(view.state, TaskState::Succeeded, "tick {second}");
+            assert_eq!(
+                view.outcome,
+                Some(Outcome::Succeeded("3".into())),
+                "tick {second} ran the schedule's payload"
+            );
+        }
         Ok(())
     })
     .await

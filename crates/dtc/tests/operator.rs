@@ -103,19 +103,48 @@ fn api_checks(base: &str) -> anyhow::Result<()> {
     }))?;
     let (status, body) = json_of(r)?;
     assert_eq!((status, &body["state"]), (202, &json!("queued")));
-    // That wait stays open towards its shard until the task ends; this API keeps at most
-    // two such: a second is taken, a third refused with 503, and waits that end free theirs.
-    let stuck = json!({"type": "no-such-handler", "wait": true, "timeout_ms": 300});
-    let (status, _) = json_of(a.post(&tasks).send_json(&stuck)?)?;
-    assert_eq!(status, 202);
-    let r = a.post(&tasks).send_json(&stuck)?;
-    let retry_after = r.headers().get("retry-after").cloned();
-    let (status, body) = json_of(r)?;
-    assert_eq!(
-        (status, &body["error"]["code"]),
-        (503, &json!("overloaded"))
-    );
+    // That wait was given back when it timed out. This API keeps at most two waits, one
+    // per client address: while one is open, another from the same address is refused
+    // with 503, and served again once the first has ended.
+    let open_wait = {
+        let (a, tasks) = (a.clone(), tasks.clone());
+        std::thread::spawn(move || -> anyhow::Result<u16> {
+            let long = json!({"type": "no-such-handler", "wait": true, "timeout_ms": 3000});
+            for _ in 0..100 {
+                let (status, _) = json_of(a.post(&tasks).send_json(&long)?)?;
+                if status != 503 {
+                    return Ok(status);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            anyhow::bail!("the long wait was never let in")
+        })
+    };
+    let short = json!({"type": "no-such-handler", "wait": true, "timeout_ms": 1});
+    let mut refused = None;
+    for _ in 0..500 {
+        let r = a.post(&tasks).send_json(&short)?;
+        let retry_after = r.headers().get("retry-after").cloned();
+        let (status, body) = json_of(r)?;
+        if status == 503 {
+            refused = Some((body, retry_after));
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (body, retry_after) =
+        refused.context("a second wait from the address was never refused")?;
+    assert_eq!(body["error"]["code"], json!("limit_reached"), "{body}");
     assert!(retry_after.is_some());
+    let status = open_wait
+        .join()
+        .map_err(|_| anyhow::anyhow!("the wait panicked"))??;
+    assert_eq!(status, 202);
+    let (status, _) = json_of(a.post(&tasks).send_json(&short)?)?;
+    assert_eq!(
+        status, 202,
+        "a wait is served again once the open one ended"
+    );
     let (status, _) = json_of(a.post(&tasks).send_json(json!({"type": "noop"}))?)?;
     assert!(
         status == 200 || status == 202,

@@ -6,43 +6,11 @@
 
 mod common;
 
-use common::{Proc, Shard, dtc_ok, leader_of};
-use dtc_proto::schedule::{ScheduleStatus, schedule_task_id};
-use dtc_proto::status::ask_all_schedules;
-use dtc_proto::transport::Tcp;
+use common::{Proc, Shard, dtc_ok, leader_of, schedule_status as status, until_tick};
+use dtc_proto::schedule::schedule_task_id;
 use dtc_sdk::{Client, ClientConfig, Task, TaskState, Worker};
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// The schedule `name` as the router finds it.
-async fn status(router: SocketAddr, name: &str) -> anyhow::Result<ScheduleStatus> {
-    let all = ask_all_schedules(&Tcp, &[router], "test").await?;
-    all.into_iter()
-        .find(|s| s.spec.name == name)
-        .ok_or_else(|| anyhow::anyhow!("no schedule {name}"))
-}
-
-/// Waits until the schedule has handled a tick at or after `tick_ms`.
-async fn until_tick(
-    router: SocketAddr,
-    name: &str,
-    tick_ms: u64,
-) -> anyhow::Result<ScheduleStatus> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(s) = status(router, name).await
-            && s.last_tick_ms >= tick_ms
-        {
-            return Ok(s);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{name} never reached tick {tick_ms}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_second_schedule_fires_each_tick_once_across_a_leader_kill() -> anyhow::Result<()> {

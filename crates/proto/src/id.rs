@@ -34,13 +34,31 @@ impl TaskId {
         Self((self.0 & keep) | ROUTED_VERSION | RFC_VARIANT | u128::from(key_digest(key)))
     }
 
-    /// Whether the id was made by [`TaskId::routed_by`] for `key`.
-    pub fn is_routed_by(self, key: &str) -> bool {
-        self.is_routed() && self.0 as u32 == key_digest(key)
+    /// The same id in the namespace clients may not submit, routed by `key`: the ids of
+    /// the tasks a shard submits itself (a schedule's ticks and triggers). Like
+    /// [`TaskId::routed_by`], but marked with the UUID variant bits `11` instead of `10`,
+    /// so no id a client is allowed to submit can take a reserved id's place.
+    #[must_use]
+    pub fn reserved_by(self, key: &str) -> Self {
+        Self((self.routed_by(key).0 & !VARIANT_MASK) | RESERVED_VARIANT)
     }
 
-    fn is_routed(self) -> bool {
+    /// Whether the id is in the namespace only the shard itself submits in
+    /// ([`TaskId::reserved_by`]).
+    pub fn is_reserved(self) -> bool {
+        self.0 & (VERSION_MASK | VARIANT_MASK) == ROUTED_VERSION | RESERVED_VARIANT
+    }
+
+    /// Whether the id was made by [`TaskId::routed_by`] for `key`.
+    pub fn is_routed_by(self, key: &str) -> bool {
         self.0 & (VERSION_MASK | VARIANT_MASK) == ROUTED_VERSION | RFC_VARIANT
+            && self.0 as u32 == key_digest(key)
+    }
+
+    /// Whether the id is routed by a key (a client's or the shard's own).
+    fn is_routed(self) -> bool {
+        self.0 & VERSION_MASK == ROUTED_VERSION
+            && matches!(self.0 & VARIANT_MASK, RFC_VARIANT | RESERVED_VARIANT)
     }
 
     /// What places the task on a shard: the digest of its key for a routed id (the same as
@@ -58,6 +76,7 @@ const VERSION_MASK: u128 = 0xF << 76;
 const VARIANT_MASK: u128 = 0b11 << 62;
 const ROUTED_VERSION: u128 = 8 << 76;
 const RFC_VARIANT: u128 = 0b10 << 62;
+const RESERVED_VARIANT: u128 = 0b11 << 62;
 
 /// Where the tasks routed by `key` go: the value a router places on a shard, equal to
 /// [`TaskId::route_hash`] of every id routed by `key`.
@@ -144,6 +163,26 @@ mod tests {
     fn bad_text_is_an_error() {
         assert!("not-a-uuid".parse::<TaskId>().is_err());
         assert!("".parse::<TaskId>().is_err());
+    }
+
+    #[test]
+    fn reserved_ids_route_like_routed_ones_and_no_routed_id_is_reserved() {
+        let plain = TaskId::new();
+        let reserved = plain.reserved_by("nightly");
+        assert!(reserved.is_reserved());
+        assert_eq!(reserved.route_hash(), key_route_hash("nightly"));
+        assert!(
+            !reserved.is_routed_by("nightly"),
+            "a client's key never names it"
+        );
+        for id in [
+            plain,
+            plain.routed_by("nightly"),
+            reserved.routed_by("nightly"),
+        ] {
+            assert!(!id.is_reserved(), "{id}");
+        }
+        assert_eq!(reserved.reserved_by("nightly"), reserved);
     }
 
     #[test]

@@ -118,8 +118,9 @@ impl ScheduleOp {
     }
 }
 
-/// The id of the task a schedule's tick submits: derived from the name and the tick, and
-/// routed by the name.
+/// The id of the task a schedule's tick submits: derived from the name and the tick,
+/// routed by the name, and in the namespace clients may not submit in
+/// ([`TaskId::reserved_by`]), so nobody can plant a task in a tick's place.
 pub fn schedule_task_id(name: &str, tick_ms: u64) -> TaskId {
     derived_id(name, tick_ms, 0x5C4E_D01E)
 }
@@ -133,7 +134,7 @@ fn derived_id(name: &str, ms: u64, salt: u64) -> TaskId {
     let base = crate::key_route_hash(name);
     let hi = crate::id::mix64(base ^ ms ^ salt);
     let lo = crate::id::mix64(hi ^ ms.rotate_left(32) ^ !salt);
-    TaskId((u128::from(hi) << 64) | u128::from(lo)).routed_by(name)
+    TaskId((u128::from(hi) << 64) | u128::from(lo)).reserved_by(name)
 }
 
 /// Whether `name` may name a schedule (the rules of a queue's name).
@@ -151,13 +152,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tick_ids_are_distinct_stable_and_routed_by_the_name() {
+    fn tick_ids_are_distinct_stable_reserved_and_routed_by_the_name() {
         let a = schedule_task_id("nightly", 1_000);
         assert_eq!(a, schedule_task_id("nightly", 1_000));
         assert_ne!(a, schedule_task_id("nightly", 2_000));
         assert_ne!(a, schedule_task_id("hourly", 1_000));
         assert_ne!(a, trigger_task_id("nightly", 1_000));
-        assert!(a.is_routed_by("nightly"));
+        assert!(a.is_reserved(), "no client may submit it");
+        assert_eq!(a.route_hash(), crate::key_route_hash("nightly"));
         let ids: std::collections::HashSet<TaskId> = (0..10_000)
             .map(|t| schedule_task_id("s", t * 1000))
             .collect();

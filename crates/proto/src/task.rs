@@ -285,6 +285,15 @@ impl TaskSpec {
     /// if not, the answer to give its submitter.
     pub fn check(&self, max_payload: usize) -> Result<(), WireError> {
         self.check_shape()?;
+        if self.id.is_reserved() {
+            return Err(WireError::BadRequest {
+                reason: format!(
+                    "task id {} is of the form a shard keeps for the tasks it submits itself \
+                     (a schedule's ticks); submit with an id of your own, or none",
+                    self.id
+                ),
+            });
+        }
         if self.payload.len() > max_payload {
             return Err(WireError::BadRequest {
                 reason: format!(

@@ -401,3 +401,35 @@ impl dtc_proto::transport::Transport for FromAddress {
         Ok(stream.into_split())
     }
 }
+
+/// The schedule `name` as the router finds it.
+pub async fn schedule_status(
+    router: SocketAddr,
+    name: &str,
+) -> anyhow::Result<dtc_proto::schedule::ScheduleStatus> {
+    let all = dtc_proto::status::ask_all_schedules(&Tcp, &[router], "test").await?;
+    all.into_iter()
+        .find(|s| s.spec.name == name)
+        .ok_or_else(|| anyhow::anyhow!("no schedule {name}"))
+}
+
+/// Waits until the schedule has handled a tick at or after `tick_ms`.
+pub async fn until_tick(
+    router: SocketAddr,
+    name: &str,
+    tick_ms: u64,
+) -> anyhow::Result<dtc_proto::schedule::ScheduleStatus> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(s) = schedule_status(router, name).await
+            && s.last_tick_ms >= tick_ms
+        {
+            return Ok(s);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{name} never reached tick {tick_ms}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

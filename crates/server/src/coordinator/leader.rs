@@ -1417,6 +1417,9 @@ mod tests {
         now: Instant,
         /// Worker queues, kept open.
         queues: Vec<mpsc::Receiver<CoordMsg>>,
+        /// Clients' connections, kept open (a reply whose client has gone is dropped).
+        clients:
+            Vec<mpsc::Receiver<dtc_proto::connection::WithPermit<dtc_proto::message::Response>>>,
     }
 
     impl Shard {
@@ -1432,6 +1435,7 @@ mod tests {
                 index: 1,
                 now,
                 queues: Vec::new(),
+                clients: Vec::new(),
             };
             let mut out = Effects::default();
             shard
@@ -1462,7 +1466,8 @@ mod tests {
         }
 
         fn request(&mut self, body: RequestBody, req: u64) -> Effects {
-            let (reply, _rx) = Reply::for_test(req);
+            let (reply, rx) = Reply::for_test(req);
+            self.clients.push(rx);
             let mut out = Effects::default();
             self.leader
                 .request(body, reply, &self.table, self.now, &mut out);
