@@ -434,7 +434,9 @@ async fn a_client_parking_16384_waits_does_not_stop_another_clients_tasks() -> a
         let mut greedy = ClientConfig::new(vec![router]).with_credentials(Arc::clone(&full));
         greedy.max_inflight = 20_000;
         greedy.retry_for = std::time::Duration::ZERO;
-        let greedy = Client::with_config(greedy).await?;
+        // The greedy client runs on another host (waits are shared per client address).
+        let from = common::FromAddress(std::net::IpAddr::from([127, 0, 0, 2]));
+        let greedy = Client::with_transport(greedy, Secure::new(from, Arc::clone(&full))).await?;
         // A task nobody runs, and 16,384 waits for it on one connection.
         let stuck = TaskSpec::new("nobody-runs-this", "");
         let id = stuck.id;
