@@ -118,16 +118,18 @@ impl Client {
     /// Connects to the first reachable of `addrs`; raises `Unavailable` if none answers and
     /// `Refused` if the server refuses the credentials.
     #[new]
-    #[pyo3(signature = (addrs, *, secrets=None, retry_for=60.0, name=None))]
+    #[pyo3(signature = (addrs, *, secrets=None, ca_file=None, token_file=None, retry_for=60.0, name=None))]
     fn new(
         py: Python<'_>,
         addrs: Vec<String>,
         secrets: Option<PathBuf>,
+        ca_file: Option<PathBuf>,
+        token_file: Option<PathBuf>,
         retry_for: f64,
         name: Option<String>,
     ) -> PyResult<Self> {
-        let mut config =
-            ClientConfig::new(spec::addrs(&addrs)?).with_credentials(spec::credentials(secrets)?);
+        let credentials = spec::credentials(secrets, ca_file, token_file)?;
+        let mut config = ClientConfig::new(spec::addrs(&addrs)?).with_credentials(credentials);
         config.retry_for = Duration::try_from_secs_f64(retry_for.max(0.0)).unwrap_or(Duration::MAX);
         config.name = name.unwrap_or_else(|| format!("python client {}", std::process::id()));
         let connected = runtime::wait(py, dtc_sdk::Client::with_config(config.clone()), None)?;

@@ -93,13 +93,19 @@ pub fn addrs(given: &[String]) -> PyResult<Vec<SocketAddr>> {
     Ok(out)
 }
 
-/// The credentials in a secrets directory (`dtc secrets init DIR`), or plain mode.
-pub fn credentials(secrets: Option<PathBuf>) -> PyResult<Arc<Credentials>> {
-    let Some(dir) = secrets else {
-        return Ok(Arc::new(Credentials::plain()));
-    };
+/// The credentials a program was given, as the CLI's flags give them: a secrets directory
+/// (`dtc secrets init DIR`), or the cluster CA's certificate and a token file
+/// (`worker.toml`, `client.toml`), each file overriding the directory's; plain mode when
+/// none is given.
+pub fn credentials(
+    secrets: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+) -> PyResult<Arc<Credentials>> {
     let sources = CredentialSources {
-        secrets: Some(dir),
+        secrets,
+        tls_ca: ca_file,
+        token_file,
         ..CredentialSources::default()
     };
     Credentials::load(&sources)

@@ -320,7 +320,7 @@ pub struct Worker {
 #[pymethods]
 impl Worker {
     #[new]
-    #[pyo3(signature = (shard, *, slots=4, prefetch=None, name=None, heartbeat=0.2, builtins=false, secrets=None, queues=Vec::new()))]
+    #[pyo3(signature = (shard, *, slots=4, prefetch=None, name=None, heartbeat=0.2, builtins=false, secrets=None, ca_file=None, token_file=None, queues=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         shard: Vec<String>,
@@ -330,6 +330,8 @@ impl Worker {
         heartbeat: f64,
         builtins: bool,
         secrets: Option<PathBuf>,
+        ca_file: Option<PathBuf>,
+        token_file: Option<PathBuf>,
         queues: Vec<String>,
     ) -> PyResult<Self> {
         for queue in &queues {
@@ -359,7 +361,7 @@ impl Worker {
             heartbeat,
             builtins,
             queues,
-            credentials: spec::credentials(secrets)?,
+            credentials: spec::credentials(secrets, ca_file, token_file)?,
             running: Mutex::new(None),
         })
     }

@@ -4,6 +4,7 @@ client is turned away."""
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Iterator
 
@@ -53,3 +54,29 @@ def test_a_missing_secrets_directory_is_a_clear_error(secure: tuple[str, str, st
     router, _, _ = secure
     with pytest.raises(ValueError, match="cannot load the secrets"):
         dtc.Client(router, secrets="/nonexistent/dtc-secrets")
+
+
+def test_a_worker_and_a_client_with_only_the_ca_and_their_token_file_are_served(
+    secure: tuple[str, str, str],
+) -> None:
+    # What a worker's and a client's machine hold: ca.pem and worker.toml or client.toml.
+    router, shard, secrets = secure
+    ca = os.path.join(secrets, "ca.pem")
+    worker = dtc.Worker(shard, ca_file=ca, token_file=os.path.join(secrets, "worker.toml"))
+
+    @worker.task("secret_lower")
+    def secret_lower(task: dtc.Task) -> str:
+        return task.text.lower()
+
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        client = dtc.Client(router, ca_file=ca, token_file=os.path.join(secrets, "client.toml"))
+        assert client.run("secret_lower", "OVER TLS", timeout=LIMIT).text == "over tls"
+        # The client's token is not a worker's: a worker holding it is refused.
+        with pytest.raises(dtc.DtcError):
+            wrong = os.path.join(secrets, "worker.toml")
+            dtc.Client(router, ca_file=ca, token_file=wrong, retry_for=0).run("secret_lower", "x", timeout=LIMIT)
+    finally:
+        worker.stop()
+        thread.join(LIMIT)

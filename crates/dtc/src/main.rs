@@ -153,15 +153,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 args.cluster,
                 made.hosts.join(", ")
             );
-            println!("start every process with --secrets {dir}, e.g.");
+            println!(
+                "start replicas and routers with --secrets {dir} (copied without ca.key), e.g."
+            );
             println!(
                 "  dtc coordinator --secrets {dir} --bind 0.0.0.0 -p 5000 --peer HOST2:5000 --peer HOST3:5000"
             );
-            println!("  dtc worker --secrets {dir} -s HOST1:5000,HOST2:5000,HOST3:5000");
-            println!("  dtc submit --secrets {dir} --ip HOST wordcount \"a b c\"");
+            println!("give workers only ca.pem and worker.toml:");
             println!(
-                "keep {dir}/ca.key offline; give workers and clients only ca.pem and their own token"
+                "  dtc worker --tls-ca {dir}/ca.pem --token-file {dir}/worker.toml -s HOST1:5000,HOST2:5000,HOST3:5000"
             );
+            println!("and client programs only ca.pem and client.toml:");
+            println!(
+                "  dtc submit --tls-ca {dir}/ca.pem --token-file {dir}/client.toml --ip HOST wordcount \"a b c\""
+            );
+            println!("keep {dir}/ca.key offline");
             Ok(())
         }
     }

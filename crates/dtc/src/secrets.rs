@@ -7,7 +7,8 @@ use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use dtc_proto::credentials::{
-    CA_CERT, CA_KEY, CredentialSources, Credentials, NODE_CERT, NODE_KEY, SECRETS_FILE,
+    CA_CERT, CA_KEY, CLIENT_TOKEN_FILE, CredentialSources, Credentials, NODE_CERT, NODE_KEY,
+    SECRETS_FILE, WORKER_TOKEN_FILE,
 };
 use dtc_proto::message::Role;
 use dtc_proto::token::{RoleTokens, Token};
@@ -61,7 +62,15 @@ pub struct Made {
 /// `--force`.
 pub fn init(args: &SecretsInitArgs) -> anyhow::Result<Made> {
     let dir = &args.dir;
-    let files = [CA_CERT, CA_KEY, NODE_CERT, NODE_KEY, SECRETS_FILE];
+    let files = [
+        CA_CERT,
+        CA_KEY,
+        NODE_CERT,
+        NODE_KEY,
+        SECRETS_FILE,
+        WORKER_TOKEN_FILE,
+        CLIENT_TOKEN_FILE,
+    ];
     if !args.force
         && let Some(existing) = files.iter().map(|f| dir.join(f)).find(|p| p.exists())
     {
@@ -122,27 +131,37 @@ pub fn init(args: &SecretsInitArgs) -> anyhow::Result<Made> {
         client: token(Role::Client),
         admin: token(Role::Admin),
     };
-    let secrets = secrets_toml(&args.cluster, &tokens);
+    let secrets = secrets_toml(&args.cluster, &tokens, &Role::ALL);
 
     write_private(&dir.join(CA_CERT), &ca_cert.pem())?;
     write_private(&dir.join(CA_KEY), &ca_key.serialize_pem())?;
     write_private(&dir.join(NODE_CERT), &node_cert.pem())?;
     write_private(&dir.join(NODE_KEY), &node_key.serialize_pem())?;
     write_private(&dir.join(SECRETS_FILE), &secrets)?;
+    for (file, role) in [
+        (WORKER_TOKEN_FILE, Role::Worker),
+        (CLIENT_TOKEN_FILE, Role::Client),
+    ] {
+        write_private(
+            &dir.join(file),
+            &secrets_toml(&args.cluster, &tokens, &[role]),
+        )?;
+    }
     Ok(Made {
         dir: dir.clone(),
         hosts,
     })
 }
 
-/// `secrets.toml`: the cluster's name and every role's token.
-fn secrets_toml(cluster: &str, tokens: &RoleTokens) -> String {
+/// A secrets file: the cluster's name and the tokens of `roles` (`secrets.toml` holds every
+/// role's; `worker.toml` and `client.toml` one each, for `--token-file`).
+fn secrets_toml(cluster: &str, tokens: &RoleTokens, roles: &[Role]) -> String {
     let mut out = String::from(
-        "# dtc credentials: the cluster's name and one token per role. Give each process only\n\
-         # the tokens of the roles it plays (a worker: worker; a client program: client).\n",
+        "# dtc credentials: the cluster's name and the tokens of the roles a process plays.\n\
+         # Give each process only its own (a worker: worker.toml; a client program: client.toml).\n",
     );
     out.push_str(&format!("cluster = {}\n\n[tokens]\n", toml_string(cluster)));
-    for role in Role::ALL {
+    for &role in roles {
         if let Some(t) = tokens.get(role) {
             out.push_str(&format!("{} = {}\n", role.name(), toml_string(t.expose())));
         }
@@ -207,7 +226,15 @@ mod tests {
         let made = init(&args)?;
         assert_eq!(made.hosts, ["127.0.0.1", "localhost"]);
         #[cfg(unix)]
-        for f in [CA_CERT, CA_KEY, NODE_CERT, NODE_KEY, SECRETS_FILE] {
+        for f in [
+            CA_CERT,
+            CA_KEY,
+            NODE_CERT,
+            NODE_KEY,
+            SECRETS_FILE,
+            WORKER_TOKEN_FILE,
+            CLIENT_TOKEN_FILE,
+        ] {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(dir.join(f))?.permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{f}");
@@ -220,6 +247,22 @@ mod tests {
             assert!(creds.tokens.get(role).is_some(), "{role}");
         }
         assert_ne!(creds.tokens.worker, creds.tokens.client);
+        // A worker's machine gets the CA's certificate and worker.toml: the cluster and its
+        // token alone.
+        let worker = SecurityArgs {
+            tls_ca: Some(dir.join(CA_CERT)),
+            token_file: Some(dir.join(WORKER_TOKEN_FILE)),
+            ..SecurityArgs::default()
+        }
+        .credentials()?;
+        assert_eq!(worker.cluster, "test");
+        assert!(worker.tls.as_ref().is_some_and(|t| !t.is_member()));
+        let only: Vec<Role> = Role::ALL
+            .into_iter()
+            .filter(|r| worker.tokens.get(*r).is_some())
+            .collect();
+        assert_eq!(only, [Role::Worker]);
+        assert_eq!(worker.tokens.worker, creds.tokens.worker);
         let again = init(&args);
         assert!(
             again

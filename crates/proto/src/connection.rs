@@ -5,7 +5,7 @@
 //! frame of a batch with one syscall. Both are generic over `AsyncRead`/`AsyncWrite`.
 
 use crate::codec::{FrameCodec, encode_frame};
-use crate::message::{Hello, HelloFrame, HelloReply, MAGIC, Welcome};
+use crate::message::{Hello, HelloFrame, HelloReply, MAGIC, Role, Welcome};
 use crate::{PROTOCOL_VERSION, ProtoError, WireError};
 use bytes::BytesMut;
 use futures_util::{FutureExt, StreamExt};
@@ -191,6 +191,16 @@ where
     let exchange = async {
         write_one(writer, hello, max_frame).await?;
         match reader.expect().await? {
+            Ok(welcome) if welcome.cluster != hello.cluster => Err(ProtoError::Handshake(format!(
+                "{} belongs to cluster {:?}, not {:?}: check the address",
+                welcome.node, welcome.cluster, hello.cluster
+            ))),
+            Ok(welcome) if hello.role == Role::Peer && welcome.shard != hello.shard => {
+                Err(ProtoError::Handshake(format!(
+                    "{} is not a replica of this shard: check the address",
+                    welcome.node
+                )))
+            }
             Ok(welcome) => Ok(welcome),
             Err(e) => Err(ProtoError::Refused(e)),
         }
@@ -206,7 +216,7 @@ where
 pub async fn accept_handshake<R, W>(
     reader: &mut FrameReader<R, HelloFrame>,
     writer: &mut W,
-    node: &str,
+    welcome: &Welcome,
     max_frame: usize,
     admit: impl FnOnce(&Hello) -> Result<(), WireError>,
 ) -> Result<Hello, ProtoError>
@@ -229,11 +239,7 @@ where
     };
     match verdict {
         Ok(hello) => {
-            let welcome = Welcome {
-                version: PROTOCOL_VERSION,
-                node: node.to_string(),
-            };
-            write_one(writer, &HelloReply::Ok(welcome), max_frame).await?;
+            write_one(writer, &HelloReply::Ok(welcome.clone()), max_frame).await?;
             Ok(hello)
         }
         Err(err) => {
@@ -249,7 +255,7 @@ where
 mod tests {
     use super::*;
     use crate::TaskId;
-    use crate::message::{Request, RequestBody, Role};
+    use crate::message::{Request, RequestBody, Role, ShardId};
 
     #[tokio::test]
     async fn handshake_then_batched_messages() -> Result<(), ProtoError> {
@@ -258,7 +264,14 @@ mod tests {
         let (sr, mut sw) = tokio::io::split(server);
         let server_side = tokio::spawn(async move {
             let mut reader = FrameReader::<_, HelloFrame>::new(sr, 1 << 20);
-            let hello = accept_handshake(&mut reader, &mut sw, "test", 1 << 20, |_| Ok(())).await?;
+            let hello = accept_handshake(
+                &mut reader,
+                &mut sw,
+                &Welcome::new("test", crate::message::DEFAULT_CLUSTER, None),
+                1 << 20,
+                |_| Ok(()),
+            )
+            .await?;
             let mut reader = reader.retype::<Request>();
             let mut got = Vec::new();
             while let Some(req) = reader.next().await? {
@@ -306,11 +319,58 @@ mod tests {
         encode_frame(&req, &mut both, 1 << 20)?;
         cw.write_all(&both).await?;
         let mut reader = FrameReader::<_, HelloFrame>::new(sr, 1 << 20);
-        accept_handshake(&mut reader, &mut sw, "test", 1 << 20, |_| Ok(())).await?;
+        accept_handshake(
+            &mut reader,
+            &mut sw,
+            &Welcome::new("test", crate::message::DEFAULT_CLUSTER, None),
+            1 << 20,
+            |_| Ok(()),
+        )
+        .await?;
         let mut reader = reader.retype::<Request>();
         // The client keeps its side open: the request must come from the buffer alone.
         let got = tokio::time::timeout(Duration::from_secs(5), reader.expect()).await;
         assert_eq!(got.map_err(|_| ProtoError::Timeout)??, req);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_connector_refuses_a_node_of_another_cluster_or_shard() -> Result<(), ProtoError> {
+        // Acceptors that admit anyone, and say who they are.
+        let answered_by = |welcome: Welcome, hello: Hello| async move {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            let (cr, mut cw) = tokio::io::split(client);
+            let (sr, mut sw) = tokio::io::split(server);
+            let acceptor = tokio::spawn(async move {
+                let mut reader = FrameReader::<_, HelloFrame>::new(sr, 1 << 20);
+                accept_handshake(&mut reader, &mut sw, &welcome, 1 << 20, |_| Ok(())).await
+            });
+            let mut reader = FrameReader::<_, HelloReply>::new(cr, 1 << 20);
+            let got = connect_handshake(&mut reader, &mut cw, &hello, 1 << 20).await;
+            acceptor.await.ok();
+            got.map(|w| w.node).map_err(|e| e.to_string())
+        };
+        let peer = Hello::new(Role::Peer, "p").of_shard(ShardId(1));
+        let ours = Welcome::new("ours", crate::message::DEFAULT_CLUSTER, Some(ShardId(1)));
+        assert_eq!(
+            answered_by(ours.clone(), peer.clone()).await,
+            Ok("ours".into())
+        );
+        let other_cluster = Welcome::new("theirs", "prod", Some(ShardId(1)));
+        let refused = answered_by(other_cluster, peer.clone()).await;
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("cluster")),
+            "{refused:?}"
+        );
+        let other_shard = Welcome::new("theirs", crate::message::DEFAULT_CLUSTER, Some(ShardId(2)));
+        let refused = answered_by(other_shard.clone(), peer).await;
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("shard")),
+            "{refused:?}"
+        );
+        // A client only cares about the cluster.
+        let client = Hello::new(Role::Client, "c");
+        assert!(answered_by(other_shard, client).await.is_ok());
         Ok(())
     }
 
@@ -321,7 +381,14 @@ mod tests {
         let (sr, mut sw) = tokio::io::split(server);
         let server_side = tokio::spawn(async move {
             let mut reader = FrameReader::<_, HelloFrame>::new(sr, 1 << 20);
-            accept_handshake(&mut reader, &mut sw, "test", 1 << 20, |_| Ok(())).await
+            accept_handshake(
+                &mut reader,
+                &mut sw,
+                &Welcome::new("test", crate::message::DEFAULT_CLUSTER, None),
+                1 << 20,
+                |_| Ok(()),
+            )
+            .await
         });
         let mut hello = Hello::new(Role::Client, "old");
         hello.version = 99;

@@ -22,6 +22,12 @@ pub const NODE_CERT: &str = "node.pem";
 pub const NODE_KEY: &str = "node.key";
 /// The cluster's name and one token per role.
 pub const SECRETS_FILE: &str = "secrets.toml";
+/// The cluster's name and the worker token alone: what a worker's machine needs besides
+/// the CA's certificate (`--token-file`).
+pub const WORKER_TOKEN_FILE: &str = "worker.toml";
+/// The cluster's name and the client token alone: what a client program needs besides the
+/// CA's certificate.
+pub const CLIENT_TOKEN_FILE: &str = "client.toml";
 
 /// Where to find a process's credentials; each file given overrides the secrets directory's.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -74,6 +80,28 @@ struct SecretsFile {
     tokens: RoleTokens,
 }
 
+/// Warns when a secret file can be read by users other than its owner (group or other
+/// permission bits set): anyone on the machine could then take the role it proves. Not
+/// refused, since some deployments mount secrets readable by a group on purpose.
+fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    mode = format!("{mode:o}"),
+                    "a secret file can be read by other users; restrict it (chmod 600)"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// What a process proves itself with, and to which cluster it belongs.
 #[derive(Clone, Debug)]
 pub struct Credentials {
@@ -118,6 +146,9 @@ impl Credentials {
             .token_file
             .clone()
             .or_else(|| existing(in_dir(SECRETS_FILE)));
+        for secret in [&key, &token_file].into_iter().flatten() {
+            warn_if_shared(secret);
+        }
         let file = match &token_file {
             Some(path) => read_secrets_file(path)?,
             None => SecretsFile::default(),

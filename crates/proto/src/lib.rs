@@ -14,6 +14,7 @@ pub mod codec;
 pub mod connection;
 pub mod credentials;
 mod error;
+pub mod hash;
 mod id;
 pub mod message;
 pub mod mux;

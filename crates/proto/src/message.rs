@@ -203,13 +203,34 @@ impl Hello {
 /// The acceptor's answer to [`Hello`]: its own version and name, or why it refuses.
 pub type HelloReply = Result<Welcome, WireError>;
 
-/// The acceptor accepted the handshake.
+/// The acceptor accepted the handshake, and says who it is: the connector checks that it
+/// reached a node of its own cluster (and, dialling a peer, of its own shard).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {
     /// The protocol version the acceptor speaks.
     pub version: u32,
     /// The acceptor's name for logs (e.g. `coordinator 127.0.0.1:5000`).
     pub node: String,
+    /// The acceptor's cluster.
+    pub cluster: String,
+    /// The acceptor's shard, for a coordinator.
+    pub shard: Option<ShardId>,
+}
+
+impl Welcome {
+    /// The welcome of node `node`, of `cluster` (and `shard`), at this build's version.
+    pub fn new(
+        node: impl Into<String>,
+        cluster: impl Into<String>,
+        shard: Option<ShardId>,
+    ) -> Self {
+        Self {
+            version: crate::PROTOCOL_VERSION,
+            node: node.into(),
+            cluster: cluster.into(),
+            shard,
+        }
+    }
 }
 
 /// A client's request; `req` is chosen by the client and echoed in the [`Response`], so one

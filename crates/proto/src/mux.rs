@@ -12,10 +12,10 @@
 //! The router uses one per shard; the SDK's `Client` uses one per client.
 
 use crate::connection::{FrameReader, connect_handshake, write_loop};
+use crate::hash::HashMap;
 use crate::message::{Hello, HelloReply, Request, RequestBody, Response, Role, Welcome};
 use crate::transport::{Tcp, Transport};
 use crate::{ProtoError, TaskId, TaskView, WireError};
-use foldhash::HashMap;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;

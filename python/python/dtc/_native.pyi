@@ -93,6 +93,8 @@ class Client:
         addrs: Sequence[str],
         *,
         secrets: Optional[str] = None,
+        ca_file: Optional[str] = None,
+        token_file: Optional[str] = None,
         retry_for: float = 60.0,
         name: Optional[str] = None,
     ) -> Client: ...
@@ -145,6 +147,8 @@ class Worker:
         heartbeat: float = 0.2,
         builtins: bool = False,
         secrets: Optional[str] = None,
+        ca_file: Optional[str] = None,
+        token_file: Optional[str] = None,
         queues: Sequence[str] = ...,
     ) -> Worker: ...
     def start(self, handlers: Sequence[Tuple[str, Any, bool]], event_loop: Any = None) -> None: ...

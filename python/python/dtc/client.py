@@ -21,8 +21,12 @@ from .schedules import Schedule
 Address = Union[str, Sequence[str]]
 #: A payload: bytes, or text sent as UTF-8.
 Payload = Union[bytes, bytearray, memoryview, str]
-#: A path to a secrets directory made by ``dtc secrets init``.
+#: A path: a secrets directory made by ``dtc secrets init``, or one of its files.
 SecretsDir = Union[str, "os.PathLike[str]"]
+
+
+def _path(path: Optional[SecretsDir]) -> Optional[str]:
+    return None if path is None else os.fspath(path)
 
 
 def _addresses(address: Address) -> list[str]:
@@ -45,8 +49,10 @@ def _timeout(id: str, timeout: Optional[float]) -> Timeout:
 class Client:
     """A connection to dtc (a router, or a shard's coordinators), for blocking code.
 
-    ``secrets`` names a directory made by ``dtc secrets init`` when the cluster has
-    secrets. ``retry_for`` is how long (seconds) transient failures — no leader, a full
+    When the cluster has secrets, give either ``secrets``, a directory made by
+    ``dtc secrets init``, or — what a client program's machine should hold — ``ca_file``
+    (the cluster's ``ca.pem``) and ``token_file`` (``client.toml``, the cluster's name and
+    the client token). ``retry_for`` is how long (seconds) transient failures — no leader, a full
     queue, a lost connection — are retried before the call raises.
     """
 
@@ -55,12 +61,16 @@ class Client:
         address: Address = "127.0.0.1:6000",
         *,
         secrets: Optional[SecretsDir] = None,
+        ca_file: Optional[SecretsDir] = None,
+        token_file: Optional[SecretsDir] = None,
         retry_for: float = 60.0,
         name: Optional[str] = None,
     ) -> None:
         self._core = _native.Client(
             _addresses(address),
-            secrets=None if secrets is None else os.fspath(secrets),
+            secrets=_path(secrets),
+            ca_file=_path(ca_file),
+            token_file=_path(token_file),
             retry_for=retry_for,
             name=name,
         )
@@ -239,16 +249,22 @@ class AsyncClient:
         address: Address = "127.0.0.1:6000",
         *,
         secrets: Optional[SecretsDir] = None,
+        ca_file: Optional[SecretsDir] = None,
+        token_file: Optional[SecretsDir] = None,
         retry_for: float = 60.0,
         name: Optional[str] = None,
     ) -> AsyncClient:
         """Connects (see :class:`Client` for the arguments) without blocking the loop."""
         loop = asyncio.get_running_loop()
-        path = None if secrets is None else os.fspath(secrets)
         core = await loop.run_in_executor(
             None,
             lambda: _native.Client(
-                _addresses(address), secrets=path, retry_for=retry_for, name=name
+                _addresses(address),
+                secrets=_path(secrets),
+                ca_file=_path(ca_file),
+                token_file=_path(token_file),
+                retry_for=retry_for,
+                name=name,
             ),
         )
         return cls(core, loop)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
 import signal
 import sys
 import threading
@@ -21,7 +20,7 @@ from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence, TypeVa
 
 from . import _native
 from ._native import Task
-from .client import Address, SecretsDir, _addresses
+from .client import Address, SecretsDir, _addresses, _path
 
 log = logging.getLogger("dtc.worker")
 
@@ -41,7 +40,9 @@ class Worker:
     queues it takes tasks from (default: only ``"default"``); a dict gives them weights
     (``{"critical": 3, "default": 1}``: while both have tasks ready, three of every four
     slots go to ``critical``). ``builtins`` adds dtc's
-    built-in task types (``noop``, ``sleep``, ``wordcount``, ``fail``).
+    built-in task types (``noop``, ``sleep``, ``wordcount``, ``fail``). With secrets, give
+    ``ca_file`` (the cluster's ``ca.pem``) and ``token_file`` (``worker.toml``), or a whole
+    ``secrets`` directory.
     """
 
     def __init__(
@@ -54,6 +55,8 @@ class Worker:
         heartbeat: float = 0.2,
         builtins: bool = False,
         secrets: Optional[SecretsDir] = None,
+        ca_file: Optional[SecretsDir] = None,
+        token_file: Optional[SecretsDir] = None,
         queues: Union[Sequence[str], Mapping[str, int]] = (),
     ) -> None:
         if isinstance(queues, Mapping):
@@ -65,7 +68,9 @@ class Worker:
             name=name,
             heartbeat=heartbeat,
             builtins=builtins,
-            secrets=None if secrets is None else os.fspath(secrets),
+            secrets=_path(secrets),
+            ca_file=_path(ca_file),
+            token_file=_path(token_file),
             queues=list(queues),
         )
         self._handlers: dict[str, Handler] = {}

@@ -15,6 +15,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// The log filter of the processes a test starts: `DTC_TEST_LOG`, or warnings only.
+fn test_log() -> String {
+    std::env::var("DTC_TEST_LOG").unwrap_or_else(|_| "warn,openraft=off".into())
+}
+
 /// A directory of its own under the system's temporary directory, removed when dropped.
 pub struct TempDir(PathBuf);
 
@@ -69,27 +74,37 @@ impl Proc {
     /// Starts `dtc ARGS…` and returns the first `lines` lines it prints (its address is
     /// the last word of the first).
     pub fn start_lines(args: &[&str], lines: usize) -> anyhow::Result<(Self, Vec<String>)> {
-        let filter = std::env::var("DTC_TEST_LOG").unwrap_or_else(|_| "warn,openraft=off".into());
-        Self::start_with_stderr(args, lines, Stdio::inherit(), Some(&filter))
+        Self::start_with_stderr(args, lines, Stdio::inherit(), Some(&test_log()), None)
+    }
+
+    /// Starts `dtc ARGS…` as [`Proc::start`] does, in the working directory `dir`.
+    pub fn start_in(dir: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let stderr = Stdio::inherit();
+        Ok(Self::start_with_stderr(args, 1, stderr, Some(&test_log()), Some(dir))?.0)
     }
 
     /// Starts `dtc ARGS…` as [`Proc::start`] does, with its log (standard error, at the
     /// binary's own default filter) written to `log`.
     pub fn start_logging(args: &[&str], log: &Path) -> anyhow::Result<Self> {
         let file = std::fs::File::create(log)?;
-        Ok(Self::start_with_stderr(args, 1, Stdio::from(file), None)?.0)
+        Ok(Self::start_with_stderr(args, 1, Stdio::from(file), None, None)?.0)
     }
 
     /// Starts `dtc ARGS…` with `RUST_LOG` set to `filter` (or unset: the binary's own
-    /// default), standard error to `stderr`, and reads its first `lines` lines.
+    /// default), standard error to `stderr`, in `cwd` (or this process's directory), and
+    /// reads its first `lines` lines.
     fn start_with_stderr(
         args: &[&str],
         lines: usize,
         stderr: Stdio,
         filter: Option<&str>,
+        cwd: Option<&Path>,
     ) -> anyhow::Result<(Self, Vec<String>)> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_dtc"));
         command.args(args).stdout(Stdio::piped()).stderr(stderr);
+        if let Some(dir) = cwd {
+            command.current_dir(dir);
+        }
         match filter {
             Some(f) => command.env("RUST_LOG", f),
             None => command.env_remove("RUST_LOG"),
@@ -347,8 +362,14 @@ pub async fn leader_of(
 /// Runs `dtc ARGS…` to its end: its standard output, or an error with its standard error
 /// if it failed.
 pub fn dtc_ok(args: &[&str]) -> anyhow::Result<String> {
+    dtc_ok_in(Path::new("."), args)
+}
+
+/// Runs `dtc ARGS…` to its end in the working directory `dir`, as [`dtc_ok`] does.
+pub fn dtc_ok_in(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(env!("CARGO_BIN_EXE_dtc"))
         .args(args)
+        .current_dir(dir)
         .output()?;
     anyhow::ensure!(
         out.status.success(),

@@ -11,8 +11,8 @@
 
 use crate::net::Reply;
 use crate::shard::Input;
+use dtc_proto::hash::HashMap;
 use dtc_proto::{TaskId, TaskSpec, TaskState, TaskView};
-use foldhash::HashMap;
 
 /// A task the table may not hold yet.
 struct Early {

@@ -29,6 +29,7 @@ use super::timers::Timers;
 use crate::net::Reply;
 use crate::sched::{Firings, Ready, Scheduler, WorkerId};
 use crate::shard::{Applied, Command, Input, Listed, Retention, SubmitOutcome, TaskTable};
+use dtc_proto::hash::{HashMap, HashSet};
 use dtc_proto::message::{Assignment, CoordMsg, RequestBody, WorkerMsg};
 use dtc_proto::schedule::{ScheduleOp, ScheduleSpec, ScheduleStatus};
 use dtc_proto::status::{
@@ -38,7 +39,6 @@ use dtc_proto::{
     Outcome, Retry, Start, TaskId, TaskOptions, TaskProgress, TaskSpec, TaskState, TaskView,
     WireError,
 };
-use foldhash::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -510,14 +510,14 @@ impl Leader {
             WorkerMsg::Completed(c) => {
                 // Only the session holding the task's current attempt completes it.
                 let holds = self.sched.running_on(c.id) == Some((worker, c.attempt));
-                // A report lives while a worker runs the task: at most one per busy slot.
-                if !self.progress.is_empty() {
-                    self.progress.remove(&c.id);
-                }
                 self.sched.completed(worker, c.id, c.attempt);
                 if !holds {
                     self.ignored_completions.increment(1);
                     return;
+                }
+                // A report lives while a worker runs the task: at most one per busy slot.
+                if !self.progress.is_empty() {
+                    self.progress.remove(&c.id);
                 }
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.done += 1;
@@ -1793,6 +1793,9 @@ mod tests {
         s.worker_says(holder, report(0.5, "halfway"));
         assert_eq!(shown(&s), Some(TaskProgress::new(0.5, "halfway")));
         assert_eq!(shown(&s).map(|p| p.permille), Some(500));
+        // Another worker's forged completion leaves the holder's report alone.
+        s.worker_says(other, done(1, 1));
+        assert_eq!(shown(&s), Some(TaskProgress::new(0.5, "halfway")));
         let out = s.worker_says(holder, done(1, 1));
         s.commit(out);
         assert_eq!(shown(&s), None, "a finished task has no progress");

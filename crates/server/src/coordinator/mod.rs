@@ -403,9 +403,11 @@ impl<L: Listener> Coordinator<L> {
         };
         let export = crate::telemetry::installed()
             .then(|| tokio::spawn(admin::export(sources.clone(), replica, cancel.clone())));
+        let worker_ids = worker_session::WorkerIds::default();
         let handler = move |a: Conn<L>| {
             let sink = Arc::clone(&sink);
             let events = events_tx.clone();
+            let worker_ids = worker_ids.clone();
             let cancel = conn_cancel.clone();
             let sources = sources.clone();
             let snapshots = snapshots.clone();
@@ -425,6 +427,7 @@ impl<L: Listener> Coordinator<L> {
                         worker_session::serve(
                             a,
                             events,
+                            worker_ids,
                             limits.max_frame,
                             max_worker_slots,
                             cancel,

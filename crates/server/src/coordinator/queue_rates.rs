@@ -2,7 +2,7 @@
 //! per queue, counts in one-second buckets over the last [`WINDOW_S`] seconds. Owned by the
 //! leader (made at election, dropped with its term); pure, fed the time by its caller.
 
-use foldhash::HashMap;
+use dtc_proto::hash::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -4,9 +4,9 @@
 //! the last full second), and into the process's metrics recorder (`/metrics`), where one is
 //! installed.
 
+use dtc_proto::hash::HashMap;
 use dtc_proto::status::LeaderStats;
 use dtc_proto::{TaskId, TaskState};
-use foldhash::HashMap;
 use hdrhistogram::Histogram;
 use metrics::{Counter, Histogram as MetricHistogram, counter, histogram};
 use std::time::{Duration, Instant};

@@ -7,7 +7,9 @@ use crate::net::Accepted;
 use dtc_proto::WireError;
 use dtc_proto::connection::{write_loop, write_one};
 use dtc_proto::message::{CoordMsg, WorkerMsg};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -19,13 +21,30 @@ pub const DEFAULT_MAX_WORKER_SLOTS: u32 = 1024;
 /// The most task types one worker may register.
 const MAX_KINDS: usize = 1024;
 
-static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
+/// How long a worker may take to send its `Register` after the handshake.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest `Register` read: room for [`MAX_KINDS`] type names and as many queues of
+/// the longest names, and the attempts of the most slots.
+const MAX_REGISTER_FRAME: usize = 2 * 1024 * 1024;
+
+/// The numbers a coordinator gives its workers' connections, from 1; one counter per
+/// coordinator, so that a replica's numbering depends on nothing outside it.
+#[derive(Clone, Debug)]
+pub(super) struct WorkerIds(Arc<AtomicU64>);
+
+impl Default for WorkerIds {
+    fn default() -> Self {
+        Self(Arc::new(AtomicU64::new(1)))
+    }
+}
 
 /// Serves a worker connection until it closes, misbehaves, or the actor drops it. A worker
 /// gets at most `max_slots` slots, and takes ahead at most as many tasks as it has slots.
 pub(super) async fn serve<R, W>(
     a: Accepted<R, W>,
     events: mpsc::Sender<Event>,
+    ids: WorkerIds,
     max_frame: usize,
     max_slots: u32,
     cancel: CancellationToken,
@@ -41,8 +60,18 @@ pub(super) async fn serve<R, W>(
         ..
     } = a;
     let mut reader = reader.retype::<WorkerMsg>();
+    reader.set_max_frame(MAX_REGISTER_FRAME.min(max_frame));
+    let first = tokio::select! {
+        first = tokio::time::timeout(REGISTER_TIMEOUT, reader.expect()) => first,
+        () = cancel.cancelled() => return,
+    };
+    let Ok(first) = first else {
+        tracing::info!(%peer, "closing a worker connection that sent no Register in {REGISTER_TIMEOUT:?}");
+        return;
+    };
+    reader.set_max_frame(max_frame);
     // A worker takes up to `slots + prefetch` tasks at once (bounded, whatever it claims).
-    let (slots, capacity, kinds, queues, weights, running) = match reader.expect().await {
+    let (slots, capacity, kinds, queues, weights, running) = match first {
         Ok(WorkerMsg::Register {
             slots,
             prefetch,
@@ -60,8 +89,15 @@ pub(super) async fn serve<R, W>(
             (slots, capacity, kinds, queues, weights, running)
         }
         Ok(other) => {
+            let sent = match other {
+                WorkerMsg::Register { .. } => "Register with no slot",
+                WorkerMsg::Heartbeat => "Heartbeat",
+                WorkerMsg::Completed(_) => "Completed",
+                WorkerMsg::Draining => "Draining",
+                WorkerMsg::Progress { .. } => "Progress",
+            };
             let reason =
-                format!("a worker must first send Register with at least one slot, not {other:?}");
+                format!("a worker must first send Register with at least one slot, not {sent}");
             tracing::info!(%peer, %reason, "refusing a worker");
             write_one(
                 &mut writer,
@@ -77,16 +113,23 @@ pub(super) async fn serve<R, W>(
             return;
         }
     };
-    let id = NEXT_WORKER.fetch_add(1, Ordering::Relaxed);
+    let id = ids.0.fetch_add(1, Ordering::Relaxed);
     let worker_cancel = cancel.child_token();
     let (tx, rx) = mpsc::channel(capacity as usize + 64);
     let writer_task = tokio::spawn(write_loop(writer, rx, max_frame, worker_cancel.clone()));
-    tracing::info!(%peer, worker = id, name = %hello.name, capacity, ?kinds, "worker registered");
-    let kinds = kinds
+    let kinds: Vec<String> = kinds
         .into_iter()
         .filter(|k| k.len() <= dtc_proto::TaskSpec::MAX_KIND_LEN)
         .take(MAX_KINDS)
         .collect();
+    tracing::info!(
+        %peer,
+        worker = id,
+        name = %hello.name.chars().take(64).collect::<String>(),
+        capacity,
+        kinds = kinds.len(),
+        "worker registered"
+    );
     let (queues, weights): (Vec<String>, Vec<u32>) = queues
         .into_iter()
         .zip(weights.into_iter().chain(std::iter::repeat(1)))

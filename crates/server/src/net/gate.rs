@@ -12,7 +12,7 @@
 use super::noise::{Noise, Refused};
 use dtc_proto::WireError;
 use dtc_proto::credentials::Credentials;
-use dtc_proto::message::{Hello, Role, ShardId};
+use dtc_proto::message::{Hello, Role, ShardId, Welcome};
 use dtc_proto::tls::Tls;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -121,6 +121,11 @@ impl Gate {
         &self.noise
     }
 
+    /// What this node answers an admitted hello with: its name, cluster and shard.
+    pub fn welcome(&self, node: &str) -> Welcome {
+        Welcome::new(node, self.credentials.cluster.clone(), self.shard)
+    }
+
     /// The node's TLS, when it serves TLS.
     pub fn tls(&self) -> Option<&Tls> {
         self.credentials.tls.as_ref()
@@ -141,19 +146,16 @@ impl Gate {
         }
         if hello.cluster != self.credentials.cluster {
             return refuse(format!(
-                "wrong cluster: this {} belongs to cluster {:?}, not {:?} (--cluster)",
-                self.node, self.credentials.cluster, hello.cluster
+                "wrong cluster: this {} does not serve cluster {:?} (--cluster)",
+                self.node, hello.cluster
             ));
         }
         if role == Role::Peer && hello.shard != self.shard {
             let theirs = hello
                 .shard
                 .map_or_else(|| "none".to_owned(), |s| s.to_string());
-            let ours = self
-                .shard
-                .map_or_else(|| "none".to_owned(), |s| s.to_string());
             return refuse(format!(
-                "wrong shard: this replica belongs to shard {ours}, not {theirs}; a coordinator of another shard is not a peer"
+                "wrong shard: this replica is not of shard {theirs}; a coordinator of another shard is not a peer"
             ));
         }
         if !self.secure {

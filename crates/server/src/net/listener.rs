@@ -12,7 +12,7 @@ use super::noise::Refused;
 use super::places::{MAX_TELLING, NoPlace, Place, PlaceBounds, PlaceKind, Places, member_reserve};
 use super::shares::AddressShares;
 use dtc_proto::connection::{FrameReader, HANDSHAKE_TIMEOUT, HELLO_MAX_FRAME, accept_handshake};
-use dtc_proto::message::{Hello, HelloFrame, Role};
+use dtc_proto::message::{Hello, HelloFrame, Role, Welcome};
 use dtc_proto::tls::{self, AcceptError, SecureRead, SecureWrite};
 use dtc_proto::transport::Listener;
 use dtc_proto::{DEFAULT_MAX_FRAME, DEFAULT_MAX_INFLIGHT, ProtoError, WireError};
@@ -128,7 +128,7 @@ pub async fn accept_loop<L, F, Fut>(
     });
     let shares = AddressShares::new(limits.max_waits);
     let listening = Arc::new(Listening {
-        node,
+        welcome: gate.welcome(&node),
         limits,
         gate: Arc::clone(&gate),
     });
@@ -194,8 +194,8 @@ pub async fn accept_loop<L, F, Fut>(
 
 /// What every connection of one listener is opened with.
 struct Listening {
-    /// The node's name, for the welcome.
-    node: String,
+    /// What an admitted connector is answered with.
+    welcome: Welcome,
     limits: Limits,
     gate: Arc<Gate>,
 }
@@ -214,7 +214,11 @@ where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
-    let Listening { node, limits, gate } = listening;
+    let Listening {
+        welcome,
+        limits,
+        gate,
+    } = listening;
     let (read, mut writer, member) = match gate.tls().and_then(|t| t.acceptor()) {
         None => (SecureRead::Plain(read), SecureWrite::Plain(write), false),
         Some(acceptor) => match tls::accept(acceptor, read, write).await {
@@ -239,7 +243,7 @@ where
             err
         })
     };
-    match accept_handshake(&mut reader, &mut writer, node, limits.max_frame, admit).await {
+    match accept_handshake(&mut reader, &mut writer, welcome, limits.max_frame, admit).await {
         Ok(hello) => {
             reader.set_max_frame(limits.max_frame);
             Some(Accepted {

@@ -9,8 +9,8 @@
 //! at most once.
 
 use super::Calendar;
+use dtc_proto::hash::HashMap;
 use dtc_proto::schedule::{CatchUp, ScheduleSpec};
-use foldhash::HashMap;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

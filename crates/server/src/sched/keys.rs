@@ -10,7 +10,7 @@
 //! that timed out or was cancelled still runs on its worker, and still counts.
 
 use dtc_proto::TaskId;
-use foldhash::HashMap;
+use dtc_proto::hash::HashMap;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;

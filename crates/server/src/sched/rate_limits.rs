@@ -9,7 +9,7 @@
 //! `rate × T + one second's worth` of the queue's tasks, and a failover adds no burst of
 //! its own.
 
-use foldhash::HashMap;
+use dtc_proto::hash::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

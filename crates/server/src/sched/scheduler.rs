@@ -7,8 +7,8 @@
 
 use super::keys::{Entry, Keys};
 use super::rate_limits::RateLimits;
+use dtc_proto::hash::{HashMap, HashSet};
 use dtc_proto::{TaskId, TaskSpec};
-use foldhash::{HashMap, HashSet};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 //! Owned by [`super::TaskTable`]; its frozen copies go to the snapshot encoder.
 
 use dtc_proto::TaskId;
-use foldhash::HashMap;
+use dtc_proto::hash::HashMap;
 use std::sync::Arc;
 
 /// How many buckets the map has: enough that one is small (a 200,000-task table puts

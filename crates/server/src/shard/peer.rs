@@ -439,6 +439,7 @@ pub async fn serve<R, W>(
 mod tests {
     use super::*;
     use dtc_proto::connection::accept_handshake;
+    use dtc_proto::message::Welcome;
     use dtc_proto::transport::Tcp;
     use openraft::Vote;
     use tokio::net::TcpListener;
@@ -461,9 +462,18 @@ mod tests {
             accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (read, mut write) = stream.into_split();
             let mut reader = FrameReader::<_, HelloFrame>::new(read, PEER_MAX_FRAME);
-            if accept_handshake(&mut reader, &mut write, "follower", PEER_MAX_FRAME, |_| {
-                Ok(())
-            })
+            let welcome = Welcome::new(
+                "follower",
+                dtc_proto::message::DEFAULT_CLUSTER,
+                Some(ShardId(1)),
+            );
+            if accept_handshake(
+                &mut reader,
+                &mut write,
+                &welcome,
+                PEER_MAX_FRAME,
+                |_| Ok(()),
+            )
             .await
             .is_err()
             {

@@ -15,9 +15,11 @@ thread_local! {
 }
 
 /// From now on, openraft's random draws on this thread come from a generator seeded with
-/// `seed` (a deterministic simulation runs every node on one thread).
+/// `seed`, and the hash maps made on it from seeds derived from it ([`dtc_proto::hash`]):
+/// a deterministic simulation runs every node on one thread.
 pub fn seed_thread_rng(seed: u64) {
     SEEDED.with(|s| *s.borrow_mut() = Some(StdRng::seed_from_u64(seed)));
+    dtc_proto::hash::seed_thread(seed);
 }
 
 /// openraft's random numbers: the seeded generator of this thread if there is one.

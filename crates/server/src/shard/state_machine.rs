@@ -11,12 +11,12 @@ use super::cow_map::{CowMap, Frozen};
 use super::schedules::{Firing, Schedules};
 use super::{Applied, Command, SubmitOutcome};
 use bytes::Bytes;
+use dtc_proto::hash::HashSet;
 use dtc_proto::status::{Cursor, MAX_LIMITED_QUEUES, MAX_PAUSED_QUEUES, StateCounts};
 use dtc_proto::{
     Backoff, Concurrency, Outcome, Retry, Start, TaskId, TaskOptions, TaskSpec, TaskState,
     TaskView, WireError,
 };
-use foldhash::HashSet;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -1882,7 +1882,7 @@ mod tests {
                     max_failed: 3,
                 };
                 let mut t = TaskTable::new(retention);
-                let mut finished: foldhash::HashMap<TaskId, Outcome> = foldhash::HashMap::default();
+                let mut finished: dtc_proto::hash::HashMap<TaskId, Outcome> = dtc_proto::hash::HashMap::default();
                 for cmd in cmds {
                     let retried = match &cmd {
                         Command::Retry { id, .. } => Some(*id),
