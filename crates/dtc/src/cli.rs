@@ -259,6 +259,18 @@ pub struct SecurityArgs {
         help_heading = "Security"
     )]
     pub tls_server_name: Option<String>,
+    /// Take a client's certificate for a member's (a replica's or router's) only if it is
+    /// valid for this name, a DNS name or IP address (repeat for several). Without it, any
+    /// certificate the CA signed proves membership: set it when your CA also signs
+    /// certificates for other uses.
+    #[arg(
+        long = "tls-member-name",
+        env = "DTC_TLS_MEMBER_NAME",
+        value_name = "NAME",
+        value_delimiter = ',',
+        help_heading = "Security"
+    )]
+    pub tls_member_names: Vec<String>,
 }
 
 /// `dtc top`.

@@ -35,6 +35,7 @@ impl SecurityArgs {
             token_file: self.token_file.clone(),
             cluster: self.cluster.clone(),
             server_name: self.tls_server_name.clone(),
+            member_names: self.tls_member_names.clone(),
         };
         let credentials = Credentials::load(&sources).context("loading the credentials")?;
         Ok(Arc::new(credentials))

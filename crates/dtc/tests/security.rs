@@ -8,10 +8,10 @@ mod common;
 
 use anyhow::Context;
 use bytes::BytesMut;
-use common::TempDir;
 use common::secured::{Secured, https};
+use common::{Proc, TempDir};
 use dtc_proto::codec::encode_frame;
-use dtc_proto::credentials::Credentials;
+use dtc_proto::credentials::{CredentialSources, Credentials};
 use dtc_proto::message::{Hello, HelloReply, Role, ShardId};
 use dtc_proto::mux::dial;
 use dtc_proto::status::AdminResponse;
@@ -657,6 +657,38 @@ async fn the_admin_token_reads_but_only_a_member_changes_a_shards_settings() -> 
             }
         }
         assert_eq!(done.map(|s| s.max_results), Some(7));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_name_restricts_which_certificates_prove_membership() -> anyhow::Result<()> {
+    common::bounded(async {
+        let (_dir, secrets) = common::secured::init_secrets()?;
+        let s = secrets.display().to_string();
+        let sources = CredentialSources {
+            secrets: Some(secrets.clone()),
+            ..CredentialSources::default()
+        };
+        let full = Arc::new(Credentials::load(&sources)?);
+        // The members' certificate of `dtc secrets init` is valid for 127.0.0.1 and
+        // localhost: a node that wants another name takes it for no member's.
+        let strict = Proc::coordinator(&[
+            "-p",
+            "0",
+            "--secrets",
+            &s,
+            "--tls-member-name",
+            "members.example",
+        ])?;
+        let refused = try_dial(Arc::clone(&full), strict.addr()?, Role::Router, None).await;
+        expect_refused("a router with another name", refused, "certificate");
+        let named =
+            Proc::coordinator(&["-p", "0", "--secrets", &s, "--tls-member-name", "localhost"])?;
+        try_dial(full, named.addr()?, Role::Router, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("a member with the name was refused: {e}"))?;
         Ok(())
     })
     .await

@@ -48,6 +48,9 @@ pub struct CredentialSources {
     pub cluster: Option<String>,
     /// The name servers' certificates are checked against, instead of the address dialled.
     pub server_name: Option<String>,
+    /// The names a member's certificate must be valid for (any one); empty: any
+    /// certificate the CA signed proves membership.
+    pub member_names: Vec<String>,
 }
 
 /// Why credentials could not be loaded.
@@ -155,10 +158,10 @@ impl Credentials {
         };
         let tokens = file.tokens;
         let tls = match ca {
-            Some(ca) => Some(Tls::load(
-                &TlsFiles { ca, cert, key },
-                sources.server_name.as_deref(),
-            )?),
+            Some(ca) => Some(
+                Tls::load(&TlsFiles { ca, cert, key }, sources.server_name.as_deref())?
+                    .with_member_names(&sources.member_names)?,
+            ),
             None if cert.is_some() || key.is_some() || !tokens.is_empty() => {
                 return Err(CredentialsError::NoCa);
             }

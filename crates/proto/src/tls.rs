@@ -64,6 +64,9 @@ pub struct Tls {
     connector: TlsConnector,
     acceptor: Option<TlsAcceptor>,
     server_name: Option<ServerName<'static>>,
+    /// When not empty, a client's certificate proves membership only if it is valid for
+    /// one of these names (`--tls-member-name`); otherwise any the CA signed does.
+    member_names: Vec<ServerName<'static>>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -159,6 +162,34 @@ impl Tls {
             connector: TlsConnector::from(Arc::new(client)),
             acceptor,
             server_name,
+            member_names: Vec::new(),
+        })
+    }
+
+    /// The same TLS, taking a client's certificate for a member's only if it is valid for
+    /// one of `names` (DNS names or IP addresses in its subject alternative names): for a CA
+    /// that signs other certificates than the cluster's members'.
+    pub fn with_member_names(mut self, names: &[String]) -> Result<Self, TlsError> {
+        self.member_names = names
+            .iter()
+            .map(|n| {
+                ServerName::try_from(n.clone())
+                    .map_err(|e| setup_err(format!("member name {n:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(self)
+    }
+
+    /// Whether a verified client certificate proves membership (see
+    /// [`Tls::with_member_names`]).
+    fn is_member_certificate(&self, cert: &CertificateDer<'_>) -> bool {
+        if self.member_names.is_empty() {
+            return true;
+        }
+        webpki::EndEntityCert::try_from(cert).is_ok_and(|cert| {
+            self.member_names
+                .iter()
+                .any(|name| cert.verify_is_valid_for_subject_name(name).is_ok())
         })
     }
 
@@ -294,8 +325,10 @@ pub struct TlsAccepted<R, W> {
     /// The writing half.
     pub write: SecureWrite<R, W>,
     /// Whether the client proved itself a member of the cluster with a certificate signed
-    /// by the cluster CA.
+    /// by the cluster CA (and valid for a member name, when the node requires one).
     pub member: bool,
+    /// The client's certificate, verified against the cluster CA, if it sent one.
+    certificate: Option<CertificateDer<'static>>,
 }
 
 /// Why a TLS server did not accept a connection.
@@ -312,9 +345,33 @@ pub enum AcceptError {
     Handshake(io::Error),
 }
 
-/// The server's side of a connection: TLS with `acceptor`. A client that speaks plain dtc
-/// instead is answered (in plain dtc) that this node requires TLS, and refused.
-pub async fn accept<R, W>(
+impl Tls {
+    /// The server's side of a connection. A client that speaks plain dtc instead is
+    /// answered (in plain dtc) that this node requires TLS, and refused. `None` on a
+    /// process without a member certificate, which cannot serve TLS.
+    pub async fn accept<R, W>(
+        &self,
+        read: R,
+        write: W,
+    ) -> Option<Result<TlsAccepted<R, W>, AcceptError>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let acceptor = self.acceptor.as_ref()?;
+        let accepted = accept(acceptor, read, write).await.map(|mut a| {
+            a.member = a
+                .certificate
+                .as_ref()
+                .is_some_and(|c| self.is_member_certificate(c));
+            a
+        });
+        Some(accepted)
+    }
+}
+
+/// The server's side of a connection: TLS with `acceptor`.
+async fn accept<R, W>(
     acceptor: &TlsAcceptor,
     mut read: R,
     mut write: W,
@@ -346,11 +403,17 @@ where
         .accept(tokio::io::join(rewound, write))
         .await
         .map_err(AcceptError::Handshake)?;
-    let member = stream.get_ref().1.peer_certificates().is_some();
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned());
     let (r, w) = tokio::io::split(TlsStream::Server(stream));
     Ok(TlsAccepted {
         read: SecureRead::Tls(r),
         write: SecureWrite::Tls(w),
-        member,
+        member: certificate.is_some(),
+        certificate,
     })
 }

@@ -13,7 +13,7 @@ use super::places::{MAX_TELLING, NoPlace, Place, PlaceBounds, PlaceKind, Places,
 use super::shares::AddressShares;
 use dtc_proto::connection::{FrameReader, HANDSHAKE_TIMEOUT, HELLO_MAX_FRAME, accept_handshake};
 use dtc_proto::message::{Hello, HelloFrame, Role, Welcome};
-use dtc_proto::tls::{self, AcceptError, SecureRead, SecureWrite};
+use dtc_proto::tls::{AcceptError, SecureRead, SecureWrite};
 use dtc_proto::transport::Listener;
 use dtc_proto::{DEFAULT_MAX_FRAME, DEFAULT_MAX_INFLIGHT, ProtoError, WireError};
 use std::future::Future;
@@ -219,9 +219,10 @@ where
         limits,
         gate,
     } = listening;
-    let (read, mut writer, member) = match gate.tls().and_then(|t| t.acceptor()) {
+    let serving = gate.tls().filter(|t| t.is_member());
+    let (read, mut writer, member) = match serving {
         None => (SecureRead::Plain(read), SecureWrite::Plain(write), false),
-        Some(acceptor) => match tls::accept(acceptor, read, write).await {
+        Some(tls) => match tls.accept(read, write).await? {
             Ok(a) => (a.read, a.write, a.member),
             Err(AcceptError::Io(e)) => {
                 tracing::debug!(%peer, error = %e, "connection closed before its TLS handshake");
