@@ -1,6 +1,7 @@
 //! Serving one client connection: requests are read as they come, each with permits from
-//! the connection's bounds — requests in flight, their bytes, and (from the remote
-//! address's share) requests that wait for a task to finish — and handed to a
+//! the connection's bounds — requests in flight, their bytes (of the connection's budget
+//! and the node's), and (from the remote address's share) requests that wait for a task
+//! to finish — and handed to a
 //! [`RequestSink`] with a [`Reply`] handle that answers it later, in any order. A client
 //! connection that stays idle (nothing in flight) past its idle timeout is closed. Used by
 //! the coordinator (the sink is its actor) and by the router (the sink picks a shard).
@@ -42,7 +43,8 @@ pub struct Reply {
 /// What a request holds of its connection's bounds besides its place in flight.
 #[derive(Debug)]
 struct Held {
-    _bytes: OwnedSemaphorePermit,
+    /// Its bytes, of the connection's budget and of the node's.
+    _bytes: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
     _wait: Option<OwnedSemaphorePermit>,
     /// For a waiting request: set once nobody wants its answer any more.
     gone: Option<Arc<AtomicBool>>,
@@ -70,7 +72,7 @@ impl Reply {
             req,
             permit: permit(),
             held: Held {
-                _bytes: permit(),
+                _bytes: (permit(), None),
                 _wait: None,
                 gone: None,
             },
@@ -143,7 +145,7 @@ pub async fn serve_client<R, W, S>(
         peer,
         reader,
         writer,
-        waits,
+        shares,
         ..
     } = conn;
     let Limits {
@@ -160,7 +162,8 @@ pub async fn serve_client<R, W, S>(
     let permits = Arc::new(Semaphore::new(max_inflight));
     let byte_budget = max_inflight_bytes.max(max_frame).min(u32::MAX as usize);
     let bytes = Arc::new(Semaphore::new(byte_budget));
-    let waits = (!from_router).then_some(waits);
+    let waits = (!from_router).then_some(shares.waits);
+    let node_bytes = shares.bytes;
     // A client's waits are all abandoned at once, when it stops sending; a router's one by
     // one, as it takes each back.
     let left = Arc::new(AtomicBool::new(false));
@@ -231,13 +234,13 @@ pub async fn serve_client<R, W, S>(
         let size = request_bytes(&request.body).clamp(1, byte_budget);
         let (permit, bytes) = tokio::select! {
             p = async {
+                let size = u32::try_from(size).unwrap_or(u32::MAX);
                 let permit = Arc::clone(&permits).acquire_owned().await;
-                let bytes = Arc::clone(&bytes)
-                    .acquire_many_owned(u32::try_from(size).unwrap_or(u32::MAX))
-                    .await;
-                (permit, bytes)
+                let mine = Arc::clone(&bytes).acquire_many_owned(size).await;
+                let node = Arc::clone(&node_bytes).acquire_many_owned(size).await;
+                (permit, mine, node)
             } => match p {
-                (Ok(p), Ok(b)) => (p, b),
+                (Ok(p), Ok(mine), Ok(node)) => (p, (mine, Some(node))),
                 _ => break,
             },
             () = &mut stop => break,

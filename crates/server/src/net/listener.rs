@@ -33,6 +33,10 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
 /// The default bound on the bytes of requests in flight on one connection (64 MiB).
 pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 64 * 1024 * 1024;
 
+/// The default bound on the bytes of requests in flight on all of a node's connections
+/// together (1 GiB).
+pub const DEFAULT_MAX_INFLIGHT_BYTES_TOTAL: usize = 1024 * 1024 * 1024;
+
 /// The default bound on one client connection's waiting requests.
 pub const DEFAULT_MAX_WAITS: usize = 4096;
 
@@ -56,6 +60,8 @@ pub struct Limits {
     /// The most bytes of requests (payloads and type names) in flight on one connection;
     /// past it the connection is not read until answers free some (at least one frame).
     pub max_inflight_bytes: usize,
+    /// The same over all the node's client connections together.
+    pub max_inflight_bytes_total: usize,
     /// The most requests that wait for a task to finish, from one remote address's client
     /// connections together.
     pub max_waits: usize,
@@ -72,6 +78,7 @@ impl Default for Limits {
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
+            max_inflight_bytes_total: DEFAULT_MAX_INFLIGHT_BYTES_TOTAL,
             max_waits: DEFAULT_MAX_WAITS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
@@ -92,9 +99,19 @@ pub struct Accepted<R, W> {
     pub reader: FrameReader<R, HelloFrame>,
     /// The writing half.
     pub writer: W,
-    /// The remote address's share of waiting requests ([`Limits::max_waits`]), which all
-    /// its connections draw on.
+    /// What the connection draws on with others.
+    pub shares: Shares,
+}
+
+/// What a connection draws on together with others: its remote address's share of
+/// waiting requests ([`Limits::max_waits`]) and the node's budget of request bytes in
+/// flight ([`Limits::max_inflight_bytes_total`]).
+#[derive(Clone, Debug)]
+pub struct Shares {
+    /// The address's waits.
     pub waits: Arc<Semaphore>,
+    /// The node's bytes.
+    pub bytes: Arc<Semaphore>,
 }
 
 /// What a listener's handler is given: an admitted connection, plain or inside TLS.
@@ -126,7 +143,14 @@ pub async fn accept_loop<L, F, Fut>(
         reserve: member_reserve(limits.max_connections),
         telling: MAX_TELLING,
     });
-    let shares = AddressShares::new(limits.max_waits);
+    let waits = AddressShares::new(limits.max_waits);
+    let bytes = Arc::new(Semaphore::new(
+        limits
+            .max_inflight_bytes_total
+            .max(limits.max_frame)
+            .min(Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize),
+    ));
     let listening = Arc::new(Listening {
         welcome: gate.welcome(&node),
         limits,
@@ -168,10 +192,13 @@ pub async fn accept_loop<L, F, Fut>(
         let cancel = cancel.clone();
         let handler = Arc::clone(&handler);
         let listening = Arc::clone(&listening);
-        let waits = shares.of(peer.ip());
+        let shares = Shares {
+            waits: waits.of(peer.ip()),
+            bytes: Arc::clone(&bytes),
+        };
         tasks.spawn(async move {
             let gate = &listening.gate;
-            let opening = open_connection(read, writer, peer, &listening, &place, waits);
+            let opening = open_connection(read, writer, peer, &listening, &place, shares);
             let opened = tokio::select! {
                 o = tokio::time::timeout(limits.handshake_timeout, opening) => o,
                 () = cancel.cancelled() => return,
@@ -208,7 +235,7 @@ async fn open_connection<R, W>(
     peer: SocketAddr,
     listening: &Listening,
     place: &Place,
-    waits: Arc<Semaphore>,
+    shares: Shares,
 ) -> Option<Accepted<SecureRead<R, W>, SecureWrite<R, W>>>
 where
     R: tokio::io::AsyncRead + Unpin,
@@ -253,7 +280,7 @@ where
                 member: member || gate.tls().is_none(),
                 reader,
                 writer,
-                waits,
+                shares,
             })
         }
         Err(ProtoError::Handshake(reason)) => {

@@ -19,7 +19,8 @@ pub use http::{HttpLimits, serve_http};
 pub use http_guard::{HttpGuard, Refusal, guard};
 pub use listener::{
     Accepted, Conn, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
-    DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_WAITS, Limits, accept_loop,
+    DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_INFLIGHT_BYTES_TOTAL, DEFAULT_MAX_WAITS, Limits,
+    Shares, accept_loop,
 };
 pub use noise::{Noise, Refused};
 pub use places::{NoPlace, Place, PlaceBounds, PlaceKind, Places, member_reserve};
