@@ -11,6 +11,8 @@
 #   WORKER_FLAGS="--prefetch 0" scripts/bench_processes.sh …   (extra flags for every worker)
 #   COORD_FLAGS="--in-memory" scripts/bench_processes.sh …     (extra flags for every replica)
 #   PIDS_FILE=f scripts/bench_processes.sh …   (writes "role shard pid" lines, e.g. to watch memory)
+#   CPU_FILE=f scripts/bench_processes.sh …    (after the client: "role shard pid ticks" lines,
+#                                               each process's utime+stime from /proc/PID/stat)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,7 +52,11 @@ wait_port() {
   exit 1
 }
 
-note() { if [ -n "${PIDS_FILE:-}" ]; then echo "$1 $2 $3" >>"$PIDS_FILE"; fi; }
+roles=()
+note() {
+  roles+=("$1 $2 $3")
+  if [ -n "${PIDS_FILE:-}" ]; then echo "$1 $2 $3" >>"$PIDS_FILE"; fi
+}
 if [ -n "${PIDS_FILE:-}" ]; then : >"$PIDS_FILE"; fi
 
 shard_flags=()
@@ -85,3 +91,12 @@ wait_port "$ROUTER_PORT"
 sleep 0.5 # let the shards elect their leaders and the workers register
 
 "$DTC" client -p "$ROUTER_PORT" "$@"
+if [ -n "${CPU_FILE:-}" ]; then
+  : >"$CPU_FILE"
+  for r in "${roles[@]}"; do
+    set -- $r
+    # Fields 14 and 15 of /proc/PID/stat (after the parenthesised name): utime, stime.
+    ticks=$(sed 's/.*) //' "/proc/$3/stat" | awk '{ print $12 + $13 }')
+    echo "$r $ticks" >>"$CPU_FILE"
+  done
+fi
