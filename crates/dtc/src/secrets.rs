@@ -59,21 +59,23 @@ pub struct Made {
     pub hosts: Vec<String>,
 }
 
+/// The files `dtc secrets init` writes.
+const MADE_FILES: [&str; 7] = [
+    CA_CERT,
+    CA_KEY,
+    NODE_CERT,
+    NODE_KEY,
+    SECRETS_FILE,
+    WORKER_TOKEN_FILE,
+    CLIENT_TOKEN_FILE,
+];
+
 /// Makes a cluster's credentials in `args.dir`: refuses to overwrite any of them without
 /// `--force`.
 pub fn init(args: &SecretsInitArgs) -> anyhow::Result<Made> {
     let dir = &args.dir;
-    let files = [
-        CA_CERT,
-        CA_KEY,
-        NODE_CERT,
-        NODE_KEY,
-        SECRETS_FILE,
-        WORKER_TOKEN_FILE,
-        CLIENT_TOKEN_FILE,
-    ];
     if !args.force
-        && let Some(existing) = files.iter().map(|f| dir.join(f)).find(|p| p.exists())
+        && let Some(existing) = MADE_FILES.iter().map(|f| dir.join(f)).find(|p| p.exists())
     {
         anyhow::bail!(
             "{} exists; pass --force to make new credentials (every process then needs them)",
@@ -227,15 +229,7 @@ mod tests {
         let made = init(&args)?;
         assert_eq!(made.hosts, ["127.0.0.1", "localhost"]);
         #[cfg(unix)]
-        for f in [
-            CA_CERT,
-            CA_KEY,
-            NODE_CERT,
-            NODE_KEY,
-            SECRETS_FILE,
-            WORKER_TOKEN_FILE,
-            CLIENT_TOKEN_FILE,
-        ] {
+        for f in MADE_FILES {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(dir.join(f))?.permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{f}");

@@ -428,21 +428,7 @@ async fn ids_planted_ahead_of_a_schedules_ticks_are_refused_and_each_tick_fires_
     common::bounded(async {
         let cluster = Routed::start()?;
         let port = cluster.router.port().to_string();
-        dtc_ok(&[
-            "schedule",
-            "add",
-            "planted",
-            "wordcount",
-            "one two three",
-            "--cron",
-            "* * * * * *",
-            "--catch-up",
-            "all",
-            "--overlap",
-            "allow",
-            "-p",
-            &port,
-        ])?;
+        common::add_every_second(&port, "planted", "wordcount", "one two three")?;
         let start = schedule_status(cluster.router, "planted")
             .await?
             .last_tick_ms;

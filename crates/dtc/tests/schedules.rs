@@ -26,20 +26,7 @@ async fn a_per_second_schedule_fires_each_tick_once_across_a_leader_kill() -> an
             .build()?;
         tokio::spawn(worker.run(shard.addrs.clone(), stop.clone()));
 
-        let added = dtc_ok(&[
-            "schedule",
-            "add",
-            "every-second",
-            "tick",
-            "--cron",
-            "* * * * * *",
-            "--catch-up",
-            "all",
-            "--overlap",
-            "allow",
-            "-p",
-            &port,
-        ])?;
+        let added = common::add_every_second(&port, "every-second", "tick", "")?;
         assert!(added.contains("every-second"), "{added}");
         let start = status(raddr, "every-second").await?.last_tick_ms;
         // Three ticks under the first leader, then it dies; the next leader catches up.

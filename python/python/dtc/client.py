@@ -29,6 +29,25 @@ def _path(path: Optional[SecretsDir]) -> Optional[str]:
     return None if path is None else os.fspath(path)
 
 
+def _connect(
+    address: Address,
+    secrets: Optional[SecretsDir],
+    ca_file: Optional[SecretsDir],
+    token_file: Optional[SecretsDir],
+    retry_for: float,
+    name: Optional[str],
+) -> _native.Client:
+    """The native client, connected (blocking) with the given credentials."""
+    return _native.Client(
+        _addresses(address),
+        secrets=_path(secrets),
+        ca_file=_path(ca_file),
+        token_file=_path(token_file),
+        retry_for=retry_for,
+        name=name,
+    )
+
+
 def _addresses(address: Address) -> list[str]:
     return [address] if isinstance(address, str) else list(address)
 
@@ -66,14 +85,7 @@ class Client:
         retry_for: float = 60.0,
         name: Optional[str] = None,
     ) -> None:
-        self._core = _native.Client(
-            _addresses(address),
-            secrets=_path(secrets),
-            ca_file=_path(ca_file),
-            token_file=_path(token_file),
-            retry_for=retry_for,
-            name=name,
-        )
+        self._core = _connect(address, secrets, ca_file, token_file, retry_for, name)
 
     def submit(
         self,
@@ -257,15 +269,7 @@ class AsyncClient:
         """Connects (see :class:`Client` for the arguments) without blocking the loop."""
         loop = asyncio.get_running_loop()
         core = await loop.run_in_executor(
-            None,
-            lambda: _native.Client(
-                _addresses(address),
-                secrets=_path(secrets),
-                ca_file=_path(ca_file),
-                token_file=_path(token_file),
-                retry_for=retry_for,
-                name=name,
-            ),
+            None, lambda: _connect(address, secrets, ca_file, token_file, retry_for, name)
         )
         return cls(core, loop)
 

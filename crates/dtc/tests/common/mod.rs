@@ -423,6 +423,31 @@ impl dtc_proto::transport::Transport for FromAddress {
     }
 }
 
+/// `dtc schedule add NAME KIND PAYLOAD` through the router on `port`: every second, every
+/// missed tick caught up, overlaps allowed. What the command printed.
+pub fn add_every_second(
+    port: &str,
+    name: &str,
+    kind: &str,
+    payload: &str,
+) -> anyhow::Result<String> {
+    dtc_ok(&[
+        "schedule",
+        "add",
+        name,
+        kind,
+        payload,
+        "--cron",
+        "* * * * * *",
+        "--catch-up",
+        "all",
+        "--overlap",
+        "allow",
+        "-p",
+        port,
+    ])
+}
+
 /// The schedule `name` as the router finds it.
 pub async fn schedule_status(
     router: SocketAddr,
