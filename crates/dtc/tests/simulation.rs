@@ -779,12 +779,15 @@ fn check(w: &World) -> Result<(), String> {
         }
         if *attempt > 1 {
             let wait = Duration::from_millis(FLAKY_BACKOFF.wait_ms(*id, attempt - 1));
+            // An attempt may run more than once (its worker reconnected, or a new leader
+            // re-ran it); its backoff runs from the run whose failure was recorded, at the
+            // earliest the first to end.
             let before = w
                 .attempts
                 .iter()
                 .filter(|(i, a, _, end)| i == id && *a == attempt - 1 && end.is_some())
                 .filter_map(|(_, _, _, end)| *end)
-                .max();
+                .min();
             // Only a failed attempt waits: one whose failure the shard recorded (its error
             // names the attempt). A lost attempt — its worker or leader gone before its
             // failure was committed — runs again at once.

@@ -131,6 +131,8 @@ impl<T: Transport> Mux<T> {
         let mut backoff = MIN_BACKOFF;
         let mut waiting: VecDeque<Held<A>> = VecDeque::new();
         let mut leader: Option<SocketAddr> = None;
+        // Whether the last connection ended by naming another leader.
+        let mut redirected = false;
         loop {
             let connected = tokio::select! {
                 c = self.connect_any(leader) => c,
@@ -168,16 +170,27 @@ impl<T: Transport> Mux<T> {
                 Ended::Lost(reason) => {
                     tracing::warn!(label = %self.label, %reason, "connection lost; reconnecting");
                     leader = None;
+                    redirected = false;
                 }
                 Ended::NotLeader(Some(next)) if !unreachable.contains(&next) => {
                     tracing::debug!(label = %self.label, %addr, %next, "following the shard's leader");
                     leader = Some(next);
+                    // Two replicas that each name the other (an election not yet settled)
+                    // are not dialled back and forth without a pause.
+                    if std::mem::replace(&mut redirected, true)
+                        && !self
+                            .pause(MIN_BACKOFF, &mut rx, Some(&mut waiting), &cancel, None)
+                            .await
+                    {
+                        return;
+                    }
                 }
                 // Nobody is elected yet, or the replica still names a leader that has just
                 // proved unreachable (it has not noticed yet).
                 Ended::NotLeader(_) => {
                     // An election is under way: wait a moment, holding requests.
                     leader = None;
+                    redirected = false;
                     if !self
                         .pause(MIN_BACKOFF, &mut rx, Some(&mut waiting), &cancel, None)
                         .await

@@ -378,6 +378,10 @@ impl Worker {
         let mut backoff = MIN_BACKOFF;
         // The shard's leader, as the last refusal named it: tried first.
         let mut leader: Option<SocketAddr> = None;
+        // Whether the last connection was a redirect: a named leader is followed at once
+        // only once in a row, so two replicas that each name the other (their views of an
+        // election not yet settled) are not dialled back and forth without a pause.
+        let mut redirected = false;
         loop {
             if st.draining && st.running.is_empty() && st.outbox.is_empty() {
                 return Ok(());
@@ -406,7 +410,6 @@ impl Worker {
             }
             if let Some((reader, writer, addr)) = connected {
                 tracing::info!(%addr, slots = self.slots, "worker connected");
-                backoff = MIN_BACKOFF;
                 let refusal = self
                     .session(
                         reader.retype(),
@@ -427,11 +430,14 @@ impl Worker {
                             .and_then(|a| a.parse().ok())
                             .filter(|a| *a != addr && !unreachable.contains(a));
                         tracing::debug!(%addr, ?leader, "not the shard's leader; moving");
-                        if leader.is_some() {
+                        if leader.is_some() && !std::mem::replace(&mut redirected, true) {
                             continue;
                         }
                     }
                     _ => {
+                        // It served this worker until the connection ended.
+                        backoff = MIN_BACKOFF;
+                        redirected = false;
                         leader = None;
                         tracing::warn!(%addr, running = st.running.len(), "lost the coordinator; reconnecting");
                     }
