@@ -8,7 +8,7 @@
 //!
 //! A TLS connection is split into a [`SecureRead`] and a [`SecureWrite`] half (plain
 //! connections pass through the same types untouched), so every session above works on
-//! either. [`accept`] is the server's side: it tells a TLS client from one speaking plain
+//! either. [`Tls::accept`] is the server's side: it tells a TLS client from one speaking plain
 //! dtc by its first byte, answers the latter with what to do, and reports whether the client
 //! proved membership with a certificate.
 

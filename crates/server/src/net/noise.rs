@@ -67,7 +67,7 @@ impl Noise {
     }
 
     /// Counts a refusal of a connection from `remote`, and logs it with `detail` unless
-    /// something from that address was logged less than [`LOG_EVERY`] ago.
+    /// something from that address was logged less than a minute ago.
     pub fn refused(&self, remote: IpAddr, why: Refused, detail: &str) {
         metrics::counter!(
             "dtc_connections_refused_total",
