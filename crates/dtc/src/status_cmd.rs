@@ -229,36 +229,23 @@ pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
     };
     let transport = Secure::new(Tcp, args.security.credentials()?);
     let mut addr = args.addr;
-    // A follower names its leader; follow it once or twice (an election may be under way).
-    for _ in 0..3 {
+    // A follower names its leader: follow it. While nobody is named (an election is under
+    // way, or the replica has only just started), ask again for a few seconds.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    for _ in 0..100 {
         let answer = ask_admin(&transport, addr, "dtc configure", &request)
             .await
             .with_context(|| format!("asking {addr} to change its shard's settings"))?;
-        match answer {
+        let refused = match answer {
             AdminResponse::Configured(Ok(s)) => {
                 print!("{}", settings_line(&s));
                 return Ok(());
             }
-            AdminResponse::Configured(Err(dtc_proto::WireError::NotLeader {
-                leader: Some(leader),
-            })) => {
-                addr = leader
-                    .parse()
-                    .with_context(|| format!("the leader's address {leader:?}"))?;
-            }
-            AdminResponse::Configured(Err(e)) => anyhow::bail!("{addr} refused: {e}"),
             AdminResponse::TypeDefaults(Ok(all)) => {
                 print!("{}", type_defaults_lines(&all));
                 return Ok(());
             }
-            AdminResponse::TypeDefaults(Err(dtc_proto::WireError::NotLeader {
-                leader: Some(leader),
-            })) => {
-                addr = leader
-                    .parse()
-                    .with_context(|| format!("the leader's address {leader:?}"))?;
-            }
-            AdminResponse::TypeDefaults(Err(e)) => anyhow::bail!("{addr} refused: {e}"),
+            AdminResponse::Configured(Err(e)) | AdminResponse::TypeDefaults(Err(e)) => e,
             AdminResponse::Replica(_)
             | AdminResponse::Cluster(_)
             | AdminResponse::Tasks(_)
@@ -267,6 +254,21 @@ pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
             | AdminResponse::Schedules(_) => {
                 anyhow::bail!("{addr} answered another question")
             }
+        };
+        match refused {
+            dtc_proto::WireError::NotLeader {
+                leader: Some(leader),
+            } => {
+                addr = leader
+                    .parse()
+                    .with_context(|| format!("the leader's address {leader:?}"))?;
+            }
+            dtc_proto::WireError::NotLeader { leader: None }
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            e => anyhow::bail!("{addr} refused: {e}"),
         }
     }
     anyhow::bail!("the shard has no leader now; try again")
