@@ -17,10 +17,10 @@ use dtc_proto::connection::{WithPermit, write_loop};
 use dtc_proto::message::{CONNECTION_ERROR, Request, RequestBody, Response, Role};
 use dtc_proto::mux::Answer;
 use dtc_proto::{TaskView, WireError};
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -46,8 +46,61 @@ struct Held {
     /// Its bytes, of the connection's budget and of the node's.
     _bytes: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
     _wait: Option<OwnedSemaphorePermit>,
-    /// For a waiting request: set once nobody wants its answer any more.
-    gone: Option<Arc<AtomicBool>>,
+    /// For a waiting request: how to tell that nobody wants its answer any more.
+    gone: Option<Gone>,
+}
+
+/// How a waiting request learns that nobody wants its answer.
+#[derive(Debug)]
+enum Gone {
+    /// A client's: its connection's flag, set when the client stops sending.
+    Left(Arc<AtomicBool>),
+    /// A router's: whether the router took this request (by number) back.
+    TakenBack(Arc<TakenBack>, u64),
+}
+
+/// The waits a router has taken back on its connection, by request number, kept until the
+/// request is dropped. Rare: a request only looks here once something was taken back.
+#[derive(Debug, Default)]
+struct TakenBack {
+    any: AtomicBool,
+    reqs: Mutex<HashSet<u64>>,
+}
+
+impl TakenBack {
+    /// The router takes request `req` back. At most `bound` are remembered: past it (Unwaits
+    /// for requests already answered), the oldest knowledge is dropped and those waits last
+    /// until their tasks end.
+    fn take(&self, req: u64, bound: usize) {
+        if let Ok(mut reqs) = self.reqs.lock() {
+            if reqs.len() >= bound {
+                reqs.clear();
+            }
+            reqs.insert(req);
+            self.any.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn contains(&self, req: u64) -> bool {
+        self.any.load(Ordering::Relaxed) && self.reqs.lock().is_ok_and(|r| r.contains(&req))
+    }
+
+    fn forget(&self, req: u64) {
+        if self.any.load(Ordering::Relaxed)
+            && let Ok(mut reqs) = self.reqs.lock()
+        {
+            reqs.remove(&req);
+            self.any.store(!reqs.is_empty(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        if let Self::TakenBack(taken, req) = self {
+            taken.forget(*req);
+        }
+    }
 }
 
 impl Answer for Reply {
@@ -90,11 +143,11 @@ impl Reply {
     /// client stopped sending, or (through a router) the client it was forwarded for left.
     pub fn is_abandoned(&self) -> bool {
         self.tx.is_closed()
-            || self
-                .held
-                .gone
-                .as_ref()
-                .is_some_and(|g| g.load(Ordering::Relaxed))
+            || match &self.held.gone {
+                None => false,
+                Some(Gone::Left(left)) => left.load(Ordering::Relaxed),
+                Some(Gone::TakenBack(taken, req)) => taken.contains(*req),
+            }
     }
     /// Sends the answer. If the client has gone, the answer is dropped.
     pub fn send(self, body: Result<TaskView, WireError>) {
@@ -167,7 +220,7 @@ pub async fn serve_client<R, W, S>(
     // A client's waits are all abandoned at once, when it stops sending; a router's one by
     // one, as it takes each back.
     let left = Arc::new(AtomicBool::new(false));
-    let mut router_waits: HashMap<u64, Weak<AtomicBool>> = HashMap::new();
+    let taken_back = Arc::new(TakenBack::default());
     let mut forwarded_waits = false;
     let conn_cancel = cancel.child_token();
     let writer_task = tokio::spawn(write_loop(writer, rx, max_frame, conn_cancel.clone()));
@@ -224,11 +277,8 @@ pub async fn serve_client<R, W, S>(
         if let RequestBody::Unwait { req, .. } = request.body
             && from_router
         {
-            let gone = router_waits.remove(&req).and_then(|g| g.upgrade());
-            if let Some(gone) = gone {
-                gone.store(true, Ordering::Relaxed);
-                sink.abandoned();
-            }
+            taken_back.take(req, max_inflight);
+            sink.abandoned();
             continue;
         }
         let size = request_bytes(&request.body).clamp(1, byte_budget);
@@ -276,14 +326,9 @@ pub async fn serve_client<R, W, S>(
                         continue;
                     }
                 }
-                reply.held.gone = Some(Arc::clone(&left));
+                reply.held.gone = Some(Gone::Left(Arc::clone(&left)));
             } else {
-                let gone = Arc::new(AtomicBool::new(false));
-                if router_waits.len() >= 2 * max_inflight {
-                    router_waits.retain(|_, g| g.strong_count() > 0);
-                }
-                router_waits.insert(request.req, Arc::downgrade(&gone));
-                reply.held.gone = Some(gone);
+                reply.held.gone = Some(Gone::TakenBack(Arc::clone(&taken_back), request.req));
             }
         }
         sink.request(request.body, reply).await;
