@@ -11,8 +11,9 @@
 #   WORKER_FLAGS="--prefetch 0" scripts/bench_processes.sh …   (extra flags for every worker)
 #   COORD_FLAGS="--in-memory" scripts/bench_processes.sh …     (extra flags for every replica)
 #   PIDS_FILE=f scripts/bench_processes.sh …   (writes "role shard pid" lines, e.g. to watch memory)
-#   CPU_FILE=f scripts/bench_processes.sh …    (after the client: "role shard pid ticks" lines,
-#                                               each process's utime+stime from /proc/PID/stat)
+#   CPU_FILE=f scripts/bench_processes.sh …    (after the client: "role shard pid ticks rss_kib"
+#                                               lines: each process's utime+stime from
+#                                               /proc/PID/stat, and its VmRSS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -97,6 +98,7 @@ if [ -n "${CPU_FILE:-}" ]; then
     set -- $r
     # Fields 14 and 15 of /proc/PID/stat (after the parenthesised name): utime, stime.
     ticks=$(sed 's/.*) //' "/proc/$3/stat" | awk '{ print $12 + $13 }')
-    echo "$r $ticks" >>"$CPU_FILE"
+    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$3/status")
+    echo "$r $ticks $rss" >>"$CPU_FILE"
   done
 fi
