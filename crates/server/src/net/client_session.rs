@@ -1,10 +1,10 @@
 //! Serving one client connection: requests are read as they come, each with permits from
 //! the connection's bounds — requests in flight, their bytes (of the connection's budget
 //! and the node's), and (from the remote address's share) requests that wait for a task
-//! to finish — and handed to a
-//! [`RequestSink`] with a [`Reply`] handle that answers it later, in any order. A client
-//! connection that stays idle (nothing in flight) past its idle timeout is closed. Used by
-//! the coordinator (the sink is its actor) and by the router (the sink picks a shard).
+//! to finish — and handed to a [`RequestSink`] with a [`Reply`] handle that answers it
+//! later, in any order. A client connection that stays idle (nothing in flight) past its
+//! idle timeout is closed. Used by the coordinator (the sink is its actor) and by the
+//! router (the sink picks a shard).
 //!
 //! A wait is given back as soon as nobody wants it: when its client stops sending (the
 //! connection's waits are all marked abandoned at once), or, on a router's connection,
@@ -68,9 +68,9 @@ struct TakenBack {
 }
 
 impl TakenBack {
-    /// The router takes request `req` back. At most `bound` are remembered: past it (Unwaits
-    /// for requests already answered), the oldest knowledge is dropped and those waits last
-    /// until their tasks end.
+    /// The router takes request `req` back. At most `bound` are remembered: past it (after
+    /// many `Unwait`s for requests already answered), all are forgotten, and the waits
+    /// still held among them last until their tasks end.
     fn take(&self, req: u64, bound: usize) {
         if let Ok(mut reqs) = self.reqs.lock() {
             if reqs.len() >= bound {
