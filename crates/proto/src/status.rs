@@ -561,9 +561,14 @@ pub fn merge_queues(lists: impl IntoIterator<Item = Vec<QueueStatus>>) -> Vec<Qu
     all.into_values().collect()
 }
 
+/// How long an operator's request waits for a shard that has no leader yet (just started,
+/// or electing one) before it is answered `NotLeader`.
+const ELECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Asks `request` of a shard's leader, trying the replicas at `addrs` in turn and
-/// following the one a follower names; `pick` takes the answer's result out of the
-/// response (`None`: an answer to another question).
+/// following the one a follower names; while none names a leader, asks again for up to
+/// [`ELECTION_WAIT`]. `pick` takes the answer's result out of the response (`None`: an
+/// answer to another question).
 async fn ask_leader<T: crate::transport::Transport, R>(
     transport: &T,
     addrs: &[std::net::SocketAddr],
@@ -571,16 +576,37 @@ async fn ask_leader<T: crate::transport::Transport, R>(
     request: &AdminRequest,
     pick: impl Fn(AdminResponse) -> Option<Result<R, crate::WireError>>,
 ) -> Result<R, crate::WireError> {
+    let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
+    loop {
+        match ask_leader_once(transport, addrs, name, request, &pick).await {
+            Err(crate::WireError::NotLeader { leader: None })
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// One round of [`ask_leader`]: each replica once, and at most as many leaders as
+/// replicas named.
+async fn ask_leader_once<T: crate::transport::Transport, R>(
+    transport: &T,
+    addrs: &[std::net::SocketAddr],
+    name: &str,
+    request: &AdminRequest,
+    pick: &impl Fn(AdminResponse) -> Option<Result<R, crate::WireError>>,
+) -> Result<R, crate::WireError> {
     let mut last = crate::WireError::Unavailable {
         reason: "the shard has no replica".into(),
     };
     let mut order: Vec<std::net::SocketAddr> = addrs.to_vec();
     let mut i = 0;
-    // Each replica once, and at most as many leaders as replicas named.
     while i < order.len() && i < 2 * addrs.len() {
         let addr = order[i];
         i += 1;
-        match ask_admin(transport, addr, name, request).await.map(&pick) {
+        match ask_admin(transport, addr, name, request).await.map(pick) {
             Ok(Some(Ok(answer))) => return Ok(answer),
             Ok(Some(Err(crate::WireError::NotLeader { leader }))) => {
                 if let Some(leader) = leader.and_then(|l| l.parse().ok()) {
