@@ -114,18 +114,8 @@ async fn http_connections_past_one_addresss_share_leave_other_addresses_served()
 -> anyhow::Result<()> {
     common::bounded(async {
         raise_open_files_limit()?;
-        let shard = Proc::coordinator(&["-p", "0"])?;
-        let list = shard.addr()?.to_string();
-        let (router, lines) = Proc::start_lines(
-            &["router", "-p", "0", "--http", "127.0.0.1:0", "-s", &list],
-            2,
-        )?;
-        let http: SocketAddr = lines
-            .get(1)
-            .and_then(|l| l.split("http://").nth(1))
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .with_context(|| format!("no HTTP address in {lines:?}"))?;
+        let cluster = Routed::start()?;
+        let http = cluster.http;
         // More idle sockets from one address than the whole HTTP bound (1,024).
         let flood = idle_sockets(loopback(2), http, 1_100).await?;
         let status = tokio::task::spawn_blocking(move || -> anyhow::Result<u16> {
@@ -142,7 +132,7 @@ async fn http_connections_past_one_addresss_share_leave_other_addresses_served()
         })
         .await??;
         assert_eq!(status, 200);
-        drop((flood, router));
+        drop(flood);
         Ok(())
     })
     .await

@@ -92,20 +92,18 @@ pub async fn serve_http(
         };
         let place = match places.take(peer.ip()) {
             Ok(place) => place,
-            Err(NoPlace::AddressFull) => {
-                noise.refused(
-                    peer.ip(),
-                    Refused::AddressBound,
-                    "this address holds its most HTTP connections; closed",
-                );
-                continue;
-            }
-            Err(NoPlace::NodeFull) => {
-                noise.refused(
-                    peer.ip(),
-                    Refused::NodeBound,
-                    "the HTTP connection bound is reached; closed",
-                );
+            Err(full) => {
+                let (why, detail) = match full {
+                    NoPlace::AddressFull => (
+                        Refused::AddressBound,
+                        "this address holds its most HTTP connections; closed",
+                    ),
+                    NoPlace::NodeFull => (
+                        Refused::NodeBound,
+                        "the HTTP connection bound is reached; closed",
+                    ),
+                };
+                noise.refused(peer.ip(), why, detail);
                 continue;
             }
         };
