@@ -4,8 +4,10 @@
 //! the scheduler, through a single actor loop (`actor.rs`) that connection tasks talk to
 //! through one bounded channel: the leader's runtime of its term (`leader.rs`, with the
 //! tasks it knows before the table does in `early.rs`) decides, group commit
-//! (`proposer.rs`) gathers its commands into Raft entries, and the actor performs both. Replicas that do not lead answer `NotLeader` with the
-//! leader's address.
+//! (`proposer.rs`) gathers its commands into Raft entries, and the actor performs both.
+//! Replicas that do not lead answer `NotLeader` with the leader's address. Beside the actor,
+//! each replica watches that its storage still writes and that its elections do not keep
+//! splitting (`split_votes.rs`).
 
 mod actor;
 mod admin;
@@ -14,6 +16,7 @@ mod early;
 mod leader;
 mod proposer;
 mod queue_rates;
+mod split_votes;
 mod stats;
 mod timers;
 mod worker_session;
@@ -388,6 +391,11 @@ impl<L: Listener> Coordinator<L> {
             self.raft.clone(),
             cancel.clone(),
         ));
+        let split_votes = tokio::spawn(split_votes::run(
+            self.raft.clone(),
+            self.config.raft.election_timeout.1,
+            cancel.clone(),
+        ));
         let limits = self.config.limits;
         let max_worker_slots = self.config.max_worker_slots;
         let snapshots = peer::SnapshotProgress::default();
@@ -453,6 +461,7 @@ impl<L: Listener> Coordinator<L> {
         .await;
         actor_task.await.ok();
         let failed = storage_guard.await.ok().flatten();
+        split_votes.await.ok();
         if let Some(export) = export {
             export.await.ok();
         }

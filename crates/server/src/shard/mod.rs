@@ -27,7 +27,7 @@ pub use log_store::{LogStore, read_log_payload};
 pub use mem_log_store::{DiskFault, MemDisk, MemLogStore};
 pub use openraft::ServerState;
 pub use raft_types::{Batch, BatchApplied, Entry, Node, NodeId, ShardRaft, TypeConfig};
-pub use runtime::seed_thread_rng;
+pub use runtime::{ThreadRng, seed_thread_rng};
 pub use schedules::{Schedule, Schedules, check as check_schedule};
 pub use state_machine::{CorruptSnapshot, Input, Listed, Retention, TableImage, TaskTable, Timing};
 pub use table_store::{SharedTable, SnapshotFileError, TableStore, read_snapshot_file};
