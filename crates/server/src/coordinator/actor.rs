@@ -24,7 +24,7 @@ use super::leader::{
     Effects, Leader, LeaderConfig, NewWorker, QueuesAnswer, Read, SchedulesAnswer, Then,
     TypeDefaultsAnswer,
 };
-use super::proposer::Proposer;
+use super::proposer::{Pending, Proposer};
 use crate::net::Reply;
 use crate::sched::WorkerId;
 use crate::shard::{Batch, BatchApplied, NodeId, Retention, ShardRaft, SharedTable};
@@ -151,6 +151,8 @@ pub(super) struct Actor {
     inflight: FuturesOrdered<InFlight>,
     /// What a new term's leader runtime is made with.
     leader_config: LeaderConfig,
+    /// The term this replica last started to lead in; proposals are made in it.
+    term: u64,
     /// The leader openraft last named, to count changes of leader.
     known_leader: Option<NodeId>,
     leader_changes: metrics::Counter,
@@ -171,6 +173,7 @@ impl Actor {
         let metrics = raft.server_metrics();
         Self {
             abandoned,
+            term: 0,
             known_leader: None,
             leader_changes: metrics::counter!(
                 "dtc_raft_leader_changes_total",
@@ -404,7 +407,7 @@ impl Actor {
         }
         match self.raft.client_write_ff(batch).await {
             Ok(rx) => {
-                self.proposer.proposed(thens, barrier);
+                self.proposer.proposed(thens, barrier, self.term);
                 self.inflight
                     .push_back(Box::pin(async move { rx.await.ok() }));
             }
@@ -437,15 +440,17 @@ impl Actor {
                     },
                     _ => WireError::NotLeader { leader: None },
                 };
-                for then in pending.thens {
-                    then.fail(&err);
-                }
-                for (_, _, reply) in pending.reads {
-                    reply.send(Err(err.clone()));
-                }
+                fail(pending, &err);
                 return;
             }
         };
+        if resp.log_id.leader_id.term != pending.term {
+            // Another leader's entry took this index (this replica stopped leading and
+            // installed a snapshot meanwhile, where openraft keeps the waiting proposal):
+            // the result is not this proposal's.
+            fail(pending, &WireError::NotLeader { leader: None });
+            return;
+        }
         let index = resp.log_id.index;
         let BatchApplied(applied) = resp.data;
         let mut thens = pending.thens.into_iter();
@@ -522,7 +527,7 @@ impl Actor {
 
     /// Follows openraft's view of who leads.
     fn on_metrics(&mut self) {
-        let (leads, leader) = {
+        let (leads, leader, term) = {
             let m = self.metrics.borrow_and_update();
             if m.current_leader.is_some() && m.current_leader != self.known_leader {
                 self.known_leader = m.current_leader;
@@ -533,15 +538,34 @@ impl Actor {
                 .current_leader
                 .and_then(|id| m.membership_config.membership().get_node(&id))
                 .map(|n| n.addr.clone());
-            (leads, leader)
+            (leads, leader, m.vote.leader_id().term)
         };
+        if leads && term != self.term && matches!(self.part, Part::Leading(_)) {
+            // It stopped leading and leads again, in a later term, between two looks.
+            let err = WireError::NotLeader {
+                leader: leader.clone(),
+            };
+            self.step_down(&err, leader.clone());
+        }
         match (&mut self.part, leads) {
             (Part::Leading(_), true) => {}
             (Part::Follower { .. }, true) => {
                 tracing::info!(
                     node = self.me,
+                    term,
                     "leading the shard; applying the log before scheduling"
                 );
+                // What it proposed in an earlier term and is still in flight is not waited
+                // for: openraft may never answer it (a snapshot installed meanwhile covers
+                // its index), and this term's results come after it.
+                self.term = term;
+                let err = WireError::NotLeader {
+                    leader: leader.clone(),
+                };
+                for pending in self.proposer.take_in_flight() {
+                    fail(pending, &err);
+                }
+                self.inflight = FuturesOrdered::new();
                 let runtime =
                     Leader::elected(self.leader_config.clone(), &self.table.lock().table, now());
                 self.part = Part::Leading(Box::new(runtime));
@@ -576,6 +600,16 @@ impl Actor {
         {
             runtime.step_down(err);
         }
+    }
+}
+
+/// Answers a proposal's commands and the lookups after it with `err`.
+fn fail(pending: Pending<Then, Read>, err: &WireError) {
+    for then in pending.thens {
+        then.fail(err);
+    }
+    for (_, _, reply) in pending.reads {
+        reply.send(Err(err.clone()));
     }
 }
 

@@ -51,6 +51,9 @@ pub(super) struct Pending<T, Q> {
     pub reads: Vec<Q>,
     /// The election barrier: once applied, the leader's ready queue is rebuilt.
     pub barrier: bool,
+    /// The term it was proposed in: a result for its index from an entry of another term
+    /// is not its result (the entry was replaced after this replica stopped leading).
+    pub term: u64,
 }
 
 impl<T, Q> Proposer<T, Q> {
@@ -114,12 +117,14 @@ impl<T, Q> Proposer<T, Q> {
         self.linger_until
     }
 
-    /// An entry was proposed; its result comes after those of the entries before it.
-    pub(super) fn proposed(&mut self, thens: Vec<T>, barrier: bool) {
+    /// An entry was proposed in `term`; its result comes after those of the entries
+    /// before it.
+    pub(super) fn proposed(&mut self, thens: Vec<T>, barrier: bool, term: u64) {
         self.pending.push_back(Pending {
             thens,
             reads: Vec::new(),
             barrier,
+            term,
         });
     }
 
@@ -142,6 +147,11 @@ impl<T, Q> Proposer<T, Q> {
     /// The oldest proposal in flight, whose result has come.
     pub(super) fn applied(&mut self) -> Option<Pending<T, Q>> {
         self.pending.pop_front()
+    }
+
+    /// Every proposal still in flight, oldest first, which will not be waited for any more.
+    pub(super) fn take_in_flight(&mut self) -> Vec<Pending<T, Q>> {
+        self.pending.drain(..).collect()
     }
 
     /// Everything not yet proposed: the commands (with their follow-ups) and the lookups.
@@ -191,7 +201,7 @@ mod tests {
         assert_eq!(due.len(), 1);
         let thens: Vec<u32> = due.into_iter().flatten().map(|(_, t)| t).collect();
         assert_eq!(thens, [1, 2]);
-        p.proposed(thens, false);
+        p.proposed(thens, false, 1);
         assert!(
             p.settle_reads().is_empty(),
             "attached to the entry in flight"
@@ -232,7 +242,11 @@ mod tests {
         let mut p: Proposer<u32, &str> = Proposer::new(1, LINGER, now);
         p.push(expire(), 1);
         let first = p.due(now, 0);
-        p.proposed(first.into_iter().flatten().map(|(_, t)| t).collect(), false);
+        p.proposed(
+            first.into_iter().flatten().map(|(_, t)| t).collect(),
+            false,
+            1,
+        );
         p.push(expire(), 2);
         p.push(expire(), 3);
         assert!(p.due(now, 0).is_empty(), "one entry in flight is enough");
@@ -262,5 +276,30 @@ mod tests {
         let (thens, reads) = p.take_unproposed();
         assert_eq!((thens, reads), (vec![1, 2], vec!["get"]));
         assert!(p.due(now, 0).is_empty());
+    }
+
+    #[test]
+    fn proposals_left_in_flight_are_handed_back_and_no_longer_awaited() {
+        let now = Instant::now();
+        let mut p: Proposer<u32, &str> = Proposer::new(4, LINGER, now);
+        p.push(expire(), 1);
+        let thens = p.due(now, 0).concat().into_iter().map(|(_, t)| t).collect();
+        p.proposed(thens, true, 5);
+        p.read("get");
+        assert!(
+            p.settle_reads().is_empty(),
+            "the lookup waits for the proposal"
+        );
+        let left = p.take_in_flight();
+        assert_eq!(left.len(), 1);
+        assert_eq!((&left[0].thens, &left[0].reads), (&vec![1], &vec!["get"]));
+        assert_eq!((left[0].barrier, left[0].term), (true, 5));
+        assert!(p.applied().is_none(), "nothing is awaited any more");
+        p.read("later");
+        assert_eq!(
+            p.settle_reads(),
+            ["later"],
+            "a lookup no longer waits for it"
+        );
     }
 }
