@@ -317,9 +317,23 @@ pub fn logs() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_timer(LogTime)
         .with_test_writer()
         .try_init()
         .ok();
+}
+
+/// A log line's time: in a simulation the simulated time since its start (what its
+/// events are measured in), elsewhere the wall clock.
+struct LogTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for LogTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match turmoil::sim_elapsed() {
+            Some(t) => write!(w, "sim {t:?}"),
+            None => tracing_subscriber::fmt::time::SystemTime.format_time(w),
+        }
+    }
 }
 
 /// Runs a whole test body within `TEST_LIMIT`, so that a hang fails instead of blocking CI.
