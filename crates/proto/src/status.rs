@@ -47,6 +47,40 @@ pub enum AdminRequest {
     Schedules(ScheduleOp),
 }
 
+impl AdminRequest {
+    /// How this request is refused to a credential that may only read (the admin token
+    /// without the cluster's member certificate): its own answer carrying the reason, or
+    /// `None` if it only reads. The one place that decides whether an operator request
+    /// changes anything: the sessions check only this. Deny by default: lists and lookups
+    /// are named here as reads, everything else — including any queue or schedule
+    /// operation added later — is a write.
+    pub fn refusal_if_read_only(&self) -> Option<AdminResponse> {
+        type Answer = fn(crate::WireError) -> AdminResponse;
+        let (what, answer): (&str, Answer) = match self {
+            Self::Status
+            | Self::Tasks(_)
+            | Self::Queues(QueueOp::List)
+            | Self::Schedules(ScheduleOp::List { .. }) => return None,
+            Self::Configure(_) => ("changing a shard's settings", |e| {
+                AdminResponse::Configured(Err(e))
+            }),
+            Self::TypeDefaults { .. } => ("changing a task type's defaults", |e| {
+                AdminResponse::TypeDefaults(Err(e))
+            }),
+            Self::Purge(_) => ("purging tasks", |e| AdminResponse::Purged(Err(e))),
+            Self::Queues(_) => ("pausing, resuming or limiting a queue", |e| {
+                AdminResponse::Queues(Err(e))
+            }),
+            Self::Schedules(_) => ("changing a schedule", |e| AdminResponse::Schedules(Err(e))),
+        };
+        Some(answer(crate::WireError::Auth {
+            reason: format!(
+                "role not allowed for this credential: the admin token is read-only; {what} needs the cluster's member certificate too (--secrets DIR on a member's machine)"
+            ),
+        }))
+    }
+}
+
 /// What [`AdminRequest::Queues`] asks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueueOp {
@@ -666,6 +700,79 @@ pub async fn ask_admin<T: crate::transport::Transport>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::ScheduleSpec;
+
+    #[test]
+    fn only_lists_and_lookups_are_open_to_a_read_only_credential() {
+        let reads = [
+            AdminRequest::Status,
+            AdminRequest::Tasks(TaskQuery {
+                state: None,
+                kind: None,
+                limit: 10,
+                before: None,
+            }),
+            AdminRequest::Queues(QueueOp::List),
+            AdminRequest::Schedules(ScheduleOp::List { after: None }),
+        ];
+        for read in &reads {
+            assert_eq!(read.refusal_if_read_only(), None, "{read:?}");
+        }
+        let spec = ScheduleSpec {
+            name: "s".into(),
+            cron: "* * * * *".into(),
+            tz: None,
+            overlap: crate::schedule::Overlap::Allow,
+            catch_up: crate::schedule::CatchUp::All,
+            kind: "noop".into(),
+            payload: bytes::Bytes::new(),
+            max_attempts: 1,
+            options: None,
+        };
+        let writes = [
+            AdminRequest::Configure(SettingsChange::default()),
+            AdminRequest::TypeDefaults {
+                kind: "t".into(),
+                options: None,
+            },
+            AdminRequest::Purge(TaskState::Failed),
+            AdminRequest::Queues(QueueOp::Pause("q".into())),
+            AdminRequest::Queues(QueueOp::Resume("q".into())),
+            AdminRequest::Queues(QueueOp::Limit("q".into(), None)),
+            AdminRequest::Schedules(ScheduleOp::Add(spec)),
+            AdminRequest::Schedules(ScheduleOp::Pause("s".into())),
+            AdminRequest::Schedules(ScheduleOp::Resume("s".into())),
+            AdminRequest::Schedules(ScheduleOp::Trigger("s".into())),
+            AdminRequest::Schedules(ScheduleOp::Delete("s".into())),
+        ];
+        for write in &writes {
+            let refused = write.refusal_if_read_only();
+            // Answered in the form its asker reads, with the reason.
+            let err = match &refused {
+                Some(AdminResponse::Configured(Err(e)))
+                    if matches!(write, AdminRequest::Configure(_)) =>
+                {
+                    e
+                }
+                Some(AdminResponse::TypeDefaults(Err(e)))
+                    if matches!(write, AdminRequest::TypeDefaults { .. }) =>
+                {
+                    e
+                }
+                Some(AdminResponse::Purged(Err(e))) if matches!(write, AdminRequest::Purge(_)) => e,
+                Some(AdminResponse::Queues(Err(e))) if matches!(write, AdminRequest::Queues(_)) => {
+                    e
+                }
+                Some(AdminResponse::Schedules(Err(e)))
+                    if matches!(write, AdminRequest::Schedules(_)) =>
+                {
+                    e
+                }
+                other => panic!("{write:?} answered {other:?}"),
+            };
+            assert!(err.to_string().contains("member certificate"), "{err}");
+        }
+    }
 
     #[test]
     fn rates_read_and_write_as_people_write_them() {

@@ -3,17 +3,16 @@
 //! a bad frame, stays idle past its idle timeout, or the node stops.
 
 use super::Accepted;
-use dtc_proto::WireError;
 use dtc_proto::connection::write_one;
-use dtc_proto::schedule::ScheduleOp;
-use dtc_proto::status::{AdminRequest, AdminResponse, QueueOp};
+use dtc_proto::status::{AdminRequest, AdminResponse};
 use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 /// Serves one admin connection; `answer` answers each request (the node's or the
-/// cluster's status, a change of settings). A change of settings from a connection that did
-/// not prove itself a member of the cluster is refused here: the admin token is read-only.
+/// cluster's status, a change of settings). A request that changes anything
+/// ([`AdminRequest::refusal_if_read_only`]) from a connection that did not prove itself a
+/// member of the cluster is refused here: the admin token is read-only.
 /// A connection that asks nothing for `idle` is closed.
 pub async fn serve_admin<R, W, F, Fut>(
     a: Accepted<R, W>,
@@ -46,37 +45,10 @@ pub async fn serve_admin<R, W, F, Fut>(
         };
         match req {
             Ok(Some(request)) => {
-                let answer = match request {
-                    AdminRequest::Configure(_) if !member => {
-                        AdminResponse::Configured(Err(WireError::Auth {
-                            reason: "role not allowed for this credential: the admin token is read-only; changing a shard's settings needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
-                        }))
-                    }
-                    AdminRequest::TypeDefaults { .. } if !member => {
-                        AdminResponse::TypeDefaults(Err(WireError::Auth {
-                            reason: "role not allowed for this credential: the admin token is read-only; changing a task type's defaults needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
-                        }))
-                    }
-                    // Every change to a queue (pause, resume, limit), not just the ones
-                    // known today.
-                    AdminRequest::Queues(op) if !member && op != QueueOp::List => {
-                        AdminResponse::Queues(Err(WireError::Auth {
-                            reason: "role not allowed for this credential: the admin token is read-only; pausing, resuming or limiting a queue needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
-                        }))
-                    }
-                    AdminRequest::Schedules(op)
-                        if !member && !matches!(op, ScheduleOp::List { .. }) =>
-                    {
-                        AdminResponse::Schedules(Err(WireError::Auth {
-                            reason: "role not allowed for this credential: the admin token is read-only; changing a schedule needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
-                        }))
-                    }
-                    AdminRequest::Purge(_) if !member => {
-                        AdminResponse::Purged(Err(WireError::Auth {
-                            reason: "role not allowed for this credential: the admin token is read-only; purging tasks needs the cluster's member certificate too (--secrets DIR on a member's machine)".into(),
-                        }))
-                    }
-                    request => answer(request).await,
+                let refused = (!member).then(|| request.refusal_if_read_only()).flatten();
+                let answer = match refused {
+                    Some(refused) => refused,
+                    None => answer(request).await,
                 };
                 if write_one(&mut writer, &answer, max_frame).await.is_err() {
                     return;
