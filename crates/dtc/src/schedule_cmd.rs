@@ -6,12 +6,12 @@
 use crate::cli::{CatchUpArg, OverlapArg, ScheduleAction, ScheduleAddArgs, ScheduleArgs};
 use crate::task_cmd::from_now;
 use anyhow::Context;
+use dtc_proto::schedule::Calendar;
 use dtc_proto::schedule::{CatchUp, Overlap, ScheduleOp, ScheduleSpec, ScheduleStatus};
 use dtc_proto::status::{ask_all_schedules, ask_schedules};
 use dtc_proto::transport::{Secure, Tcp};
 use dtc_proto::{TaskOptions, TaskSpec};
 use dtc_server::router::http_schedules::schedule_json;
-use dtc_server::sched::Calendar;
 use std::net::SocketAddr;
 
 /// Runs one `dtc schedule` action and prints the schedules it answers with.
@@ -68,7 +68,7 @@ pub async fn run(args: ScheduleArgs) -> anyhow::Result<()> {
 
 /// The schedule `dtc schedule add` asks for, its calendar checked here first.
 fn spec(a: &ScheduleAddArgs) -> anyhow::Result<ScheduleSpec> {
-    Calendar::parse(&a.cron, a.tz.as_deref()).map_err(anyhow::Error::msg)?;
+    Calendar::parse(&a.cron, a.tz.as_deref())?;
     let mut options = TaskOptions {
         timeout_ms: a
             .shape

@@ -10,6 +10,7 @@
 //! Everything here is generic over `AsyncRead + AsyncWrite`, and connections are made through
 //! the [`transport`] seam, so the same code runs on TCP and inside a network simulator.
 
+mod calendar;
 pub mod codec;
 pub mod connection;
 pub mod credentials;

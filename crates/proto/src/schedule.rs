@@ -4,8 +4,10 @@
 //! ([`schedule_task_id`]) and routed by the name, so the task lives on the same shard and a
 //! tick fired twice (by two leaders across a failover) is one task. An operator manages
 //! schedules with [`ScheduleOp`] through the admin protocol
-//! ([`AdminRequest::Schedules`](crate::status::AdminRequest::Schedules)).
+//! ([`AdminRequest::Schedules`](crate::status::AdminRequest::Schedules)). Its calendar
+//! ([`Calendar`]) reads the cron expression in its time zone.
 
+pub use crate::calendar::{Calendar, CalendarError};
 use crate::{TaskId, TaskOptions, WireError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -63,6 +65,11 @@ impl ScheduleSpec {
     pub const MAX_SCHEDULES: usize = 100_000;
     /// The most schedules one list answers with (one page).
     pub const MAX_LISTED: usize = 1_000;
+
+    /// Its calendar: the cron expression read in its time zone.
+    pub fn calendar(&self) -> Result<Calendar, CalendarError> {
+        Calendar::parse(&self.cron, self.tz.as_deref())
+    }
 }
 
 /// A schedule as its shard holds it.

@@ -8,8 +8,8 @@
 //! leadership change, the next leader starts again from the table, where a tick is handled
 //! at most once.
 
-use super::Calendar;
 use dtc_proto::hash::HashMap;
+use dtc_proto::schedule::Calendar;
 use dtc_proto::schedule::{CatchUp, ScheduleSpec};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -54,7 +54,7 @@ impl Firings {
         if paused {
             return;
         }
-        let Ok(calendar) = Calendar::parse(&spec.cron, spec.tz.as_deref()) else {
+        let Ok(calendar) = spec.calendar() else {
             return;
         };
         let Some(next_ms) = calendar.next_after(last_tick_ms) else {

@@ -2,12 +2,10 @@
 //! sockets, no clocks, no channels. The coordinator feeds it events (a worker joined, a task
 //! became ready, an attempt completed, time passed) and performs what it returns.
 
-mod calendar;
 mod firings;
 mod keys;
 mod rate_limits;
 mod scheduler;
 
-pub use calendar::Calendar;
 pub use firings::{Fire, Firings};
 pub use scheduler::{Assign, Ready, Scheduler, WorkerId};

@@ -8,7 +8,6 @@
 //! changes nothing, so a tick proposed by two leaders across a failover submits one task
 //! (whose id is derived from the schedule and the tick besides).
 
-use crate::sched::Calendar;
 use dtc_proto::schedule::{ScheduleSpec, ScheduleStatus, check_schedule_name};
 use dtc_proto::{Start, TaskId, TaskSpec, WireError};
 use serde::{Deserialize, Serialize};
@@ -34,7 +33,9 @@ pub struct Schedule {
 impl Schedule {
     /// What an operator sees of it, with its next tick read from its calendar.
     pub fn status(&self) -> ScheduleStatus {
-        let next_ms = Calendar::parse(&self.spec.cron, self.spec.tz.as_deref())
+        let next_ms = self
+            .spec
+            .calendar()
             .ok()
             .and_then(|c| c.next_after(self.last_tick_ms));
         self.status_with(next_ms)
@@ -193,7 +194,7 @@ impl Schedules {
 /// Whether a spec can be kept: a valid name, a calendar that reads, a task within bounds.
 pub fn check(spec: &ScheduleSpec) -> Result<(), WireError> {
     check_schedule_name(&spec.name)?;
-    Calendar::parse(&spec.cron, spec.tz.as_deref()).map_err(bad)?;
+    spec.calendar().map_err(|e| bad(e.to_string()))?;
     if let Some(o) = &spec.options {
         if o.start != Start::Now {
             return Err(bad(

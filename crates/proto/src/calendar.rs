@@ -1,12 +1,31 @@
 //! A schedule's calendar: its cron expression (croner) read in its time zone (chrono-tz),
-//! turned into the instants (ms since the Unix epoch) at which it ticks. Used by the
-//! leader's [`Firings`](super::Firings) to find due ticks, by the table to refuse a
-//! schedule whose calendar cannot be read, and by `dtc schedule` to check one before
-//! sending it.
+//! turned into the instants (ms since the Unix epoch) at which it ticks. Beside the
+//! schedule's wire type ([`ScheduleSpec::calendar`](crate::schedule::ScheduleSpec::calendar)):
+//! a shard's leader finds due ticks with it, its table refuses a schedule whose calendar
+//! cannot be read, and `dtc schedule` checks one before sending it.
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use std::str::FromStr;
+
+/// Why a calendar cannot be read, with the form to use.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CalendarError {
+    /// The time zone is not an IANA name.
+    #[error("{0:?} is not a time zone: use an IANA name such as Europe/Paris or UTC")]
+    TimeZone(String),
+    /// The expression does not parse.
+    #[error(
+        "{cron:?} is not a cron expression ({reason}): use five fields, minute hour \
+         day-of-month month day-of-week (\"*/5 * * * *\"), or six with seconds first"
+    )]
+    Cron {
+        /// The expression given.
+        cron: String,
+        /// What croner found wrong.
+        reason: String,
+    },
+}
 
 /// A parsed cron expression in a time zone.
 #[derive(Clone, Debug)]
@@ -18,18 +37,16 @@ pub struct Calendar {
 impl Calendar {
     /// Reads `cron` (five fields, or six with seconds first) in the IANA zone `tz` (UTC
     /// when `None`); if it cannot, says why.
-    pub fn parse(cron: &str, tz: Option<&str>) -> Result<Self, String> {
+    pub fn parse(cron: &str, tz: Option<&str>) -> Result<Self, CalendarError> {
         let tz = match tz {
             None => Tz::UTC,
-            Some(name) => Tz::from_str(name).map_err(|_| {
-                format!("{name:?} is not a time zone: use an IANA name such as Europe/Paris or UTC")
-            })?,
+            Some(name) => {
+                Tz::from_str(name).map_err(|_| CalendarError::TimeZone(name.to_owned()))?
+            }
         };
-        let cron = croner::Cron::from_str(cron).map_err(|e| {
-            format!(
-                "{cron:?} is not a cron expression ({e}): use five fields, minute hour \
-                 day-of-month month day-of-week (\"*/5 * * * *\"), or six with seconds first"
-            )
+        let cron = croner::Cron::from_str(cron).map_err(|e| CalendarError::Cron {
+            cron: cron.to_owned(),
+            reason: e.to_string(),
         })?;
         Ok(Self { cron, tz })
     }
@@ -63,7 +80,7 @@ mod tests {
     const NOON: u64 = 1_795_953_600_000;
 
     #[test]
-    fn ticks_follow_the_expression_in_its_zone() -> Result<(), String> {
+    fn ticks_follow_the_expression_in_its_zone() -> Result<(), CalendarError> {
         let cal = Calendar::parse("*/5 * * * *", None)?;
         assert_eq!(cal.next_after(NOON), Some(NOON + 5 * 60_000));
         assert_eq!(cal.next_after(NOON + 1), Some(NOON + 5 * 60_000));
@@ -82,13 +99,15 @@ mod tests {
 
     #[test]
     fn what_cannot_be_read_is_refused_with_the_form_to_use() {
-        let bad = Calendar::parse("every minute", None)
-            .err()
-            .unwrap_or_default();
-        assert!(bad.contains("five fields"), "{bad}");
-        let zone = Calendar::parse("* * * * *", Some("Mars/Olympus"))
-            .err()
-            .unwrap_or_default();
-        assert!(zone.contains("IANA"), "{zone}");
+        let bad = Calendar::parse("every minute", None).map(|_| ());
+        assert!(
+            matches!(&bad, Err(e @ CalendarError::Cron { .. }) if e.to_string().contains("five fields")),
+            "{bad:?}"
+        );
+        let zone = Calendar::parse("* * * * *", Some("Mars/Olympus")).map(|_| ());
+        assert!(
+            matches!(&zone, Err(e @ CalendarError::TimeZone(_)) if e.to_string().contains("IANA")),
+            "{zone:?}"
+        );
     }
 }
