@@ -123,6 +123,26 @@ pub struct TaskOptions {
     pub concurrency: Option<Concurrency>,
 }
 
+impl TaskOptions {
+    /// Whether a task with these options must be in its shard's table before it may run:
+    /// one that waits for a time, whose attempts are timed, or that counts against a
+    /// concurrency key (the leader's timers and counts start from the table). Others may
+    /// run ahead of their log entry, the leader's fast path. Every field is named here, so
+    /// a new option has to say which it is.
+    pub fn needs_table(&self) -> bool {
+        let Self {
+            start,
+            timeout_ms,
+            expires_ms: _,
+            backoff: _,
+            queue: _,
+            priority: _,
+            concurrency,
+        } = self;
+        *start != Start::Now || timeout_ms.is_some() || concurrency.is_some()
+    }
+}
+
 /// At most `limit` tasks carrying `key` run at once, across the whole cluster: the task's
 /// id is routed by its key ([`TaskId::routed_by`]), so every task of a key lives on one
 /// shard, whose leader counts the key's running attempts.
@@ -590,6 +610,37 @@ impl TaskView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_timed_delayed_or_keyed_tasks_need_the_table_before_they_run() {
+        let plain = TaskOptions {
+            queue: Some("q".into()),
+            priority: 9,
+            expires_ms: Some(1_000),
+            backoff: Some(Backoff::default()),
+            ..TaskOptions::default()
+        };
+        assert!(!plain.needs_table());
+        for needs in [
+            TaskOptions {
+                start: Start::After(10),
+                ..plain.clone()
+            },
+            TaskOptions {
+                timeout_ms: Some(10),
+                ..plain.clone()
+            },
+            TaskOptions {
+                concurrency: Some(Concurrency {
+                    key: "k".into(),
+                    limit: 1,
+                }),
+                ..plain.clone()
+            },
+        ] {
+            assert!(needs.needs_table(), "{needs:?}");
+        }
+    }
 
     #[test]
     fn backoff_grows_to_its_bound_with_bounded_jitter_the_same_everywhere() {

@@ -36,8 +36,7 @@ use dtc_proto::status::{
     Cursor, QueueOp, QueueStatus, SettingsChange, StateCounts, TaskPage, TaskQuery, WorkerStatus,
 };
 use dtc_proto::{
-    Outcome, Retry, Start, TaskId, TaskOptions, TaskProgress, TaskSpec, TaskState, TaskView,
-    WireError,
+    Outcome, Retry, TaskId, TaskOptions, TaskProgress, TaskSpec, TaskState, TaskView, WireError,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -371,11 +370,10 @@ impl Leader {
                     reply
                 };
                 let id = task.id;
-                // A task that waits for a time, whose attempts are timed, or that counts
-                // against a concurrency key runs once the table holds it.
-                let plain = task.options.as_deref().is_none_or(|o| {
-                    o.start == Start::Now && o.timeout_ms.is_none() && o.concurrency.is_none()
-                }) && table.type_defaults(&task.kind).is_none();
+                // Some tasks run only once the table holds them (and with it their type's
+                // defaults).
+                let plain = task.options.as_deref().is_none_or(|o| !o.needs_table())
+                    && table.type_defaults(&task.kind).is_none();
                 let new = plain
                     && self.ready
                     && !self.early.submitting(id)
