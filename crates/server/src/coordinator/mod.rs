@@ -29,8 +29,8 @@ use crate::net::{
 };
 use crate::shard::peer::{self, PeerNetwork};
 use crate::shard::{
-    Durability, LeaderWrites, LogStore, MemDisk, MemLogStore, Node, NodeId, Retention, ShardRaft,
-    SharedTable, TableStore,
+    Durability, FORMAT_VERSION, LeaderWrites, LogStore, MemDisk, MemLogStore, Node, NodeId,
+    Retention, ShardRaft, SharedTable, TableStore,
 };
 use actor::{Actor, Event};
 use dtc_proto::WireError;
@@ -47,12 +47,10 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// The data directory's format; a replica refuses a directory of another format. Format 2:
-/// snapshots with the shard's settings and a checksum, the shard's identity file. Format 3:
-/// the task lifecycle (task options, retrying and scheduled tasks, kept failures, type
-/// defaults) in the log's commands and the snapshot's records. Format 4: each task's queue
-/// and priority. Format 5: each task's concurrency key.
-const DATA_FORMAT: &str = "dtc data format 5";
+/// What a data directory's format file says (of [`FORMAT_VERSION`]).
+fn data_format() -> String {
+    format!("dtc data format {FORMAT_VERSION}")
+}
 
 /// The file in a data directory that names its format.
 const FORMAT_FILE: &str = "FORMAT";
@@ -549,13 +547,14 @@ fn check_format(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
     let path = dir.join(FORMAT_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(found) if found.trim() == DATA_FORMAT => Ok(()),
+        Ok(found) if found.trim() == data_format() => Ok(()),
         Ok(found) => Err(format!(
-            "it holds {:?}, but this dtc reads {DATA_FORMAT:?}; use another --data-dir",
-            found.trim()
+            "it holds {:?}, but this dtc reads {:?}; use another --data-dir",
+            found.trim(),
+            data_format()
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&path, format!("{DATA_FORMAT}\n"))
+            std::fs::write(&path, format!("{}\n", data_format()))
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))
         }
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),

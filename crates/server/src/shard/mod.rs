@@ -8,6 +8,11 @@
 //! copies them in constant time), the replicas' RPCs (`peer`) and the runtime openraft runs
 //! on, with its seedable random numbers (`runtime`).
 
+/// The version of what a replica keeps on disk: its data directory's format (its `FORMAT`
+/// file) and its snapshot files. A replica refuses a directory or a snapshot of another
+/// version rather than misread it; the commit that raises it says what changed.
+pub const FORMAT_VERSION: u32 = 5;
+
 mod command;
 mod cow_map;
 mod durability;

@@ -17,6 +17,7 @@
 //! milliseconds for 200,000 kept results) run on tokio's blocking pool when there is a data
 //! directory, so that neither the apply path nor the runtime's threads wait on them.
 
+use super::FORMAT_VERSION;
 use super::mem_log_store::{MemDisk, StoredSnapshot};
 use super::raft_types::{BatchApplied, Entry, LogId, Node, NodeId, StorageError, TypeConfig};
 use super::state_machine::CorruptSnapshot;
@@ -31,11 +32,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// The snapshot file's format version; a replica refuses a file of another version.
-/// Version 2 added the shard's settings and time to the table, and the checksum; version 3
-/// the task lifecycle (each task's phase, options and errors, kept failures, type defaults);
-/// version 4 each task's queue and priority; version 5 each task's concurrency key.
-const SNAPSHOT_VERSION: u32 = 5;
+/// The snapshot file's format version: the data's ([`FORMAT_VERSION`]).
+const SNAPSHOT_VERSION: u32 = FORMAT_VERSION;
 
 /// The name of the snapshot file in a data directory.
 const SNAPSHOT_FILE: &str = "snapshot.bin";
