@@ -9,8 +9,9 @@ use dtc_proto::status::{QueueOp, QueueStatus, TaskQuery, ask_purge, ask_queues, 
 use dtc_proto::transport::{Secure, Tcp};
 
 use dtc_sdk::{Client, ClientConfig, Outcome, TaskSpec, TaskView};
+use dtc_server::router::task_json::{TaskJson, rfc3339};
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 async fn connect(target: &TargetArgs) -> anyhow::Result<Client> {
     let addr = SocketAddr::new(target.ip, target.port);
@@ -120,7 +121,7 @@ pub async fn list(args: TasksArgs) -> anyhow::Result<()> {
             .with_context(|| format!("listing tasks through {addr}"))?;
         for view in &page.tasks {
             if args.target.json {
-                println!("{}", json(view));
+                println!("{}", json(view)?);
             } else {
                 if shown == 0 {
                     println!(
@@ -254,14 +255,6 @@ fn row(view: &TaskView) -> String {
     )
 }
 
-/// A time as RFC 3339 (UTC), from ms since the Unix epoch.
-pub(crate) fn rfc3339(ms: u64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(ms);
-    time::OffsetDateTime::from(at)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| format!("{ms} ms after the epoch"))
-}
-
 /// How far `ms` (since the epoch) is from now, for people: "in 2.5s", "3s ago".
 pub(crate) fn from_now(ms: u64) -> String {
     let now = SystemTime::now()
@@ -285,35 +278,15 @@ fn result_and_error(view: &TaskView) -> (Option<String>, Option<String>) {
     }
 }
 
-/// A task as one JSON object.
-fn json(view: &TaskView) -> serde_json::Value {
-    let (result, error) = result_and_error(view);
-    serde_json::json!({
-        "id": view.id.to_string(),
-        "type": &*view.kind,
-        "state": view.state.name(),
-        "attempts": view.attempts,
-        "created": rfc3339(view.created_ms),
-        "due": view.due_ms.map(rfc3339),
-        "result": result,
-        "error": error,
-        "errors": view.errors,
-        "no_handler": view.no_handler,
-        "queue": view.queue.as_deref().unwrap_or(TaskSpec::DEFAULT_QUEUE),
-        "priority": view.priority,
-        "key": view.concurrency.as_ref().map(|c| &c.key),
-        "key_limit": view.concurrency.as_ref().map(|c| c.limit),
-        "progress": view.progress.as_ref().map(|p| serde_json::json!({
-            "fraction": f64::from(p.permille) / 1000.0,
-            "message": p.message,
-        })),
-    })
+/// A task as one JSON object, as the HTTP API shows it.
+fn json(view: &TaskView) -> serde_json::Result<String> {
+    serde_json::to_string(&TaskJson::from(view.clone()))
 }
 
 fn print(view: &TaskView, json: bool) -> anyhow::Result<()> {
     let (result, error) = result_and_error(view);
     if json {
-        println!("{}", self::json(view));
+        println!("{}", self::json(view)?);
     } else {
         println!("id: {}", view.id);
         if !view.kind.is_empty() {

@@ -4,6 +4,7 @@
 //! request becomes one [`RequestBody`] handed to the router's shard sink with a one-shot
 //! answer; nothing here holds state of its own. `docs/http-api.md` documents it.
 
+use super::task_json::TaskJson;
 use super::{Answerer, ShardSink};
 use crate::net::{AddressShares, RequestSink};
 use crate::net::{HttpGuard, HttpLimits, serve_http};
@@ -19,12 +20,12 @@ use bytes::Bytes;
 use dtc_proto::message::RequestBody;
 use dtc_proto::schedule::{ScheduleOp, ScheduleStatus};
 use dtc_proto::status::{ClusterStatus, Cursor, QueueStatus, TaskPage, TaskQuery};
-use dtc_proto::{Backoff, Outcome, Start, TaskId, TaskSpec, TaskState, TaskView, WireError};
+use dtc_proto::{Backoff, Start, TaskId, TaskSpec, TaskState, TaskView, WireError};
 use futures_util::future::BoxFuture;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio_rustls::TlsAcceptor;
@@ -265,45 +266,6 @@ impl BackoffJson {
     }
 }
 
-/// A task as the API shows it.
-#[derive(Serialize)]
-struct TaskJson {
-    id: String,
-    #[serde(rename = "type", skip_serializing_if = "String::is_empty")]
-    kind: String,
-    state: &'static str,
-    attempts: u32,
-    /// When it was accepted (RFC 3339).
-    created: String,
-    /// While scheduled or retrying: when it may run next (RFC 3339).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    due: Option<String>,
-    /// Each failed attempt's error, oldest first.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    errors: Vec<String>,
-    /// Unfinished, and no worker of its shard has a handler for its type.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    no_handler: bool,
-    /// Its queue.
-    queue: String,
-    /// Its priority.
-    priority: u8,
-    /// Its concurrency key and limit.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key_limit: Option<u32>,
-    /// While it runs: its handler's last progress report.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    progress: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    result_base64: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
 /// 200 with a finished task, 202 with one that has not finished.
 fn task_response(view: TaskView) -> Response {
     let status = if view.state.is_finished() {
@@ -311,50 +273,7 @@ fn task_response(view: TaskView) -> Response {
     } else {
         StatusCode::ACCEPTED
     };
-    (status, axum::Json(task_json(view))).into_response()
-}
-
-/// A task as the API shows it.
-fn task_json(view: TaskView) -> TaskJson {
-    let (mut result, mut result_base64, mut error) = (None, None, None);
-    match view.outcome {
-        Some(Outcome::Succeeded(bytes)) => match std::str::from_utf8(&bytes) {
-            Ok(text) => result = Some(text.to_owned()),
-            Err(_) => result_base64 = Some(BASE64.encode(&bytes)),
-        },
-        Some(Outcome::Failed(reason)) => error = Some(reason),
-        Some(Outcome::Cancelled) | None => {}
-    }
-    TaskJson {
-        id: view.id.to_string(),
-        kind: view.kind.to_string(),
-        state: view.state.name(),
-        attempts: view.attempts,
-        created: rfc3339(view.created_ms),
-        due: view.due_ms.map(rfc3339),
-        errors: view.errors,
-        no_handler: view.no_handler,
-        queue: view
-            .queue
-            .unwrap_or_else(|| TaskSpec::DEFAULT_QUEUE.to_owned()),
-        priority: view.priority,
-        key_limit: view.concurrency.as_ref().map(|c| c.limit),
-        key: view.concurrency.map(|c| c.key),
-        progress: view.progress.map(|p| {
-            serde_json::json!({ "fraction": f64::from(p.permille) / 1000.0, "message": p.message })
-        }),
-        result,
-        result_base64,
-        error,
-    }
-}
-
-/// A time (ms since the Unix epoch) as RFC 3339, UTC.
-pub(super) fn rfc3339(ms: u64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(ms);
-    time::OffsetDateTime::from(at)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    (status, axum::Json(TaskJson::from(view))).into_response()
 }
 
 /// The JSON error every failure is answered with.
@@ -626,7 +545,7 @@ async fn list(State(api): State<Api>, query: Result<Query<ListQuery>, QueryRejec
     };
     match (api.tasks)(query).await {
         Ok(page) => {
-            let tasks: Vec<TaskJson> = page.tasks.into_iter().map(task_json).collect();
+            let tasks: Vec<TaskJson> = page.tasks.into_iter().map(TaskJson::from).collect();
             let body = serde_json::json!({
                 "tasks": tasks,
                 "next": page.next.map(|c| c.to_string()),

@@ -5,7 +5,8 @@
 //! certificate, which HTTP does not carry: the guard says so); the router sends them to
 //! the shard the schedule's name routes to.
 
-use super::http::{Api, bad_request, error, rfc3339, wire_error};
+use super::http::{Api, bad_request, error, wire_error};
+use super::task_json::rfc3339;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;

@@ -8,6 +8,7 @@ mod admin;
 pub mod http;
 pub mod http_schedules;
 pub mod shard_map;
+pub mod task_json;
 
 use crate::net::{
     Conn, Gate, GateError, HttpGuard, Limits, Reply, RequestSink, accept_loop, check_exposure,
