@@ -6,7 +6,7 @@
 mod common;
 
 use anyhow::Context;
-use common::{Proc, Shard, TEST_LIMIT};
+use common::{Proc, Shard, TEST_LIMIT, until};
 use dtc_proto::credentials::Credentials;
 use dtc_proto::status::{AdminRequest, AdminResponse, ask_admin};
 use dtc_proto::transport::{Secure, Tcp};
@@ -30,24 +30,6 @@ async fn busy_slots(addr: SocketAddr) -> anyhow::Result<u32> {
         AdminResponse::Replica(r) => Ok(r.workers.iter().map(|w| w.busy).sum()),
         other => anyhow::bail!("unexpected answer {other:?}"),
     }
-}
-
-/// Waits (at most `TEST_LIMIT`) until `check` answers true.
-async fn until<F, Fut>(mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    tokio::time::timeout(TEST_LIMIT, async {
-        loop {
-            if check().await? {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .context("condition not met in time")?
 }
 
 /// Runs `dtc ARGS…` to its end; its success and standard output.

@@ -5,7 +5,7 @@ mod common;
 
 use anyhow::Context;
 use bytes::{BufMut, BytesMut};
-use common::{Proc, TEST_LIMIT, TempDir, free_port};
+use common::{Proc, TEST_LIMIT, TempDir, free_port, until};
 use dtc_proto::codec::encode_frame;
 use dtc_proto::message::RequestBody;
 use dtc_proto::message::{Hello, Role};
@@ -16,17 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Waits until `cond` holds, checking every few milliseconds, for at most `TEST_LIMIT`.
-async fn until(mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
-    tokio::time::timeout(TEST_LIMIT, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .context("condition not met in time")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_tasks_run_elsewhere() -> anyhow::Result<()> {
@@ -49,12 +38,11 @@ async fn a_killed_workers_tasks_run_elsewhere() -> anyhow::Result<()> {
         // The doomed worker is alone at first, so it surely holds tasks; then a second one
         // joins, and once the run is well under way the first is killed.
         let first = ids[0];
-        until_async(|| async {
-            client
+        until(|| async {
+            Ok(client
                 .get(first)
                 .await
-                .map(|v| v.state != TaskState::Queued)
-                .unwrap_or(false)
+                .is_ok_and(|v| v.state != TaskState::Queued))
         })
         .await?;
         let _survivor = Proc::start(&["worker", "-p", &port, "-w", "4", "--name", "survivor"])?;
@@ -69,7 +57,7 @@ async fn a_killed_workers_tasks_run_elsewhere() -> anyhow::Result<()> {
                 view
             }));
         }
-        until(|| done.load(Ordering::Relaxed) >= 40).await?;
+        until(|| async { Ok(done.load(Ordering::Relaxed) >= 40) }).await?;
         doomed.kill9()?;
         let mut rerun = 0;
         for w in waits {
@@ -120,7 +108,7 @@ async fn a_restarted_coordinator_is_rejoined_and_the_run_completes() -> anyhow::
                 outcomes
             }));
         }
-        until(|| done.load(Ordering::Relaxed) >= 200).await?;
+        until(|| async { Ok(done.load(Ordering::Relaxed) >= 200) }).await?;
         coord.kill9()?;
         let before_restart = done.load(Ordering::Relaxed);
         // While the shard is down, a request without retries gets a clear error at once.
@@ -172,7 +160,7 @@ async fn a_worker_told_to_stop_finishes_its_tasks_first() -> anyhow::Result<()> 
             ids.push(spec.id);
             client.submit(spec).await?;
         }
-        until_async(|| async {
+        until(|| async {
             let mut running = 0;
             for id in &ids {
                 if client
@@ -184,7 +172,7 @@ async fn a_worker_told_to_stop_finishes_its_tasks_first() -> anyhow::Result<()> 
                     running += 1;
                 }
             }
-            running == ids.len()
+            Ok(running == ids.len())
         })
         .await?;
         worker.signal("TERM")?;
@@ -215,12 +203,11 @@ async fn a_silent_worker_is_declared_dead_by_heartbeat() -> anyhow::Result<()> {
         let client = Client::connect(coord.addr()?).await?;
         let spec = TaskSpec::new("sleep", "300000");
         client.submit(spec.clone()).await?;
-        until_async(|| async {
-            client
+        until(|| async {
+            Ok(client
                 .get(spec.id)
                 .await
-                .map(|v| v.state == TaskState::Running)
-                .unwrap_or(false)
+                .is_ok_and(|v| v.state == TaskState::Running))
         })
         .await?;
         // Freeze the worker: its connection stays open, but it no longer heartbeats.
@@ -236,21 +223,6 @@ async fn a_silent_worker_is_declared_dead_by_heartbeat() -> anyhow::Result<()> {
         Ok(())
     })
     .await
-}
-
-/// Waits until the async condition holds, checking every few milliseconds.
-async fn until_async<F, Fut>(mut cond: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    tokio::time::timeout(TEST_LIMIT, async {
-        while !cond().await {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .context("condition not met in time")
 }
 
 /// Sends `bytes` on a fresh connection, then reads until the server closes it; returns what

@@ -473,6 +473,25 @@ pub async fn schedule_status(
         .ok_or_else(|| anyhow::anyhow!("no schedule {name}"))
 }
 
+/// Waits (at most `TEST_LIMIT`) until `check` answers true, asking every 5 ms; an error
+/// from `check` ends the wait with it.
+pub async fn until<F, Fut>(mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    tokio::time::timeout(TEST_LIMIT, async {
+        loop {
+            if check().await? {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .context("condition not met in time")?
+}
+
 /// Waits until the schedule has handled a tick at or after `tick_ms`.
 pub async fn until_tick(
     router: SocketAddr,
