@@ -936,8 +936,9 @@ fn check_schedule(w: &World) -> Result<(), String> {
 
 /// Seeds that once failed, run every time: 1222 (a checker that took a lost attempt for a
 /// failed one), 2498 and 7565 (elections split forever), 5578 (a leader stuck behind a
-/// proposal of its earlier term), 9817 (a task's worker lost three times).
-const REGRESSIONS: [u64; 5] = [1222, 2498, 5578, 7565, 9817];
+/// proposal of its earlier term), 9768 (a completion sent before the new leader's barrier
+/// ignored, its attempt then held for good), 9817 (a task's worker lost three times).
+const REGRESSIONS: [u64; 6] = [1222, 2498, 5578, 7565, 9768, 9817];
 
 /// The seeds to run: `DTC_SIM_SEEDS=N` (default 100) from 0, and, unless `DTC_SIM_SEEDS` is
 /// given, [`REGRESSIONS`] and a window of 40 more that moves every day (so each day's CI

@@ -30,7 +30,7 @@ use crate::net::Reply;
 use crate::sched::{Firings, Ready, Scheduler, WorkerId};
 use crate::shard::{Applied, Command, Input, Listed, Retention, SubmitOutcome, TaskTable};
 use dtc_proto::hash::{HashMap, HashSet};
-use dtc_proto::message::{Assignment, CoordMsg, RequestBody, WorkerMsg};
+use dtc_proto::message::{Assignment, Completion, CoordMsg, RequestBody, WorkerMsg};
 use dtc_proto::schedule::{ScheduleOp, ScheduleSpec, ScheduleStatus};
 use dtc_proto::status::{
     Cursor, QueueOp, QueueStatus, SettingsChange, StateCounts, TaskPage, TaskQuery, WorkerStatus,
@@ -239,6 +239,10 @@ pub(super) struct Leader {
     reclaim_at: Option<Instant>,
     /// Attempts workers said they hold before the election barrier was applied.
     early_claims: Vec<(WorkerId, Vec<(TaskId, u32)>)>,
+    /// Completions of those claimed attempts that came before the barrier too (a worker
+    /// sends a finished attempt's completion right after its registration): taken once the
+    /// claims are, at most one per claimed attempt.
+    early_completions: Vec<(WorkerId, Completion)>,
     /// The election barrier's index: tasks created or re-queued by entries up to it are in
     /// the rebuilt queue already.
     rebuilt_upto: u64,
@@ -292,6 +296,7 @@ impl Leader {
             reclaim: HashSet::default(),
             reclaim_at: None,
             early_claims: Vec::new(),
+            early_completions: Vec::new(),
             rebuilt_upto: 0,
             last_expire: now,
             timers: Timers::default(),
@@ -506,6 +511,12 @@ impl Leader {
                 }
             }
             WorkerMsg::Completed(c) => {
+                if !self.ready && self.claimed_early(worker, &c) {
+                    // Whether the worker holds it is judged at the barrier; ignoring the
+                    // completion now would leave the attempt held by it for good.
+                    self.early_completions.push((worker, c));
+                    return;
+                }
                 // Only the session holding the task's current attempt completes it.
                 let holds = self.sched.running_on(c.id) == Some((worker, c.attempt));
                 self.sched.completed(worker, c.id, c.attempt);
@@ -1093,6 +1104,22 @@ impl Leader {
                 self.claim(worker, running, table, now);
             }
         }
+        for (worker, c) in std::mem::take(&mut self.early_completions) {
+            self.worker_msg(worker, WorkerMsg::Completed(c), now, out);
+        }
+    }
+
+    /// Whether `worker` claimed `c`'s attempt before the barrier, and no completion of it
+    /// is kept yet.
+    fn claimed_early(&self, worker: WorkerId, c: &Completion) -> bool {
+        let attempt = (c.id, c.attempt);
+        self.early_claims
+            .iter()
+            .any(|(w, held)| *w == worker && held.contains(&attempt))
+            && !self
+                .early_completions
+                .iter()
+                .any(|(w, kept)| *w == worker && (kept.id, kept.attempt) == attempt)
     }
 
     /// A registering worker says it holds these attempts. Its word is taken only where this
@@ -1365,7 +1392,6 @@ fn changed(current: Retention, change: SettingsChange) -> Result<Retention, Wire
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use dtc_proto::message::Completion;
     use dtc_proto::{Outcome, TaskSpec};
 
     const GRACE: Duration = Duration::from_millis(500);
@@ -1423,25 +1449,35 @@ mod tests {
     impl Shard {
         /// A leader elected over `table`, its barrier applied.
         fn ready(table: TaskTable) -> Self {
+            let mut shard = Self::elected(table);
+            let out = shard.barrier();
+            shard.commit(out);
+            assert!(shard.leader.is_ready());
+            shard
+        }
+
+        /// A leader elected over `table`, its barrier proposed but not yet applied.
+        fn elected(table: TaskTable) -> Self {
             let now = Instant::now();
             let mut leader = Leader::elected(config(), &table, now);
             assert!(leader.take_barrier_due());
             assert!(!leader.take_barrier_due(), "the barrier is proposed once");
-            let mut shard = Self {
+            Self {
                 leader,
                 table,
                 index: 1,
                 now,
                 queues: Vec::new(),
                 clients: Vec::new(),
-            };
+            }
+        }
+
+        /// The barrier is applied; what the leader does then.
+        fn barrier(&mut self) -> Effects {
             let mut out = Effects::default();
-            shard
-                .leader
-                .barrier_applied(1, &shard.table, shard.now, &mut out);
-            shard.commit(out);
-            assert!(shard.leader.is_ready());
-            shard
+            self.leader
+                .barrier_applied(self.index, &self.table, self.now, &mut out);
+            out
         }
 
         fn worker(&mut self, worker: WorkerId, slots: u32, running: Vec<(TaskId, u32)>) {
@@ -1652,6 +1688,32 @@ mod tests {
         assert_eq!(runs.len(), 1, "{runs:?}");
         assert_eq!((runs[0].1, runs[0].2), (2, 2));
         assert_eq!(proposed(&s.worker_says(1, done(1, 1))), ["complete"]);
+    }
+
+    #[test]
+    fn a_completion_sent_before_the_barrier_for_a_claimed_attempt_counts_with_the_claim() {
+        // Task 1 was assigned under an earlier leader; its worker finished it while no one
+        // led, registers with the new leader before its barrier (claiming the attempt, as
+        // it holds the completion still to send) and sends the completion at once.
+        let mut table = TaskTable::new(Retention::default());
+        table.apply(Command::Submit {
+            spec: spec(1),
+            at_ms: 0,
+        });
+        let mut s = Shard::elected(table);
+        s.worker(1, 4, vec![(TaskId(1), 1)]);
+        assert!(proposed(&s.worker_says(1, done(1, 1))).is_empty());
+        // The same completion again, or one the worker did not claim, is not kept.
+        assert!(proposed(&s.worker_says(1, done(1, 1))).is_empty());
+        assert!(proposed(&s.worker_says(1, done(2, 1))).is_empty());
+        let out = s.barrier();
+        let after = proposed(&out);
+        assert_eq!(
+            after.iter().filter(|p| **p == "complete").count(),
+            1,
+            "{after:?}"
+        );
+        assert_eq!(s.leader.sched.running_on(TaskId(1)), None);
     }
 
     #[test]
