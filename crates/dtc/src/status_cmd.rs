@@ -6,7 +6,7 @@ use anyhow::Context;
 use dtc_proto::TaskOptions;
 use dtc_proto::status::{
     AdminRequest, AdminResponse, ClusterStatus, RaftRole, ReplicaStatus, SettingsChange,
-    ShardSettings, StateCounts, ask_admin, ask_status,
+    ShardSettings, StateCounts, ask_leader, ask_status,
 };
 use dtc_proto::transport::{Secure, Tcp};
 use std::fmt::Write;
@@ -228,48 +228,29 @@ pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
         }
     };
     let transport = Secure::new(Tcp, args.security.credentials()?);
-    let mut addr = args.addr;
-    // A follower names its leader: follow it. While nobody is named (an election is under
-    // way, or the replica has only just started), ask again for a few seconds.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    for _ in 0..100 {
-        let answer = ask_admin(&transport, addr, "dtc configure", &request)
-            .await
-            .with_context(|| format!("asking {addr} to change its shard's settings"))?;
-        let refused = match answer {
-            AdminResponse::Configured(Ok(s)) => {
-                print!("{}", settings_line(&s));
-                return Ok(());
-            }
-            AdminResponse::TypeDefaults(Ok(all)) => {
-                print!("{}", type_defaults_lines(&all));
-                return Ok(());
-            }
-            AdminResponse::Configured(Err(e)) | AdminResponse::TypeDefaults(Err(e)) => e,
-            AdminResponse::Replica(_)
-            | AdminResponse::Cluster(_)
-            | AdminResponse::Tasks(_)
-            | AdminResponse::Purged(_)
-            | AdminResponse::Queues(_)
-            | AdminResponse::Schedules(_) => {
-                anyhow::bail!("{addr} answered another question")
-            }
-        };
-        match refused {
-            dtc_proto::WireError::NotLeader {
-                leader: Some(leader),
-            } => {
-                addr = leader
-                    .parse()
-                    .with_context(|| format!("the leader's address {leader:?}"))?;
-            }
-            dtc_proto::WireError::NotLeader { leader: None }
-                if tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            e => anyhow::bail!("{addr} refused: {e}"),
+    // Through whichever replica leads (a follower names it; while none does, an election
+    // is under way and it asks again for a few seconds).
+    let settings = ask_leader(
+        &transport,
+        &[args.addr],
+        "dtc configure",
+        &request,
+        |answer| match answer {
+            AdminResponse::Configured(r) => Some(r.map(|s| settings_line(&s))),
+            AdminResponse::TypeDefaults(r) => Some(r.map(|all| type_defaults_lines(&all))),
+            _ => None,
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        dtc_proto::WireError::Unavailable { reason } => {
+            anyhow::anyhow!(
+                "cannot change the settings of {}'s shard: {reason}",
+                args.addr
+            )
         }
-    }
-    anyhow::bail!("the shard has no leader now; try again")
+        e => anyhow::anyhow!("{} refused: {e}", args.addr),
+    })?;
+    print!("{settings}");
+    Ok(())
 }

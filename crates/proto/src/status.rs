@@ -603,7 +603,7 @@ const ELECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// following the one a follower names; while none names a leader, asks again for up to
 /// [`ELECTION_WAIT`]. `pick` takes the answer's result out of the response (`None`: an
 /// answer to another question).
-async fn ask_leader<T: crate::transport::Transport, R>(
+pub async fn ask_leader<T: crate::transport::Transport, R>(
     transport: &T,
     addrs: &[std::net::SocketAddr],
     name: &str,
