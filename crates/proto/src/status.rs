@@ -601,7 +601,7 @@ const ELECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Asks `request` of a shard's leader, trying the replicas at `addrs` in turn and
 /// following the one a follower names; while none names a leader, asks again for up to
-/// [`ELECTION_WAIT`]. `pick` takes the answer's result out of the response (`None`: an
+/// 5 s (an election under way). `pick` takes the answer's result out of the response (`None`: an
 /// answer to another question).
 pub async fn ask_leader<T: crate::transport::Transport, R>(
     transport: &T,
