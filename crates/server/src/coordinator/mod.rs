@@ -110,17 +110,15 @@ pub struct CoordinatorConfig {
     pub tick: Duration,
     /// How many log entries the leader keeps on their way at once; commands that arrive
     /// meanwhile gather into the next entry (group commit). One is best when every entry
-    /// waits for fsyncs (processes, 64 clients: mixed 9.8 k/s with no limit, 11.1 k/s with
-    /// 4, 13.6 k/s with 2, 14.4 k/s with 1); with logs in memory, more keep a fast commit
-    /// path busy.
+    /// waits for fsyncs (measured in docs/benchmarks.md); with logs in memory, more keep a
+    /// fast commit path busy.
     pub entries_in_flight: usize,
     /// Under load (several tasks running on the shard's workers), the least time between two
     /// entries' proposals: commands wait that long after the previous proposal, so that one
     /// replication round carries the completions about to arrive. A round costs far more CPU
     /// than a task (three fsyncs, four RPCs, the wake-ups), so fewer, fuller rounds leave
-    /// more CPU for the tasks (`dtc local --bench -n 1000`, means of 4 alternating runs:
-    /// synthetic 13.8 → 15.9 k/s, mixed 14.5 → 16.4 k/s, noop 21.5 → 24.6 k/s with 1 ms).
-    /// Zero proposes at once; with logs in memory the rounds are cheap and it is zero.
+    /// more CPU for the tasks (docs/benchmarks.md, "Under load, entries linger"). Zero
+    /// proposes at once; with logs in memory the rounds are cheap and it is zero.
     pub commit_linger: Duration,
     /// The shard's settings (retention of results, the queue bound) if this replica is the
     /// shard's first leader; they are then kept in the shard's log, where an operator
