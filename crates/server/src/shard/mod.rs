@@ -22,8 +22,7 @@ mod mem_log_store;
 pub mod peer;
 mod raft_types;
 mod runtime;
-mod schedules;
-mod state_machine;
+mod table;
 mod table_store;
 
 pub use command::{Applied, Command, SubmitOutcome};
@@ -33,6 +32,8 @@ pub use mem_log_store::{DiskFault, MemDisk, MemLogStore};
 pub use openraft::ServerState;
 pub use raft_types::{Batch, BatchApplied, Entry, Node, NodeId, ShardRaft, TypeConfig};
 pub use runtime::{ThreadRng, seed_thread_rng};
-pub use schedules::{Schedule, Schedules, check as check_schedule};
-pub use state_machine::{CorruptSnapshot, Input, Listed, Retention, TableImage, TaskTable, Timing};
+pub use table::{
+    CorruptSnapshot, Input, Listed, Retention, Schedule, Schedules, TableImage, TaskTable, Timing,
+    check_schedule,
+};
 pub use table_store::{SharedTable, SnapshotFileError, TableStore, read_snapshot_file};

@@ -20,7 +20,7 @@
 use super::FORMAT_VERSION;
 use super::mem_log_store::{MemDisk, StoredSnapshot};
 use super::raft_types::{BatchApplied, Entry, LogId, Node, NodeId, StorageError, TypeConfig};
-use super::state_machine::CorruptSnapshot;
+use super::table::CorruptSnapshot;
 use super::{Retention, TaskTable};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
