@@ -11,8 +11,8 @@
 mod common;
 
 use common::Proc;
+use dtc_proto::ask::ask_leader;
 use dtc_proto::schedule::{CatchUp, Overlap, ScheduleOp, ScheduleSpec};
-use dtc_proto::status::ask_schedules;
 use dtc_proto::transport::Tcp;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -62,7 +62,7 @@ async fn add(
                 max_attempts: 3,
                 options: None,
             };
-            async move { ask_schedules(&Tcp, &[addr], "bench", &ScheduleOp::Add(spec)).await }
+            async move { ask_leader(&Tcp, &[addr], "bench", &ScheduleOp::Add(spec)).await }
         });
         for added in futures_util::future::join_all(adds).await {
             added?;
@@ -73,7 +73,7 @@ async fn add(
 
 /// Ticks that submitted a task, over every schedule.
 async fn fired(addr: SocketAddr) -> anyhow::Result<u64> {
-    let all = dtc_proto::status::ask_all_schedules(&Tcp, &[addr], "bench").await?;
+    let all = dtc_proto::ask::ask_all_schedules(&Tcp, &[addr], "bench").await?;
     Ok(all.iter().map(|s| s.fired).sum())
 }
 

@@ -6,9 +6,9 @@
 use crate::cli::{CatchUpArg, OverlapArg, ScheduleAction, ScheduleAddArgs, ScheduleArgs};
 use crate::task_cmd::from_now;
 use anyhow::Context;
+use dtc_proto::ask::{ask_all_schedules, ask_leader};
 use dtc_proto::schedule::Calendar;
 use dtc_proto::schedule::{CatchUp, Overlap, ScheduleOp, ScheduleSpec, ScheduleStatus};
-use dtc_proto::status::{ask_all_schedules, ask_schedules};
 use dtc_proto::transport::{Secure, Tcp};
 use dtc_proto::{TaskOptions, TaskSpec};
 use dtc_server::router::http_schedules::schedule_json;
@@ -54,7 +54,7 @@ pub async fn run(args: ScheduleArgs) -> anyhow::Result<()> {
     let transport = Secure::new(Tcp, target.security.credentials()?);
     let schedules = match op {
         ScheduleOp::List { .. } => ask_all_schedules(&transport, &[addr], "dtc schedule").await,
-        op => ask_schedules(&transport, &[addr], "dtc schedule", &op).await,
+        op => ask_leader(&transport, &[addr], "dtc schedule", &op).await,
     }
     .with_context(|| format!("{doing} through {addr}"))?;
     if target.json {

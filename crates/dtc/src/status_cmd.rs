@@ -4,9 +4,10 @@
 use crate::cli::{ConfigureArgs, StatusArgs};
 use anyhow::Context;
 use dtc_proto::TaskOptions;
+use dtc_proto::ask::{SetTypeDefaults, ask_leader, ask_status};
 use dtc_proto::status::{
-    AdminRequest, AdminResponse, ClusterStatus, RaftRole, ReplicaStatus, SettingsChange,
-    ShardSettings, StateCounts, ask_leader, ask_status,
+    AdminResponse, ClusterStatus, RaftRole, ReplicaStatus, SettingsChange, ShardSettings,
+    StateCounts,
 };
 use dtc_proto::transport::{Secure, Tcp};
 use std::fmt::Write;
@@ -36,14 +37,8 @@ pub fn render(answer: &AdminResponse) -> String {
             out
         }
         AdminResponse::Cluster(c) => cluster(c),
-        AdminResponse::Configured(Ok(s)) => settings_line(s),
-        AdminResponse::Configured(Err(e)) => format!("not configured: {e}\n"),
-        AdminResponse::TypeDefaults(Ok(all)) => type_defaults_lines(all),
-        AdminResponse::TypeDefaults(Err(e)) => format!("not configured: {e}\n"),
-        AdminResponse::Tasks(_)
-        | AdminResponse::Purged(_)
-        | AdminResponse::Queues(_)
-        | AdminResponse::Schedules(_) => "an answer to another question\n".to_owned(),
+        AdminResponse::Failed(e) => format!("no status: {e}\n"),
+        _ => "an answer to another question\n".to_owned(),
     }
 }
 
@@ -193,7 +188,12 @@ pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
         failed_ttl_ms: args.failed_ttl_s.map(|s| s.saturating_mul(1000)),
         max_failed: args.max_failed,
     };
-    let request = match &args.kind {
+    let transport = Secure::new(Tcp, args.security.credentials()?);
+    // Through whichever replica leads (a follower names it; while none does, an election
+    // is under way and it asks again for a few seconds).
+    let addrs = [args.addr];
+    let name = "dtc configure";
+    let settings = match &args.kind {
         Some(kind) => {
             anyhow::ensure!(
                 change == SettingsChange::default(),
@@ -213,10 +213,13 @@ pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
                 "say what its tasks take: --timeout, --expires, --backoff…, --queue, --priority \
                  (or --clear)"
             );
-            AdminRequest::TypeDefaults {
+            let change = SetTypeDefaults {
                 kind: kind.clone(),
                 options: (!args.clear).then_some(options),
-            }
+            };
+            ask_leader(&transport, &addrs, name, &change)
+                .await
+                .map(|all| type_defaults_lines(&all))
         }
         None => {
             anyhow::ensure!(
@@ -224,25 +227,12 @@ pub async fn configure(args: ConfigureArgs) -> anyhow::Result<()> {
                 "say what to change: --result-ttl-s, --max-results, --max-queue, \
                  --failed-ttl-s, --max-failed, or a task type's defaults with --type"
             );
-            AdminRequest::Configure(change)
+            ask_leader(&transport, &addrs, name, &change)
+                .await
+                .map(|s| settings_line(&s))
         }
     };
-    let transport = Secure::new(Tcp, args.security.credentials()?);
-    // Through whichever replica leads (a follower names it; while none does, an election
-    // is under way and it asks again for a few seconds).
-    let settings = ask_leader(
-        &transport,
-        &[args.addr],
-        "dtc configure",
-        &request,
-        |answer| match answer {
-            AdminResponse::Configured(r) => Some(r.map(|s| settings_line(&s))),
-            AdminResponse::TypeDefaults(r) => Some(r.map(|all| type_defaults_lines(&all))),
-            _ => None,
-        },
-    )
-    .await
-    .map_err(|e| match e {
+    let settings = settings.map_err(|e| match e {
         dtc_proto::WireError::Unavailable { reason } => {
             anyhow::anyhow!(
                 "cannot change the settings of {}'s shard: {reason}",

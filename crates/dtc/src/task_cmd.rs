@@ -5,7 +5,8 @@ use crate::cli::{
     GetArgs, IdArgs, PurgeArgs, QueueAction, QueueArgs, SubmitArgs, TargetArgs, TasksArgs,
 };
 use anyhow::Context;
-use dtc_proto::status::{QueueOp, QueueStatus, TaskQuery, ask_purge, ask_queues, ask_tasks};
+use dtc_proto::ask::{Purge, ask_leader};
+use dtc_proto::status::{QueueOp, QueueStatus, TaskQuery};
 use dtc_proto::transport::{Secure, Tcp};
 
 use dtc_sdk::{Client, ClientConfig, Outcome, TaskSpec, TaskView};
@@ -116,7 +117,7 @@ pub async fn list(args: TasksArgs) -> anyhow::Result<()> {
     let mut shown = 0usize;
     loop {
         // A router merges every shard; a coordinator answers for its shard (its leader).
-        let page = ask_tasks(&transport, &[addr], "dtc tasks", &query)
+        let page = ask_leader(&transport, &[addr], "dtc tasks", &query)
             .await
             .with_context(|| format!("listing tasks through {addr}"))?;
         for view in &page.tasks {
@@ -154,7 +155,7 @@ pub async fn list(args: TasksArgs) -> anyhow::Result<()> {
 pub async fn purge(args: PurgeArgs) -> anyhow::Result<()> {
     let addr = SocketAddr::new(args.target.ip, args.target.port);
     let transport = Secure::new(Tcp, args.target.security.credentials()?);
-    let n = ask_purge(&transport, &[addr], "dtc purge", args.state)
+    let n = ask_leader(&transport, &[addr], "dtc purge", &Purge(args.state))
         .await
         .with_context(|| format!("purging {} tasks through {addr}", args.state.name()))?;
     if args.target.json {
@@ -191,7 +192,7 @@ pub async fn queue(args: QueueArgs) -> anyhow::Result<()> {
     };
     let addr = SocketAddr::new(target.ip, target.port);
     let transport = Secure::new(Tcp, target.security.credentials()?);
-    let queues = ask_queues(&transport, &[addr], "dtc queue", &op)
+    let queues = ask_leader(&transport, &[addr], "dtc queue", &op)
         .await
         .with_context(|| format!("{doing} through {addr}"))?;
     if target.json {

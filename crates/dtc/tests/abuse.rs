@@ -11,11 +11,12 @@ use common::{
     FromAddress, Proc, Shard, TempDir, dtc_ok, idle_sockets, raise_open_files_limit,
     schedule_status, until_tick,
 };
+use dtc_proto::ask::ask_status;
 use dtc_proto::codec::encode_frame;
 use dtc_proto::message::{Hello, Role, ShardId};
 use dtc_proto::mux::dial;
 use dtc_proto::schedule::schedule_task_id;
-use dtc_proto::status::{AdminResponse, ask_status};
+use dtc_proto::status::AdminResponse;
 use dtc_proto::transport::{Tcp, Transport};
 use dtc_sdk::{Client, ClientConfig, ClientError, Outcome, TaskId, TaskSpec, TaskState, WireError};
 use std::net::{IpAddr, SocketAddr};

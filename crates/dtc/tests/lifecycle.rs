@@ -7,8 +7,9 @@ mod common;
 
 use anyhow::Context;
 use common::{Proc, Shard, TEST_LIMIT, until};
+use dtc_proto::ask::ask_admin;
 use dtc_proto::credentials::Credentials;
-use dtc_proto::status::{AdminRequest, AdminResponse, ask_admin};
+use dtc_proto::status::{AdminRequest, AdminResponse};
 use dtc_proto::transport::{Secure, Tcp};
 use dtc_sdk::{
     Backoff, Client, ClientConfig, Outcome, Task, TaskError, TaskId, TaskSpec, TaskState, TaskView,
@@ -230,7 +231,8 @@ async fn a_delayed_task_outlives_kill_9_of_every_replica_and_runs_once_after_its
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_pages_through_every_task_of_two_shards_without_repeats_or_gaps()
 -> anyhow::Result<()> {
-    use dtc_proto::status::{TaskQuery, ask_tasks};
+    use dtc_proto::ask::ask_leader;
+    use dtc_proto::status::TaskQuery;
     common::bounded(async {
         let a = Proc::coordinator(&["-p", "0"])?;
         let b = Proc::coordinator(&["-p", "0"])?;
@@ -260,7 +262,7 @@ async fn listing_pages_through_every_task_of_two_shards_without_repeats_or_gaps(
         let mut seen = Vec::new();
         let mut pages = 0;
         loop {
-            let page = ask_tasks(&transport, &[router.addr()?], "test", &query).await?;
+            let page = ask_leader(&transport, &[router.addr()?], "test", &query).await?;
             pages += 1;
             seen.extend(page.tasks.iter().map(dtc_proto::status::Cursor::of));
             match page.next {
@@ -292,7 +294,7 @@ async fn listing_pages_through_every_task_of_two_shards_without_repeats_or_gaps(
             limit: 10,
             before: None,
         };
-        let page = ask_tasks(&transport, &[router.addr()?], "test", &none).await?;
+        let page = ask_leader(&transport, &[router.addr()?], "test", &none).await?;
         assert!(page.tasks.is_empty() && page.next.is_none());
         Ok(())
     })

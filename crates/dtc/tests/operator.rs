@@ -533,7 +533,7 @@ async fn top_shows_every_shard_its_leader_throughput_and_every_worker() -> anyho
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let queues = dtc_proto::status::ask_queues(
+        let queues = dtc_proto::ask::ask_leader(
             &Secure::plain(),
             &[router],
             "test",
@@ -553,10 +553,10 @@ async fn top_shows_every_shard_its_leader_throughput_and_every_worker() -> anyho
             options: None,
         };
         let op = dtc_proto::schedule::ScheduleOp::Add(nightly);
-        dtc_proto::status::ask_schedules(&Secure::plain(), &[router], "test", &op).await?;
+        dtc_proto::ask::ask_leader(&Secure::plain(), &[router], "test", &op).await?;
         let op = dtc_proto::schedule::ScheduleOp::List { after: None };
         top.update_schedules(
-            dtc_proto::status::ask_schedules(&Secure::plain(), &[router], "test", &op).await?,
+            dtc_proto::ask::ask_leader(&Secure::plain(), &[router], "test", &op).await?,
         );
         let text = screen(&top)?;
         // Through one coordinator (here a follower or the leader of shard 1): its shard,

@@ -607,7 +607,8 @@ async fn the_secured_http_api_wants_tls_a_token_json_and_its_own_origin() -> any
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_token_reads_but_only_a_member_changes_a_shards_settings() -> anyhow::Result<()> {
-    use dtc_proto::status::{AdminRequest, QueueOp, SettingsChange, ask_admin};
+    use dtc_proto::ask::ask_admin;
+    use dtc_proto::status::{AdminRequest, QueueOp, SettingsChange};
     common::bounded(async {
         let c = Secured::start()?;
         let full = c.full()?;

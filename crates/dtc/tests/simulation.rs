@@ -176,7 +176,7 @@ fn schedule_spec() -> ScheduleSpec {
 /// schedule as it then stands.
 async fn schedule_op(op: ScheduleOp) -> ScheduleStatus {
     loop {
-        let answer = dtc_proto::status::ask_schedules(&SimNet, &shard_addrs(), "client", &op).await;
+        let answer = dtc_proto::ask::ask_leader(&SimNet, &shard_addrs(), "client", &op).await;
         if let Some(s) = answer.ok().and_then(|all| all.into_iter().next()) {
             return s;
         }

@@ -4,12 +4,13 @@
 //! the typed messages of each role ([`message`]), the length-delimited frame codec
 //! ([`codec::FrameCodec`]), the handshake and the batched writer ([`connection`]), the
 //! multiplexed requesting side that follows a shard's leader ([`mux`]), the operator's status
-//! messages ([`status`]), and the errors that cross the wire ([`WireError`]) or stay local
+//! messages ([`status`]) and how they are asked ([`ask`]), and the errors that cross the wire ([`WireError`]) or stay local
 //! ([`ProtoError`]).
 //!
 //! Everything here is generic over `AsyncRead + AsyncWrite`, and connections are made through
 //! the [`transport`] seam, so the same code runs on TCP and inside a network simulator.
 
+pub mod ask;
 mod calendar;
 pub mod codec;
 pub mod connection;
@@ -37,8 +38,9 @@ pub use task::{
 /// the cluster, shard and token to the hello; version 3 the task lifecycle (options,
 /// retrying and scheduled states, cancelling running tasks); version 4 queues and
 /// priorities; version 5 concurrency keys, queue rate limits, schedules and progress
-/// reports; version 6 a router's taking back of a departed client's wait (`Unwait`).
-pub const PROTOCOL_VERSION: u32 = 6;
+/// reports; version 6 a router's taking back of a departed client's wait (`Unwait`); version 7
+/// an operator's answer that only carries an error (`AdminResponse::Failed`).
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The default bound on one frame's length (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;

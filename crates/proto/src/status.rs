@@ -6,10 +6,6 @@
 use crate::schedule::{ScheduleOp, ScheduleStatus};
 use crate::{TaskId, TaskOptions, TaskState, TaskView};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
-
-/// How long an admin exchange may take before the node counts as unresponsive.
-pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// An operator's question.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,36 +44,46 @@ pub enum AdminRequest {
 }
 
 impl AdminRequest {
+    /// Whether this request changes anything. The one place that decides it: the sessions
+    /// refuse a change to a credential that may only read ([`Self::refusal_if_read_only`])
+    /// and name no request. Deny by default: lists and lookups are named here as reads,
+    /// everything else — including any request added later — is a write.
+    pub fn changes(&self) -> bool {
+        !matches!(
+            self,
+            Self::Status
+                | Self::Tasks(_)
+                | Self::Queues(QueueOp::List)
+                | Self::Schedules(ScheduleOp::List { .. })
+        )
+    }
+
+    /// The answer to this request that carries `error` instead, in the form its asker
+    /// reads.
+    pub fn failed(&self, error: crate::WireError) -> AdminResponse {
+        match self {
+            Self::Status => AdminResponse::Failed(error),
+            Self::Configure(_) => AdminResponse::Configured(Err(error)),
+            Self::Tasks(_) => AdminResponse::Tasks(Err(error)),
+            Self::TypeDefaults { .. } => AdminResponse::TypeDefaults(Err(error)),
+            Self::Purge(_) => AdminResponse::Purged(Err(error)),
+            Self::Queues(_) => AdminResponse::Queues(Err(error)),
+            Self::Schedules(_) => AdminResponse::Schedules(Err(error)),
+        }
+    }
+
     /// How this request is refused to a credential that may only read (the admin token
     /// without the cluster's member certificate): its own answer carrying the reason, or
-    /// `None` if it only reads. The one place that decides whether an operator request
-    /// changes anything: the sessions check only this. Deny by default: lists and lookups
-    /// are named here as reads, everything else — including any queue or schedule
-    /// operation added later — is a write.
+    /// `None` if it does not [change](Self::changes) anything.
     pub fn refusal_if_read_only(&self) -> Option<AdminResponse> {
-        type Answer = fn(crate::WireError) -> AdminResponse;
-        let (what, answer): (&str, Answer) = match self {
-            Self::Status
-            | Self::Tasks(_)
-            | Self::Queues(QueueOp::List)
-            | Self::Schedules(ScheduleOp::List { .. }) => return None,
-            Self::Configure(_) => ("changing a shard's settings", |e| {
-                AdminResponse::Configured(Err(e))
-            }),
-            Self::TypeDefaults { .. } => ("changing a task type's defaults", |e| {
-                AdminResponse::TypeDefaults(Err(e))
-            }),
-            Self::Purge(_) => ("purging tasks", |e| AdminResponse::Purged(Err(e))),
-            Self::Queues(_) => ("pausing, resuming or limiting a queue", |e| {
-                AdminResponse::Queues(Err(e))
-            }),
-            Self::Schedules(_) => ("changing a schedule", |e| AdminResponse::Schedules(Err(e))),
-        };
-        Some(answer(crate::WireError::Auth {
-            reason: format!(
-                "role not allowed for this credential: the admin token is read-only; {what} needs the cluster's member certificate too (--secrets DIR on a member's machine)"
-            ),
-        }))
+        self.changes().then(|| {
+            self.failed(crate::WireError::Auth {
+                reason: "role not allowed for this credential: the admin token is read-only; \
+                         a change needs the cluster's member certificate too (--secrets DIR on \
+                         a member's machine)"
+                    .into(),
+            })
+        })
     }
 }
 
@@ -292,6 +298,8 @@ pub enum AdminResponse {
     /// The answer to [`AdminRequest::Schedules`]: the schedules after the change if one was
     /// asked (once committed; for a change, only the one it changed), by name.
     Schedules(Result<Vec<ScheduleStatus>, crate::WireError>),
+    /// A request that could not be answered in its own form (a status a node cannot give).
+    Failed(crate::WireError),
 }
 
 /// The settings every replica of a shard applies alike, kept in the shard's log.
@@ -466,110 +474,6 @@ pub struct ClusterStatus {
     pub shards: Vec<ShardStatus>,
 }
 
-/// Asks the coordinator replica at `addr` for its status; the error as text (unreachable,
-/// or a router answering instead).
-pub async fn ask_replica<T: crate::transport::Transport>(
-    transport: &T,
-    addr: std::net::SocketAddr,
-    name: &str,
-) -> Result<ReplicaStatus, String> {
-    match ask_status(transport, addr, name).await {
-        Ok(AdminResponse::Replica(r)) => Ok(r),
-        Ok(AdminResponse::Cluster(_)) => Err("a router, not a coordinator".to_string()),
-        Ok(
-            AdminResponse::Configured(_)
-            | AdminResponse::Tasks(_)
-            | AdminResponse::Purged(_)
-            | AdminResponse::TypeDefaults(_)
-            | AdminResponse::Queues(_)
-            | AdminResponse::Schedules(_),
-        ) => Err("an answer to another question".to_string()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Lists the tasks of the shard whose replicas are `addrs`, asking its leader (found by
-/// trying the replicas, following the one a follower names).
-pub async fn ask_tasks<T: crate::transport::Transport>(
-    transport: &T,
-    addrs: &[std::net::SocketAddr],
-    name: &str,
-    query: &TaskQuery,
-) -> Result<TaskPage, crate::WireError> {
-    let request = AdminRequest::Tasks(query.clone());
-    ask_leader(transport, addrs, name, &request, |answer| match answer {
-        AdminResponse::Tasks(r) => Some(r),
-        _ => None,
-    })
-    .await
-}
-
-/// Purges the finished tasks in `state` of the shard whose replicas are `addrs`, through
-/// its leader; how many were forgotten.
-pub async fn ask_purge<T: crate::transport::Transport>(
-    transport: &T,
-    addrs: &[std::net::SocketAddr],
-    name: &str,
-    state: TaskState,
-) -> Result<u64, crate::WireError> {
-    let request = AdminRequest::Purge(state);
-    ask_leader(transport, addrs, name, &request, |answer| match answer {
-        AdminResponse::Purged(r) => Some(r),
-        _ => None,
-    })
-    .await
-}
-
-/// Lists, pauses or resumes the queues of the shard whose replicas are `addrs`, through its
-/// leader.
-pub async fn ask_queues<T: crate::transport::Transport>(
-    transport: &T,
-    addrs: &[std::net::SocketAddr],
-    name: &str,
-    op: &QueueOp,
-) -> Result<Vec<QueueStatus>, crate::WireError> {
-    let request = AdminRequest::Queues(op.clone());
-    ask_leader(transport, addrs, name, &request, |answer| match answer {
-        AdminResponse::Queues(r) => Some(r),
-        _ => None,
-    })
-    .await
-}
-
-/// Lists or changes the schedules of the shard whose replicas are `addrs`, through its
-/// leader.
-pub async fn ask_schedules<T: crate::transport::Transport>(
-    transport: &T,
-    addrs: &[std::net::SocketAddr],
-    name: &str,
-    op: &ScheduleOp,
-) -> Result<Vec<ScheduleStatus>, crate::WireError> {
-    let request = AdminRequest::Schedules(op.clone());
-    ask_leader(transport, addrs, name, &request, |answer| match answer {
-        AdminResponse::Schedules(r) => Some(r),
-        _ => None,
-    })
-    .await
-}
-
-/// Every schedule of the cluster (or shard) at `addrs`, page by page.
-pub async fn ask_all_schedules<T: crate::transport::Transport>(
-    transport: &T,
-    addrs: &[std::net::SocketAddr],
-    name: &str,
-) -> Result<Vec<ScheduleStatus>, crate::WireError> {
-    let mut all: Vec<ScheduleStatus> = Vec::new();
-    loop {
-        let after = all.last().map(|s| s.spec.name.clone());
-        let page = ask_schedules(transport, addrs, name, &ScheduleOp::List { after }).await?;
-        let full = page.len() >= crate::schedule::ScheduleSpec::MAX_LISTED;
-        all.extend(page);
-        if !full {
-            return Ok(all);
-        }
-    }
-}
-
 /// Merges the queue lists of several shards: counts and rates add up, a queue is paused
 /// only where every shard that lists it holds it paused.
 pub fn merge_queues(lists: impl IntoIterator<Item = Vec<QueueStatus>>) -> Vec<QueueStatus> {
@@ -593,108 +497,6 @@ pub fn merge_queues(lists: impl IntoIterator<Item = Vec<QueueStatus>>) -> Vec<Qu
         }
     }
     all.into_values().collect()
-}
-
-/// How long an operator's request waits for a shard that has no leader yet (just started,
-/// or electing one) before it is answered `NotLeader`.
-const ELECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Asks `request` of a shard's leader, trying the replicas at `addrs` in turn and
-/// following the one a follower names; while none names a leader, asks again for up to
-/// 5 s (an election under way). `pick` takes the answer's result out of the response (`None`: an
-/// answer to another question).
-pub async fn ask_leader<T: crate::transport::Transport, R>(
-    transport: &T,
-    addrs: &[std::net::SocketAddr],
-    name: &str,
-    request: &AdminRequest,
-    pick: impl Fn(AdminResponse) -> Option<Result<R, crate::WireError>>,
-) -> Result<R, crate::WireError> {
-    let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
-    loop {
-        match ask_leader_once(transport, addrs, name, request, &pick).await {
-            Err(crate::WireError::NotLeader { leader: None })
-                if tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            answer => return answer,
-        }
-    }
-}
-
-/// One round of [`ask_leader`]: each replica once, and at most as many leaders as
-/// replicas named.
-async fn ask_leader_once<T: crate::transport::Transport, R>(
-    transport: &T,
-    addrs: &[std::net::SocketAddr],
-    name: &str,
-    request: &AdminRequest,
-    pick: &impl Fn(AdminResponse) -> Option<Result<R, crate::WireError>>,
-) -> Result<R, crate::WireError> {
-    let mut last = crate::WireError::Unavailable {
-        reason: "the shard has no replica".into(),
-    };
-    let mut order: Vec<std::net::SocketAddr> = addrs.to_vec();
-    let mut i = 0;
-    while i < order.len() && i < 2 * addrs.len() {
-        let addr = order[i];
-        i += 1;
-        match ask_admin(transport, addr, name, request).await.map(pick) {
-            Ok(Some(Ok(answer))) => return Ok(answer),
-            Ok(Some(Err(crate::WireError::NotLeader { leader }))) => {
-                if let Some(leader) = leader.and_then(|l| l.parse().ok()) {
-                    order.insert(i, leader);
-                }
-                last = crate::WireError::NotLeader { leader: None };
-            }
-            Ok(Some(Err(e))) => return Err(e),
-            Ok(None) => {
-                last = crate::WireError::Unavailable {
-                    reason: format!("{addr} answered another question"),
-                };
-            }
-            Err(e) => {
-                last = crate::WireError::Unavailable {
-                    reason: format!("{addr}: {e}"),
-                };
-            }
-        }
-    }
-    Err(last)
-}
-
-/// Asks the node at `addr` (a coordinator or a router) for its status over `transport`.
-pub async fn ask_status<T: crate::transport::Transport>(
-    transport: &T,
-    addr: std::net::SocketAddr,
-    name: &str,
-) -> Result<AdminResponse, crate::ProtoError> {
-    ask_admin(transport, addr, name, &AdminRequest::Status).await
-}
-
-/// Sends one operator's request to the node at `addr` over `transport`; its answer.
-pub async fn ask_admin<T: crate::transport::Transport>(
-    transport: &T,
-    addr: std::net::SocketAddr,
-    name: &str,
-    request: &AdminRequest,
-) -> Result<AdminResponse, crate::ProtoError> {
-    let exchange = async {
-        let (reader, mut writer, _) = crate::mux::dial(
-            transport,
-            addr,
-            &transport.hello(crate::message::Role::Admin, name),
-            crate::DEFAULT_MAX_FRAME,
-        )
-        .await?;
-        crate::connection::write_one(&mut writer, request, crate::DEFAULT_MAX_FRAME).await?;
-        let mut reader = reader.retype::<AdminResponse>();
-        reader.expect().await
-    };
-    tokio::time::timeout(ADMIN_TIMEOUT, exchange)
-        .await
-        .map_err(|_| crate::ProtoError::Timeout)?
 }
 
 #[cfg(test)]

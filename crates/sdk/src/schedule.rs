@@ -7,8 +7,8 @@
 //! secrets, and a change the cluster's member certificate.
 
 use crate::{ClientConfig, ClientError};
+use dtc_proto::ask::ask_leader;
 pub use dtc_proto::schedule::{CatchUp, Overlap, ScheduleOp, ScheduleSpec, ScheduleStatus};
-use dtc_proto::status::ask_schedules;
 use dtc_proto::transport::{Secure, Tcp};
 use std::sync::Arc;
 
@@ -19,5 +19,5 @@ pub async fn manage(
     op: &ScheduleOp,
 ) -> Result<Vec<ScheduleStatus>, ClientError> {
     let transport = Secure::new(Tcp, Arc::clone(&config.credentials));
-    Ok(ask_schedules(&transport, &config.addrs, &config.name, op).await?)
+    Ok(ask_leader(&transport, &config.addrs, &config.name, op).await?)
 }

@@ -11,11 +11,9 @@ pub mod view;
 use crate::cli::TopArgs;
 use anyhow::Context;
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use dtc_proto::ask::{ask_leader, ask_replica, ask_status};
 use dtc_proto::schedule::{ScheduleOp, ScheduleStatus};
-use dtc_proto::status::{
-    AdminResponse, ClusterStatus, QueueOp, QueueStatus, ShardStatus, ask_queues, ask_replica,
-    ask_schedules, ask_status,
-};
+use dtc_proto::status::{AdminResponse, ClusterStatus, QueueOp, QueueStatus, ShardStatus};
 use dtc_proto::transport::{Secure, Tcp};
 use futures_util::future::join_all;
 use model::{Key, Top};
@@ -57,14 +55,8 @@ pub async fn read(transport: &Secure<Tcp>, addr: SocketAddr) -> Result<ClusterSt
                 shards: vec![ShardStatus { shard: 0, replicas }],
             })
         }
-        Ok(
-            AdminResponse::Configured(_)
-            | AdminResponse::Tasks(_)
-            | AdminResponse::Purged(_)
-            | AdminResponse::TypeDefaults(_)
-            | AdminResponse::Queues(_)
-            | AdminResponse::Schedules(_),
-        ) => Err("an answer to another question".to_string()),
+        Ok(AdminResponse::Failed(e)) => Err(e.to_string()),
+        Ok(_) => Err("an answer to another question".to_string()),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -148,9 +140,9 @@ async fn poll(
         let reading = tokio::select! {
             r = async {
                 let status = read(&transport, addr).await;
-                let queues = ask_queues(&transport, &[addr], "dtc top", &QueueOp::List).await.ok();
+                let queues = ask_leader(&transport, &[addr], "dtc top", &QueueOp::List).await.ok();
                 let first = ScheduleOp::List { after: None };
-                let schedules = ask_schedules(&transport, &[addr], "dtc top", &first).await.ok();
+                let schedules = ask_leader(&transport, &[addr], "dtc top", &first).await.ok();
                 (status, queues, schedules)
             } => r,
             () = cancel.cancelled() => return,

@@ -6,7 +6,8 @@
 pub mod secured;
 
 use anyhow::{Context, bail};
-use dtc_proto::status::{AdminResponse, ClusterStatus, ask_status};
+use dtc_proto::ask::ask_status;
+use dtc_proto::status::{AdminResponse, ClusterStatus};
 use dtc_proto::transport::Tcp;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -467,7 +468,7 @@ pub async fn schedule_status(
     router: SocketAddr,
     name: &str,
 ) -> anyhow::Result<dtc_proto::schedule::ScheduleStatus> {
-    let all = dtc_proto::status::ask_all_schedules(&Tcp, &[router], "test").await?;
+    let all = dtc_proto::ask::ask_all_schedules(&Tcp, &[router], "test").await?;
     all.into_iter()
         .find(|s| s.spec.name == name)
         .ok_or_else(|| anyhow::anyhow!("no schedule {name}"))

@@ -3,9 +3,10 @@
 
 use super::{Proc, Shard, TempDir};
 use anyhow::Context;
+use dtc_proto::ask::ask_status;
 use dtc_proto::credentials::{CA_CERT, CredentialSources, Credentials};
 use dtc_proto::message::ShardId;
-use dtc_proto::status::{AdminResponse, ReplicaStatus, ask_status};
+use dtc_proto::status::{AdminResponse, ReplicaStatus};
 use dtc_proto::tls::{Tls, TlsFiles};
 use dtc_proto::token::RoleTokens;
 use dtc_proto::transport::{Secure, Tcp, Transport};

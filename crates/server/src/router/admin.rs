@@ -4,21 +4,42 @@
 //! cached: the answer is as fresh as the question. A purge goes to every shard's leader; a
 //! schedule's change to the shard its name routes to.
 
+use dtc_proto::ask::{Purge, ask_leader, ask_replica};
 use dtc_proto::schedule::{ScheduleOp, ScheduleStatus};
 use dtc_proto::status::{
-    ClusterStatus, Cursor, QueueOp, QueueStatus, ShardStatus, TaskPage, TaskQuery, ask_purge,
-    ask_queues, ask_replica, ask_schedules, ask_tasks, merge_queues,
+    AdminRequest, AdminResponse, ClusterStatus, Cursor, QueueOp, QueueStatus, ShardStatus,
+    TaskPage, TaskQuery, merge_queues,
 };
 use dtc_proto::transport::Transport;
 use dtc_proto::{TaskState, WireError};
 use futures_util::future::join_all;
 use std::net::SocketAddr;
 
-/// Asks every replica of every shard.
-pub(super) async fn gather<T: Transport>(
+/// The router's answer to an operator's request: a status gathered from every replica,
+/// tasks, queues and purges from every shard's leader, a schedule's change from its own
+/// shard's; a shard's settings are not the router's to change.
+pub(super) async fn answer<T: Transport>(
     transport: &T,
     shards: &[Vec<SocketAddr>],
-) -> ClusterStatus {
+    request: AdminRequest,
+) -> AdminResponse {
+    match request {
+        AdminRequest::Status => AdminResponse::Cluster(gather(transport, shards).await),
+        AdminRequest::Tasks(query) => AdminResponse::Tasks(tasks(transport, shards, &query).await),
+        AdminRequest::Purge(state) => AdminResponse::Purged(purge(transport, shards, state).await),
+        AdminRequest::Queues(op) => AdminResponse::Queues(queues(transport, shards, &op).await),
+        AdminRequest::Schedules(op) => {
+            AdminResponse::Schedules(schedules(transport, shards, &op).await)
+        }
+        settings @ (AdminRequest::TypeDefaults { .. } | AdminRequest::Configure(_)) => settings
+            .failed(WireError::BadRequest {
+                reason: "a router keeps no settings: ask a coordinator of the shard".into(),
+            }),
+    }
+}
+
+/// Asks every replica of every shard.
+pub(super) async fn gather<T: Transport>(transport: &T, shards: &[Vec<SocketAddr>]) -> ClusterStatus {
     let asks = shards.iter().enumerate().map(|(index, addrs)| async move {
         let replicas = join_all(addrs.iter().map(|&addr| async move {
             (
@@ -50,7 +71,7 @@ pub(super) async fn tasks<T: Transport>(
     let pages = join_all(
         shards
             .iter()
-            .map(|addrs| ask_tasks(transport, addrs, "router", query)),
+            .map(|addrs| ask_leader(transport, addrs, "router", query)),
     )
     .await;
     let mut tasks = Vec::new();
@@ -91,7 +112,7 @@ pub(super) async fn queues<T: Transport>(
     let lists = join_all(
         shards
             .iter()
-            .map(|addrs| ask_queues(transport, addrs, "router", &op)),
+            .map(|addrs| ask_leader(transport, addrs, "router", &op)),
     )
     .await;
     Ok(merge_queues(
@@ -110,12 +131,12 @@ pub(super) async fn schedules<T: Transport>(
         let addrs = shards.get(shard).ok_or(WireError::Unavailable {
             reason: "the router has no shards".into(),
         })?;
-        return ask_schedules(transport, addrs, "router", op).await;
+        return ask_leader(transport, addrs, "router", op).await;
     }
     let lists = join_all(
         shards
             .iter()
-            .map(|addrs| ask_schedules(transport, addrs, "router", op)),
+            .map(|addrs| ask_leader(transport, addrs, "router", op)),
     )
     .await;
     // Each shard's page starts at the same name: their first MAX_LISTED together are the
@@ -134,10 +155,11 @@ pub(super) async fn purge<T: Transport>(
     shards: &[Vec<SocketAddr>],
     state: TaskState,
 ) -> Result<u64, WireError> {
+    let purge = Purge(state);
     let purged = join_all(
         shards
             .iter()
-            .map(|addrs| ask_purge(transport, addrs, "router", state)),
+            .map(|addrs| ask_leader(transport, addrs, "router", &purge)),
     )
     .await;
     purged.into_iter().sum()

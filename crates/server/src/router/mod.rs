@@ -18,7 +18,7 @@ use dtc_proto::credentials::Credentials;
 use dtc_proto::message::{RequestBody, Role};
 use dtc_proto::mux::Answer;
 use dtc_proto::mux::Mux;
-use dtc_proto::status::{AdminRequest, AdminResponse, QueueOp};
+use dtc_proto::status::QueueOp;
 use dtc_proto::transport::{Listener, Secure, Tcp, Transport};
 use dtc_proto::{TaskView, WireError};
 use shard_map::ShardMap;
@@ -307,35 +307,7 @@ impl<L: Listener, T: Transport> Router<L, T> {
                         serve_admin(a, limits.max_frame, limits.idle_timeout, cancel, |req| {
                             let transport = transport.clone();
                             let shards = shards.clone();
-                            async move {
-                                match req {
-                                    AdminRequest::Status => AdminResponse::Cluster(
-                                        admin::gather(&transport, &shards).await,
-                                    ),
-                                    AdminRequest::Tasks(query) => AdminResponse::Tasks(
-                                        admin::tasks(&transport, &shards, &query).await,
-                                    ),
-                                    AdminRequest::Purge(state) => AdminResponse::Purged(
-                                        admin::purge(&transport, &shards, state).await,
-                                    ),
-                                    AdminRequest::Queues(op) => AdminResponse::Queues(
-                                        admin::queues(&transport, &shards, &op).await,
-                                    ),
-                                    AdminRequest::Schedules(op) => AdminResponse::Schedules(
-                                        admin::schedules(&transport, &shards, &op).await,
-                                    ),
-                                    AdminRequest::TypeDefaults { .. } => {
-                                        AdminResponse::TypeDefaults(Err(WireError::BadRequest {
-                                            reason: "a router keeps no settings: ask a coordinator of each shard".into(),
-                                        }))
-                                    }
-                                    AdminRequest::Configure(_) => {
-                                        AdminResponse::Configured(Err(WireError::BadRequest {
-                                            reason: "a router keeps no settings: ask a coordinator of the shard".into(),
-                                        }))
-                                    }
-                                }
-                            }
+                            async move { admin::answer(&transport, &shards, req).await }
                         })
                         .await;
                     }

@@ -30,7 +30,11 @@ impl TaskTable {
         Ok(())
     }
 
-    pub(super) fn submit(&mut self, spec: TaskSpec, at_ms: u64) -> Result<SubmitOutcome, WireError> {
+    pub(super) fn submit(
+        &mut self,
+        spec: TaskSpec,
+        at_ms: u64,
+    ) -> Result<SubmitOutcome, WireError> {
         if let Some(r) = self.tasks.get(&spec.id) {
             return Ok(SubmitOutcome {
                 view: view_of(spec.id, r),

@@ -319,7 +319,12 @@ impl TaskTable {
     /// Submits a schedule's task: its id if it is new. A full queue skips the tick, and so
     /// does a task of that id that exists already (two triggers in one millisecond): the
     /// schedule counts it as skipped, never as fired.
-    pub(super) fn submit_scheduled(&mut self, name: &str, spec: TaskSpec, at_ms: u64) -> Option<TaskId> {
+    pub(super) fn submit_scheduled(
+        &mut self,
+        name: &str,
+        spec: TaskSpec,
+        at_ms: u64,
+    ) -> Option<TaskId> {
         let id = spec.id;
         match self.submit(spec, at_ms) {
             Ok(SubmitOutcome { created: true, .. }) => {
@@ -339,10 +344,10 @@ mod tests {
     use super::*;
     use crate::shard::{Command, Retention};
     use bytes::Bytes;
-    use dtc_proto::{Outcome, Retry, TaskState};
     use dtc_proto::TaskOptions;
     use dtc_proto::schedule::{CatchUp, Overlap};
     use dtc_proto::schedule::{schedule_task_id, trigger_task_id};
+    use dtc_proto::{Outcome, Retry, TaskState};
 
     fn spec(name: &str) -> ScheduleSpec {
         ScheduleSpec {

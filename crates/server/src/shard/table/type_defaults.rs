@@ -22,7 +22,11 @@ impl TaskTable {
         &self.settings.type_defaults
     }
 
-    pub(super) fn set_type_defaults(&mut self, kind: String, options: Option<TaskOptions>) -> Applied {
+    pub(super) fn set_type_defaults(
+        &mut self,
+        kind: String,
+        options: Option<TaskOptions>,
+    ) -> Applied {
         let all = &mut self.settings.type_defaults;
         match (
             all.binary_search_by(|(k, _)| k.as_str().cmp(&kind)),
