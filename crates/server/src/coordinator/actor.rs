@@ -20,19 +20,14 @@
 //! was applied, and told to go to the new leader where they would wait.
 
 use super::CoordinatorConfig;
-use super::leader::{
-    Effects, Leader, LeaderConfig, NewWorker, QueuesAnswer, Read, SchedulesAnswer, Then,
-    TypeDefaultsAnswer,
-};
+use super::leader::{Effects, Leader, LeaderConfig, NewWorker, Read, Then};
 use super::proposer::{Pending, Proposer};
 use crate::net::Reply;
 use crate::sched::WorkerId;
-use crate::shard::{Batch, BatchApplied, NodeId, Retention, ShardRaft, SharedTable};
+use crate::shard::{Batch, BatchApplied, NodeId, ShardRaft, SharedTable};
+use dtc_proto::WireError;
 use dtc_proto::message::{CoordMsg, RequestBody, WorkerMsg};
-use dtc_proto::schedule::ScheduleOp;
-use dtc_proto::status::{LeaderStats, StateCounts, TaskPage, TaskQuery, WorkerStatus};
-use dtc_proto::status::{QueueOp, SettingsChange};
-use dtc_proto::{TaskOptions, TaskState, WireError};
+use dtc_proto::status::{AdminRequest, AdminResponse, LeaderStats, StateCounts, WorkerStatus};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use openraft::ServerState;
@@ -74,38 +69,11 @@ pub(super) enum Event {
     WorkerDown { worker: WorkerId },
     /// An operator asks what the scheduler holds.
     Status(oneshot::Sender<Runtime>),
-    /// An operator sets a task type's defaults (answered once committed).
-    TypeDefaults {
-        kind: String,
-        options: Option<TaskOptions>,
-        reply: oneshot::Sender<TypeDefaultsAnswer>,
-    },
-    /// An operator lists the queues (answered now) or pauses or resumes one (answered once
-    /// committed).
-    Queues {
-        op: QueueOp,
-        reply: oneshot::Sender<QueuesAnswer>,
-    },
-    /// An operator lists the schedules (answered now) or changes one (answered once
-    /// committed).
-    Schedules {
-        op: ScheduleOp,
-        reply: oneshot::Sender<SchedulesAnswer>,
-    },
-    /// An operator purges the finished tasks in a state (answered once committed).
-    Purge {
-        state: TaskState,
-        reply: oneshot::Sender<Result<u64, WireError>>,
-    },
-    /// An operator lists tasks (answered by the leader only).
-    Tasks {
-        query: TaskQuery,
-        reply: oneshot::Sender<Result<TaskPage, WireError>>,
-    },
-    /// An operator changes the shard's settings (answered once the change is applied).
-    Configure {
-        change: SettingsChange,
-        reply: oneshot::Sender<Result<Retention, WireError>>,
+    /// An operator's request other than a replica's status, answered by the leader (a
+    /// read now, a change once applied) or refused by a follower.
+    Admin {
+        request: AdminRequest,
+        reply: oneshot::Sender<AdminResponse>,
     },
 }
 
@@ -266,27 +234,14 @@ impl Actor {
                 Event::WorkerDown { worker } => {
                     leader.drop_worker(worker, leader.at_ms(now), &mut out);
                 }
-                Event::Configure { change, reply } => {
-                    Leader::configure(change, reply, table, &mut out);
-                }
                 Event::Status(tx) => {
                     let mut runtime = leader.runtime(now);
                     runtime.states = Some(leader.state_counts(table));
                     tx.send(runtime).ok();
                 }
-                Event::Tasks { query, reply } => {
-                    reply.send(Ok(leader.list(&query, table, now))).ok();
+                Event::Admin { request, reply } => {
+                    leader.admin(request, reply, table, now, &mut out);
                 }
-                Event::Purge { state, reply } => leader.purge(state, reply, now, &mut out),
-                Event::Queues { op, reply } => leader.queues(op, reply, table, now, &mut out),
-                Event::Schedules { op, reply } => {
-                    leader.schedules(op, reply, table, now, &mut out);
-                }
-                Event::TypeDefaults {
-                    kind,
-                    options,
-                    reply,
-                } => Leader::set_type_defaults(kind, options, reply, &mut out),
             }
         }
         self.perform(out, now);
@@ -626,26 +581,11 @@ fn refuse(event: Event, leader: &Option<String>) {
             // the connection's writer send it and finish.
             w.tx.try_send(CoordMsg::Error(err)).ok();
         }
-        Event::Configure { reply, .. } => {
-            reply.send(Err(err)).ok();
-        }
         Event::Status(tx) => {
             tx.send(Runtime::default()).ok();
         }
-        Event::Tasks { reply, .. } => {
-            reply.send(Err(err)).ok();
-        }
-        Event::Purge { reply, .. } => {
-            reply.send(Err(err)).ok();
-        }
-        Event::Queues { reply, .. } => {
-            reply.send(Err(err)).ok();
-        }
-        Event::Schedules { reply, .. } => {
-            reply.send(Err(err)).ok();
-        }
-        Event::TypeDefaults { reply, .. } => {
-            reply.send(Err(err)).ok();
+        Event::Admin { request, reply } => {
+            reply.send(request.failed(err)).ok();
         }
         Event::Worker { .. } | Event::WorkerDown { .. } => {}
     }

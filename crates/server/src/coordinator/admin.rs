@@ -5,8 +5,9 @@
 //! ([`export`]) where the process has a metrics recorder.
 
 use super::actor::{Event, Runtime};
-use crate::shard::{NodeId, Retention, ShardRaft, SharedTable};
-use dtc_proto::status::{AdminRequest, AdminResponse, RaftRole, ReplicaStatus, ShardSettings};
+use super::leader::shown_settings;
+use crate::shard::{NodeId, ShardRaft, SharedTable};
+use dtc_proto::status::{AdminRequest, AdminResponse, RaftRole, ReplicaStatus};
 use dtc_proto::{TaskState, WireError};
 use openraft::ServerState;
 use std::time::Duration;
@@ -21,58 +22,23 @@ pub(super) struct Sources {
     pub events: mpsc::Sender<Event>,
 }
 
-/// The answer to an operator's request.
+/// The answer to an operator's request: this replica's status, or whatever the actor (as
+/// leader, through the request's family) answers.
 pub(super) async fn answer(sources: &Sources, request: AdminRequest) -> AdminResponse {
-    match request {
-        AdminRequest::Status => AdminResponse::Replica(status(sources).await),
-        AdminRequest::Configure(change) => {
-            let result = ask(sources, |reply| Event::Configure { change, reply }).await;
-            AdminResponse::Configured(result.map(|r| settings(&r)))
-        }
-        AdminRequest::TypeDefaults { kind, options } => AdminResponse::TypeDefaults(
-            ask(sources, |reply| Event::TypeDefaults {
-                kind,
-                options,
-                reply,
-            })
-            .await,
-        ),
-        AdminRequest::Purge(state) => {
-            AdminResponse::Purged(ask(sources, |reply| Event::Purge { state, reply }).await)
-        }
-        AdminRequest::Tasks(query) => {
-            AdminResponse::Tasks(ask(sources, |reply| Event::Tasks { query, reply }).await)
-        }
-        AdminRequest::Queues(op) => {
-            AdminResponse::Queues(ask(sources, |reply| Event::Queues { op, reply }).await)
-        }
-        AdminRequest::Schedules(op) => {
-            AdminResponse::Schedules(ask(sources, |reply| Event::Schedules { op, reply }).await)
-        }
+    if request == AdminRequest::Status {
+        return AdminResponse::Replica(status(sources).await);
     }
-}
-
-/// Sends the actor the event `make` builds around a reply handle, and waits for its answer.
-async fn ask<T>(
-    sources: &Sources,
-    make: impl FnOnce(oneshot::Sender<Result<T, WireError>>) -> Event,
-) -> Result<T, WireError> {
-    let (tx, rx) = oneshot::channel();
-    if sources.events.send(make(tx)).await.is_err() {
-        return Err(WireError::ShuttingDown);
+    let (reply, rx) = oneshot::channel();
+    let failed = request.failed(WireError::ShuttingDown);
+    if sources
+        .events
+        .send(Event::Admin { request, reply })
+        .await
+        .is_err()
+    {
+        return failed;
     }
-    rx.await.unwrap_or(Err(WireError::ShuttingDown))
-}
-
-/// A table's settings as the operator sees them.
-pub(super) fn settings(r: &Retention) -> ShardSettings {
-    ShardSettings {
-        result_ttl_ms: r.result_ttl_ms,
-        max_results: r.max_results as u64,
-        max_queued: r.max_queued as u64,
-        failed_ttl_ms: r.failed_ttl_ms,
-        max_failed: r.max_failed as u64,
-    }
+    rx.await.unwrap_or(failed)
 }
 
 /// This replica's status.
@@ -130,7 +96,7 @@ pub(super) async fn status(sources: &Sources) -> ReplicaStatus {
         states: runtime.states.unwrap_or(table_states),
         running: runtime.running,
         workers: runtime.workers,
-        settings: settings(&retention),
+        settings: shown_settings(&retention),
         stats: runtime.stats,
     }
 }

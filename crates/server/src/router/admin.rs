@@ -39,7 +39,10 @@ pub(super) async fn answer<T: Transport>(
 }
 
 /// Asks every replica of every shard.
-pub(super) async fn gather<T: Transport>(transport: &T, shards: &[Vec<SocketAddr>]) -> ClusterStatus {
+pub(super) async fn gather<T: Transport>(
+    transport: &T,
+    shards: &[Vec<SocketAddr>],
+) -> ClusterStatus {
     let asks = shards.iter().enumerate().map(|(index, addrs)| async move {
         let replicas = join_all(addrs.iter().map(|&addr| async move {
             (
