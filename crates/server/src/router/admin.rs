@@ -39,10 +39,7 @@ pub(super) async fn answer<T: Transport>(
 }
 
 /// Asks every replica of every shard.
-pub(super) async fn gather<T: Transport>(
-    transport: &T,
-    shards: &[Vec<SocketAddr>],
-) -> ClusterStatus {
+async fn gather<T: Transport>(transport: &T, shards: &[Vec<SocketAddr>]) -> ClusterStatus {
     let asks = shards.iter().enumerate().map(|(index, addrs)| async move {
         let replicas = join_all(addrs.iter().map(|&addr| async move {
             (
@@ -65,7 +62,7 @@ pub(super) async fn gather<T: Transport>(
 /// the same cursor, and the newest `limit` of them all make this page. Since every shard
 /// orders its tasks the same way (creation time, then id), pages never repeat or skip a
 /// task. Any shard that cannot answer fails the page.
-pub(super) async fn tasks<T: Transport>(
+async fn tasks<T: Transport>(
     transport: &T,
     shards: &[Vec<SocketAddr>],
     query: &TaskQuery,
@@ -99,7 +96,7 @@ pub(super) async fn tasks<T: Transport>(
 /// that answered have purged even when another fails the answer.
 /// Lists, pauses or resumes the queues of every shard (a pause holds the queue on every
 /// shard); the queues merged by name.
-pub(super) async fn queues<T: Transport>(
+async fn queues<T: Transport>(
     transport: &T,
     shards: &[Vec<SocketAddr>],
     op: &QueueOp,
@@ -124,7 +121,7 @@ pub(super) async fn queues<T: Transport>(
 }
 
 /// A schedule's change goes to the shard its name routes to; a list gathers every shard's.
-pub(super) async fn schedules<T: Transport>(
+async fn schedules<T: Transport>(
     transport: &T,
     shards: &[Vec<SocketAddr>],
     op: &ScheduleOp,
@@ -153,7 +150,7 @@ pub(super) async fn schedules<T: Transport>(
     Ok(all)
 }
 
-pub(super) async fn purge<T: Transport>(
+async fn purge<T: Transport>(
     transport: &T,
     shards: &[Vec<SocketAddr>],
     state: TaskState,

@@ -17,9 +17,9 @@ use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
+use dtc_proto::ask::Ask;
 use dtc_proto::message::RequestBody;
-use dtc_proto::schedule::{ScheduleOp, ScheduleStatus};
-use dtc_proto::status::{ClusterStatus, Cursor, QueueStatus, TaskPage, TaskQuery};
+use dtc_proto::status::{AdminRequest, AdminResponse, Cursor, QueueOp, TaskQuery};
 use dtc_proto::{Backoff, Start, TaskId, TaskSpec, TaskState, TaskView, WireError};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
@@ -59,30 +59,15 @@ pub struct HttpConfig {
     pub max_waits: usize,
 }
 
-/// Gathers the cluster's status (the same answer `dtc status --router` prints).
-pub(super) type StatusSource = Arc<dyn Fn() -> BoxFuture<'static, ClusterStatus> + Send + Sync>;
-
-/// Lists tasks across the shards (what `dtc tasks` shows).
-pub(super) type TasksSource =
-    Arc<dyn Fn(TaskQuery) -> BoxFuture<'static, Result<TaskPage, WireError>> + Send + Sync>;
-
-/// Lists the queues across the shards (what `dtc queue list` shows).
-pub(super) type QueuesSource =
-    Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<QueueStatus>, WireError>> + Send + Sync>;
-
-/// Lists or changes schedules (what `dtc schedule` does).
-pub(super) type SchedulesSource = Arc<
-    dyn Fn(ScheduleOp) -> BoxFuture<'static, Result<Vec<ScheduleStatus>, WireError>> + Send + Sync,
->;
+/// Answers an operator's request across the shards, as a router answers `dtc`.
+pub(super) type AdminSource =
+    Arc<dyn Fn(AdminRequest) -> BoxFuture<'static, AdminResponse> + Send + Sync>;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub(super) struct Api {
     pub sink: Arc<ShardSink>,
-    pub status: StatusSource,
-    pub tasks: TasksSource,
-    pub queues: QueuesSource,
-    pub schedules: SchedulesSource,
+    pub admin: AdminSource,
     /// Permits for waiting requests ([`MAX_WAITS`]).
     pub waits: Arc<Semaphore>,
     /// Each client address's share of them ([`per_address_waits`]).
@@ -92,6 +77,18 @@ pub(super) struct Api {
 }
 
 impl Api {
+    /// Asks an operator's question across the shards.
+    pub(super) async fn operator<A: Ask>(&self, question: &A) -> Result<A::Answer, WireError> {
+        match (self.admin)(question.request()).await {
+            AdminResponse::Failed(e) => Err(e),
+            response => A::answer(response).unwrap_or_else(|| {
+                Err(WireError::Unavailable {
+                    reason: "the router answered another question".into(),
+                })
+            }),
+        }
+    }
+
     /// Asks the task's shard, as a client connection would.
     async fn ask(&self, body: RequestBody) -> Result<TaskView, WireError> {
         let (tx, rx) = oneshot::channel();
@@ -543,7 +540,7 @@ async fn list(State(api): State<Api>, query: Result<Query<ListQuery>, QueryRejec
         limit,
         before,
     };
-    match (api.tasks)(query).await {
+    match api.operator(&query).await {
         Ok(page) => {
             let tasks: Vec<TaskJson> = page.tasks.into_iter().map(TaskJson::from).collect();
             let body = serde_json::json!({
@@ -558,7 +555,7 @@ async fn list(State(api): State<Api>, query: Result<Query<ListQuery>, QueryRejec
 
 /// `GET /v1/queues`: every named queue across the shards.
 async fn queues(State(api): State<Api>) -> Response {
-    match (api.queues)().await {
+    match api.operator(&QueueOp::List).await {
         Ok(queues) => axum::Json(serde_json::json!({ "queues": queues })).into_response(),
         Err(e) => wire_error(&e),
     }
@@ -566,5 +563,11 @@ async fn queues(State(api): State<Api>) -> Response {
 
 /// `GET /v1/cluster`: every replica of every shard.
 async fn cluster(State(api): State<Api>) -> Response {
-    axum::Json((api.status)().await).into_response()
+    match (api.admin)(AdminRequest::Status).await {
+        AdminResponse::Cluster(status) => axum::Json(status).into_response(),
+        AdminResponse::Failed(e) => wire_error(&e),
+        _ => wire_error(&WireError::Unavailable {
+            reason: "the router answered another question".into(),
+        }),
+    }
 }

@@ -96,7 +96,7 @@ impl AddBody {
 
 /// Asks the schedules' shards and answers with the schedules (`{"schedules": [...]}`).
 async fn answer(api: &Api, op: ScheduleOp, created: bool) -> Response {
-    match (api.schedules)(op).await {
+    match api.operator(&op).await {
         Ok(all) => {
             let status = if created {
                 StatusCode::CREATED

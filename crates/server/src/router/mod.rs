@@ -18,7 +18,6 @@ use dtc_proto::credentials::Credentials;
 use dtc_proto::message::{RequestBody, Role};
 use dtc_proto::mux::Answer;
 use dtc_proto::mux::Mux;
-use dtc_proto::status::QueueOp;
 use dtc_proto::transport::{Listener, Secure, Tcp, Transport};
 use dtc_proto::{TaskView, WireError};
 use shard_map::ShardMap;
@@ -236,40 +235,11 @@ impl<L: Listener, T: Transport> Router<L, T> {
             let shards = self.config.shards.clone();
             let api = http::Api {
                 sink: Arc::clone(&sink),
-                status: Arc::new(move || {
+                admin: Arc::new(move |request| {
                     let transport = transport.clone();
                     let shards = shards.clone();
-                    Box::pin(async move { admin::gather(&transport, &shards).await })
+                    Box::pin(async move { admin::answer(&transport, &shards, request).await })
                 }),
-                tasks: {
-                    let transport = self.transport.clone();
-                    let shards = self.config.shards.clone();
-                    Arc::new(move |query| {
-                        let transport = transport.clone();
-                        let shards = shards.clone();
-                        Box::pin(async move { admin::tasks(&transport, &shards, &query).await })
-                    })
-                },
-                queues: {
-                    let transport = self.transport.clone();
-                    let shards = self.config.shards.clone();
-                    Arc::new(move || {
-                        let transport = transport.clone();
-                        let shards = shards.clone();
-                        Box::pin(
-                            async move { admin::queues(&transport, &shards, &QueueOp::List).await },
-                        )
-                    })
-                },
-                schedules: {
-                    let transport = self.transport.clone();
-                    let shards = self.config.shards.clone();
-                    Arc::new(move |op| {
-                        let transport = transport.clone();
-                        let shards = shards.clone();
-                        Box::pin(async move { admin::schedules(&transport, &shards, &op).await })
-                    })
-                },
                 waits: Arc::new(tokio::sync::Semaphore::new(http_config.max_waits)),
                 wait_shares: Arc::new(crate::net::AddressShares::new(http::per_address_waits(
                     http_config.max_waits,
