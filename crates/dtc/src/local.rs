@@ -23,9 +23,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Log entries a leader keeps in flight when logs are kept in memory (`--in-memory`):
-/// commits are fast, so gathering commands behind one entry only slows them
-/// (`dtc local --bench -n 2000 -t noop --replicas 1 --in-memory`: 72.6 k/s with one entry in
-/// flight, 104 k/s without a limit).
+/// commits are fast, so gathering commands behind one entry only slows them (measured in
+/// docs/benchmarks.md, "entries in flight in memory").
 pub const IN_MEMORY_ENTRIES_IN_FLIGHT: usize = 8;
 
 /// What to start.

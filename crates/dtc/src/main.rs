@@ -4,9 +4,8 @@
 
 use anyhow::Context;
 
-/// mimalloc rather than the system's allocator: with glibc's, the default run's throughput
-/// fell by half for a second after each log purge, and its p99.9 latency was 2-4 times
-/// higher (docs/benchmarks.md).
+/// mimalloc rather than the system's allocator: glibc's stalls the hot path after the
+/// large frees of a log purge (measured in docs/benchmarks.md, "mimalloc").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;

@@ -6,7 +6,7 @@
 mod common;
 
 use anyhow::Context;
-use common::{Proc, Shard, TEST_LIMIT, until};
+use common::{Proc, Rig, Shard, TEST_LIMIT, until};
 use dtc_proto::ask::ask_admin;
 use dtc_proto::credentials::Credentials;
 use dtc_proto::status::{AdminRequest, AdminResponse};
@@ -335,10 +335,8 @@ async fn a_task_types_defaults_apply_to_its_tasks_until_cleared() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handlers_progress_shows_in_dtc_get_while_it_runs() -> anyhow::Result<()> {
     common::bounded(async {
-        let coord = Proc::coordinator(&["-p", "0"])?;
-        let addr = coord.addr()?;
-        let port = addr.port().to_string();
-        let stop = CancellationToken::new();
+        let rig = Rig::start(&[]).await?;
+        let port = rig.addr()?.port().to_string();
         let go = Arc::new(tokio::sync::Notify::new());
         let release = Arc::clone(&go);
         let worker = Worker::builder()
@@ -351,8 +349,8 @@ async fn a_handlers_progress_shows_in_dtc_get_while_it_runs() -> anyhow::Result<
                 }
             })
             .build()?;
-        tokio::spawn(worker.run(vec![addr], stop.clone()));
-        let client = Client::connect(addr).await?;
+        rig.run(worker)?;
+        let client = &rig.client;
         let id = client.submit(TaskSpec::new("copy", "")).await?.id;
         until(|| {
             let client = client.clone();
@@ -375,7 +373,6 @@ async fn a_handlers_progress_shows_in_dtc_get_while_it_runs() -> anyhow::Result<
         go.notify_one();
         let done = client.wait(id).await?;
         assert_eq!((done.state, done.progress), (TaskState::Succeeded, None));
-        stop.cancel();
         Ok(())
     })
     .await

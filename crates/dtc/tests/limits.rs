@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Proc, dtc_ok};
+use common::{Proc, Rig, dtc_ok};
 use dtc_sdk::{Client, Task, TaskSpec, TaskState, Worker};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -173,10 +173,8 @@ async fn a_key_never_runs_more_than_its_limit_across_two_shards() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_queue_starts_no_faster_than_its_limit() -> anyhow::Result<()> {
     common::bounded(async {
-        let coord = Proc::coordinator(&["-p", "0"])?;
-        let addr = coord.addr()?;
-        let port = addr.port().to_string();
-        let stop = CancellationToken::new();
+        let rig = Rig::start(&[]).await?;
+        let port = rig.addr()?.port().to_string();
         let starts: Arc<Mutex<Vec<Instant>>> = Arc::default();
         let seen = Arc::clone(&starts);
         let worker = Worker::builder()
@@ -189,7 +187,7 @@ async fn a_rate_limited_queue_starts_no_faster_than_its_limit() -> anyhow::Resul
                 async { Ok::<_, String>("") }
             })
             .build()?;
-        tokio::spawn(worker.run(vec![addr], stop.clone()));
+        rig.run(worker)?;
         dtc_ok(&["queue", "limit", "slow", "5/s", "-p", &port])?;
         let listed: Vec<serde_json::Value> =
             serde_json::from_str(&dtc_ok(&["queue", "list", "--json", "-p", &port])?)?;
@@ -202,7 +200,7 @@ async fn a_rate_limited_queue_starts_no_faster_than_its_limit() -> anyhow::Resul
 
         // 20 tasks at once, with 16 free slots: at most one second's worth (5) starts at
         // once, then 5 a second.
-        let client = Client::connect(addr).await?;
+        let client = rig.client.clone();
         let mut runs = tokio::task::JoinSet::new();
         for _ in 0..20 {
             let client = client.clone();
@@ -245,7 +243,6 @@ async fn a_rate_limited_queue_starts_no_faster_than_its_limit() -> anyhow::Resul
             String::from_utf8_lossy(&refused.stderr).contains("100/s"),
             "the error shows the form"
         );
-        stop.cancel();
         Ok(())
     })
     .await

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Proc, Shard, dtc_ok, leader_of};
+use common::{Proc, Rig, Shard, dtc_ok, leader_of};
 use dtc_sdk::{Client, Task, TaskSpec, TaskState, Worker};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -53,45 +53,32 @@ fn recording_worker(
     Ok(())
 }
 
-/// A coordinator process, a client of it, and what the test's recording workers note
-/// (stopped with the rig).
-struct Rig {
-    coord: Proc,
-    client: Client,
+/// The common rig, and what the test's recording workers note.
+struct Recorded {
+    rig: Rig,
     record: Seen,
-    stop: CancellationToken,
 }
 
-impl Rig {
+impl Recorded {
     async fn start() -> anyhow::Result<Self> {
-        let coord = Proc::coordinator(&["-p", "0"])?;
-        let client = Client::connect(coord.addr()?).await?;
         Ok(Self {
-            coord,
-            client,
+            rig: Rig::start(&[]).await?,
             record: Seen::default(),
-            stop: CancellationToken::new(),
         })
     }
 
     /// Starts a [`recording_worker`] of the coordinator.
     fn worker(&self, name: &str, queues: &[&str], hold: Duration) -> anyhow::Result<()> {
-        let addr = self.coord.addr()?;
-        recording_worker(&[addr], name, queues, hold, &self.record, &self.stop)
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        self.stop.cancel();
+        let addr = self.rig.addr()?;
+        recording_worker(&[addr], name, queues, hold, &self.record, &self.rig.stop)
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_one_slot_queued_tasks_run_highest_priority_first() -> anyhow::Result<()> {
     common::bounded(async {
-        let rig = Rig::start().await?;
-        let (client, record) = (&rig.client, &rig.record);
+        let rig = Recorded::start().await?;
+        let (client, record) = (&rig.rig.client, &rig.record);
         // All 100 become ready at the same instant (so waiting gives none a head start),
         // with no worker connected yet.
         let start = SystemTime::now() + Duration::from_secs(1);
@@ -110,7 +97,7 @@ async fn with_one_slot_queued_tasks_run_highest_priority_first() -> anyhow::Resu
         for id in ids {
             assert_eq!(client.wait(id).await?.state, TaskState::Succeeded);
         }
-        rig.stop.cancel();
+        rig.rig.stop.cancel();
         let order: Vec<u8> = seen(record)
             .into_iter()
             .filter_map(|(_, p)| p.parse().ok())
@@ -127,8 +114,8 @@ async fn with_one_slot_queued_tasks_run_highest_priority_first() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_goes_only_to_workers_of_its_queue() -> anyhow::Result<()> {
     common::bounded(async {
-        let rig = Rig::start().await?;
-        let (client, record) = (&rig.client, &rig.record);
+        let rig = Recorded::start().await?;
+        let (client, record) = (&rig.rig.client, &rig.record);
         rig.worker("crit", &["critical"], Duration::ZERO)?;
         rig.worker("both", &["critical", "default"], Duration::ZERO)?;
         rig.worker("bulk", &["bulk"], Duration::ZERO)?;
@@ -147,7 +134,7 @@ async fn a_task_goes_only_to_workers_of_its_queue() -> anyhow::Result<()> {
         for run in runs {
             assert_eq!(run.await??.state, TaskState::Succeeded);
         }
-        rig.stop.cancel();
+        rig.rig.stop.cancel();
         let all = seen(record);
         assert_eq!(all.len(), 60);
         for (worker, queue) in &all {
@@ -176,8 +163,8 @@ async fn a_task_goes_only_to_workers_of_its_queue() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_low_priority_task_is_passed_only_within_the_aging_bound() -> anyhow::Result<()> {
     common::bounded(async {
-        let rig = Rig::start().await?;
-        let (client, record) = (&rig.client, &rig.record);
+        let rig = Recorded::start().await?;
+        let (client, record) = (&rig.rig.client, &rig.record);
         // One slot, 20 ms a task: about 50 tasks a second.
         rig.worker("w", &["default"], Duration::from_millis(20))?;
         // A stream of priority-9 tasks that keeps 20 waiting, for at most 14 s or 2,000
@@ -213,7 +200,7 @@ async fn a_low_priority_task_is_passed_only_within_the_aging_bound() -> anyhow::
         }
         let (low_id, low_at) = low.ok_or_else(|| anyhow::anyhow!("the low task was never sent"))?;
         assert_eq!(client.wait(low_id).await?.state, TaskState::Succeeded);
-        rig.stop.cancel();
+        rig.rig.stop.cancel();
         let order: Vec<String> = seen(record).into_iter().map(|(_, p)| p).collect();
         let low_at: u64 = low_at.parse()?;
         let low_pos = order
@@ -246,8 +233,8 @@ async fn a_low_priority_task_is_passed_only_within_the_aging_bound() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_queue_holds_its_tasks_and_resumes_them() -> anyhow::Result<()> {
     common::bounded(async {
-        let rig = Rig::start().await?;
-        let (coord, client, record) = (&rig.coord, &rig.client, &rig.record);
+        let rig = Recorded::start().await?;
+        let (coord, client, record) = (&rig.rig.coord, &rig.rig.client, &rig.record);
         let port = coord.addr()?.port().to_string();
         rig.worker("w", &["critical", "default"], Duration::ZERO)?;
         let listed = dtc_ok(&["queue", "pause", "critical", "-p", &port])?;
@@ -290,7 +277,7 @@ async fn a_paused_queue_holds_its_tasks_and_resumes_them() -> anyhow::Result<()>
             .output()?;
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("not a queue name"));
-        rig.stop.cancel();
+        rig.rig.stop.cancel();
         Ok(())
     })
     .await
@@ -385,8 +372,8 @@ async fn a_task_types_defaults_give_its_tasks_a_queue_and_priority() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workers_queue_weights_share_its_slot() -> anyhow::Result<()> {
     common::bounded(async {
-        let rig = Rig::start().await?;
-        let (client, record) = (&rig.client, &rig.record);
+        let rig = Recorded::start().await?;
+        let (client, record) = (&rig.rig.client, &rig.record);
         // 40 tasks in each queue, all ready at the same instant, before the worker comes.
         let start = SystemTime::now() + Duration::from_secs(1);
         let mut ids = Vec::new();
@@ -404,7 +391,7 @@ async fn a_workers_queue_weights_share_its_slot() -> anyhow::Result<()> {
         for id in ids {
             assert_eq!(client.wait(id).await?.state, TaskState::Succeeded);
         }
-        rig.stop.cancel();
+        rig.rig.stop.cancel();
         let order: Vec<String> = seen(record).into_iter().map(|(_, q)| q).collect();
         let hi = order.iter().take(40).filter(|q| *q == "hi").count();
         assert!(

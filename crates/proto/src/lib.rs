@@ -16,6 +16,7 @@ pub mod codec;
 pub mod connection;
 pub mod credentials;
 mod error;
+pub mod follow;
 pub mod hash;
 mod id;
 pub mod message;

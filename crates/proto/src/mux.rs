@@ -12,6 +12,7 @@
 //! The router uses one per shard; the SDK's `Client` uses one per client.
 
 use crate::connection::{FrameReader, connect_handshake, write_loop};
+use crate::follow::{LeaderTrail, Step};
 use crate::hash::HashMap;
 use crate::message::{Hello, HelloReply, Request, RequestBody, Response, Role, Welcome};
 use crate::transport::{Tcp, Transport};
@@ -130,12 +131,10 @@ impl<T: Transport> Mux<T> {
     ) {
         let mut backoff = MIN_BACKOFF;
         let mut waiting: VecDeque<Held<A>> = VecDeque::new();
-        let mut leader: Option<SocketAddr> = None;
-        // Whether the last connection ended by naming another leader.
-        let mut redirected = false;
+        let mut trail = LeaderTrail::default();
         loop {
             let connected = tokio::select! {
-                c = self.connect_any(leader) => c,
+                c = self.connect_any(&trail) => c,
                 () = cancel.cancelled() => return,
             };
             let (reader, writer, addr, unreachable) = match connected {
@@ -145,7 +144,7 @@ impl<T: Transport> Mux<T> {
                     for held in waiting.drain(..) {
                         held.answer.answer(Err(err.clone()));
                     }
-                    leader = None;
+                    trail.lost();
                     if !self
                         .pause(backoff, &mut rx, None, &cancel, Some(&err))
                         .await
@@ -169,31 +168,15 @@ impl<T: Transport> Mux<T> {
                 }
                 Ended::Lost(reason) => {
                     tracing::warn!(label = %self.label, %reason, "connection lost; reconnecting");
-                    leader = None;
-                    redirected = false;
+                    trail.lost();
                 }
-                Ended::NotLeader(Some(next)) if !unreachable.contains(&next) => {
-                    tracing::debug!(label = %self.label, %addr, %next, "following the shard's leader");
-                    leader = Some(next);
-                    // Two replicas that each name the other (an election not yet settled)
-                    // are not dialled back and forth without a pause.
-                    if std::mem::replace(&mut redirected, true)
+                Ended::NotLeader(next) => {
+                    tracing::debug!(label = %self.label, %addr, ?next, "following the shard's leader");
+                    // Waiting a moment (an election under way), requests are held.
+                    if trail.not_leader(addr, next, &unreachable) == Step::Pause
                         && !self
                             .pause(MIN_BACKOFF, &mut rx, Some(&mut waiting), &cancel, None)
                             .await
-                    {
-                        return;
-                    }
-                }
-                // Nobody is elected yet, or the replica still names a leader that has just
-                // proved unreachable (it has not noticed yet).
-                Ended::NotLeader(_) => {
-                    // An election is under way: wait a moment, holding requests.
-                    leader = None;
-                    redirected = false;
-                    if !self
-                        .pause(MIN_BACKOFF, &mut rx, Some(&mut waiting), &cancel, None)
-                        .await
                     {
                         return;
                     }
@@ -238,7 +221,7 @@ impl<T: Transport> Mux<T> {
 
     async fn connect_any(
         &self,
-        leader: Option<SocketAddr>,
+        trail: &LeaderTrail,
     ) -> Result<
         (
             FrameReader<T::Read, Response>,
@@ -250,10 +233,7 @@ impl<T: Transport> Mux<T> {
     > {
         let mut errors = Vec::new();
         let mut unreachable = Vec::new();
-        let order = leader
-            .into_iter()
-            .chain(self.addrs.iter().copied().filter(|a| Some(*a) != leader));
-        for addr in order {
+        for addr in trail.order(&self.addrs) {
             match dial(
                 &self.transport,
                 addr,

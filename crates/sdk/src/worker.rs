@@ -35,6 +35,7 @@ use crate::timer::PreciseTimer;
 use bytes::Bytes;
 use dtc_proto::connection::{FrameReader, write_loop};
 use dtc_proto::credentials::Credentials;
+use dtc_proto::follow::{LeaderTrail, Step};
 use dtc_proto::hash::HashMap;
 use dtc_proto::message::{Assignment, Completion, CoordMsg, Role, WorkerMsg};
 use dtc_proto::mux::dial;
@@ -376,23 +377,15 @@ impl Worker {
             draining: false,
         };
         let mut backoff = MIN_BACKOFF;
-        // The shard's leader, as the last refusal named it: tried first.
-        let mut leader: Option<SocketAddr> = None;
-        // Whether the last connection was a redirect: a named leader is followed at once
-        // only once in a row, so two replicas that each name the other (their views of an
-        // election not yet settled) are not dialled back and forth without a pause.
-        let mut redirected = false;
+        let mut trail = LeaderTrail::default();
         loop {
             if st.draining && st.running.is_empty() && st.outbox.is_empty() {
                 return Ok(());
             }
             let mut connected = None;
             let mut unreachable = Vec::new();
-            let order = leader
-                .into_iter()
-                .chain(addrs.iter().copied().filter(|a| Some(*a) != leader));
             let hello = transport.hello(Role::Worker, &self.name);
-            for addr in order {
+            for addr in trail.order(&addrs) {
                 match dial(&transport, addr, &hello, self.max_frame).await {
                     Ok((reader, writer, _)) => {
                         connected = Some((reader, writer, addr));
@@ -425,20 +418,16 @@ impl Worker {
                 match refusal {
                     Some(WireError::NotLeader { leader: hint }) => {
                         // Follow the shard's leader; during an election nobody is named yet.
-                        // A replica may still name a leader that has just proved unreachable.
-                        leader = hint
-                            .and_then(|a| a.parse().ok())
-                            .filter(|a| *a != addr && !unreachable.contains(a));
-                        tracing::debug!(%addr, ?leader, "not the shard's leader; moving");
-                        if leader.is_some() && !std::mem::replace(&mut redirected, true) {
+                        let hint = hint.and_then(|a| a.parse().ok());
+                        tracing::debug!(%addr, ?hint, "not the shard's leader; moving");
+                        if trail.not_leader(addr, hint, &unreachable) == Step::Now {
                             continue;
                         }
                     }
                     _ => {
                         // It served this worker until the connection ended.
                         backoff = MIN_BACKOFF;
-                        redirected = false;
-                        leader = None;
+                        trail.lost();
                         tracing::warn!(%addr, running = st.running.len(), "lost the coordinator; reconnecting");
                     }
                 }

@@ -21,6 +21,47 @@ fn test_log() -> String {
     std::env::var("DTC_TEST_LOG").unwrap_or_else(|_| "warn,openraft=off".into())
 }
 
+/// The rig most tests share: one coordinator process (any free port, a data directory of
+/// its own), a client of it, and the in-test workers started through it, which stop when
+/// the rig is dropped.
+pub struct Rig {
+    pub coord: Proc,
+    pub client: dtc_sdk::Client,
+    pub stop: tokio_util::sync::CancellationToken,
+}
+
+impl Rig {
+    /// Starts the coordinator (with `extra` flags) and connects a client.
+    pub async fn start(extra: &[&str]) -> anyhow::Result<Self> {
+        let mut args = vec!["-p", "0"];
+        args.extend_from_slice(extra);
+        let coord = Proc::coordinator(&args)?;
+        let client = dtc_sdk::Client::connect(coord.addr()?).await?;
+        Ok(Self {
+            coord,
+            client,
+            stop: tokio_util::sync::CancellationToken::new(),
+        })
+    }
+
+    /// The coordinator's address.
+    pub fn addr(&self) -> anyhow::Result<SocketAddr> {
+        self.coord.addr()
+    }
+
+    /// Runs `worker` in this process against the coordinator until the rig stops.
+    pub fn run(&self, worker: dtc_sdk::Worker) -> anyhow::Result<()> {
+        tokio::spawn(worker.run(vec![self.addr()?], self.stop.clone()));
+        Ok(())
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 /// A directory of its own under the system's temporary directory, removed when dropped.
 pub struct TempDir(PathBuf);
 

@@ -2,8 +2,9 @@
 //! fellow replicas on one port. The shard's task table is replicated by Raft (openraft, with
 //! the durable log and state machine of `crate::shard`); the replica that leads also runs
 //! the scheduler, through a single actor loop (`actor.rs`) that connection tasks talk to
-//! through one bounded channel: the leader's runtime of its term (`leader.rs`, with the
-//! tasks it knows before the table does in `early.rs`) decides, group commit
+//! through one bounded channel: the leader's runtime of its term (`leader/`, one file per
+//! concern and one per operator family in `leader/ops/`, with the tasks it knows before the
+//! table does in `early.rs`) decides, group commit
 //! (`proposer.rs`) gathers its commands into Raft entries, and the actor performs both.
 //! Replicas that do not lead answer `NotLeader` with the leader's address. Beside the actor,
 //! each replica watches that its storage still writes and that its elections do not keep
