@@ -33,22 +33,12 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
-    let quiet = matches!(
+    // Only the long-running roles log at info; every command that asks and answers (and
+    // any command added later) is quiet unless RUST_LOG says otherwise.
+    let quiet = !matches!(
         &cli.command,
-        Command::Client(_)
-            | Command::Submit(_)
-            | Command::Get(_)
-            | Command::Cancel(_)
-            | Command::Retry(_)
-            | Command::Tasks(_)
-            | Command::Purge(_)
-            | Command::Queue(_)
-            | Command::Schedule(_)
-            | Command::Status(_)
-            | Command::Top(_)
-            | Command::Configure(_)
-            | Command::Secrets(_)
-    ) || matches!(&cli.command, Command::Local(l) if l.bench);
+        Command::Coordinator(_) | Command::Worker(_) | Command::Router(_)
+    ) && !matches!(&cli.command, Command::Local(l) if !l.bench);
     // openraft logs an unreachable peer (routine while a replica restarts) as an error;
     // dtc reports what matters itself. Other libraries speak at warn: under load raft-log
     // alone would write hundreds of info lines a second. RUST_LOG overrides (e.g.
