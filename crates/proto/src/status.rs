@@ -58,18 +58,23 @@ impl AdminRequest {
         )
     }
 
-    /// The answer to this request that carries `error` instead, in the form its asker
-    /// reads.
-    pub fn failed(&self, error: crate::WireError) -> AdminResponse {
+    /// How an error answers this request, in the form its asker reads: what an answer
+    /// given later (once a change is applied) keeps instead of the request.
+    pub fn error_form(&self) -> fn(crate::WireError) -> AdminResponse {
         match self {
-            Self::Status => AdminResponse::Failed(error),
-            Self::Configure(_) => AdminResponse::Configured(Err(error)),
-            Self::Tasks(_) => AdminResponse::Tasks(Err(error)),
-            Self::TypeDefaults { .. } => AdminResponse::TypeDefaults(Err(error)),
-            Self::Purge(_) => AdminResponse::Purged(Err(error)),
-            Self::Queues(_) => AdminResponse::Queues(Err(error)),
-            Self::Schedules(_) => AdminResponse::Schedules(Err(error)),
+            Self::Status => AdminResponse::Failed,
+            Self::Configure(_) => |e| AdminResponse::Configured(Err(e)),
+            Self::Tasks(_) => |e| AdminResponse::Tasks(Err(e)),
+            Self::TypeDefaults { .. } => |e| AdminResponse::TypeDefaults(Err(e)),
+            Self::Purge(_) => |e| AdminResponse::Purged(Err(e)),
+            Self::Queues(_) => |e| AdminResponse::Queues(Err(e)),
+            Self::Schedules(_) => |e| AdminResponse::Schedules(Err(e)),
         }
+    }
+
+    /// The answer to this request that carries `error` instead.
+    pub fn failed(&self, error: crate::WireError) -> AdminResponse {
+        (self.error_form())(error)
     }
 
     /// How this request is refused to a credential that may only read (the admin token

@@ -27,9 +27,12 @@ pub(in crate::coordinator) struct AdminReply {
 }
 
 impl AdminReply {
-    /// A reply whose errors are answered as `failed` makes them.
-    fn new(tx: oneshot::Sender<AdminResponse>, failed: fn(WireError) -> AdminResponse) -> Self {
-        Self { tx, failed }
+    /// Where the answer to `request` goes.
+    fn new(request: &AdminRequest, tx: oneshot::Sender<AdminResponse>) -> Self {
+        Self {
+            tx,
+            failed: request.error_form(),
+        }
     }
 
     /// Answers the operator (who may have gone: then nobody hears it).
@@ -68,21 +71,21 @@ impl Leader {
         now: Instant,
         out: &mut Effects,
     ) {
+        let reply = AdminReply::new(&request, tx);
         match request {
             // A replica answers its own status; the actor only adds its runtime.
             AdminRequest::Status => {
                 let reason = "a replica's status is not the leader's to give".to_owned();
-                tx.send(request.failed(WireError::BadRequest { reason }))
-                    .ok();
+                reply.fail(WireError::BadRequest { reason });
             }
-            AdminRequest::Configure(change) => Self::configure(change, tx, table, out),
+            AdminRequest::Configure(change) => Self::configure(change, reply, table, out),
             AdminRequest::TypeDefaults { kind, options } => {
-                Self::set_type_defaults(kind, options, tx, out);
+                Self::set_type_defaults(kind, options, reply, out);
             }
-            AdminRequest::Tasks(query) => self.tasks(&query, tx, table, now),
-            AdminRequest::Purge(state) => self.purge(state, tx, now, out),
-            AdminRequest::Queues(op) => self.queues(op, tx, table, now, out),
-            AdminRequest::Schedules(op) => self.schedules(op, tx, table, now, out),
+            AdminRequest::Tasks(query) => self.tasks(&query, reply, table, now),
+            AdminRequest::Purge(state) => self.purge(state, reply, now, out),
+            AdminRequest::Queues(op) => self.queues(op, reply, table, now, out),
+            AdminRequest::Schedules(op) => self.schedules(op, reply, table, now, out),
         }
     }
 }

@@ -9,7 +9,6 @@ use dtc_proto::hash::HashMap;
 use dtc_proto::status::{AdminResponse, QueueOp, QueueStatus};
 use dtc_proto::{TaskSpec, WireError};
 use std::time::Instant;
-use tokio::sync::oneshot;
 
 impl Leader {
     /// An operator's question about the queues: a list is answered now, a pause or resume
@@ -17,12 +16,11 @@ impl Leader {
     pub(super) fn queues(
         &self,
         op: QueueOp,
-        tx: oneshot::Sender<AdminResponse>,
+        reply: AdminReply,
         table: &TaskTable,
         now: Instant,
         out: &mut Effects,
     ) {
-        let reply = AdminReply::new(tx, |e| AdminResponse::Queues(Err(e)));
         if let QueueOp::Pause(queue) | QueueOp::Resume(queue) | QueueOp::Limit(queue, _) = &op
             && let Err(e) = dtc_proto::check_queue_name(queue)
         {

@@ -10,7 +10,6 @@ use dtc_proto::schedule::{ScheduleOp, ScheduleSpec, ScheduleStatus};
 use dtc_proto::status::AdminResponse;
 use dtc_proto::{TaskId, WireError};
 use std::time::Instant;
-use tokio::sync::oneshot;
 
 impl Leader {
     /// An operator's question about the schedules: a list is answered now, a change once
@@ -18,12 +17,11 @@ impl Leader {
     pub(super) fn schedules(
         &self,
         op: ScheduleOp,
-        tx: oneshot::Sender<AdminResponse>,
+        reply: AdminReply,
         table: &TaskTable,
         now: Instant,
         out: &mut Effects,
     ) {
-        let reply = AdminReply::new(tx, |e| AdminResponse::Schedules(Err(e)));
         let at_ms = self.clock.at(now);
         let cmd = match op {
             ScheduleOp::List { after } => {

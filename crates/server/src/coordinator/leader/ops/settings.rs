@@ -6,21 +6,15 @@ use crate::coordinator::leader::{Effects, Leader, Then};
 use crate::shard::{Command, Retention, TaskTable};
 use dtc_proto::WireError;
 use dtc_proto::status::{AdminResponse, SettingsChange, ShardSettings};
-use tokio::sync::oneshot;
-
-fn reply(tx: oneshot::Sender<AdminResponse>) -> AdminReply {
-    AdminReply::new(tx, |e| AdminResponse::Configured(Err(e)))
-}
 
 impl Leader {
     /// An operator's change of the shard's settings.
     pub(super) fn configure(
         change: SettingsChange,
-        tx: oneshot::Sender<AdminResponse>,
+        reply: AdminReply,
         table: &TaskTable,
         out: &mut Effects,
     ) {
-        let reply = reply(tx);
         match changed(table.retention(), change) {
             Ok(retention) => out
                 .propose

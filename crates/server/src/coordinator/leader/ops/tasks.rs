@@ -8,30 +8,27 @@ use crate::shard::{Command, TaskTable};
 use dtc_proto::status::{AdminResponse, TaskQuery};
 use dtc_proto::{TaskState, WireError};
 use std::time::Instant;
-use tokio::sync::oneshot;
 
 impl Leader {
     /// A page of the shard's tasks.
     pub(super) fn tasks(
         &self,
         query: &TaskQuery,
-        tx: oneshot::Sender<AdminResponse>,
+        reply: AdminReply,
         table: &TaskTable,
         now: Instant,
     ) {
-        tx.send(AdminResponse::Tasks(Ok(self.list(query, table, now))))
-            .ok();
+        reply.send(AdminResponse::Tasks(Ok(self.list(query, table, now))));
     }
 
     /// An operator's purge of the finished tasks in `state`.
     pub(super) fn purge(
         &self,
         state: TaskState,
-        tx: oneshot::Sender<AdminResponse>,
+        reply: AdminReply,
         now: Instant,
         out: &mut Effects,
     ) {
-        let reply = AdminReply::new(tx, |e| AdminResponse::Purged(Err(e)));
         if !state.is_finished() {
             let reason = format!(
                 "only finished tasks can be purged (failed, succeeded, cancelled), not {}",

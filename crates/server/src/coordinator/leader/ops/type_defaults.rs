@@ -7,17 +7,15 @@ use crate::coordinator::leader::{Effects, Leader, Then};
 use crate::shard::Command;
 use dtc_proto::status::AdminResponse;
 use dtc_proto::{TaskOptions, TaskSpec, WireError};
-use tokio::sync::oneshot;
 
 impl Leader {
     /// An operator sets (or with `None` clears) a task type's defaults.
     pub(super) fn set_type_defaults(
         kind: String,
         options: Option<TaskOptions>,
-        tx: oneshot::Sender<AdminResponse>,
+        reply: AdminReply,
         out: &mut Effects,
     ) {
-        let reply = AdminReply::new(tx, |e| AdminResponse::TypeDefaults(Err(e)));
         if kind.is_empty() || kind.len() > TaskSpec::MAX_KIND_LEN {
             let reason = format!("a task type is 1 to {} bytes", TaskSpec::MAX_KIND_LEN);
             reply.fail(WireError::BadRequest { reason });
