@@ -47,10 +47,9 @@ fn dtc(args: &[&str]) -> anyhow::Result<(bool, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_past_its_timeout_is_stopped_and_its_slot_freed() -> anyhow::Result<()> {
     common::bounded(async {
-        let coord = Proc::coordinator(&["-p", "0"])?;
-        let port = coord.addr()?.port().to_string();
-        let _worker = Proc::start(&["worker", "-p", &port, "-w", "1"])?;
-        let client = Client::connect(coord.addr()?).await?;
+        let rig = Rig::start(&[]).await?;
+        let (coord, client) = (&rig.coord, &rig.client);
+        let _worker = rig.worker_process(&["-w", "1"])?;
         let spec = TaskSpec::new("sleep", AN_HOUR_US)
             .with_max_attempts(1)
             .with_timeout(Duration::from_millis(200));
@@ -70,10 +69,10 @@ async fn an_attempt_past_its_timeout_is_stopped_and_its_slot_freed() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_task_stops_it_and_frees_its_slot() -> anyhow::Result<()> {
     common::bounded(async {
-        let coord = Proc::coordinator(&["-p", "0"])?;
-        let port = coord.addr()?.port().to_string();
-        let _worker = Proc::start(&["worker", "-p", &port, "-w", "1"])?;
-        let client = Client::connect(coord.addr()?).await?;
+        let rig = Rig::start(&[]).await?;
+        let (coord, client) = (&rig.coord, &rig.client);
+        let port = rig.port()?;
+        let _worker = rig.worker_process(&["-w", "1"])?;
         let id = client.submit(TaskSpec::new("sleep", AN_HOUR_US)).await?.id;
         until(|| async { Ok(client.get(id).await?.state == TaskState::Running) }).await?;
         let id_text = id.to_string();

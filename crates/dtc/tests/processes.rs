@@ -5,7 +5,7 @@ mod common;
 
 use anyhow::Context;
 use bytes::{BufMut, BytesMut};
-use common::{Proc, TEST_LIMIT, TempDir, free_port, until};
+use common::{Proc, Rig, TEST_LIMIT, TempDir, free_port, until};
 use dtc_proto::codec::encode_frame;
 use dtc_proto::message::RequestBody;
 use dtc_proto::message::{Hello, Role};
@@ -20,10 +20,10 @@ use tokio::net::TcpStream;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_tasks_run_elsewhere() -> anyhow::Result<()> {
     common::bounded(async {
-        let coord = Proc::coordinator(&["-p", "0"])?;
-        let port = coord.addr()?.port().to_string();
-        let mut doomed = Proc::start(&["worker", "-p", &port, "-w", "4", "--name", "doomed"])?;
-        let client = Client::connect(coord.addr()?).await?;
+        let rig = Rig::start(&[]).await?;
+        let client = &rig.client;
+        let port = rig.port()?;
+        let mut doomed = rig.worker_process(&["-w", "4", "--name", "doomed"])?;
         let specs: Vec<TaskSpec> = (0..300).map(|_| TaskSpec::new("sleep", "10000")).collect();
         let ids: Vec<_> = specs.iter().map(|s| s.id).collect();
         // Submitted all at once: each submit is a replicated, fsynced log entry.
@@ -150,10 +150,9 @@ async fn a_restarted_coordinator_is_rejoined_and_the_run_completes() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_told_to_stop_finishes_its_tasks_first() -> anyhow::Result<()> {
     common::bounded(async {
-        let coord = Proc::coordinator(&["-p", "0"])?;
-        let port = coord.addr()?.port().to_string();
-        let mut worker = Proc::start(&["worker", "-p", &port, "-w", "2", "--prefetch", "0"])?;
-        let client = Client::connect(coord.addr()?).await?;
+        let rig = Rig::start(&[]).await?;
+        let client = &rig.client;
+        let mut worker = rig.worker_process(&["-w", "2", "--prefetch", "0"])?;
         let mut ids = Vec::new();
         for _ in 0..2 {
             let spec = TaskSpec::new("sleep", "400000");

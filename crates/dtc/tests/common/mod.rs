@@ -49,6 +49,19 @@ impl Rig {
         self.coord.addr()
     }
 
+    /// The coordinator's port, as the CLI's `-p` takes it.
+    pub fn port(&self) -> anyhow::Result<String> {
+        Ok(self.addr()?.port().to_string())
+    }
+
+    /// Starts a `dtc worker` process of the coordinator with `args` (`["-w", "2"]`).
+    pub fn worker_process(&self, args: &[&str]) -> anyhow::Result<Proc> {
+        let port = self.port()?;
+        let mut all = vec!["worker", "-p", &port];
+        all.extend_from_slice(args);
+        Proc::start(&all)
+    }
+
     /// Runs `worker` in this process against the coordinator until the rig stops.
     pub fn run(&self, worker: dtc_sdk::Worker) -> anyhow::Result<()> {
         tokio::spawn(worker.run(vec![self.addr()?], self.stop.clone()));

@@ -119,6 +119,8 @@ pub(super) struct Actor {
     inflight: FuturesOrdered<InFlight>,
     /// What a new term's leader runtime is made with.
     leader_config: LeaderConfig,
+    /// Reads the wall clock when a term starts.
+    wall_clock: fn() -> u64,
     /// The term this replica last started to lead in; proposals are made in it.
     term: u64,
     /// The leader openraft last named, to count changes of leader.
@@ -162,8 +164,8 @@ impl Actor {
                 reclaim_grace: config.reclaim_grace,
                 max_payload: config.max_payload,
                 initial_settings: config.retention,
-                wall_clock: config.wall_clock,
             },
+            wall_clock: config.wall_clock,
         }
     }
 
@@ -521,8 +523,13 @@ impl Actor {
                     fail(pending, &err);
                 }
                 self.inflight = FuturesOrdered::new();
-                let runtime =
-                    Leader::elected(self.leader_config.clone(), &self.table.lock().table, now());
+                let config = self.leader_config.clone();
+                let t = self.table.lock();
+                // The wall clock first, then the instant it stands for: read the other way
+                // round, a pause between the two would put the leader's clock ahead.
+                let wall_ms = (self.wall_clock)();
+                let runtime = Leader::elected(config, &t.table, wall_ms, now());
+                drop(t);
                 self.part = Part::Leading(Box::new(runtime));
             }
             (Part::Leading(_), false) => {

@@ -96,8 +96,6 @@ pub(in crate::coordinator) struct LeaderConfig {
     pub max_payload: usize,
     /// The settings a new shard takes from its first leader.
     pub initial_settings: Retention,
-    /// Reads the wall clock when the term starts.
-    pub wall_clock: fn() -> u64,
 }
 
 /// A connected worker.
@@ -173,10 +171,13 @@ pub(in crate::coordinator) struct Leader {
 }
 
 impl Leader {
-    /// The runtime of a term that starts now, over `table` as this replica has applied it.
+    /// The runtime of a term that starts `now`, over `table` as this replica has applied
+    /// it; `wall_ms` is the wall clock read just before `now` (so that the leader's clock
+    /// is never ahead of the wall clock: a delayed task never starts before its time).
     pub(in crate::coordinator) fn elected(
         config: LeaderConfig,
         table: &TaskTable,
+        wall_ms: u64,
         now: Instant,
     ) -> Self {
         let label = config.replica.clone();
@@ -189,7 +190,7 @@ impl Leader {
             firings: Firings::default(),
             progress: HashMap::default(),
             stats: Stats::new(&label, now),
-            clock: LeaderClock::start((config.wall_clock)(), table.clock_ms(), now),
+            clock: LeaderClock::start(wall_ms, table.clock_ms(), now),
             ignored_completions: metrics::counter!(
                 "dtc_worker_completions_ignored_total",
                 "replica" => label.clone()

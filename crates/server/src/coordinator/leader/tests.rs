@@ -1,5 +1,6 @@
 //! The leader's decisions, driven by hand over a real task table: no actor, no clock.
 
+use super::super::clock::system_ms;
 use super::*;
 use bytes::Bytes;
 use dtc_proto::message::{RequestBody, WorkerMsg};
@@ -17,7 +18,6 @@ fn config() -> LeaderConfig {
         reclaim_grace: GRACE,
         max_payload: 1024,
         initial_settings: Retention::default(),
-        wall_clock: super::super::clock::system_ms,
     }
 }
 
@@ -72,7 +72,7 @@ impl Shard {
     /// A leader elected over `table`, its barrier proposed but not yet applied.
     fn elected(table: TaskTable) -> Self {
         let now = Instant::now();
-        let mut leader = Leader::elected(config(), &table, now);
+        let mut leader = Leader::elected(config(), &table, system_ms(), now);
         assert!(leader.take_barrier_due());
         assert!(!leader.take_barrier_due(), "the barrier is proposed once");
         Self {
@@ -199,7 +199,7 @@ fn proposed(out: &Effects) -> Vec<&'static str> {
 #[test]
 fn a_new_shards_first_leader_proposes_its_settings_at_the_barrier() {
     let table = TaskTable::new(Retention::default());
-    let mut leader = Leader::elected(config(), &table, Instant::now());
+    let mut leader = Leader::elected(config(), &table, system_ms(), Instant::now());
     let mut out = Effects::default();
     leader.barrier_applied(1, &table, Instant::now(), &mut out);
     assert_eq!(proposed(&out), ["configure"]);
@@ -673,7 +673,7 @@ fn waiters_whose_clients_have_left_are_dropped() {
 #[test]
 fn before_its_barrier_a_leader_runs_nothing_ahead() {
     let table = TaskTable::new(Retention::default());
-    let mut leader = Leader::elected(config(), &table, Instant::now());
+    let mut leader = Leader::elected(config(), &table, system_ms(), Instant::now());
     let (reply, _rx) = Reply::for_test(1);
     let mut out = Effects::default();
     leader.request(submit(1, true), reply, &table, Instant::now(), &mut out);
