@@ -13,6 +13,7 @@
 mod actor;
 mod admin;
 mod clock;
+mod data_dir;
 mod early;
 mod leader;
 mod proposer;
@@ -22,6 +23,7 @@ mod stats;
 mod timers;
 mod worker_session;
 
+pub use data_dir::DataDirError;
 pub use worker_session::DEFAULT_MAX_WORKER_SLOTS;
 
 use crate::net::{
@@ -30,8 +32,8 @@ use crate::net::{
 };
 use crate::shard::peer::{self, PeerNetwork};
 use crate::shard::{
-    Durability, FORMAT_VERSION, LeaderWrites, LogStore, MemDisk, MemLogStore, Node, NodeId,
-    Retention, ShardRaft, SharedTable, TableStore,
+    Durability, LeaderWrites, LogStore, MemDisk, MemLogStore, Node, NodeId, Retention, ShardRaft,
+    SharedTable, TableStore,
 };
 use actor::{Actor, Event};
 use dtc_proto::WireError;
@@ -40,24 +42,13 @@ use dtc_proto::message::{RequestBody, Role, ShardId};
 use dtc_proto::transport::{Listener, Secure, Tcp, Transport};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// What a data directory's format file says (of [`FORMAT_VERSION`]).
-fn data_format() -> String {
-    format!("dtc data format {FORMAT_VERSION}")
-}
-
-/// The file in a data directory that names its format.
-const FORMAT_FILE: &str = "FORMAT";
-
-/// The file in a data directory that holds the shard's identity.
-const SHARD_FILE: &str = "SHARD";
 
 /// Raft's timing and log compaction.
 #[derive(Clone, Copy, Debug)]
@@ -177,12 +168,12 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The data directory cannot be used.
-    #[error("data directory {dir}: {reason}")]
+    #[error("data directory {}: {source}", dir.display())]
     DataDir {
         /// The directory.
         dir: PathBuf,
         /// What is wrong.
-        reason: String,
+        source: DataDirError,
     },
     /// The replica list does not name this replica.
     #[error("replica id {id} is not among the shard's replicas ({replicas})")]
@@ -279,17 +270,18 @@ impl<L: Listener> Coordinator<L> {
         let name = format!("replica {}", config.id);
         let (raft, table, durability, shard) = match &config.data_dir {
             Some(dir) => {
-                let data_err = |reason: String| StartError::DataDir {
+                let data_err = |source: DataDirError| StartError::DataDir {
                     dir: dir.clone(),
-                    reason,
+                    source,
                 };
-                check_format(dir).map_err(data_err)?;
-                let shard = shard_identity(dir, shard).map_err(data_err)?;
+                data_dir::check_format(dir).map_err(data_err)?;
+                let shard = data_dir::shard_identity(dir, shard).map_err(data_err)?;
                 let log = LogStore::open(&dir.join("raft-log"), writes)
-                    .map_err(|e| data_err(e.to_string()))?;
+                    .map_err(|e| data_err(DataDirError::Store(e.to_string())))?;
                 let durability = log.durability().clone();
                 let network = PeerNetwork::new(transport, &name, shard, durability.clone());
-                let sm = TableStore::open(dir).map_err(|e| data_err(e.to_string()))?;
+                let sm = TableStore::open(dir)
+                    .map_err(|e| data_err(DataDirError::Store(e.to_string())))?;
                 let table = sm.shared();
                 let raft = ShardRaft::new(config.id, raft_config, network, log, sm)
                     .await
@@ -539,42 +531,6 @@ fn raft_config(t: &RaftTiming, spread: u64) -> Result<Arc<openraft::Config>, Sta
         .validate()
         .map(Arc::new)
         .map_err(|e| StartError::Raft(e.to_string()))
-}
-
-/// Creates the data directory's format file, or checks the one there.
-fn check_format(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
-    let path = dir.join(FORMAT_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(found) if found.trim() == data_format() => Ok(()),
-        Ok(found) => Err(format!(
-            "it holds {:?}, but this dtc reads {:?}; use another --data-dir",
-            found.trim(),
-            data_format()
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&path, format!("{}\n", data_format()))
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))
-        }
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-    }
-}
-
-/// The shard's identity as the data directory keeps it; a directory without one takes
-/// `derived` (from the shard's first membership) and keeps it from then on.
-fn shard_identity(dir: &Path, derived: ShardId) -> Result<ShardId, String> {
-    let path = dir.join(SHARD_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text
-            .parse()
-            .map_err(|e| format!("{} is not a shard identity: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&path, format!("{derived}\n"))
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            Ok(derived)
-        }
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-    }
 }
 
 /// Client sessions' way to the actor.
