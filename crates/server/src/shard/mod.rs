@@ -36,4 +36,6 @@ pub use table::{
     CorruptSnapshot, Input, Listed, Retention, Schedule, Schedules, TableImage, TaskTable, Timing,
     check_schedule,
 };
-pub use table_store::{SharedTable, SnapshotFileError, TableStore, read_snapshot_file};
+pub use table_store::{
+    SharedTable, SnapshotDecodeError, SnapshotFileError, TableStore, read_snapshot_file,
+};

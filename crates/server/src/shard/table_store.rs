@@ -96,13 +96,40 @@ pub enum SnapshotFileError {
         source: io::Error,
     },
     /// It is not a snapshot this version of dtc can read.
-    #[error("{path} is not a dtc snapshot of format version {SNAPSHOT_VERSION}: {reason}")]
+    #[error("{} is not a dtc snapshot of format version {SNAPSHOT_VERSION}: {source}", path.display())]
     Format {
         /// The file.
         path: PathBuf,
         /// What was wrong.
-        reason: String,
+        source: SnapshotDecodeError,
     },
+}
+
+/// Why a snapshot's bytes cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotDecodeError {
+    /// Too short to hold even the checksum.
+    #[error("{0} bytes are too few for a snapshot")]
+    TooShort(usize),
+    /// The bytes are damaged.
+    #[error(
+        "its checksum does not match (stored {stored:08x}, computed {computed:08x}): the file is damaged"
+    )]
+    Checksum {
+        /// The checksum the file carries.
+        stored: u32,
+        /// The checksum of its bytes.
+        computed: u32,
+    },
+    /// The checksum matches but the bytes are not a snapshot file.
+    #[error("{0}")]
+    Encoding(#[from] postcard::Error),
+    /// Another version of dtc wrote it.
+    #[error("it has version {0}")]
+    Version(u32),
+    /// Its table cannot be restored.
+    #[error(transparent)]
+    Table(#[from] CorruptSnapshot),
 }
 
 impl TableStore {
@@ -131,14 +158,14 @@ impl TableStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(store),
             Err(source) => return Err(SnapshotFileError::Io { path, source }),
         };
-        let format = |reason: String| SnapshotFileError::Format {
+        let format = |source: SnapshotDecodeError| SnapshotFileError::Format {
             path: path.clone(),
-            reason,
+            source,
         };
         let file = decode_file(&bytes).map_err(format)?;
         store
             .load(&file.meta, &file.table)
-            .map_err(|e| format(e.to_string()))?;
+            .map_err(|e| format(e.into()))?;
         *store.current_lock() = Some((file.meta, bytes));
         Ok(store)
     }
@@ -148,14 +175,14 @@ impl TableStore {
         let mut store = Self::in_memory();
         store.mem = Some(disk.clone());
         if let Some((meta, file)) = disk.snapshot() {
-            let format = |reason: String| SnapshotFileError::Format {
+            let format = |source: SnapshotDecodeError| SnapshotFileError::Format {
                 path: PathBuf::from("(the in-memory disk)"),
-                reason,
+                source,
             };
             let decoded = decode_file(&file).map_err(format)?;
             store
                 .load(&meta, &decoded.table)
-                .map_err(|e| format(e.to_string()))?;
+                .map_err(|e| format(e.into()))?;
             *store.current_lock() = Some((meta, file));
         }
         Ok(store)
@@ -241,30 +268,30 @@ fn encode_file(meta: &SnapshotMeta<NodeId, Node>, table: Vec<u8>) -> io::Result<
 
 /// Reads a snapshot file's bytes as a replica does (at start, or installed from its
 /// leader): where it stands in the log and the table it holds, or why it is refused.
-pub fn read_snapshot_file(bytes: &[u8]) -> Result<(SnapshotMeta<NodeId, Node>, TaskTable), String> {
+pub fn read_snapshot_file(
+    bytes: &[u8],
+) -> Result<(SnapshotMeta<NodeId, Node>, TaskTable), SnapshotDecodeError> {
     let file = decode_file(bytes)?;
-    let table = TaskTable::restore(&file.table).map_err(|e| e.to_string())?;
+    let table = TaskTable::restore(&file.table)?;
     Ok((file.meta, table))
 }
 
 /// Reads a snapshot file's bytes: the checksum must match and the version be this one's.
-fn decode_file(bytes: &[u8]) -> Result<SnapshotFile, String> {
+fn decode_file(bytes: &[u8]) -> Result<SnapshotFile, SnapshotDecodeError> {
     let Some(split) = bytes.len().checked_sub(4) else {
-        return Err(format!("{} bytes are too few for a snapshot", bytes.len()));
+        return Err(SnapshotDecodeError::TooShort(bytes.len()));
     };
     let (body, crc) = bytes.split_at(split);
     let mut stored = [0u8; 4];
     stored.copy_from_slice(crc);
     let computed = crc32fast::hash(body);
-    if u32::from_le_bytes(stored) != computed {
-        return Err(format!(
-            "its checksum does not match (stored {:08x}, computed {computed:08x}): the file is damaged",
-            u32::from_le_bytes(stored)
-        ));
+    let stored = u32::from_le_bytes(stored);
+    if stored != computed {
+        return Err(SnapshotDecodeError::Checksum { stored, computed });
     }
-    let file: SnapshotFile = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+    let file: SnapshotFile = postcard::from_bytes(body)?;
     if file.version != SNAPSHOT_VERSION {
-        return Err(format!("it has version {}", file.version));
+        return Err(SnapshotDecodeError::Version(file.version));
     }
     Ok(file)
 }
@@ -362,12 +389,12 @@ impl RaftStateMachine<TypeConfig> for TableStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let file = snapshot.into_inner();
-        let read_err = |reason: String| {
-            StorageIOError::read_snapshot(Some(meta.signature()), &io::Error::other(reason))
+        let read_err = |e: SnapshotDecodeError| {
+            StorageIOError::read_snapshot(Some(meta.signature()), &io::Error::other(e))
         };
         let decoded = decode_file(&file).map_err(read_err)?;
         self.load(meta, &decoded.table)
-            .map_err(|e| read_err(e.to_string()))?;
+            .map_err(|e| read_err(e.into()))?;
         let file = self
             .persist(move || Ok(file))
             .await
@@ -400,10 +427,7 @@ mod tests {
             damaged[at] ^= 0x10;
             let refused = decode_file(&damaged);
             assert!(
-                refused
-                    .as_ref()
-                    .err()
-                    .is_some_and(|e| e.contains("checksum")),
+                matches!(refused, Err(SnapshotDecodeError::Checksum { .. })),
                 "a flip at byte {at}: {:?}",
                 refused.map(|f| f.version)
             );
