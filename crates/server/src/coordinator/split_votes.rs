@@ -63,12 +63,15 @@ fn sit_out_for(election_timeout_max: Duration) -> Duration {
 /// Watches `raft`'s metrics until `cancel` fires; when [`SplitVotes`] says so, turns the
 /// replica's elections off for a random time, then on again.
 pub async fn run(raft: ShardRaft, election_timeout_max: Duration, cancel: CancellationToken) {
-    let mut metrics = raft.metrics();
+    // The server metrics (vote, role, leader) change only with them, not with every entry
+    // appended or applied as the full metrics do: this task wakes per election, not per
+    // entry.
+    let mut metrics = raft.server_metrics();
     let mut votes = SplitVotes::default();
     loop {
         let sit_out = {
             let m = metrics.borrow_and_update();
-            votes.observe(m.current_term, m.state, m.current_leader)
+            votes.observe(m.vote.leader_id().term, m.state, m.current_leader)
         };
         if sit_out {
             let pause = sit_out_for(election_timeout_max);
