@@ -483,15 +483,15 @@ async fn stop_on_storage_failure(
     raft: ShardRaft,
     cancel: CancellationToken,
 ) -> Option<StorageFailed> {
-    let mut metrics = raft.metrics();
+    // openraft records a fatal error in its full metrics, then its core ends and drops the
+    // metrics' senders. The server metrics change only per election (the full ones with
+    // every entry), so waiting on them for the end wakes this task rarely.
+    let mut server = raft.server_metrics();
     let fatal = async {
-        loop {
-            if let Err(fatal) = &metrics.borrow_and_update().running_state {
-                return fatal.to_string();
-            }
-            if metrics.changed().await.is_err() {
-                return "raft stopped".to_owned();
-            }
+        while server.changed().await.is_ok() {}
+        match &raft.metrics().borrow().running_state {
+            Err(fatal) => fatal.to_string(),
+            Ok(()) => "raft stopped".to_owned(),
         }
     };
     let failure = tokio::select! {
